@@ -1,0 +1,27 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   builds the embedded default zoo (digits_seed) with its twins into ./stores
+#   make test   runs the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN := torch==2.13.0
+JOBS ?= 2
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# the pinned CPU wheel first, so that nothing pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+.PHONY: install demo test lint
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/zoo-build --zoo digits_seed --out stores --resume
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -n $(JOBS) --durations=15
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,1 @@
+"""Builders: the ``zoo-build`` command and the stages that write a store."""

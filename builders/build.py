@@ -1,0 +1,49 @@
+"""``build_zoo``: the Python entry point behind ``zoo-build``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.data import get_source
+from zoo_dataset.errors import ZooSpecError
+from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.specs import ZooSpec
+from zoo_dataset.store import StoreWriter, ZooStore
+from zoo_dataset.training import ReferenceTrainer, Trainer
+
+from .context import BuildContext
+from .stages import STAGES, StageReport
+
+DEFAULT_ROOT = Path("stores")
+
+
+def layout_for(spec: ZooSpec) -> ParameterLayout:
+    channels = get_source(spec.dataset).channels
+    return ParameterLayout.from_module(build_model(spec.architecture, channels, "tanh"))
+
+
+def build_zoo(
+    spec: ZooSpec,
+    root: Path | str = DEFAULT_ROOT,
+    stages: Sequence[str] | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    data_dir: Path | str | None = None,
+    trainer: Trainer | None = None,
+    progress: bool = True,
+) -> tuple[ZooStore, list[StageReport]]:
+    """Run ``stages`` (default: all registered) of ``spec`` into ``root/<zoo>``; returns a reader."""
+    stages = list(stages or STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ZooSpecError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(STAGES)}")
+    source = get_source(spec.dataset)
+    if "original" in stages and not source.is_available(Path(data_dir) if data_dir else None):
+        source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
+    writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume)
+    ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
+                       trainer=trainer or ReferenceTrainer(device), progress=progress)
+    reports = [STAGES[name].run(ctx) for name in stages]
+    return ZooStore(writer.zoo_dir), reports

@@ -1,0 +1,111 @@
+"""``zoo-build``: build a zoo and its twins into a store."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from zoo_dataset.data import is_available
+from zoo_dataset.errors import ZooError, ZooSpecError
+from zoo_dataset.specs import get_spec, registry
+from zoo_dataset.store import ZooStore
+
+from .build import DEFAULT_ROOT, build_zoo
+from .stages import STAGES
+
+PRESETS = {
+    "paper": {},
+    "smoke": {"model_subset": range(4), "epochs": 2, "mp_epochs": 1, "mp_levels": (0.5, 0.9), "vd_epochs": 2},
+}
+
+
+def parse_models(text: str) -> list[int]:
+    """'0-9,12,20-22' -> [0..9, 12, 20, 21, 22]."""
+    ids: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                ids.extend(range(int(lo), int(hi) + 1))
+            elif part.strip():
+                ids.append(int(part))
+    except ValueError:
+        raise ZooSpecError(f"--models {text!r} is not a list of ids and ranges such as 0-9,12") from None
+    return ids
+
+
+def list_zoos(data_dir: str | None) -> None:
+    header = f"{'zoo':18} {'dataset':8} {'arch':6} {'variant':7} {'models':>6} {'epochs':>6}  data"
+    click.echo(header)
+    for name, spec in registry().items():
+        data = "available" if is_available(spec.dataset, data_dir) else "missing"
+        click.echo(f"{name:18} {spec.dataset:8} {spec.architecture:6} {spec.variant:7} {spec.size:>6} {spec.epochs:>6}  {data}")
+
+
+def summary(store: ZooStore, seconds: float) -> None:
+    size = sum(p.stat().st_size for p in store.zoo_dir.rglob("*") if p.is_file())
+    click.echo(f"\nstore: {store.zoo_dir}  ({size / 1e6:.1f} MB, built in {seconds:.0f} s)")
+    for population in store.populations:
+        states = store.states(population)
+        last = states[states.epoch == states.epoch.max()]
+        levels = sorted(last.level.unique())
+        for level in levels:
+            at = last[last.level == level]
+            tag = f"{population}" + (f" @ {level:.0%}" if population == "mp" else "")
+            click.echo(
+                f"  {tag:12} models {at.model_id.nunique():5d}  epochs {int(states.epoch.max()):3d}  "
+                f"test acc {100 * at.test_acc.mean():5.1f} ({100 * at.test_acc.std(ddof=0):.1f}) %  "
+                f"sparsity {100 * at.sparsity.mean():5.1f} %"
+            )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--zoo", help="Zoo name (see --list).")
+@click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
+@click.option("--stages", default=",".join(STAGES), show_default=True, help="Comma-separated stages to run.")
+@click.option("--out", type=click.Path(file_okay=False), default=str(DEFAULT_ROOT), show_default=True,
+              help="Root directory of stores; the zoo goes to OUT/<zoo>.")
+@click.option("--models", help="Subset of model ids, e.g. 0-9,12.")
+@click.option("--epochs", type=int, help="Override the original training epochs.")
+@click.option("--mp-epochs", type=int, help="Override MP fine-tuning epochs.")
+@click.option("--mp-levels", help="Override MP sparsity levels, e.g. 0.5,0.9 or 50,90.")
+@click.option("--vd-epochs", type=int, help="Override VD training epochs.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
+              help="smoke: 4 models, 2 epochs, a quick end-to-end check.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files are (default $ZOO_TWINS_DATA).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted build; finished models are kept.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, preset, device, data_dir,
+         resume, quiet):
+    """Build the original population of a zoo and its sparsified twins."""
+    try:
+        if show_list:
+            list_zoos(data_dir)
+            return
+        if not zoo:
+            raise click.UsageError("--zoo NAME is required (or --list)")
+        overrides = dict(PRESETS[preset])
+        overrides.update({k: v for k, v in {
+            "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs,
+            "model_subset": parse_models(models) if models else None,
+            "mp_levels": [float(x) for x in mp_levels.split(",")] if mp_levels else None,
+        }.items() if v is not None})
+        spec = get_spec(zoo).with_overrides(**overrides)
+        started = time.time()
+        store, _ = build_zoo(spec, out, stages=[s.strip() for s in stages.split(",") if s.strip()], resume=resume,
+                             device=device, data_dir=data_dir, progress=not quiet)
+        summary(store, time.time() - started)
+    except ZooError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ValueError as exc:  # e.g. a malformed --mp-levels value
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

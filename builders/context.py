@@ -1,0 +1,45 @@
+"""What every stage of one build shares: the spec, the store, the data, the trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from zoo_dataset.architectures import INPUT_SIZE
+from zoo_dataset.data import ImageData, load_dataset
+from zoo_dataset.metrics import evaluate
+from zoo_dataset.specs import ZooSpec
+from zoo_dataset.store import StoreWriter, ZooStore
+from zoo_dataset.training import ReferenceTrainer, Trainer
+
+
+@dataclass
+class BuildContext:
+    spec: ZooSpec
+    store: StoreWriter
+    data_dir: Path | None = None
+    device: str = "cpu"
+    trainer: Trainer = field(default_factory=ReferenceTrainer)
+    progress: bool = True
+
+    @cached_property
+    def data(self) -> ImageData:
+        return load_dataset(self.spec.dataset, INPUT_SIZE[self.spec.architecture], self.data_dir)
+
+    def reader(self) -> ZooStore:
+        """A reader over what the store holds now (re-created so it sees newly packed shards)."""
+        return ZooStore(self.store.zoo_dir)
+
+    def original_final_states(self, model_ids: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Last original state and its test predictions (for agreement) of each model."""
+        reader = self.reader()
+        out = {}
+        for model_id in model_ids:
+            model = reader.model("original", model_id, epoch=-1)
+            _, _, predictions = evaluate(model, self.data.test_x, self.data.test_y)
+            out[model_id] = (reader.weights("original", model_id, epoch=-1), predictions)
+        reader.close()
+        return out

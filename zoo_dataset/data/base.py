@@ -1,0 +1,51 @@
+"""The one interface every image dataset source implements."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+DATA_DIR_ENV = "ZOO_TWINS_DATA"
+
+
+def default_data_dir() -> Path:
+    """``$ZOO_TWINS_DATA`` or ``~/.cache/zoo_twins/data``: where dataset files are looked for."""
+    return Path(os.environ.get(DATA_DIR_ENV, Path.home() / ".cache" / "zoo_twins" / "data"))
+
+
+@dataclass
+class ImageData:
+    """Train and test images, preprocessed to the architecture's input (N, C, H, W) float32."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int = 10
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+
+class DataSource(Protocol):
+    """A dataset in one distribution format."""
+
+    name: str
+    channels: int  # channels the zoos use (after any greyscale conversion)
+
+    def is_available(self, data_dir: Path | None = None) -> bool:
+        """True when :meth:`load` can work without the network."""
+
+    def load(self, image_size: int, data_dir: Path | None = None) -> ImageData:
+        """Read, check and preprocess the data; raises DataUnavailableError / DataFormatError."""

@@ -1,0 +1,1 @@
+"""Sparsifiers: magnitude pruning and sparse variational dropout."""

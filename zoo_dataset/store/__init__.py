@@ -1,0 +1,8 @@
+"""The on-disk store: sharded HDF5 + parquet tables + a checksummed manifest (see docs/store-format.md)."""
+
+from .layout_on_disk import POPULATIONS
+from .manifest import Manifest
+from .reader import ZooStore
+from .writer import PopulationWriter, StoreWriter
+
+__all__ = ["Manifest", "POPULATIONS", "PopulationWriter", "StoreWriter", "ZooStore"]

@@ -1,0 +1,22 @@
+"""Where things live inside a zoo directory. One place, so writer and reader never disagree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+POPULATIONS = ("original", "mp", "vd")
+MODELS_TABLE = "models.parquet"
+STAGING = "_staging"
+
+
+def shard_name(population: str, index: int) -> str:
+    return f"{population}/shard-{index:05d}.h5"
+
+
+def states_name(population: str, index: int) -> str:
+    return f"{population}/shard-{index:05d}.states.parquet"
+
+
+def unit_path(zoo_dir: Path, population: str, model_id: int, level: float) -> Path:
+    """A finished unit of work (one model, one level) waiting to be packed into its shard."""
+    return Path(zoo_dir) / STAGING / population / f"m{model_id:06d}-l{level:.4f}.h5"

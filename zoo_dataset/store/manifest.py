@@ -1,0 +1,101 @@
+"""``manifest.json``: the one index of a store, written last and atomically.
+
+It holds the schema version, the zoo spec the store was built from, the parameter layout, the
+model ids, and per population (original, mp, vd) its levels, epochs, status and shard list with
+sha256 and row counts. Readers trust only what the manifest lists.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import StoreError
+from ..layout import ParameterLayout
+from ..specs import ZooSpec
+from .files import atomic_write_text
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ShardInfo:
+    index: int
+    file: str  # relative to the zoo directory
+    sha256: str
+    bytes: int
+    model_ids: list[int]
+    states_file: str
+    states_sha256: str
+
+    @property
+    def rows(self) -> int:
+        return len(self.model_ids)
+
+
+@dataclass
+class PopulationInfo:
+    levels: list[float]
+    epochs: int  # recorded states per unit = epochs + 1 (epoch 0 included)
+    arrays: list[str]  # datasets in each shard: weights, masks, log_alpha
+    status: str = "partial"  # "partial" | "complete"
+    shards: list[ShardInfo] = field(default_factory=list)
+
+    def shard_for(self, model_id: int) -> tuple[ShardInfo, int]:
+        for shard in self.shards:
+            if model_id in shard.model_ids:
+                return shard, shard.model_ids.index(model_id)
+        raise StoreError(f"model {model_id} is not in any finished shard of this population")
+
+
+@dataclass
+class Manifest:
+    zoo: str
+    spec: dict[str, Any]
+    layout: list[dict[str, Any]]
+    model_ids: list[int]
+    models_per_shard: int
+    populations: dict[str, PopulationInfo] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    code_version: str = __version__
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def zoo_spec(self) -> ZooSpec:
+        return ZooSpec.from_dict(self.spec)
+
+    @property
+    def parameter_layout(self) -> ParameterLayout:
+        return ParameterLayout.from_dict(self.layout)
+
+    def shard_groups(self) -> list[list[int]]:
+        """Model ids per shard: consecutive runs of ``models_per_shard`` models."""
+        ids, n = self.model_ids, self.models_per_shard
+        return [ids[i : i + n] for i in range(0, len(ids), n)]
+
+    def save(self, zoo_dir: Path) -> None:
+        atomic_write_text(Path(zoo_dir) / MANIFEST, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, zoo_dir: Path) -> Manifest:
+        path = Path(zoo_dir) / MANIFEST
+        if not path.exists():
+            raise StoreError(f"no store at {zoo_dir}: {MANIFEST} is missing (build it with zoo-build or download it)")
+        try:
+            raw = json.loads(path.read_text())
+            if raw.get("schema_version") != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} has schema version {raw.get('schema_version')}; this toolkit reads version {SCHEMA_VERSION}"
+                )
+            pops = {
+                name: PopulationInfo(**{**p, "shards": [ShardInfo(**s) for s in p["shards"]]})
+                for name, p in raw.pop("populations").items()
+            }
+            return cls(**raw, populations=pops)
+        except (json.JSONDecodeError, TypeError, KeyError) as exc:
+            raise StoreError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from exc

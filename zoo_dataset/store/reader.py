@@ -1,0 +1,143 @@
+"""Reading a store: tables with pandas, states by (population, model, level, epoch).
+
+Shard files open lazily and are reopened after a fork (one handle set per process), so a reader
+can be shared with DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from ..architectures import build_model
+from ..errors import ChecksumError, StoreError
+from ..layout import ParameterLayout
+from ..specs import ModelConfig, ZooSpec
+from .files import sha256_file
+from .layout_on_disk import MODELS_TABLE
+from .manifest import Manifest, PopulationInfo
+
+CHUNK_CACHE_BYTES = 16 << 20
+
+
+class ZooStore:
+    """A built (or downloaded) zoo: ``ZooStore(root / "digits_seed")``."""
+
+    def __init__(self, zoo_dir: Path | str):
+        self.zoo_dir = Path(zoo_dir)
+        self.manifest = Manifest.load(self.zoo_dir)
+        self.layout: ParameterLayout = self.manifest.parameter_layout
+        self.spec: ZooSpec = self.manifest.zoo_spec
+        self._handles: dict[str, h5py.File] = {}
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------ tables
+    @property
+    def populations(self) -> list[str]:
+        return [name for name, p in self.manifest.populations.items() if p.shards]
+
+    def population(self, name: str) -> PopulationInfo:
+        info = self.manifest.populations.get(name)
+        if info is None or not info.shards:
+            have = ", ".join(self.populations) or "none"
+            raise StoreError(f"population {name!r} is not in {self.zoo_dir} (it has: {have})")
+        return info
+
+    def models(self) -> pd.DataFrame:
+        return pd.read_parquet(self.zoo_dir / MODELS_TABLE)
+
+    def states(self, population: str | None = None) -> pd.DataFrame:
+        """One row per recorded state, across all finished shards of one or all populations."""
+        names = [population] if population else self.populations
+        frames = [pd.read_parquet(self.zoo_dir / s.states_file) for n in names for s in self.population(n).shards]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def model_config(self, model_id: int) -> ModelConfig:
+        return self.spec.all_models()[model_id]
+
+    # ------------------------------------------------------------------ arrays
+    def _file(self, relative: str) -> h5py.File:
+        if os.getpid() != self._pid:  # forked: h5py handles must not be shared
+            self._handles, self._pid = {}, os.getpid()
+        if relative not in self._handles:
+            path = self.zoo_dir / relative
+            if not path.exists():
+                raise StoreError(f"shard {path} is missing; re-download the store or rebuild with zoo-build --resume")
+            try:
+                self._handles[relative] = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            except OSError as exc:
+                raise StoreError(f"shard {path} is corrupt or truncated ({exc}); re-download or rebuild it") from exc
+        return self._handles[relative]
+
+    def locate(self, population: str, model_id: int, level: float | None = None) -> tuple[h5py.File, int, int]:
+        """(open shard, row, level index) of one unit."""
+        info = self.population(population)
+        shard, row = info.shard_for(int(model_id))
+        if level is None:
+            if len(info.levels) > 1:
+                raise StoreError(f"population {population} has levels {info.levels}: pass level=")
+            li = 0
+        else:
+            matches = [i for i, lv in enumerate(info.levels) if abs(lv - level) < 1e-6]
+            if not matches:
+                raise StoreError(f"level {level} not in population {population} (levels: {info.levels})")
+            li = matches[0]
+        return self._file(shard.file), row, li
+
+    def array(self, name: str, population: str, model_id: int, epoch: int | slice = -1,
+              level: float | None = None) -> np.ndarray:
+        """``weights``, ``masks`` or ``log_alpha`` of one unit at ``epoch`` (an int, -1 = last, or a slice)."""
+        f, row, li = self.locate(population, model_id, level)
+        if name not in f:
+            raise StoreError(f"population {population} stores no {name!r} (it has {', '.join(k for k in f if k not in ('model_id', 'level'))})")
+        ds = f[name]
+        n_states = ds.shape[2]
+        if isinstance(epoch, int) and not -n_states <= epoch < n_states:
+            raise StoreError(f"epoch {epoch} out of range: population {population} records epochs 0..{n_states - 1}")
+        try:
+            return ds[row, li, epoch]
+        except OSError as exc:
+            raise StoreError(f"shard {f.filename} is corrupt ({exc}); re-download or rebuild it") from exc
+
+    def weights(self, population: str, model_id: int, epoch: int = -1, level: float | None = None) -> np.ndarray:
+        return self.array("weights", population, model_id, epoch, level)
+
+    def model(self, population: str, model_id: int, epoch: int = -1, level: float | None = None) -> nn.Module:
+        """A plain ``nn.Module`` carrying a stored state (pruned entries as exact zeros), in eval mode."""
+        config = self.model_config(model_id)
+        channels = self.layout.by_name["conv1.weight"].shape[1]
+        net = build_model(self.spec.architecture, channels, config.activation, config.dropout)
+        flat = self.weights(population, model_id, epoch, level)
+        if "masks" in self.population(population).arrays:
+            flat = np.where(self.array("masks", population, model_id, epoch, level), flat, 0.0)
+        return self.layout.load_into(net, flat).eval()
+
+    # ------------------------------------------------------------------ integrity
+    def verify(self) -> None:
+        """Check every listed file against the manifest's sha256; raises ChecksumError."""
+        for name in self.populations:
+            for shard in self.population(name).shards:
+                for rel, expected in ((shard.file, shard.sha256), (shard.states_file, shard.states_sha256)):
+                    path = self.zoo_dir / rel
+                    if not path.exists():
+                        raise StoreError(f"{path} is missing; re-download the store")
+                    if sha256_file(path) != expected:
+                        raise ChecksumError(f"checksum mismatch for {path}: the file is corrupt; re-download it")
+
+    def close(self) -> None:
+        for f in self._handles.values():
+            f.close()
+        self._handles = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def __repr__(self) -> str:
+        return f"ZooStore({self.zoo_dir}, populations={self.populations})"

@@ -1,0 +1,163 @@
+"""Writing a store: stage finished units, pack complete shards, update the manifest last.
+
+Each finished unit (a model, or a model at one MP level) is written at once to its own small
+staging file (atomically), so a killed build loses at most the unit in flight. When every unit of
+a shard is staged, the shard and its states table are written under temporary names, renamed,
+entered in the manifest, and only then are the staging files removed. A reader therefore never
+sees a half-written shard, and a resumed build redoes nothing that finished.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from ..errors import StoreError
+from ..layout import ParameterLayout
+from ..specs import ZooSpec
+from ..training.jobs import JobResult, UnitKey
+from .files import atomic_path, remove_stale_tmp, sha256_file
+from .layout_on_disk import MODELS_TABLE, STAGING, shard_name, states_name, unit_path
+from .manifest import Manifest, PopulationInfo, ShardInfo
+from .tables import models_table
+
+COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+class StoreWriter:
+    """Creates or reopens the store of one zoo under ``root/<zoo>``."""
+
+    def __init__(self, zoo_dir: Path, manifest: Manifest):
+        self.zoo_dir = Path(zoo_dir)
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, root: Path, spec: ZooSpec, layout: ParameterLayout, resume: bool) -> StoreWriter:
+        """A new store, or (``resume``) the existing one if it was built from the same spec."""
+        zoo_dir = Path(root) / spec.name
+        if (zoo_dir / "manifest.json").exists():
+            manifest = Manifest.load(zoo_dir)
+            if manifest.spec != spec.to_dict():
+                changed = sorted(k for k, v in spec.to_dict().items() if manifest.spec.get(k) != v)
+                raise StoreError(
+                    f"{zoo_dir} was built with different settings ({', '.join(changed)}); "
+                    "use the same options, or another --out"
+                )
+            if not resume and _has_work(zoo_dir, manifest):
+                raise StoreError(f"{zoo_dir} already holds a build; pass --resume to continue it or choose another --out")
+            remove_stale_tmp(zoo_dir)
+            return cls(zoo_dir, manifest)
+        manifest = Manifest(
+            zoo=spec.name,
+            spec=spec.to_dict(),
+            layout=layout.to_dict(),
+            model_ids=[m.model_id for m in spec.models()],
+            models_per_shard=spec.models_per_shard,
+        )
+        with atomic_path(zoo_dir / MODELS_TABLE) as tmp:
+            models_table(spec).to_parquet(tmp, index=False)
+        manifest.save(zoo_dir)
+        return cls(zoo_dir, manifest)
+
+    def population(self, name: str, levels: list[float], epochs: int, arrays: list[str]) -> PopulationWriter:
+        info = self.manifest.populations.get(name)
+        if info is None:
+            info = PopulationInfo(levels=[float(x) for x in levels], epochs=epochs, arrays=arrays)
+            self.manifest.populations[name] = info
+            self.manifest.save(self.zoo_dir)
+        elif info.levels != [float(x) for x in levels] or info.epochs != epochs:
+            raise StoreError(f"population {name} in {self.zoo_dir} was started with other levels or epochs")
+        return PopulationWriter(self, name, info)
+
+
+class PopulationWriter:
+    """Stages units of one population (original, mp or vd) and packs them into shards."""
+
+    def __init__(self, store: StoreWriter, name: str, info: PopulationInfo):
+        self.store, self.name, self.info = store, name, info
+
+    @property
+    def zoo_dir(self) -> Path:
+        return self.store.zoo_dir
+
+    def packed_models(self) -> set[int]:
+        return {m for s in self.info.shards for m in s.model_ids}
+
+    def is_done(self, key: UnitKey) -> bool:
+        return key.model_id in self.packed_models() or unit_path(self.zoo_dir, self.name, *_key(key)).exists()
+
+    def stage(self, result: JobResult) -> None:
+        """Write one finished unit to its staging file (atomic), then pack any complete shard."""
+        with atomic_path(unit_path(self.zoo_dir, self.name, *_key(result.key))) as tmp, h5py.File(tmp, "w") as f:
+            f["weights"] = result.weights.astype(np.float32)
+            if result.masks is not None:
+                f["masks"] = result.masks.astype(bool)
+            if result.log_alpha is not None:
+                f["log_alpha"] = result.log_alpha.astype(np.float32)
+            f.attrs["metrics"] = json.dumps(result.metrics)
+        self.pack_ready()
+
+    def pack_ready(self) -> list[int]:
+        """Pack every shard whose units are all staged; returns the indices packed."""
+        packed = []
+        done = {s.index for s in self.info.shards}
+        for index, model_ids in enumerate(self.store.manifest.shard_groups()):
+            if index in done:
+                continue
+            units = [unit_path(self.zoo_dir, self.name, m, lv) for m in model_ids for lv in self.info.levels]
+            if all(u.exists() for u in units):
+                self._pack(index, model_ids)
+                packed.append(index)
+        if len(self.info.shards) == len(self.store.manifest.shard_groups()) and self.info.status != "complete":
+            self.info.status = "complete"
+            self.store.manifest.save(self.zoo_dir)
+        return packed
+
+    def _pack(self, index: int, model_ids: list[int]) -> None:
+        levels, epochs = self.info.levels, self.info.epochs
+        n_states, n_params = epochs + 1, len(self.store.manifest.parameter_layout.weight_mask())
+        shape = (len(model_ids), len(levels), n_states, n_params)
+        chunks = (1, 1, n_states, n_params)
+        rows = []
+        shard_path = self.zoo_dir / shard_name(self.name, index)
+        with atomic_path(shard_path) as tmp, h5py.File(tmp, "w") as out:
+            out.attrs.update({"population": self.name, "levels": levels, "epochs": epochs, "schema_version": 1})
+            out["model_id"] = np.asarray(model_ids, dtype=np.int64)
+            out["level"] = np.asarray(levels, dtype=np.float64)
+            dtypes = {"weights": np.float32, "masks": bool, "log_alpha": np.float32}
+            datasets = {a: out.create_dataset(a, shape=shape, dtype=dtypes[a], chunks=chunks, **COMPRESSION)
+                        for a in self.info.arrays}
+            for row, model_id in enumerate(model_ids):
+                for li, level in enumerate(levels):
+                    with h5py.File(unit_path(self.zoo_dir, self.name, model_id, level), "r") as unit:
+                        for name, ds in datasets.items():
+                            ds[row, li] = unit[name][()]
+                        for m in json.loads(unit.attrs["metrics"]):
+                            rows.append({"model_id": model_id, "population": self.name, "level": level, **m,
+                                         "shard": index, "row": row})
+        states_path = self.zoo_dir / states_name(self.name, index)
+        with atomic_path(states_path) as tmp:
+            pd.DataFrame(rows).to_parquet(tmp, index=False)
+        self.info.shards.append(ShardInfo(
+            index=index, file=shard_name(self.name, index), sha256=sha256_file(shard_path),
+            bytes=shard_path.stat().st_size, model_ids=list(model_ids),
+            states_file=states_name(self.name, index), states_sha256=sha256_file(states_path),
+        ))
+        self.info.shards.sort(key=lambda s: s.index)
+        self.store.manifest.save(self.zoo_dir)
+        for model_id in model_ids:  # only now is the staged work redundant
+            for level in levels:
+                unit_path(self.zoo_dir, self.name, model_id, level).unlink()
+
+
+def _key(key: UnitKey) -> tuple[int, float]:
+    return key.model_id, float(key.level)
+
+
+def _has_work(zoo_dir: Path, manifest: Manifest) -> bool:
+    staged = (zoo_dir / STAGING).exists() and any((zoo_dir / STAGING).rglob("*.h5"))
+    return staged or any(p.shards for p in manifest.populations.values())

@@ -1,0 +1,105 @@
+"""The per-model reference trainer: plain PyTorch, one model at a time.
+
+It is the correctness oracle for the population engine and the baseline of its benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..data import ImageData
+from ..layout import ParameterLayout
+from ..metrics import agreement, evaluate
+from .jobs import JobResult, TrainJob
+from .recipes import RECIPES, make_optimizer
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's shuffled index batches; the generator makes the order a function of the seed."""
+    return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
+def state_metrics(
+    layout: ParameterLayout,
+    weights: np.ndarray,
+    mask: np.ndarray | None,
+    train: tuple[float, float],
+    test: tuple[float, float],
+    test_pred: np.ndarray,
+    reference_predictions: np.ndarray | None,
+) -> dict[str, float]:
+    """The recorded properties of one state. Sparsity counts pruned weights (biases excluded)."""
+    effective = weights if mask is None else np.where(mask, weights, 0.0)
+    row = {
+        "train_loss": train[0], "train_acc": train[1], "test_loss": test[0], "test_acc": test[1],
+        "ggap": train[1] - test[1],
+        "sparsity": float(layout.global_sparsity(effective)),
+    }
+    row.update({f"sparsity_{k}": float(v) for k, v in layout.layer_sparsity(effective).items()})
+    row["agreement"] = (
+        agreement(test_pred, reference_predictions) if reference_predictions is not None else float("nan")
+    )
+    return row
+
+
+class ReferenceTrainer:
+    """Trains jobs one after the other with a standard optimizer loop."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = torch.device(device)
+
+    def run(self, jobs: Sequence[TrainJob], data: ImageData) -> Iterator[JobResult]:
+        tensors = [t.to(self.device) for t in (data.train_x, data.train_y, data.test_x, data.test_y)]
+        for job in jobs:
+            yield self.run_one(job, data.channels, *tensors)
+
+    def run_one(self, job: TrainJob, channels: int, train_x, train_y, test_x, test_y) -> JobResult:
+        recipe = RECIPES[job.kind]
+        model, order = recipe.build(job, channels)
+        model = model.to(self.device)
+        torch.manual_seed(job.seed)  # dropout noise and any sampling inside the model
+        layout = ParameterLayout.from_module(_plain_view(model))
+        optimizer = make_optimizer(
+            job.config.optimizer, [p for p in model.parameters() if p.requires_grad], job.lr, job.config.weight_decay
+        )
+        weights, masks, alphas, metrics = [], [], [], []
+
+        def record() -> np.ndarray:
+            w, m, a = recipe.state(model)
+            train = evaluate(model, train_x, train_y)
+            test = evaluate(model, test_x, test_y)
+            weights.append(w)
+            masks.append(m)
+            alphas.append(a)
+            metrics.append({"epoch": len(metrics), **state_metrics(
+                layout, w, m, train[:2], test[:2], test[2], job.reference_predictions)})
+            return test[2]
+
+        predictions = record()
+        model.train()
+        for epoch in range(1, job.epochs + 1):
+            for idx in epoch_batches(len(train_x), job.batch_size, order):
+                idx = idx.to(self.device)
+                logits = model(train_x[idx])
+                loss = recipe.loss(model, logits, train_y[idx], len(train_x), epoch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                recipe.after_step(model, job)
+            predictions = record()
+        return JobResult(
+            key=job.key,
+            weights=np.stack(weights).astype(np.float32),
+            metrics=metrics,
+            masks=None if masks[0] is None else np.stack(masks).astype(bool),
+            log_alpha=None if alphas[0] is None else np.stack(alphas).astype(np.float32),
+            test_predictions=predictions,
+        )
+
+
+def _plain_view(model: torch.nn.Module) -> torch.nn.Module:
+    """The module whose conv/linear children define the layout (VD models expose ``plain``)."""
+    return getattr(model, "layout_module", model)
