@@ -16,6 +16,7 @@ from torch import nn
 from ..architectures import build_model, seeded_model
 from ..layout import ParameterLayout
 from .jobs import TrainJob
+from .vd_recipe import VDRecipe
 
 SGD_MOMENTUM = 0.9
 
@@ -77,4 +78,4 @@ class PlainRecipe:
         return ParameterLayout.from_module(model).flatten_module(model).numpy(), None, None
 
 
-RECIPES: dict[str, Recipe] = {"plain": PlainRecipe()}
+RECIPES: dict[str, Recipe] = {"plain": PlainRecipe(), "vd": VDRecipe()}
