@@ -2,7 +2,8 @@
 
 from .base import Stage, StageReport, TrainingStage
 from .original import OriginalStage
+from .vd import VDStage
 
-STAGES: dict[str, Stage] = {"original": OriginalStage()}
+STAGES: dict[str, Stage] = {"original": OriginalStage(), "vd": VDStage()}
 
 __all__ = ["STAGES", "Stage", "StageReport", "TrainingStage"]
