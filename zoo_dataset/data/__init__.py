@@ -6,9 +6,10 @@ from pathlib import Path
 
 from ..errors import DataUnavailableError
 from .base import DATA_DIR_ENV, DataSource, ImageData, default_data_dir
+from .catalog import IMAGE_SOURCES
 from .digits import DigitsSource
 
-SOURCES: dict[str, DataSource] = {"digits": DigitsSource()}
+SOURCES: dict[str, DataSource] = {"digits": DigitsSource(), **IMAGE_SOURCES}
 
 
 def get_source(name: str) -> DataSource:

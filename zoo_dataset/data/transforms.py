@@ -34,3 +34,12 @@ def normalize(
     m = torch.tensor(mean, dtype=train.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=train.dtype).view(1, -1, 1, 1)
     return (train - m) / s, (test - m) / s
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central size x size window, offset rounded as torchvision's ``CenterCrop`` does."""
+    height, width = images.shape[-2:]
+    if height < size or width < size:
+        raise ValueError(f"cannot center-crop {height}x{width} images to {size}x{size}")
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return images[..., top : top + size, left : left + size]

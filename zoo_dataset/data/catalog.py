@@ -1,0 +1,100 @@
+"""The paper's six image datasets: format reader, original preprocessing, official URL, Hub id.
+
+Preprocessing and split sizes follow the original Model Zoos generators
+(docs/research/original-zoos.md, section 1.2); docs/datasets.md explains each entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from .base import ImageData
+from .cifar import CifarReader
+from .files import candidate_folders, data_source_mode, missing_error
+from .hub import HubEntry, is_cached, read_hub
+from .idx import IdxReader
+from .raw import Preprocessing, RawImages, prepare
+from .stl10 import Stl10Reader
+from .svhn import SvhnReader
+from .usps import UspsReader
+
+MNIST_NORM = {"mean": (0.1307,), "std": (0.3081,)}
+HALF = {"mean": (0.5,), "std": (0.5,)}
+HALF_RGB = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+
+class FormatReader(Protocol):
+    files: tuple[str, ...]  # what a user must provide, for messages
+    subfolders: tuple[str, ...]  # folders an official archive unpacks to, inside <data dir>/<dataset>
+
+    def locate(self, folders: list[Path]) -> Path | None: ...
+
+    def read(self, folder: Path) -> RawImages: ...
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A dataset read from its official files, or from the Hub when allowed ($ZOO_TWINS_DATA_SOURCE)."""
+
+    name: str
+    channels: int  # channels the zoos use
+    raw_channels: int  # channels of the distributed images
+    reader: FormatReader
+    prep: Preprocessing
+    url: str
+    hub: HubEntry
+
+    def folders(self, data_dir: Path | None) -> list[Path]:
+        return candidate_folders(self.name, data_dir, self.reader.subfolders)
+
+    def is_available(self, data_dir: Path | None = None) -> bool:
+        """Cheap: the files are present, or the Hub copy is prepared in the HF cache."""
+        mode = data_source_mode()
+        if mode != "hub" and self.reader.locate(self.folders(data_dir)) is not None:
+            return True
+        return mode != "files" and is_cached(self.hub)
+
+    def load(self, image_size: int, data_dir: Path | None = None) -> ImageData:
+        return prepare(self.name, self.read_raw(data_dir).check(self.raw_channels), image_size, self.prep)
+
+    def read_raw(self, data_dir: Path | None = None) -> RawImages:
+        mode = data_source_mode()
+        folder = None if mode == "hub" else self.reader.locate(self.folders(data_dir))
+        if folder is not None:
+            return self.reader.read(folder)
+        missing = missing_error(self.name, data_dir, self.reader.files, self.url, self.hub.repo)
+        if mode == "files":
+            raise missing
+        return read_hub(self.hub, str(missing))
+
+
+IMAGE_SOURCES: dict[str, FileSource] = {
+    s.name: s
+    for s in (
+        FileSource("mnist", 1, 1, IdxReader(),
+                   Preprocessing(**MNIST_NORM, official_train=60000, zoo_train=50000),
+                   "https://ossci-datasets.s3.amazonaws.com/mnist/ (mirror of yann.lecun.com/exdb/mnist)",
+                   HubEntry("ylecun/mnist", "mnist")),
+        FileSource("fmnist", 1, 1, IdxReader(), Preprocessing(**HALF, official_train=60000, zoo_train=50000),
+                   "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                   HubEntry("zalando-datasets/fashion_mnist", "fashion_mnist")),
+        FileSource("svhn", 1, 3, SvhnReader(),
+                   Preprocessing(**HALF, official_train=73257, zoo_train=60000, greyscale=True, crop=True),
+                   "http://ufldl.stanford.edu/housenumbers/",
+                   HubEntry("ufldl-stanford/svhn", "cropped_digits")),
+        FileSource("usps", 1, 1, UspsReader(),
+                   Preprocessing(**MNIST_NORM, official_train=7291, zoo_train=6000),
+                   "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps",
+                   HubEntry("flwrlabs/usps")),
+        FileSource("cifar10", 3, 3, CifarReader(),
+                   Preprocessing(**HALF_RGB, official_train=50000, zoo_train=42000),
+                   "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (unpacked)",
+                   HubEntry("uoft-cs/cifar10", "plain_text", image="img")),
+        FileSource("stl10", 3, 3, Stl10Reader(),
+                   Preprocessing(**HALF_RGB, official_train=5000, zoo_train=4200),
+                   "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz (unpacked)",
+                   HubEntry("tanganke/stl10")),
+    )
+}
