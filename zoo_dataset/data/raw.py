@@ -70,7 +70,7 @@ def transform(images: np.ndarray, size: int, prep: Preprocessing) -> torch.Tenso
     """uint8 [N, C, H, W] to the float inputs of the zoo (greyscale, crop/resize, scale, normalize)."""
     chunks = []
     for start in range(0, len(images), CHUNK):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + CHUNK])).float()
+        x = torch.from_numpy(np.array(images[start : start + CHUNK])).float()
         if prep.greyscale:
             x = to_greyscale(x).round()  # PIL's convert("L") yields 8-bit values
         x = center_crop(x, size) if prep.crop else resize(x, size).round().clamp(0, 255)
