@@ -1,0 +1,234 @@
+"""Ingest a published original zoo (Ray Tune experiment folder or zip) as the "original" population.
+
+Layout read (docs/research/original-zoos.md, section 3): one trial folder per model holding
+``params.json`` (the generating factors), ``result.json`` (one JSON line per epoch) and
+``checkpoint_<NNNNNN>/checkpoints`` (a bare state dict with ``module_list.<i>.weight|bias`` keys).
+Checkpoints are read with ``torch.load(weights_only=True)`` only. Trials that cannot be matched to
+a model of the zoo, or whose checkpoints are missing or faulty, are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from zoo_dataset.architectures import seeded_model
+from zoo_dataset.data import get_source
+from zoo_dataset.errors import DataFormatError, DataUnavailableError
+from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.safe_extract import safe_extract
+from zoo_dataset.specs import ModelConfig, ZooSpec
+from zoo_dataset.store import StoreWriter
+from zoo_dataset.store.files import atomic_write_text
+from zoo_dataset.training import JobResult, UnitKey
+
+from .build import layout_for
+
+POPULATION = "original"
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
+PARAM_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias)")
+MISSING_METRIC = -999  # the originals' placeholder for train metrics of the untrained state
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+@dataclass
+class Trial:
+    folder: Path
+    params: dict
+    checkpoints: dict[int, Path]
+
+    @property
+    def label(self) -> str:
+        return self.folder.name
+
+    def factors(self) -> dict:
+        """params.json mapped to ModelConfig fields."""
+        p = self.params
+        return {"seed": int(p["seed"]), "activation": str(p["model::nlin"]).lower(),
+                "optimizer": str(p["optim::optimizer"]).lower(), "lr": float(p["optim::lr"]),
+                "weight_decay": float(p["optim::wd"]), "dropout": float(p["model::dropout"]),
+                "init": str(p["model::init_type"])}
+
+
+@dataclass
+class IngestReport:
+    spec: ZooSpec  # the named zoo restricted to the ingested models and the epochs found
+    trials: dict[int, str] = field(default_factory=dict)  # model id -> trial folder
+    skipped: list[str] = field(default_factory=list)  # one line per trial left out
+
+
+def find_trials(root: Path) -> list[Trial]:
+    """Every folder holding a params.json, in name order (Ray's trial index order)."""
+    trials = []
+    for params in sorted(Path(root).rglob("params.json")):
+        folder = params.parent
+        checkpoints = {int(m.group(1)): d / "checkpoints" for d in folder.iterdir()
+                       if d.is_dir() and (m := CHECKPOINT_DIR.fullmatch(d.name))}
+        try:
+            trials.append(Trial(folder, json.loads(params.read_text()), checkpoints))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            trials.append(Trial(folder, {}, checkpoints))
+    return sorted(trials, key=lambda t: t.label)
+
+
+def same_factors(config: ModelConfig, factors: dict, with_seed: bool) -> bool:
+    return ((not with_seed or config.seed == factors["seed"])
+            and (config.activation, config.optimizer, config.init) == (
+                factors["activation"], factors["optimizer"], factors["init"])
+            and all(math.isclose(getattr(config, k), factors[k], rel_tol=1e-6, abs_tol=1e-12)
+                    for k in ("lr", "weight_decay", "dropout")))
+
+
+def match_models(spec: ZooSpec, trials: list[Trial], skip: Callable[[str], None]) -> dict[int, Trial]:
+    """Model id of each trial: by factors and seed; in random-seed zoos by factors, in trial order."""
+    free = list(spec.models())
+    matched: dict[int, Trial] = {}
+    for trial in trials:
+        try:
+            factors = trial.factors()
+        except (KeyError, TypeError, ValueError) as exc:
+            skip(f"{trial.label}: params.json lacks or mangles a generating factor ({exc})")
+            continue
+        hit = next((c for c in free if same_factors(c, factors, with_seed=spec.variant != "random")), None)
+        if hit is None:
+            skip(f"{trial.label}: factors {factors} match no model of zoo {spec.name} (or a duplicate)")
+            continue
+        free.remove(hit)
+        matched[hit.model_id] = trial
+    return matched
+
+
+def flat_state(state: object, layout: ParameterLayout) -> np.ndarray:
+    """A ``module_list.<i>`` state dict in our flat layout: the i-th parametrised module is the i-th layer."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"a checkpoint must be a state dict, found {type(state).__name__}")
+    modules: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        if m := PARAM_KEY.fullmatch(str(key)):
+            modules.setdefault(int(m.group(1)), {})[m.group(2)] = tensor
+    if len(modules) != len(layout.layers):
+        raise ValueError(f"{len(modules)} parametrised modules, expected {len(layout.layers)}")
+    by_layer = dict(zip(layout.layers, (modules[i] for i in sorted(modules)), strict=True))
+    parts = []
+    for entry in layout.entries:
+        tensor = by_layer[entry.layer].get(entry.kind)
+        if tensor is None or tuple(tensor.shape) != entry.shape:
+            shape = None if tensor is None else tuple(tensor.shape)
+            raise ValueError(f"{entry.name} has shape {shape}, expected {entry.shape}")
+        parts.append(tensor.detach().float().reshape(-1).numpy())
+    return np.concatenate(parts)
+
+
+def read_results(trial: Trial) -> dict[int, dict]:
+    """result.json rows by epoch (``training_iteration``, else line order)."""
+    path = trial.folder / "result.json"
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {int(r.get("training_iteration", i)): r for i, r in enumerate(rows)}
+
+
+def metric_row(epoch: int, result: dict, weights: np.ndarray, layout: ParameterLayout) -> dict[str, float]:
+    """result.json's train/test loss and accuracy (NaN where absent); sparsity from the weights."""
+    row = {"epoch": epoch}
+    for key in METRICS:
+        value = result.get(key)
+        row[key] = float("nan") if value is None or value == MISSING_METRIC else float(value)
+    row["ggap"] = row["train_acc"] - row["test_acc"]
+    row["sparsity"] = float(layout.global_sparsity(weights))
+    row.update({f"sparsity_{k}": float(v) for k, v in layout.layer_sparsity(weights).items()})
+    row["agreement"] = float("nan")
+    return row
+
+
+def initial_state(spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -> np.ndarray:
+    """Epoch 0 replayed from the seed, for trials published without checkpoint_000000."""
+    channels = get_source(spec.dataset).channels
+    model, _ = seeded_model(spec.architecture, channels, config.activation, config.dropout, config.init,
+                            config.seed)
+    return layout.flatten_module(model).numpy()
+
+
+def load_checkpoint(path: Path, layout: ParameterLayout) -> np.ndarray:
+    """One checkpoint as a flat vector; ValueError names the checkpoint folder and the problem."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused, truncated, not a torch file...
+        raise ValueError(f"{path.parent.name}: unreadable checkpoint ({type(exc).__name__})") from exc
+    try:
+        return flat_state(state, layout)
+    except ValueError as exc:
+        raise ValueError(f"{path.parent.name}: {exc}") from exc
+
+
+def trial_result(spec: ZooSpec, config: ModelConfig, trial: Trial, epochs: int,
+                 layout: ParameterLayout) -> JobResult:
+    """Weights [E+1, P] and metrics of one trial; raises ValueError when a checkpoint is missing or faulty."""
+    missing = [e for e in range(1, epochs + 1) if e not in trial.checkpoints]
+    if missing:
+        raise ValueError(f"checkpoints of epochs {missing[:5]} are missing")
+    states = [load_checkpoint(trial.checkpoints[e], layout) if e in trial.checkpoints
+              else initial_state(spec, config, layout) for e in range(epochs + 1)]
+    weights = np.stack(states).astype(np.float32)
+    results = read_results(trial)
+    metrics = [metric_row(e, results.get(e, {}), weights[e], layout) for e in range(epochs + 1)]
+    return JobResult(key=UnitKey(config.model_id), weights=weights, metrics=metrics)
+
+
+def ingest_original(
+    spec: ZooSpec, source: Path | str, root: Path | str, echo: Callable[[str], None] | None = None
+) -> IngestReport:
+    """Read a published zoo (folder or zip) into ``root/<zoo>`` as its complete original population."""
+    echo = echo or (lambda line: click.echo(line, err=True))
+    source = Path(source)
+    if not source.exists():
+        raise DataUnavailableError(f"--from-original {source}: no such folder or zip")
+    with tempfile.TemporaryDirectory(prefix="zoo-ingest-") as tmp:
+        folder = safe_extract(source, Path(tmp)) if source.is_file() else source
+        report = _ingest_folder(spec, folder, Path(root))
+    for line in report.skipped:
+        echo(f"skipped {line}")
+    echo(f"ingested {len(report.trials)} models ({report.spec.epochs} epochs) from {source}; "
+         f"skipped {len(report.skipped)}")
+    return report
+
+
+def _ingest_folder(spec: ZooSpec, folder: Path, root: Path) -> IngestReport:
+    trials = find_trials(folder)
+    if not trials:
+        raise DataFormatError(f"{folder}: no Ray Tune trial folders (folders with params.json) found")
+    skipped: list[str] = []
+    matched = match_models(spec, trials, skipped.append)
+    epochs = max((max(t.checkpoints, default=0) for t in matched.values()), default=0)
+    full = spec.with_overrides(model_subset=sorted(matched)) if matched else spec
+    layout = layout_for(full)
+    configs = {m.model_id: m for m in full.models()}
+    results: dict[int, JobResult] = {}
+    for model_id, trial in sorted(matched.items()):
+        try:
+            results[model_id] = trial_result(full, configs[model_id], trial, epochs, layout)
+        except (ValueError, OSError) as exc:
+            skipped.append(f"{trial.label}: {exc}")
+    if not results:
+        raise DataFormatError(f"{folder}: none of {len(trials)} trials could be ingested; first problem: "
+                              f"{skipped[0] if skipped else 'no checkpoints'}")
+    ingested = spec.with_overrides(model_subset=sorted(results), epochs=epochs)
+    writer = StoreWriter.open(root, ingested, layout, resume=True)
+    population = writer.population(POPULATION, [0.0], epochs, ["weights"])
+    for result in results.values():
+        if not population.is_done(result.key):
+            population.stage(result)
+    report = IngestReport(ingested, {i: matched[i].label for i in results}, skipped)
+    provenance = {"source": str(folder), "trials": {str(k): v for k, v in report.trials.items()},
+                  "seeds": {str(i): matched[i].factors()["seed"] for i in results}, "skipped": skipped}
+    atomic_write_text(writer.zoo_dir / "ingest.json", json.dumps(provenance, indent=1))
+    return report
