@@ -14,6 +14,7 @@ from zoo_dataset.specs import get_spec, registry
 from zoo_dataset.store import ZooStore
 
 from .build import DEFAULT_ROOT, build_zoo
+from .ingest import ingest_original
 from .stages import STAGES
 
 PRESETS = {
@@ -78,9 +79,11 @@ def summary(store: ZooStore, seconds: float) -> None:
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files are (default $ZOO_TWINS_DATA).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build; finished models are kept.")
+@click.option("--from-original", type=click.Path(exists=True),
+              help="Ingest a published original zoo (Ray Tune folder or zip) instead of training it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, preset, device, data_dir,
-         resume, quiet):
+         resume, from_original, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     try:
         if show_list:
@@ -96,6 +99,8 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
         }.items() if v is not None})
         spec = get_spec(zoo).with_overrides(**overrides)
         started = time.time()
+        if from_original:  # the original stage then finds every ingested model done
+            spec, resume = ingest_original(spec, from_original, out).spec, True
         store, _ = build_zoo(spec, out, stages=[s.strip() for s in stages.split(",") if s.strip()], resume=resume,
                              device=device, data_dir=data_dir, progress=not quiet)
         summary(store, time.time() - started)
