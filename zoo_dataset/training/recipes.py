@@ -16,6 +16,7 @@ from torch import nn
 from ..architectures import build_model, seeded_model
 from ..layout import ParameterLayout
 from .jobs import TrainJob
+from .masked import MaskedRecipe
 from .vd_recipe import VDRecipe
 
 SGD_MOMENTUM = 0.9
@@ -78,4 +79,4 @@ class PlainRecipe:
         return ParameterLayout.from_module(model).flatten_module(model).numpy(), None, None
 
 
-RECIPES: dict[str, Recipe] = {"plain": PlainRecipe(), "vd": VDRecipe()}
+RECIPES: dict[str, Recipe] = {"plain": PlainRecipe(), "masked": MaskedRecipe(), "vd": VDRecipe()}
