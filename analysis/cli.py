@@ -1,0 +1,53 @@
+"""``zoo-report``: the paper's tables and figures for one built or downloaded zoo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from zoo_dataset.errors import ZooError
+from zoo_dataset.store import ZooStore
+
+from .report import build_report, summary, write_report
+from .tables import DEFAULT_SPARSITY
+
+DEFAULT_ROOT = Path("stores")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--zoo", required=True, help="Zoo name (a store under ROOT) or a store directory.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=str(DEFAULT_ROOT),
+    show_default=True,
+    help="Root directory of stores.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Output directory [default: ROOT/<zoo>-report]."
+)
+@click.option(
+    "--sparsity",
+    type=float,
+    default=DEFAULT_SPARSITY,
+    show_default=True,
+    help="Sparsity at which twins are compared with originals (Tables 1, 2, 9); 0.8 or 80.",
+)
+def main(zoo: str, root: str, out: str | None, sparsity: float) -> None:
+    """Write markdown tables, CSVs and PNG figures of a zoo store and print a summary."""
+    try:
+        directory = Path(zoo) if (Path(zoo) / "manifest.json").exists() else Path(root) / zoo
+        store = ZooStore(directory)
+        report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
+        path = write_report(report, Path(out) if out else directory.parent / f"{directory.name}-report")
+        click.echo(summary(report))
+        click.echo(f"\nreport: {path}")
+    except ZooError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

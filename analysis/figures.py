@@ -1,0 +1,124 @@
+"""The paper's figures (2-5) as matplotlib figures, headless (Agg); ``report`` saves them as PNG."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .tables import layer_columns  # noqa: E402
+
+
+def _population_lines(ax, states: pd.DataFrame, column: str, color: str, label: str) -> None:
+    """One thin line per model and the population mean in bold."""
+    for _, model in states.groupby("model_id"):
+        ax.plot(model.epoch, 100 * model[column], color=color, alpha=0.25, lw=0.8)
+    mean = states.groupby("epoch")[column].mean()
+    ax.plot(mean.index, 100 * mean.to_numpy(), color=color, lw=2.2, label=label)
+
+
+def trajectories(original: pd.DataFrame | None, vd: pd.DataFrame | None, zoo: str) -> Figure:
+    """Figure 2: test accuracy over original training (left); VD accuracy and sparsity (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    if original is not None:
+        _population_lines(left, original, "test_acc", "tab:blue", "test accuracy")
+    left.set(title=f"{zoo}: original training", xlabel="epoch", ylabel="%")
+    if vd is not None:
+        _population_lines(right, vd, "test_acc", "tab:blue", "test accuracy")
+        _population_lines(right, vd, "sparsity", "tab:red", "sparsity")
+    else:
+        right.text(0.5, 0.5, "no VD twins in this store", ha="center", va="center", transform=right.transAxes)
+    right.set(title=f"{zoo}: VD sparsification", xlabel="VD epoch", ylabel="%")
+    for ax in (left, right):
+        ax.legend(loc="lower right")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def frequency_maps(frequency: dict[int, dict[str, np.ndarray]], title: str) -> Figure:
+    """Figure 3: per-weight pruning frequency, one row per epoch, one column per layer."""
+    epochs = list(frequency)
+    layers = list(frequency[epochs[0]])
+    fig, axes = plt.subplots(
+        len(epochs), len(layers), figsize=(2.6 * len(layers), 2.0 * len(epochs) + 0.6), squeeze=False
+    )
+    image = None
+    for row, epoch in enumerate(epochs):
+        for col, layer in enumerate(layers):
+            ax = axes[row, col]
+            image = ax.imshow(
+                frequency[epoch][layer],
+                vmin=0,
+                vmax=1,
+                cmap="viridis",
+                aspect="auto",
+                interpolation="nearest",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(layer)
+            if col == 0:
+                ax.set_ylabel(f"epoch {epoch}\nneuron")
+            if row == len(epochs) - 1:
+                ax.set_xlabel("input x kernel")
+    fig.suptitle(title)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of models with the weight pruned")
+    return fig
+
+
+def layer_size_vs_sparsity(
+    states: pd.DataFrame, layer_sizes: dict[str, int], epochs: list[int], title: str
+) -> Figure:
+    """Figure 4: log layer size against log mean sparsity (error bar: std over models) per epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    sizes = np.array([layer_sizes[c.removeprefix("sparsity_")] for c in layer_columns(states)])
+    for epoch in epochs:
+        at = states[states.epoch == epoch][layer_columns(states)]
+        mean, std = at.mean().to_numpy(), at.std(ddof=0).to_numpy()
+        ax.errorbar(sizes, 100 * mean, yerr=100 * std, marker="o", capsize=3, ls="-", label=f"epoch {epoch}")
+    ax.set(xscale="log", yscale="log", xlabel="layer size (weights)", ylabel="mean sparsity (%)", title=title)
+    for size, column in zip(sizes, layer_columns(states), strict=True):
+        ax.annotate(
+            column.removeprefix("sparsity_"),
+            (size, ax.get_ylim()[0]),
+            textcoords="offset points",
+            xytext=(0, 4),
+            ha="center",
+            fontsize=8,
+            color="gray",
+        )
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_sparsity(mp: pd.DataFrame | None, vd: pd.DataFrame | None, title: str) -> Figure:
+    """Figure 5: mean accuracy over mean sparsity; MP per level (after fine-tuning), VD per epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if mp is not None:
+        final = mp[mp.epoch == mp.epoch.max()].groupby("level")[["sparsity", "test_acc"]].mean()
+        ax.plot(
+            100 * final.sparsity,
+            100 * final.test_acc,
+            "o-",
+            color="tab:green",
+            label="MP (after fine-tuning)",
+        )
+    if vd is not None:
+        by_epoch = vd.groupby("epoch")[["sparsity", "test_acc"]].mean()
+        ax.plot(
+            100 * by_epoch.sparsity, 100 * by_epoch.test_acc, "s-", color="tab:purple", label="VD (per epoch)"
+        )
+    ax.set(xlabel="mean sparsity (%)", ylabel="mean test accuracy (%)", title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

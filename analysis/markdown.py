@@ -1,0 +1,56 @@
+"""Render the numeric tables as the paper prints them: metrics as "mean (std)" in %."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+PERCENT_PREFIXES = (
+    "test_acc",
+    "train_acc",
+    "ggap",
+    "sparsity",
+    "agreement",
+    "pearson_r",
+    "kendall_tau",
+    "level",
+)
+
+
+def _is_percent(column: str) -> bool:
+    return column.startswith(PERCENT_PREFIXES)
+
+
+def _cell(value: object, percent: bool) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{100 * value:.1f}" if percent else f"{value:g}"
+    return str(value)
+
+
+def paper_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Merge ``<x>_mean`` / ``<x>_std`` pairs into one "mean (std)" column (in % for fractions)."""
+    out = {}
+    for column in frame.columns:
+        if column.endswith("_std"):
+            continue
+        if column.endswith("_mean") and f"{column[:-5]}_std" in frame.columns:
+            base = column[:-5]
+            out[base] = [
+                f"{_cell(m, True)} ({_cell(s, True)})"
+                for m, s in zip(frame[column], frame[f"{base}_std"], strict=True)
+            ]
+        else:
+            out[column] = [_cell(v, _is_percent(column)) for v in frame[column]]
+    return pd.DataFrame(out)
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of ``paper_columns(frame)``."""
+    shown = paper_columns(frame)
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
