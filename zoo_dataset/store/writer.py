@@ -41,8 +41,9 @@ class StoreWriter:
         zoo_dir = Path(root) / spec.name
         if (zoo_dir / "manifest.json").exists():
             manifest = Manifest.load(zoo_dir)
-            if manifest.spec != spec.to_dict():
-                changed = sorted(k for k, v in spec.to_dict().items() if manifest.spec.get(k) != v)
+            wanted = json.loads(json.dumps(spec.to_dict()))  # tuples -> lists, as stored
+            if manifest.spec != wanted:
+                changed = sorted(k for k, v in wanted.items() if manifest.spec.get(k) != v)
                 raise StoreError(
                     f"{zoo_dir} was built with different settings ({', '.join(changed)}); "
                     "use the same options, or another --out"

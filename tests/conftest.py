@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny real build of the embedded zoo, made once per test worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from builders.build import build_zoo
+from zoo_dataset.specs import get_spec
+
+SMALL = {"model_subset": range(4), "epochs": 2}
+
+
+@pytest.fixture(scope="session")
+def small_spec():
+    """digits_seed cut to 4 models and 2 epochs: seconds to train, real data, real store."""
+    return get_spec("digits_seed").with_overrides(**SMALL)
+
+
+@pytest.fixture(scope="session")
+def original_store(tmp_path_factory, small_spec):
+    """A store holding the original population of ``small_spec``."""
+    root = tmp_path_factory.mktemp("stores")
+    store, _ = build_zoo(small_spec, root, stages=["original"], progress=False)
+    return store

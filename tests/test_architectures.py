@@ -1,0 +1,62 @@
+"""CNN-s and CNN-l match the original zoos: parameter counts, layer order, init semantics."""
+
+import pytest
+import torch
+from torch import nn
+
+from zoo_dataset.architectures import INPUT_SIZE, build_model, seeded_model
+from zoo_dataset.layout import ParameterLayout
+
+# (architecture, channels) -> (parameters, weights); the paper's W column counts weights only.
+COUNTS = {("cnn_s", 1): (2464, 2416), ("cnn_s", 3): (2864, 2816), ("cnn_l", 1): (10565, 10472),
+          ("cnn_l", 3): (10853, 10760)}
+
+
+@pytest.mark.parametrize(("arch", "channels"), sorted(COUNTS))
+def test_parameter_counts(arch, channels):
+    model = build_model(arch, channels, "tanh")
+    layout = ParameterLayout.from_module(model)
+    assert (layout.num_params, layout.num_weights) == COUNTS[(arch, channels)]
+    assert sum(p.numel() for p in model.parameters()) == layout.num_params
+    x = torch.zeros(2, channels, INPUT_SIZE[arch], INPUT_SIZE[arch])
+    assert model(x).shape == (2, 10)
+
+
+def test_dropout_placement_follows_the_originals():
+    small = [n for n, _ in build_model("cnn_s", 1, "relu", dropout=0.0).named_children()]
+    assert not any(n.startswith("drop") for n in small)
+    small_drop = [n for n, _ in build_model("cnn_s", 1, "relu", dropout=0.5).named_children()]
+    assert [n for n in small_drop if n.startswith("drop")] == ["drop1", "drop2", "drop4"]
+    large = build_model("cnn_l", 3, "relu", dropout=0.0)
+    assert sum(isinstance(m, nn.Dropout) for m in large.children()) == 4
+
+
+def test_init_methods_and_bias():
+    uniform, _ = seeded_model("cnn_s", 1, "tanh", 0.0, "uniform", seed=1)
+    w = uniform.conv2.weight.detach()
+    assert float(w.min()) >= 0.0 and float(w.max()) <= 1.0  # torch's default U(0, 1)
+    assert torch.all(uniform.fc1.bias == 0.01)
+    normal, _ = seeded_model("cnn_s", 1, "tanh", 0.0, "normal", seed=1)
+    assert float(normal.fc1.weight.detach().std()) == pytest.approx(1.0, abs=0.15)
+
+
+def test_seeded_model_is_a_function_of_the_seed_and_leaves_global_rng_alone():
+    state = torch.get_rng_state()
+    a, order_a = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", seed=7)
+    b, order_b = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", seed=7)
+    c, _ = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", seed=8)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a.conv1.weight, b.conv1.weight)
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+    assert torch.equal(torch.randperm(10, generator=order_a), torch.randperm(10, generator=order_b))
+
+
+def test_seeded_init_replays_the_original_global_seed_recipe():
+    """The originals: torch.manual_seed(seed), build the model, then init from the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        reference = build_model("cnn_s", 1, "tanh")
+        for layer in (reference.conv1, reference.conv2, reference.conv3, reference.fc1, reference.fc2):
+            nn.init.uniform_(layer.weight)
+    ours, _ = seeded_model("cnn_s", 1, "tanh", 0.0, "uniform", seed=3)
+    assert torch.equal(ours.fc2.weight, reference.fc2.weight)
