@@ -1,0 +1,161 @@
+"""Many CNNs of one architecture as one computation: stacked parameters and batched layers.
+
+On CPU with batch size 10 a tiny CNN is all per-op overhead; stacking ``M`` models turns every
+layer into one op over all of them. Convolutions run as grouped convolutions over a
+``[batch, M * channels, H, W]`` layout (model ``m`` owns channel block ``m``), linear layers as
+batched matmuls over ``[M, batch, features]``. Pooling and activations act per channel, so they
+need no change. Randomness inside the forward pass (dropout masks, VD noise) is drawn per model
+from that model's own generator, in the order the per-model reference draws it, so both paths see
+the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layout import ParameterLayout
+from ..sparsify.variational import BIAS_LOG_ALPHA, VAR_EPS, kl_approx, log_alpha_of
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Per-model generators for dropout and VD noise; ``None`` in eval mode (no randomness)."""
+
+    generators: Sequence[torch.Generator]
+
+    def bernoulli(self, shape: tuple[int, ...], keep: float, device: torch.device) -> list[torch.Tensor]:
+        return [torch.empty(shape).bernoulli_(keep, generator=g).to(device) for g in self.generators]
+
+    def normal(self, shape: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
+        return [torch.randn(shape, generator=g).to(device) for g in self.generators]
+
+
+class PopulationNet:
+    """``M`` models with the architecture of ``template``, parameters stacked along a model axis.
+
+    ``variational`` adds a stacked ``log_sigma2`` per layer and switches the conv/linear layers to
+    sparse VD (local reparameterisation in training, thresholded mean weights in eval).
+    """
+
+    def __init__(self, template: nn.Module, states: torch.Tensor, device: torch.device,
+                 log_sigma2: dict[str, torch.Tensor] | None = None, threshold: float = 3.0):
+        self.layout = ParameterLayout.from_module(template)
+        self.children = list(template.named_children())
+        self.device = device
+        self.size = int(states.shape[0])
+        self.params = {name: t.to(device).clone().requires_grad_()
+                       for name, t in self.layout.unflatten(states).items()}
+        self.log_sigma2 = None if log_sigma2 is None else {
+            layer: t.to(device).clone().requires_grad_() for layer, t in log_sigma2.items()}
+        self.threshold = threshold
+
+    @property
+    def variational(self) -> bool:
+        return self.log_sigma2 is not None
+
+    def parameters(self) -> list[torch.Tensor]:
+        extra = list(self.log_sigma2.values()) if self.log_sigma2 else []
+        return list(self.params.values()) + extra
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, noise: Noise | None) -> torch.Tensor:
+        """Logits [M, batch, classes].
+
+        ``x`` is either per-model input ``[batch, M * C, H, W]`` or one input shared by all models
+        ``[batch, C, H, W]`` (evaluation); the first convolution tells them apart by channel count.
+        """
+        h = x
+        for name, module in self.children:
+            if isinstance(module, nn.Conv2d):
+                h = self._conv(name, module, h, noise)
+            elif isinstance(module, nn.Linear):
+                h = self._linear(name, h, noise)
+            elif isinstance(module, nn.Flatten):
+                h = h.reshape(h.shape[0], self.size, -1).transpose(0, 1)
+            elif isinstance(module, nn.Dropout):
+                h = self._dropout(module.p, h, noise)
+            else:  # pooling and activations act per channel / element
+                h = module(h)
+        return h
+
+    def _weight(self, layer: str, noise: Noise | None) -> torch.Tensor:
+        """The weight the layer computes with: VD eval mode drops weights at the threshold."""
+        w = self.params[f"{layer}.weight"]
+        if self.variational and noise is None:
+            return torch.where(self.log_alpha(layer) < self.threshold, w, torch.zeros_like(w))
+        return w
+
+    def _conv(self, layer: str, module: nn.Conv2d, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
+        w, b = self._weight(layer, noise), self.params[f"{layer}.bias"]
+        groups = h.shape[1] // module.in_channels  # 1 for a shared input, M otherwise
+
+        def conv(inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+            flat_bias = None if bias is None else bias.reshape(-1)
+            return F.conv2d(inp, weight.reshape(-1, *weight.shape[2:]), flat_bias,
+                            stride=module.stride, padding=module.padding, groups=groups)
+
+        mean = conv(h, w, b)
+        if not (self.variational and noise is not None):
+            return mean
+        var_w = torch.exp(self.log_alpha(layer)) * w * w
+        variance = conv(h * h, var_w, None)
+        eps = noise.normal(tuple(mean.shape[:1]) + (module.out_channels, *mean.shape[2:]), self.device)
+        return mean + torch.sqrt(variance + VAR_EPS) * torch.cat(eps, dim=1)
+
+    def _linear(self, layer: str, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
+        w, b = self._weight(layer, noise), self.params[f"{layer}.bias"]
+        mean = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        if not (self.variational and noise is not None):
+            return mean
+        variance = torch.bmm(h * h, (torch.exp(self.log_alpha(layer)) * w * w).transpose(1, 2))
+        eps = torch.stack(noise.normal(tuple(mean.shape[1:]), self.device))
+        return mean + torch.sqrt(variance + VAR_EPS) * eps
+
+    def _dropout(self, p: float, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
+        if noise is None or p == 0:
+            return h
+        if h.dim() == 4:  # [batch, M * C, H, W]
+            shape = (h.shape[0], h.shape[1] // self.size, *h.shape[2:])
+            masks = torch.cat(noise.bernoulli(shape, 1 - p, self.device), dim=1)
+        else:  # [M, batch, features]
+            masks = torch.stack(noise.bernoulli(tuple(h.shape[1:]), 1 - p, self.device))
+        return h * masks.div_(1 - p)
+
+    # ------------------------------------------------------------------ VD terms and state
+    def log_alpha(self, layer: str) -> torch.Tensor:
+        return log_alpha_of(self.params[f"{layer}.weight"], self.log_sigma2[layer])
+
+    def kl(self) -> torch.Tensor:
+        """Per-model summed KL of all VD layers, [M]."""
+        total = torch.zeros(self.size, device=self.device)
+        for layer in self.log_sigma2:
+            total = total + torch.vmap(kl_approx)(self.log_alpha(layer))
+        return total
+
+    @torch.no_grad()
+    def flat(self) -> torch.Tensor:
+        """Stacked parameters as flat vectors [M, P] in the plain layout."""
+        parts = [self.params[e.name].reshape(self.size, -1) for e in self.layout.entries]
+        return torch.cat(parts, dim=1).cpu()
+
+    @torch.no_grad()
+    def flat_log_alpha(self) -> torch.Tensor:
+        """[M, P] log_alpha in the plain layout; bias positions hold BIAS_LOG_ALPHA."""
+        parts = []
+        for e in self.layout.entries:
+            if e.kind == "weight":
+                parts.append(self.log_alpha(e.layer).reshape(self.size, -1))
+            else:
+                parts.append(torch.full((self.size, e.size), BIAS_LOG_ALPHA, device=self.device))
+        return torch.cat(parts, dim=1).cpu()
+
+
+def per_model_input(x: torch.Tensor) -> torch.Tensor:
+    """[M, batch, C, H, W] (one batch per model) to the grouped layout [batch, M * C, H, W]."""
+    m, b, c, hgt, wid = x.shape
+    return x.transpose(0, 1).reshape(b, m * c, hgt, wid)

@@ -1,0 +1,180 @@
+"""The population engine: trains many jobs of a stage as one batched computation.
+
+It implements the :class:`~.jobs.Trainer` protocol like the per-model reference and reuses its
+parts wherever they fix the numbers: each job's model and data-order generator come from the
+recipe's ``build`` (same init, same seeds), batches from :func:`~.reference.epoch_batches`,
+recorded rows from :func:`~.reference.state_metrics`. Jobs that can share one computation (same
+recipe, architecture, activation, dropout rate, optimizer kind, epochs, batch size and recipe
+options) form a group; learning rate, weight decay, data order, start state, mask and noise stay
+per model. Kinds without a batched form fall back to the reference trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from itertools import groupby
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import ImageData
+from ..layout import ParameterLayout
+from ..sparsify.variational import VariationalNet
+from .batched_ops import Noise, PopulationNet, per_model_input
+from .batched_optim import BatchedOptimizer
+from .jobs import JobResult, TrainJob
+from .recipes import RECIPES
+from .reference import ReferenceTrainer, epoch_batches, state_metrics
+
+BATCHED_KINDS = ("plain", "masked", "vd")
+DEFAULT_MAX_MODELS = 64  # models per batched computation; bounds memory, not speed
+EVAL_CHUNK = 256  # samples per evaluation forward pass (shared by all models)
+
+
+def group_key(job: TrainJob) -> tuple:
+    """Jobs with equal keys run as one batched computation."""
+    c = job.config
+    return (job.kind, job.architecture, c.activation, c.dropout, c.optimizer, job.epochs, job.batch_size,
+            tuple(sorted(job.options.items())))
+
+
+class PopulationEngine:
+    """Trains jobs in groups of up to ``max_models`` stacked models on ``device`` (cpu or cuda)."""
+
+    def __init__(self, device: str = "cpu", max_models: int = DEFAULT_MAX_MODELS):
+        self.device = torch.device(device)
+        self.max_models = max_models
+
+    def run(self, jobs: Sequence[TrainJob], data: ImageData) -> Iterator[JobResult]:
+        tensors = [t.to(self.device) for t in (data.train_x, data.train_y, data.test_x, data.test_y)]
+        for key, group in groupby(sorted(jobs, key=group_key), key=group_key):
+            group = list(group)
+            if key[0] not in BATCHED_KINDS:
+                yield from ReferenceTrainer(str(self.device)).run(group, data)
+                continue
+            for start in range(0, len(group), self.max_models):
+                yield from self.run_group(group[start : start + self.max_models], data.channels, *tensors)
+
+    def run_group(
+        self, jobs: list[TrainJob], channels: int, train_x, train_y, test_x, test_y
+    ) -> list[JobResult]:
+        """Train jobs that share a :func:`group_key` together; returns their results in job order."""
+        recipe = RECIPES[jobs[0].kind]
+        built = [recipe.build(job, channels) for job in jobs]
+        models, orders = [m for m, _ in built], [g for _, g in built]
+        net, keep = _population(models, self.device)
+        size = len(jobs)
+        optimizer = BatchedOptimizer(
+            jobs[0].config.optimizer, net.parameters(),
+            lr=torch.tensor([j.lr for j in jobs], device=self.device),
+            weight_decay=torch.tensor([j.config.weight_decay for j in jobs], device=self.device),
+        )
+        random = net.variational or jobs[0].config.dropout > 0
+        noise = Noise([torch.Generator().manual_seed(int(j.seed)) for j in jobs]) if random else None
+        keep_params = None if keep is None else {
+            name: t.to(self.device) for name, t in net.layout.unflatten(keep).items()}
+        recorder = _Recorder(net, jobs, keep, train_x, train_y, test_x, test_y)
+        recorder.record()
+        for epoch in range(1, jobs[0].epochs + 1):
+            batches = [epoch_batches(len(train_x), jobs[0].batch_size, g) for g in orders]
+            for step in zip(*batches, strict=True):
+                idx = torch.stack(step).to(self.device)  # [M, batch]
+                logits = net.forward(per_model_input(train_x[idx]), noise)
+                loss = F.cross_entropy(logits.flatten(0, 1), train_y[idx].flatten(), reduction="none")
+                loss = loss.view(size, -1).mean(dim=1).sum()  # each model's gradient is that of its own mean
+                if net.variational:
+                    loss = loss + models[0].kl_weight(epoch) * net.kl().sum() / len(train_x)
+                optimizer.zero_grad()
+                loss.backward()
+                if keep_params is not None:
+                    for name, mask in keep_params.items():
+                        net.params[name].grad.mul_(mask)
+                optimizer.step()
+                if keep_params is not None:
+                    with torch.no_grad():
+                        for name, mask in keep_params.items():
+                            net.params[name].mul_(mask)
+            recorder.record()
+        return recorder.results()
+
+
+def _population(
+    models: list[torch.nn.Module], device: torch.device
+) -> tuple[PopulationNet, torch.Tensor | None]:
+    """Stack built models into a :class:`PopulationNet`; also returns the stacked keep-masks (MP)."""
+    plain = [getattr(m, "layout_module", m) for m in models]
+    template = plain[0]
+    layout = ParameterLayout.from_module(template)
+    layout_states = torch.stack([layout.flatten_module(m) for m in plain])
+    if isinstance(models[0], VariationalNet):
+        layers = [dict(m.vd_layers()) for m in models]
+        log_sigma2 = {name: torch.stack([ly[name].log_sigma2.detach() for ly in layers])
+                      for name in layers[0]}
+        threshold = next(iter(layers[0].values())).threshold
+        return PopulationNet(template, layout_states, device, log_sigma2, threshold), None
+    keep = torch.stack([m.keep for m in models]) if hasattr(models[0], "keep") else None
+    return PopulationNet(template, layout_states, device), keep
+
+
+class _Recorder:
+    """Evaluates and records every model's state after each epoch, as the reference does."""
+
+    def __init__(self, net: PopulationNet, jobs: list[TrainJob], keep: torch.Tensor | None, train_x, train_y,
+                 test_x, test_y):
+        self.net, self.jobs = net, jobs
+        self.keep = None if keep is None else keep.cpu().numpy().astype(bool)
+        self.train, self.test = (train_x, train_y), (test_x, test_y)
+        self.weights: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self.log_alpha: list[np.ndarray] = []
+        self.metrics: list[list[dict[str, float]]] = [[] for _ in jobs]
+        self.predictions: np.ndarray | None = None
+
+    def record(self) -> None:
+        net, layout = self.net, self.net.layout
+        weights = net.flat().numpy().astype(np.float32)
+        masks = self.keep
+        if net.variational:
+            log_alpha = net.flat_log_alpha().numpy().astype(np.float32)
+            masks = np.where(layout.weight_mask(), log_alpha < net.threshold, True)
+            self.log_alpha.append(log_alpha)
+        train_loss, train_acc, _ = evaluate_population(net, *self.train)
+        test_loss, test_acc, test_pred = evaluate_population(net, *self.test)
+        epoch = len(self.weights)
+        for m, job in enumerate(self.jobs):
+            self.metrics[m].append({"epoch": epoch, **state_metrics(
+                layout, weights[m], None if masks is None else masks[m], (train_loss[m], train_acc[m]),
+                (test_loss[m], test_acc[m]), test_pred[m], job.reference_predictions)})
+        self.weights.append(weights)
+        if masks is not None:
+            self.masks.append(masks)
+        self.predictions = test_pred
+
+    def results(self) -> list[JobResult]:
+        weights = np.stack(self.weights, axis=1)  # [M, E+1, P]
+        masks = np.stack(self.masks, axis=1) if self.masks else None
+        log_alpha = np.stack(self.log_alpha, axis=1) if self.log_alpha else None
+        return [
+            JobResult(key=job.key, weights=weights[m], metrics=self.metrics[m],
+                      masks=None if masks is None else masks[m],
+                      log_alpha=None if log_alpha is None else log_alpha[m],
+                      test_predictions=self.predictions[m])
+            for m, job in enumerate(self.jobs)
+        ]
+
+
+@torch.no_grad()
+def evaluate_population(net: PopulationNet, x: torch.Tensor, y: torch.Tensor):
+    """Per-model mean cross-entropy [M], accuracy [M] and predicted classes [M, N], in eval mode."""
+    total = torch.zeros(net.size, dtype=torch.float64, device=x.device)
+    preds = []
+    for start in range(0, len(x), EVAL_CHUNK):
+        logits = net.forward(x[start : start + EVAL_CHUNK], noise=None)  # [M, chunk, classes]
+        target = y[start : start + EVAL_CHUNK].expand(net.size, -1)
+        losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+        total += losses.view(net.size, -1).sum(dim=1)
+        preds.append(logits.argmax(dim=2))
+    pred = torch.cat(preds, dim=1)
+    acc = (pred == y).float().mean(dim=1)
+    return (total / len(x)).cpu().numpy(), acc.cpu().numpy().astype(float), pred.cpu().numpy()
