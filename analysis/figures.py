@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .tables import layer_columns  # noqa: E402
 
@@ -35,6 +36,7 @@ def trajectories(original: pd.DataFrame | None, vd: pd.DataFrame | None, zoo: st
         right.text(0.5, 0.5, "no VD twins in this store", ha="center", va="center", transform=right.transAxes)
     right.set(title=f"{zoo}: VD sparsification", xlabel="VD epoch", ylabel="%")
     for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(loc="lower right")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -76,18 +78,26 @@ def frequency_maps(frequency: dict[int, dict[str, np.ndarray]], title: str) -> F
 def layer_size_vs_sparsity(
     states: pd.DataFrame, layer_sizes: dict[str, int], epochs: list[int], title: str
 ) -> Figure:
-    """Figure 4: log layer size against log mean sparsity (error bar: std over models) per epoch."""
+    """Figure 4: log layer size against log mean sparsity (error bar: std over models) per epoch.
+
+    Layers are ordered by size; a mean sparsity of exactly 0 has no place on a log axis and is left out.
+    """
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    sizes = np.array([layer_sizes[c.removeprefix("sparsity_")] for c in layer_columns(states)])
+    columns = sorted(layer_columns(states), key=lambda c: layer_sizes[c.removeprefix("sparsity_")])
+    sizes = np.array([layer_sizes[c.removeprefix("sparsity_")] for c in columns])
     for epoch in epochs:
-        at = states[states.epoch == epoch][layer_columns(states)]
+        at = states[states.epoch == epoch][columns]
         mean, std = at.mean().to_numpy(), at.std(ddof=0).to_numpy()
         ax.errorbar(sizes, 100 * mean, yerr=100 * std, marker="o", capsize=3, ls="-", label=f"epoch {epoch}")
     ax.set(xscale="log", yscale="log", xlabel="layer size (weights)", ylabel="mean sparsity (%)", title=title)
-    for size, column in zip(sizes, layer_columns(states), strict=True):
+    names: dict[int, list[str]] = {}
+    for size, column in zip(sizes, columns, strict=True):
+        names.setdefault(int(size), []).append(column.removeprefix("sparsity_"))
+    for size, layers in names.items():
         ax.annotate(
-            column.removeprefix("sparsity_"),
-            (size, ax.get_ylim()[0]),
+            "/".join(layers),
+            (size, 0),
+            xycoords=("data", "axes fraction"),
             textcoords="offset points",
             xytext=(0, 4),
             ha="center",
