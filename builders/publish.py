@@ -1,0 +1,108 @@
+"""``zoo-publish``: put a built store on the Hugging Face Hub, or lay it out as a static HTTP mirror.
+
+Both carry exactly the files the manifest lists (plus the models table and the card), after the
+store has passed its own sha256 check, so a downloader can verify what it receives.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from loaders.cache import check_known, zoo_dir
+from zoo_dataset.errors import StoreError, ZooError
+from zoo_dataset.store import ZooStore
+from zoo_dataset.store.files import atomic_path, atomic_write_text
+from zoo_dataset.store.layout_on_disk import MODELS_TABLE
+from zoo_dataset.store.manifest import MANIFEST
+
+from .build import DEFAULT_ROOT
+from .stages.card import CARD, write_card
+
+MIRROR_INDEX = "index.json"
+
+
+def published_files(store: ZooStore) -> list[str]:
+    """Paths (relative to the zoo directory) that make up the published store; manifest last."""
+    files = [MODELS_TABLE, CARD]
+    for name in store.populations:
+        for shard in store.population(name).shards:
+            files += [shard.file, shard.states_file]
+    return [*files, MANIFEST]
+
+
+def publish_mirror(store: ZooStore, mirror: Path) -> Path:
+    """Copy the store to ``mirror/<zoo>/`` (the layout ``zoo-download --source mirror`` reads)."""
+    target = Path(mirror) / store.manifest.zoo
+    for relative in published_files(store):
+        with atomic_path(target / relative) as tmp:
+            shutil.copyfile(store.zoo_dir / relative, tmp)
+    index_path = Path(mirror) / MIRROR_INDEX
+    index = json.loads(index_path.read_text()) if index_path.exists() else {"zoos": []}
+    index["zoos"] = sorted(set(index["zoos"]) | {store.manifest.zoo})
+    atomic_write_text(index_path, json.dumps(index, indent=1))
+    return target
+
+
+def publish_hub(store: ZooStore, repo_id: str, private: bool = False) -> str:
+    """Upload the store as a Hub dataset repo; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    commit = api.upload_folder(
+        folder_path=store.zoo_dir,
+        repo_id=repo_id,
+        repo_type="dataset",
+        allow_patterns=published_files(store),
+        commit_message=f"zoo-twins store {store.manifest.zoo}",
+    )
+    return str(getattr(commit, "commit_url", commit))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--zoo", required=True, help="Zoo name under --root, or the path of a store.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=str(DEFAULT_ROOT),
+    show_default=True,
+    help="Root directory of built stores.",
+)
+@click.option("--repo-id", help="Hub dataset repo to upload to, e.g. ORG/NAME (needs a write token).")
+@click.option("--private", is_flag=True, help="Create the Hub repo as private.")
+@click.option(
+    "--mirror", type=click.Path(file_okay=False), help="Lay out a static HTTP mirror in this directory."
+)
+@click.option(
+    "--cards-dir",
+    type=click.Path(file_okay=False),
+    help="Also write the card to CARDS_DIR/<zoo>/README.md (e.g. dataset_cards).",
+)
+def main(zoo, root, repo_id, private, mirror, cards_dir):
+    """Verify a built store, refresh its dataset card, and publish it."""
+    try:
+        if not (repo_id or mirror or cards_dir):
+            raise click.UsageError("give --repo-id, --mirror and/or --cards-dir")
+        directory = zoo_dir(zoo, root)
+        check_known(zoo, directory)
+        store = ZooStore(directory)
+        if not store.populations:
+            raise StoreError(f"{directory} holds no finished shards yet; build it first")
+        store.verify()
+        write_card(store, Path(cards_dir) if cards_dir else None)
+        if mirror:
+            click.echo(f"mirror: {publish_mirror(store, Path(mirror))}")
+        if repo_id:
+            click.echo(f"hub: {publish_hub(store, repo_id, private)}")
+    except ZooError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The card stage: a Hugging Face dataset card (README.md) for the store, from what it holds.
+
+It runs last and trains nothing: front matter (license, tags, size category, parquet configs)
+plus the template in ``dataset_cards/template.md`` filled with the spec and statistics computed
+from the stored states, so the card never disagrees with the data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+import pandas as pd
+
+from zoo_dataset.store import ZooStore
+from zoo_dataset.store.files import atomic_write_text
+from zoo_dataset.store.layout_on_disk import MODELS_TABLE
+from zoo_dataset.store.tables import SPLITS
+
+from ..context import BuildContext
+from .base import StageReport
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "dataset_cards" / "template.md"
+CARD = "README.md"
+LICENSE = "cc-by-4.0"  # the license of the original model zoos these twins derive from
+SIZE_BOUNDS = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+)
+METHODS = {
+    "original": "the original models, trained from their generating factors",
+    "mp": "magnitude-pruning twins: global unstructured pruning of each original's last state, "
+    "then fine-tuning",
+    "vd": "sparse variational-dropout twins trained from each original's last state",
+}
+
+
+class CardStage:
+    name = "card"
+
+    def run(self, ctx: BuildContext) -> StageReport:
+        write_card(ctx.reader())
+        return StageReport(self.name, 1, 1)
+
+
+def write_card(store: ZooStore, copy_dir: Path | None = None) -> Path:
+    """Write ``README.md`` into the store (and ``copy_dir/<zoo>/README.md`` if given)."""
+    text = render_card(store)
+    atomic_write_text(store.zoo_dir / CARD, text)
+    if copy_dir is not None:
+        atomic_write_text(Path(copy_dir) / store.manifest.zoo / CARD, text)
+    return store.zoo_dir / CARD
+
+
+def render_card(store: ZooStore) -> str:
+    from huggingface_hub import DatasetCardData  # deferred: only the card needs the Hub client
+
+    states = {p: store.states(p) for p in store.populations}
+    front = DatasetCardData(
+        license=LICENSE,
+        pretty_name=_pretty_name(store),
+        tags=[
+            "model-zoo",
+            "weight-space-learning",
+            "sparsification",
+            "pruning",
+            "variational-dropout",
+            "pytorch",
+        ],
+        size_categories=[_size_category(sum(len(s) for s in states.values()))],
+        configs=[{"config_name": "models", "data_files": MODELS_TABLE, "default": True}]
+        + [{"config_name": f"states_{p}", "data_files": f"{p}/*.states.parquet"} for p in states],
+    )
+    body = Template(TEMPLATE.read_text()).substitute(_fields(store, states))
+    return f"---\n{front.to_yaml()}\n---\n\n{body}"
+
+
+def _fields(store: ZooStore, states: dict[str, pd.DataFrame]) -> dict[str, object]:
+    spec, manifest, layout = store.spec, store.manifest, store.layout
+    models = store.models()
+    counts = models.split.value_counts()
+    twins = [p for p in states if p != "original"]
+    return {
+        "pretty_name": _pretty_name(store),
+        "description": spec.description,
+        "zoo": manifest.zoo,
+        "code_version": manifest.code_version,
+        "schema_version": manifest.schema_version,
+        "created": manifest.created,
+        "dataset": spec.dataset,
+        "architecture": spec.architecture,
+        "num_params": layout.num_params,
+        "num_weights": layout.num_weights,
+        "variant": spec.variant,
+        "num_models": len(models),
+        "zoo_size": spec.size,
+        "split_seed": spec.split_seed,
+        "splits": ", ".join(f"{s} {int(counts.get(s, 0))}" for s in SPLITS),
+        "factors": "\n".join(f"| {k} | {_values(v)} |" for k, v in spec.to_dict()["factors"].items()),
+        "methods": "\n".join(
+            f"| {p} | {_method(store, p)} | {store.population(p).epochs + 1} per level |" for p in states
+        ),
+        "statistics": "\n".join(_statistics_rows(states)),
+        "vd_threshold": spec.vd.threshold,
+        "example_method": twins[0] if twins else "mp",
+    }
+
+
+def _method(store: ZooStore, population: str) -> str:
+    info = store.population(population)
+    text = METHODS.get(population, population)
+    if population == "mp":
+        text += f" (levels {', '.join(f'{lv:.0%}' for lv in info.levels)}, {info.epochs} epochs)"
+    elif population != "original":
+        text += f" ({info.epochs} epochs)"
+    return text
+
+
+def _statistics_rows(states: dict[str, pd.DataFrame]) -> list[str]:
+    rows = []
+    for population, table in states.items():
+        last = table[table.epoch == table.epoch.max()]
+        for level, at in last.groupby("level"):
+            tag = f"{level:.0%}" if population == "mp" else "-"
+            agreement = f"{100 * at.agreement.mean():.1f}" if at.agreement.notna().any() else "-"
+            rows.append(
+                f"| {population} | {tag} | {at.model_id.nunique()} | {int((table.level == level).sum())} | "
+                f"{_mean_std(at.test_acc)} | {_mean_std(at.train_acc)} | {_mean_std(at.ggap)} | "
+                f"{100 * at.sparsity.mean():.1f} | {agreement} |"
+            )
+    return rows
+
+
+def _mean_std(values: pd.Series) -> str:
+    return f"{100 * values.mean():.1f} ({100 * values.std(ddof=0):.1f})"
+
+
+def _values(values: list) -> str:
+    if len(values) > 6 and all(isinstance(v, int) for v in values):
+        return f"{len(values)} values, {values[0]}..{values[-1]}"
+    return ", ".join(str(v) for v in values)
+
+
+def _size_category(n_states: int) -> str:
+    return next((label for bound, label in SIZE_BOUNDS if n_states < bound), "n>10M")
+
+
+def _pretty_name(store: ZooStore) -> str:
+    return f"Sparsified model zoo twins: {store.manifest.zoo}"

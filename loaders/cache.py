@@ -1,0 +1,47 @@
+"""Where stores live on this machine, and how a zoo name or path becomes a store directory.
+
+The cache directory is ``$ZOO_TWINS_CACHE`` if set, else ``zoo-twins/`` inside the Hugging Face
+home (``$HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``), so one
+setting moves every downloaded artefact of a machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from zoo_dataset.errors import StoreError, UnknownZooError
+from zoo_dataset.specs import registry
+from zoo_dataset.store.manifest import MANIFEST
+
+CACHE_ENV = "ZOO_TWINS_CACHE"
+
+
+def cache_dir() -> Path:
+    """The directory that holds downloaded stores (read from the environment at call time)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    hf_home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(hf_home).expanduser() / "zoo-twins"
+
+
+def zoo_dir(zoo: str | Path, root: str | Path | None = None) -> Path:
+    """Directory a zoo lives (or would live) in: a path as given, else ``root/<zoo>`` or the cache."""
+    as_path = Path(zoo).expanduser()
+    if (as_path / MANIFEST).exists():
+        return as_path
+    return Path(root).expanduser() / str(zoo) if root is not None else cache_dir() / str(zoo)
+
+
+def check_known(zoo: str | Path, directory: Path) -> None:
+    """Raise one clear line when ``directory`` holds no store: unknown zoo, or known but absent."""
+    if (directory / MANIFEST).exists():
+        return
+    name = str(zoo)
+    if name not in registry() and not Path(name).exists():
+        raise UnknownZooError(f"unknown zoo {name!r}: neither a registered zoo nor a store directory")
+    raise StoreError(
+        f"zoo {name!r} is not at {directory}; build it with "
+        f"`zoo-build --zoo {name} --out {directory.parent}`, "
+        f"fetch it with `zoo-download --zoo {name}`, or pass download=True"
+    )

@@ -1,0 +1,147 @@
+"""PyTorch datasets over a store: twin pairs at one epoch, and whole twin trajectories.
+
+Shard files open lazily in whichever process reads them (the store reader reopens its h5py
+handles after a fork), so both datasets work with ``DataLoader(num_workers>0)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .resolve import open_store
+from .twins import TwinIndex
+from .views import make_view
+
+Item = dict[str, Any]
+
+
+class _TwinDatasetBase(Dataset):
+    """Shared set-up: open the store, choose the units, build the weight view."""
+
+    def __init__(
+        self,
+        zoo: str | Path,
+        method: str,
+        level: float | None,
+        split: str | None,
+        root: str | Path | None,
+        download: bool,
+        view: str,
+        transform: Callable[[Item], Any] | None,
+    ):
+        self.store = open_store(zoo, root, download, populations=("original", method))
+        self.index = TwinIndex(self.store, method, level, split)
+        self.method = method
+        self.view = make_view(view, self.store.layout)
+        self.transform = transform
+        self._arrays = self.store.population(method).arrays
+
+    def __len__(self) -> int:
+        return len(self.index.units)
+
+    @property
+    def model_ids(self) -> list[int]:
+        return self.index.model_ids
+
+    def _twin_arrays(self, model_id: int, level: float, epoch: int | slice) -> dict[str, torch.Tensor]:
+        """Twin weights with pruned entries as exact zeros, plus its mask and (VD) log-alpha."""
+        read = {
+            name: torch.from_numpy(np.asarray(self.store.array(name, self.method, model_id, epoch, level)))
+            for name in self._arrays
+        }
+        if "masks" in read:
+            read["weights"] = torch.where(read["masks"], read["weights"], torch.zeros(()))
+        out = {"twin": self.view(read["weights"])}
+        if "masks" in read:
+            out["mask"] = self.view(read["masks"])
+        if "log_alpha" in read:
+            out["log_alpha"] = self.view(read["log_alpha"])
+        return out
+
+    def _original(self, model_id: int) -> torch.Tensor:
+        return self.view(torch.from_numpy(self.store.weights("original", model_id, epoch=-1)))
+
+    def _props(self, values: np.ndarray) -> dict[str, torch.Tensor]:
+        return {
+            name: torch.from_numpy(values[..., i].copy()) for i, name in enumerate(self.index.property_names)
+        }
+
+    def _header(self, model_id: int, level: float) -> Item:
+        factors = {k: v.item() if hasattr(v, "item") else v for k, v in self.index.factors[model_id].items()}
+        return {
+            "model_id": torch.tensor(model_id),
+            "level": torch.tensor(level, dtype=torch.float32),
+            "factors": factors,
+            "original_properties": self._props(self.index.properties("original", model_id, 0.0)[-1]),
+        }
+
+    def _finish(self, item: Item) -> Any:
+        return self.transform(item) if self.transform is not None else item
+
+
+class ZooTwinDataset(_TwinDatasetBase):
+    """One item per (model, twin): the original's final state and the twin at ``epoch``.
+
+    ``ZooTwinDataset("digits_seed", method="mp", level=None, split="train", epoch=-1, root="stores")``.
+    An item is a dict: ``model_id``, ``level``, ``epoch``, ``original`` and ``twin`` weights in the
+    chosen view (twin weights with pruned entries as zeros), ``mask``, ``log_alpha`` (VD),
+    ``original_properties`` / ``twin_properties`` (accuracies, ggap, sparsity per layer,
+    agreement...), and ``factors`` (seed, activation, optimizer...).
+    """
+
+    def __init__(
+        self,
+        zoo: str | Path,
+        method: str = "mp",
+        level: float | None = None,
+        split: str | None = "train",
+        epoch: int = -1,
+        root: str | Path | None = None,
+        download: bool = False,
+        view: str = "flat",
+        transform: Callable[[Item], Any] | None = None,
+    ):
+        super().__init__(zoo, method, level, split, root, download, view, transform)
+        self.epoch = self.index.resolve_epoch(epoch)
+
+    def __getitem__(self, i: int) -> Any:
+        model_id, level = self.index.units[i]
+        item = self._header(model_id, level)
+        item["epoch"] = torch.tensor(self.epoch)
+        item["original"] = self._original(model_id)
+        item.update(self._twin_arrays(model_id, level, self.epoch))
+        item["twin_properties"] = self._props(self.index.properties(self.method, model_id, level)[self.epoch])
+        return self._finish(item)
+
+
+class ZooTrajectoryDataset(_TwinDatasetBase):
+    """One item per twin with every recorded epoch stacked: ``twin`` [E+1, ...], ``mask``,
+    ``log_alpha`` (VD), ``twin_properties`` [E+1] per property, plus the original's final state."""
+
+    def __init__(
+        self,
+        zoo: str | Path,
+        method: str = "mp",
+        level: float | None = None,
+        split: str | None = "train",
+        root: str | Path | None = None,
+        download: bool = False,
+        view: str = "flat",
+        transform: Callable[[Item], Any] | None = None,
+    ):
+        super().__init__(zoo, method, level, split, root, download, view, transform)
+
+    def __getitem__(self, i: int) -> Any:
+        model_id, level = self.index.units[i]
+        item = self._header(model_id, level)
+        item["epoch"] = torch.arange(self.index.num_states)
+        item["original"] = self._original(model_id)
+        item.update(self._twin_arrays(model_id, level, slice(None)))
+        item["twin_properties"] = self._props(self.index.properties(self.method, model_id, level))
+        return self._finish(item)

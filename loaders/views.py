@@ -1,0 +1,125 @@
+"""Weight views: the same flat parameter vector shaped for different weight-space models.
+
+* ``flat``: one vector [P].
+* ``layers``: per-layer weight and bias tensors in module shapes, as NFN-style
+  permutation-equivariant models expect.
+* ``tokens``: one token per output neuron (its incoming weights flattened, zero-padded to a
+  common width, bias in the last column) with layer and position ids, as transformer
+  hyper-representations expect.
+
+Every view works on any leading batch shape ([..., P]) and inverts exactly back to the flat
+vector, so a viewed state can always be loaded into a working model again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from zoo_dataset.errors import ZooSpecError
+from zoo_dataset.layout import ParameterLayout
+
+
+class View(Protocol):
+    name: str
+
+    def __call__(self, flat: torch.Tensor) -> Any: ...
+
+    def inverse(self, viewed: Any) -> torch.Tensor: ...
+
+
+class FlatView:
+    name = "flat"
+
+    def __init__(self, layout: ParameterLayout):
+        self.layout = layout
+
+    def __call__(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat
+
+    def inverse(self, viewed: torch.Tensor) -> torch.Tensor:
+        return viewed
+
+
+class LayersView:
+    """``{"weights": [w per layer], "biases": [b per layer]}`` in module shapes."""
+
+    name = "layers"
+
+    def __init__(self, layout: ParameterLayout):
+        self.layout = layout
+
+    def __call__(self, flat: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        named = self.layout.unflatten(flat)
+        layers = self.layout.layers
+        return {
+            "weights": [named[f"{layer}.weight"] for layer in layers],
+            "biases": [named[f"{layer}.bias"] for layer in layers],
+        }
+
+    def inverse(self, viewed: dict[str, list[torch.Tensor]]) -> torch.Tensor:
+        tensors = {}
+        for layer, w, b in zip(self.layout.layers, viewed["weights"], viewed["biases"], strict=True):
+            tensors[f"{layer}.weight"], tensors[f"{layer}.bias"] = w, b
+        parts = []
+        for entry in self.layout.entries:  # layout order, whatever leading batch shape
+            t = tensors[entry.name]
+            parts.append(t.reshape(*t.shape[: t.dim() - len(entry.shape)], -1))
+        return torch.cat(parts, dim=-1)
+
+
+class TokensView:
+    """``{"tokens": [N, D], "layer_id": [N], "position_id": [N], "valid": [N, D]}``, N = output neurons."""
+
+    name = "tokens"
+
+    def __init__(self, layout: ParameterLayout):
+        self.layout = layout
+        rows = []  # per neuron: flat indices of its incoming weights, and of its bias
+        layer_ids, positions = [], []
+        for layer_index, layer in enumerate(layout.layers):
+            w, b = layout.by_name[f"{layer}.weight"], layout.by_name[f"{layer}.bias"]
+            fan_in = w.size // w.shape[0]
+            for neuron in range(w.shape[0]):
+                start = w.offset + neuron * fan_in
+                rows.append((list(range(start, start + fan_in)), b.offset + neuron))
+                layer_ids.append(layer_index)
+                positions.append(neuron)
+        self.width = max(len(r[0]) for r in rows) + 1
+        pad = layout.num_params  # index of an appended zero
+        index = torch.full((len(rows), self.width), pad, dtype=torch.long)
+        for i, (weights, bias) in enumerate(rows):
+            index[i, : len(weights)] = torch.tensor(weights)
+            index[i, -1] = bias
+        self.index = index
+        self.valid = index != pad
+        self.layer_id = torch.tensor(layer_ids)
+        self.position_id = torch.tensor(positions)
+
+    def __call__(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        padded = torch.cat([flat, flat.new_zeros(*flat.shape[:-1], 1)], dim=-1)
+        tokens = padded[..., self.index]
+        lead = flat.shape[:-1]
+        return {
+            "tokens": tokens,
+            "layer_id": self.layer_id.expand(*lead, -1),
+            "position_id": self.position_id.expand(*lead, -1),
+            "valid": self.valid.expand(*lead, -1, -1),
+        }
+
+    def inverse(self, viewed: dict[str, torch.Tensor]) -> torch.Tensor:
+        tokens = viewed["tokens"]
+        lead = tokens.shape[:-2]
+        flat = tokens.new_zeros(*lead, self.layout.num_params)
+        flat[..., self.index[self.valid]] = tokens[..., self.valid]
+        return flat
+
+
+VIEWS: dict[str, type] = {"flat": FlatView, "layers": LayersView, "tokens": TokensView}
+
+
+def make_view(name: str, layout: ParameterLayout) -> View:
+    if name not in VIEWS:
+        raise ZooSpecError(f"unknown view {name!r}; choose one of {', '.join(VIEWS)}")
+    return VIEWS[name](layout)
