@@ -28,7 +28,7 @@ MIRROR_INDEX = "index.json"
 
 def published_files(store: ZooStore) -> list[str]:
     """Paths (relative to the zoo directory) that make up the published store; manifest last."""
-    files = [MODELS_TABLE, CARD]
+    files = [MODELS_TABLE] + ([CARD] if (store.zoo_dir / CARD).exists() else [])
     for name in store.populations:
         for shard in store.population(name).shards:
             files += [shard.file, shard.states_file]

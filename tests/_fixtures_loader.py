@@ -8,6 +8,7 @@ store format either way.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,14 @@ def _write_stand_in_twins(spec: ZooSpec, root: Path, method: str) -> None:
                     log_alpha=None if log_alpha is None else np.stack([log_alpha, log_alpha]),
                 )
             )
+
+
+def shared_loader_store(tmp_path_factory) -> Path:
+    """The store, built once per test session even with pytest-xdist workers (a file lock guards it)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by all workers of one session
+    with FileLock(str(base / "loader-store.lock")):
+        return loader_store(base)

@@ -1,0 +1,191 @@
+"""Download: an HTTP mirror on 127.0.0.1 (cut and resumed transfers, a corrupt shard), the Hub offline."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _fixtures_loader import shared_loader_store
+
+from builders.publish import publish_mirror
+from loaders import ZooTwinDataset
+from loaders.download import download_zoo
+from zoo_dataset.errors import ChecksumError, StoreError
+from zoo_dataset.store import ZooStore
+
+ZOO = "digits_seed"
+
+
+class RangeHandler(SimpleHTTPRequestHandler):
+    """Static files with Range support; can cut the first transfer of a path after N bytes."""
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        header = self.headers.get("Range")
+        start = int(header.split("=")[1].split("-")[0]) if header else 0
+        self.server.requests.append((self.path, start))
+        body = data[start:]
+        self.send_response(206 if header else 200)
+        self.send_header("Content-Length", str(len(body)))
+        if header:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        cut = self.server.cut.pop(self.path, None)
+        self.wfile.write(body if cut is None else body[:cut])
+        if cut is not None:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return ZooStore(shared_loader_store(tmp_path_factory))
+
+
+@pytest.fixture
+def mirror(store, tmp_path):
+    directory = tmp_path / "mirror"
+    publish_mirror(store, directory)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(directory)))
+    server.requests, server.cut = [], {}
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, directory, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _same_arrays(a: ZooStore, b: ZooStore, population: str) -> None:
+    for shard in a.population(population).shards:
+        for model_id in shard.model_ids:
+            level = a.population(population).levels[-1]
+            np.testing.assert_array_equal(
+                a.weights(population, model_id, -1, level), b.weights(population, model_id, -1, level)
+            )
+
+
+def test_mirror_download_resumes_a_cut_transfer(store, mirror, tmp_path):
+    server, _, url = mirror
+    shard = store.population("mp").shards[0]
+    size = (store.zoo_dir / shard.file).stat().st_size
+    server.cut[f"/{ZOO}/{shard.file}"] = size // 2
+    path = download_zoo(ZOO, "mirror", url=url, root=tmp_path / "cache", progress=False)
+    assert (f"/{ZOO}/{shard.file}", size // 2) in server.requests  # the retry asked for the rest only
+    got = ZooStore(path)
+    got.verify()
+    assert set(got.populations) == set(store.populations)
+    _same_arrays(store, got, "mp")
+    assert not list(path.rglob("*.part"))
+
+
+def test_mirror_download_continues_a_part_file_left_by_a_killed_run(store, mirror, tmp_path):
+    server, _, url = mirror
+    shard = store.population("vd").shards[0]
+    dest = tmp_path / "cache" / ZOO / shard.file
+    dest.parent.mkdir(parents=True)
+    data = (store.zoo_dir / shard.file).read_bytes()
+    dest.with_name(dest.name + ".part").write_bytes(data[:1000])
+    path = download_zoo(
+        ZOO, "mirror", url=url, root=tmp_path / "cache", populations=["original", "vd"], progress=False
+    )
+    assert (f"/{ZOO}/{shard.file}", 1000) in server.requests
+    assert set(ZooStore(path).populations) == {"original", "vd"}
+    assert len(ZooTwinDataset(ZOO, method="vd", split=None, root=tmp_path / "cache")) == len(store.models())
+
+
+def test_corrupt_shard_is_rejected_and_not_kept(store, mirror, tmp_path):
+    _, directory, url = mirror
+    shard = store.population("mp").shards[0]
+    served = directory / ZOO / shard.file
+    data = bytearray(served.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    served.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=f"{shard.file} from .* is corrupt"):
+        download_zoo(ZOO, "mirror", url=url, root=tmp_path / "cache", progress=False)
+    target = tmp_path / "cache" / ZOO
+    assert not (target / shard.file).exists() and not list(target.rglob("*.part"))
+    assert not (target / "manifest.json").exists()  # an aborted download is never mistaken for a store
+
+
+def test_missing_mirror_file_is_one_clear_error(mirror, tmp_path):
+    _, _, url = mirror
+    with pytest.raises(StoreError, match="has no manifest.json"):
+        download_zoo("mnist_seed", "mirror", url=url, root=tmp_path, progress=False)
+
+
+def _hub_cache(store: ZooStore, hf_home: Path, repo_id: str) -> None:
+    """A Hub cache as huggingface_hub lays it out: datasets--org--name/{refs/main, snapshots/<commit>/}."""
+    repo = hf_home / "hub" / f"datasets--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    publish_mirror(store, repo / "snapshots")
+    (repo / "snapshots" / ZOO).rename(repo / "snapshots" / commit)
+
+
+def test_hub_download_from_an_offline_cache_via_the_cli(store, tmp_path):
+    _hub_cache(store, tmp_path / "hf", "testorg/digits-twins")
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "ZOO_TWINS_CACHE": str(tmp_path / "cache"),
+    }
+    env.pop("HF_HUB_CACHE", None)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loaders.cli",
+            "--zoo",
+            ZOO,
+            "--repo-id",
+            "testorg/digits-twins",
+            "--populations",
+            "original,mp",
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    got = ZooStore(tmp_path / "cache" / ZOO)
+    assert set(got.populations) == {"original", "mp"}
+    got.verify()
+    _same_arrays(store, got, "mp")
+    missing = subprocess.run(
+        [sys.executable, "-m", "loaders.cli", "--zoo", ZOO, "--repo-id", "testorg/other"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and missing.stderr.startswith("error: cannot get dataset testorg/other")
+
+
+def test_dataset_download_true_uses_the_hub_cache(store, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    _hub_cache(store, tmp_path / "hf", f"zoo-twins/{ZOO}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("ZOO_TWINS_CACHE", str(tmp_path / "cache"))
+    ds = ZooTwinDataset(ZOO, method="vd", split=None, download=True)
+    assert ds.store.zoo_dir == tmp_path / "cache" / ZOO
+    assert len(ZooTwinDataset(ZOO, method="vd", split=None)) == len(ds)  # found again without download

@@ -1,0 +1,165 @@
+"""ZooTwinDataset / ZooTrajectoryDataset over a small built store: views, pairs, splits, workers, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _fixtures_loader import SPEC, shared_loader_store
+from torch.utils.data import DataLoader
+
+from loaders import VIEWS, ZooTrajectoryDataset, ZooTwinDataset, make_view
+from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.data import load_dataset
+from zoo_dataset.errors import StoreError, UnknownZooError, ZooSpecError
+from zoo_dataset.metrics import evaluate
+from zoo_dataset.store import ZooStore
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return shared_loader_store(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(SPEC.dataset, INPUT_SIZE[SPEC.architecture])
+
+
+@pytest.mark.parametrize("method", ["mp", "vd"])
+def test_pairs_align_with_the_store(zoo, method):
+    store = ZooStore(zoo)
+    ds = ZooTwinDataset(zoo, method=method, split=None)
+    levels = store.population(method).levels
+    assert len(ds) == len(SPEC.models()) * len(levels)
+    for item in ds:
+        model_id, level = int(item["model_id"]), float(item["level"])
+        np.testing.assert_array_equal(item["original"].numpy(), store.weights("original", model_id, -1))
+        raw = store.weights(method, model_id, -1, level)
+        mask = store.array("masks", method, model_id, -1, level)
+        np.testing.assert_array_equal(item["twin"].numpy(), np.where(mask, raw, 0))
+        np.testing.assert_array_equal(item["mask"].numpy(), mask)
+        assert ("log_alpha" in item) == (method == "vd")
+        states = store.states(method)
+        row = states[
+            (states.model_id == model_id)
+            & np.isclose(states.level, level)
+            & (states.epoch == int(item["epoch"]))
+        ]
+        assert float(item["twin_properties"]["test_acc"]) == pytest.approx(float(row.test_acc.iloc[0]))
+        assert float(item["twin_properties"]["sparsity"]) == pytest.approx(float(row.sparsity.iloc[0]))
+        assert item["factors"]["seed"] == SPEC.all_models()[model_id].seed
+
+
+def test_mp_level_selects_one_level(zoo):
+    every = ZooTwinDataset(zoo, method="mp", split=None)
+    one = ZooTwinDataset(zoo, method="mp", level=0.9, split=None)
+    assert len(every) == 2 * len(one)
+    assert {float(i["level"]) for i in one} == {pytest.approx(0.9)}
+    assert ZooTwinDataset(zoo, method="mp", level=90, split=None).index.levels == one.index.levels
+
+
+def test_splits_are_disjoint_stable_and_shared_by_methods(zoo):
+    per_split = {
+        s: set(ZooTwinDataset(zoo, method="mp", split=s).model_ids) for s in ("train", "val", "test")
+    }
+    assert not (per_split["train"] & per_split["val"]) and not (per_split["train"] & per_split["test"])
+    assert not (per_split["val"] & per_split["test"])
+    assert set().union(*per_split.values()) == {m.model_id for m in SPEC.models()}
+    for split, ids in per_split.items():
+        assert set(ZooTwinDataset(zoo, method="vd", split=split).model_ids) == ids
+        assert set(ZooTwinDataset(zoo, method="mp", split=split).model_ids) == ids  # stable on reopening
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_every_view_round_trips_to_a_working_model(zoo, data, view):
+    store = ZooStore(zoo)
+    ds = ZooTwinDataset(zoo, method="mp", level=0.5, split=None, view=view)
+    inverse = make_view(view, store.layout).inverse
+    item = ds[0]
+    model_id = int(item["model_id"])
+    flat = inverse(item["twin"])
+    assert flat.shape == (store.layout.num_params,)
+    assert torch.equal(inverse(item["mask"]), torch.from_numpy(store.array("masks", "mp", model_id, -1, 0.5)))
+    config = store.model_config(model_id)
+    net = build_model(SPEC.architecture, data.channels, config.activation, config.dropout)
+    model = store.layout.load_into(net, flat)
+    _, acc, _ = evaluate(model, data.test_x, data.test_y)
+    assert acc == pytest.approx(float(item["twin_properties"]["test_acc"]), abs=1e-6)
+
+
+def test_view_shapes(zoo):
+    layout = ZooStore(zoo).layout
+    flat = torch.randn(3, layout.num_params)
+    layers = make_view("layers", layout)(flat)
+    assert [tuple(w.shape) for w in layers["weights"]] == [(3, *e.shape) for e in layout.weight_entries()]
+    assert [tuple(b.shape) for b in layers["biases"]] == [(3, e.shape[0]) for e in layout.weight_entries()]
+    tokens = make_view("tokens", layout)(flat)
+    neurons = sum(e.shape[0] for e in layout.weight_entries())
+    width = max(e.size // e.shape[0] for e in layout.weight_entries()) + 1
+    assert tokens["tokens"].shape == (3, neurons, width)
+    assert tokens["layer_id"].shape == tokens["position_id"].shape == (3, neurons)
+    assert int(tokens["valid"][0].sum()) == layout.num_params  # every parameter in exactly one token slot
+    assert torch.equal(
+        tokens["tokens"][0, :, -1],
+        torch.cat([flat[0, layout.by_name[f"{lay}.bias"].slice] for lay in layout.layers]),
+    )
+    for view in VIEWS:
+        v = make_view(view, layout)
+        assert torch.equal(v.inverse(v(flat)), flat)
+
+
+def test_trajectory_items_stack_every_epoch(zoo):
+    store = ZooStore(zoo)
+    ds = ZooTrajectoryDataset(zoo, method="vd", split=None, view="tokens")
+    n_states = store.population("vd").epochs + 1
+    item = ds[0]
+    model_id = int(item["model_id"])
+    assert item["twin"]["tokens"].shape[0] == n_states
+    assert item["log_alpha"]["tokens"].shape[0] == n_states
+    assert item["twin_properties"]["test_acc"].shape == (n_states,)
+    flat = make_view("tokens", store.layout).inverse(item["log_alpha"])
+    np.testing.assert_array_equal(flat.numpy(), store.array("log_alpha", "vd", model_id, slice(None)))
+
+
+def test_dataloader_with_two_workers_matches_single_process(zoo):
+    ds = ZooTwinDataset(zoo, method="mp", split=None)
+    serial = next(iter(DataLoader(ds, batch_size=len(ds))))
+    parallel = list(DataLoader(ds, batch_size=2, num_workers=2))
+    assert torch.equal(torch.cat([b["twin"] for b in parallel]), serial["twin"])
+    assert torch.equal(torch.cat([b["model_id"] for b in parallel]), serial["model_id"])
+    assert parallel[0]["factors"]["activation"] == ["tanh", "tanh"]
+
+
+def test_transform_is_applied(zoo):
+    ds = ZooTwinDataset(zoo, method="vd", split=None, transform=lambda item: item["twin"].abs().sum())
+    assert ds[0].ndim == 0
+
+
+def test_clear_errors(zoo, tmp_path):
+    with pytest.raises(UnknownZooError, match="unknown zoo 'no_such_zoo'"):
+        ZooTwinDataset("no_such_zoo", root=tmp_path)
+    with pytest.raises(StoreError, match="is not at"):
+        ZooTwinDataset("digits_seed", root=tmp_path)  # registered, but not built there
+    with pytest.raises(ZooSpecError, match="unknown split 'validation'"):
+        ZooTwinDataset(zoo, method="mp", split="validation")
+    with pytest.raises(StoreError, match="epoch 99 out of range"):
+        ZooTwinDataset(zoo, method="mp", epoch=99)
+    with pytest.raises(ZooSpecError, match="unknown method"):
+        ZooTwinDataset(zoo, method="lottery")
+    with pytest.raises(ZooSpecError, match="unknown view"):
+        ZooTwinDataset(zoo, method="mp", view="graph")
+    with pytest.raises(StoreError, match="level 0.3 not recorded"):
+        ZooTwinDataset(zoo, method="mp", level=0.3)
+
+
+def test_export_to_hf_datasets(zoo, tmp_path):
+    from loaders.hf_export import to_hf_dataset
+
+    table = to_hf_dataset(zoo, method="vd", split=None, cache_dir=tmp_path)
+    ds = ZooTwinDataset(zoo, method="vd", split=None)
+    assert len(table) == len(ds)
+    row = table[0]
+    assert row["model_id"] == int(ds[0]["model_id"])
+    np.testing.assert_array_equal(np.asarray(row["log_alpha"], dtype=np.float32), ds[0]["log_alpha"].numpy())
+    assert row["twin_test_acc"] == pytest.approx(float(ds[0]["twin_properties"]["test_acc"]))
