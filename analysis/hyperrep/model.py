@@ -1,0 +1,75 @@
+"""The attention autoencoder of App. G (after Schürholt et al. 2022a), with two decoder streams.
+
+Encoder: token embedding + position encoding, a CLS token, a transformer, and a linear map of the
+CLS output to the embedding ``z``. Decoder: ``z`` linearly expanded to two token sequences (weights
+and alphas), each with position and type encodings, one transformer over both (so each stream sees
+the other), then split and mapped back to token width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AEConfig:
+    tokens: int
+    width: int
+    d_model: int = 64
+    heads: int = 4
+    depth: int = 2
+    latent: int = 32
+    projection: int = 32
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+def _transformer(config: AEConfig) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(
+        config.d_model, config.heads, 4 * config.d_model, config.dropout, batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(layer, config.depth, enable_nested_tensor=False)
+
+
+class HyperAE(nn.Module):
+    def __init__(self, config: AEConfig):
+        super().__init__()
+        self.config = config
+        d, t = config.d_model, config.tokens
+        self.embed = nn.Linear(config.width, d)
+        self.position = nn.Parameter(0.02 * torch.randn(t, d))
+        self.cls = nn.Parameter(0.02 * torch.randn(1, 1, d))
+        self.encoder = _transformer(config)
+        self.compress = nn.Linear(d, config.latent)
+        self.expand = nn.Linear(config.latent, 2 * t * d)
+        self.decoder_position = nn.Parameter(0.02 * torch.randn(t, d))
+        self.stream_type = nn.Parameter(0.02 * torch.randn(2, 1, d))  # 0: weights, 1: alphas
+        self.decoder = _transformer(config)
+        self.to_weights = nn.Linear(d, config.width)
+        self.to_alphas = nn.Linear(d, config.width)
+        self.project = nn.Sequential(
+            nn.Linear(config.latent, config.latent), nn.ReLU(), nn.Linear(config.latent, config.projection)
+        )
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] tokens -> [B, latent] embedding."""
+        x = self.embed(tokens) + self.position
+        x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)
+        return self.compress(self.encoder(x)[:, 0])
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, latent] -> reconstructed weight tokens and log-alpha tokens, each [B, T, D]."""
+        t, d = self.config.tokens, self.config.d_model
+        streams = self.expand(z).view(len(z), 2, t, d) + self.decoder_position + self.stream_type
+        out = self.decoder(streams.view(len(z), 2 * t, d))
+        return self.to_weights(out[:, :t]), self.to_alphas(out[:, t:])
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = self.encode(tokens)
+        w_hat, a_hat = self.decode(z)
+        return z, w_hat, a_hat
