@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import functools
-import os
 import socket
-import subprocess
-import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _fixtures_loader import shared_loader_store
+from click.testing import CliRunner
 
 from builders.publish import publish_mirror
-from loaders import ZooTwinDataset
+from loaders import ZooTwinDataset, cli
 from loaders.download import download_zoo
 from zoo_dataset.errors import ChecksumError, StoreError
 from zoo_dataset.store import ZooStore
@@ -139,53 +137,33 @@ def _hub_cache(store: ZooStore, hf_home: Path, repo_id: str) -> None:
     (repo / "snapshots" / ZOO).rename(repo / "snapshots" / commit)
 
 
-def test_hub_download_from_an_offline_cache_via_the_cli(store, tmp_path):
-    _hub_cache(store, tmp_path / "hf", "testorg/digits-twins")
-    env = {
-        **os.environ,
-        "HF_HOME": str(tmp_path / "hf"),
-        "HF_HUB_OFFLINE": "1",
-        "ZOO_TWINS_CACHE": str(tmp_path / "cache"),
-    }
-    env.pop("HF_HUB_CACHE", None)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loaders.cli",
-            "--zoo",
-            ZOO,
-            "--repo-id",
-            "testorg/digits-twins",
-            "--populations",
-            "original,mp",
-            "--quiet",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1, the Hub cache under tmp_path (constants are read at import: patched too)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("ZOO_TWINS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "hf"
+
+
+def test_hub_download_from_an_offline_cache_via_the_cli(store, offline_hub, tmp_path):
+    _hub_cache(store, offline_hub, "testorg/digits-twins")
+    args = ["--zoo", ZOO, "--repo-id", "testorg/digits-twins", "--populations", "original,mp", "--quiet"]
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 0, result.output
     got = ZooStore(tmp_path / "cache" / ZOO)
     assert set(got.populations) == {"original", "mp"}
     got.verify()
     _same_arrays(store, got, "mp")
-    missing = subprocess.run(
-        [sys.executable, "-m", "loaders.cli", "--zoo", ZOO, "--repo-id", "testorg/other"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert missing.returncode == 2 and missing.stderr.startswith("error: cannot get dataset testorg/other")
+    missing = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--repo-id", "testorg/other"])
+    assert missing.exit_code == 2 and missing.output.startswith("error: cannot get dataset testorg/other")
 
 
-def test_dataset_download_true_uses_the_hub_cache(store, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    _hub_cache(store, tmp_path / "hf", f"zoo-twins/{ZOO}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.setenv("ZOO_TWINS_CACHE", str(tmp_path / "cache"))
+def test_dataset_download_true_uses_the_hub_cache(store, offline_hub, tmp_path):
+    _hub_cache(store, offline_hub, f"zoo-twins/{ZOO}")
     ds = ZooTwinDataset(ZOO, method="vd", split=None, download=True)
     assert ds.store.zoo_dir == tmp_path / "cache" / ZOO
     assert len(ZooTwinDataset(ZOO, method="vd", split=None)) == len(ds)  # found again without download

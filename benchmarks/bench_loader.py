@@ -1,0 +1,146 @@
+"""Read throughput of ZooTwinDataset + DataLoader against (a) one torch checkpoint file per state,
+the layout of the published original zoos, and (b) a raw h5py read of the same arrays.
+
+All three read the same (original final state, twin state, twin mask) triples of a synthetic MP
+store written through the real PopulationWriter, in the same process, and print states/s, MB/s
+and the ratios. Usage: ``python benchmarks/bench_loader.py [--models 60] [--epochs 15] [--workers 0]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from builders.build import layout_for
+from loaders import ZooTwinDataset
+from zoo_dataset.specs import get_spec
+from zoo_dataset.store import StoreWriter, ZooStore
+from zoo_dataset.training import JobResult, UnitKey
+
+
+def write_store(root: Path, models: int, epochs: int) -> ZooStore:
+    """mnist_seed's shapes (CNN-s, 9 MP levels) filled with random states: the format, not the science."""
+    spec = get_spec("mnist_seed").with_overrides(model_subset=range(models), epochs=epochs, mp_epochs=epochs)
+    layout = layout_for(spec)
+    writer = StoreWriter.open(root, spec, layout, resume=False)
+    rng = np.random.default_rng(0)
+    p = layout.num_params
+    metrics = [
+        {"epoch": e, "test_acc": 0.9, "train_acc": 0.9, "ggap": 0.0, "sparsity": 0.5}
+        for e in range(epochs + 1)
+    ]
+    for name, levels, arrays in (
+        ("original", [0.0], ["weights"]),
+        ("mp", list(spec.mp.levels), ["weights", "masks"]),
+    ):
+        population = writer.population(name, levels, epochs, arrays)
+        for config in spec.models():
+            for level in levels:
+                weights = rng.standard_normal((epochs + 1, p), dtype=np.float32)
+                masks = rng.random((epochs + 1, p)) > level if name == "mp" else None
+                population.stage(JobResult(UnitKey(config.model_id, level), weights, metrics, masks))
+    return ZooStore(writer.zoo_dir)
+
+
+def bench_loader(store: ZooStore, workers: int) -> tuple[int, int, float]:
+    ds = ZooTwinDataset(store.zoo_dir, method="mp", split=None)
+    loader = DataLoader(ds, batch_size=64, num_workers=workers)
+    start = time.perf_counter()
+    n = nbytes = 0
+    for batch in loader:
+        n += len(batch["model_id"])
+        nbytes += sum(batch[k].numel() * batch[k].element_size() for k in ("original", "twin", "mask"))
+    return n, nbytes, time.perf_counter() - start
+
+
+def units(store: ZooStore) -> list[tuple[int, int, float]]:
+    levels = store.population("mp").levels
+    return [(m, li, lv) for m in store.manifest.model_ids for li, lv in enumerate(levels)]
+
+
+def bench_h5py(store: ZooStore) -> tuple[int, int, float]:
+    start = time.perf_counter()
+    n = nbytes = 0
+    files = {}
+    for model_id, li, _ in units(store):
+        arrays = []
+        for population, index in (("original", 0), ("mp", li)):
+            shard, row = store.population(population).shard_for(model_id)
+            f = files.get(shard.file) or files.setdefault(
+                shard.file, h5py.File(store.zoo_dir / shard.file, "r")
+            )
+            arrays.append(f["weights"][row, index, -1])
+            if population == "mp":
+                arrays.append(f["masks"][row, index, -1])
+        n += 1
+        nbytes += sum(a.nbytes for a in arrays)
+    return n, nbytes, time.perf_counter() - start
+
+
+def write_checkpoints(store: ZooStore, directory: Path) -> None:
+    """One state dict per state, as Ray Tune checkpoints hold them (MP twins with torch.prune-style masks)."""
+    for model_id, li, level in units(store):
+        if li == 0:
+            original = store.layout.unflatten(store.weights("original", model_id, -1))
+            torch.save(dict(original), directory / f"original-{model_id}.pt")
+        twin = store.layout.unflatten(store.weights("mp", model_id, -1, level))
+        masks = store.layout.unflatten(torch.from_numpy(store.array("masks", "mp", model_id, -1, level)))
+        state = {**{f"{k}_orig": v for k, v in twin.items()}, **{f"{k}_mask": v for k, v in masks.items()}}
+        torch.save(state, directory / f"mp-{model_id}-{li}.pt")
+
+
+def bench_checkpoints(store: ZooStore, directory: Path) -> tuple[int, int, float]:
+    names = [e.name for e in store.layout.entries]
+    start = time.perf_counter()
+    n = nbytes = 0
+    for model_id, li, _ in units(store):
+        original = torch.load(directory / f"original-{model_id}.pt", weights_only=True)
+        twin = torch.load(directory / f"mp-{model_id}-{li}.pt", weights_only=True)
+        flat = [
+            torch.cat([original[k].reshape(-1) for k in names]),
+            torch.cat([twin[f"{k}_orig"].reshape(-1) for k in names]),
+            torch.cat([twin[f"{k}_mask"].reshape(-1) for k in names]),
+        ]
+        n += 1
+        nbytes += sum(t.numel() * t.element_size() for t in flat)
+    return n, nbytes, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=15, help="recorded epochs per unit (paper MP: 15)")
+    parser.add_argument("--workers", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = write_store(Path(tmp), args.models, args.epochs)
+        ckpt = Path(tmp) / "checkpoints"
+        ckpt.mkdir()
+        write_checkpoints(store, ckpt)
+        results = {
+            "checkpoint files (a)": bench_checkpoints(store, ckpt),
+            "raw h5py (b)": bench_h5py(store),
+            f"ZooTwinDataset+DataLoader (workers={args.workers})": bench_loader(store, args.workers),
+        }
+    print(
+        f"{args.models} models x 9 MP levels, {store.layout.num_params} params, "
+        f"{args.epochs + 1} states per unit"
+    )
+    for name, (n, nbytes, seconds) in results.items():
+        print(f"{name:42s} {n / seconds:10.0f} states/s {nbytes / seconds / 1e6:8.1f} MB/s")
+    rate = {k: v[0] / v[2] for k, v in results.items()}
+    loader = rate[next(k for k in rate if k.startswith("ZooTwin"))]
+    print(f"ratio loader / checkpoint files: {loader / rate['checkpoint files (a)']:.2f}x (goal >= 10x)")
+    print(f"ratio loader / raw h5py:         {loader / rate['raw h5py (b)']:.2f}x (goal >= 0.5x)")
+
+
+if __name__ == "__main__":
+    main()
