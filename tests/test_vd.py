@@ -1,0 +1,308 @@
+"""Sparse variational dropout: layers, KL, thresholding, the vd recipe and the vd stage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from builders.build import build_zoo
+from zoo_dataset.architectures import build_model, initialize
+from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.sparsify.variational import (
+    BIAS_LOG_ALPHA,
+    LOG_ALPHA_MAX,
+    LOG_ALPHA_MIN,
+    THETA_EPS,
+    VAR_EPS,
+    VDConv2d,
+    VDLinear,
+    flat_state,
+    kl_approx,
+    to_plain,
+    to_variational,
+)
+from zoo_dataset.specs import ModelConfig, get_spec
+from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
+
+THRESHOLD = 3.0
+
+
+def numpy_log_alpha(theta: np.ndarray, log_sigma2: np.ndarray) -> np.ndarray:
+    return np.clip(
+        log_sigma2 - np.log(theta.astype(np.float64) ** 2 + THETA_EPS), LOG_ALPHA_MIN, LOG_ALPHA_MAX
+    )
+
+
+def numpy_kl(log_alpha: np.ndarray) -> float:
+    k1, k2, k3 = 0.63576, 1.87320, 1.48695
+    neg_kl = k1 / (1 + np.exp(-(k2 + k3 * log_alpha))) - 0.5 * np.log1p(np.exp(-log_alpha)) - k1
+    return float(-neg_kl.sum())
+
+
+def randomise(layer, rng: np.random.Generator) -> None:
+    """Spread log_sigma2 so that log_alpha covers the clip range on both sides of the threshold."""
+    with torch.no_grad():
+        layer.log_sigma2.copy_(torch.from_numpy(rng.uniform(-14, 6, layer.weight.shape).astype(np.float32)))
+        layer.bias.copy_(torch.from_numpy(rng.normal(size=layer.bias.shape).astype(np.float32)))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def conv_by_patches(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Valid, stride-1 convolution written as a sum over kernel offsets (no torch conv)."""
+    n, _, h, width = x.shape
+    o, _, kh, kw = w.shape
+    out = np.zeros((n, o, h - kh + 1, width - kw + 1))
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, :, i : i + h - kh + 1, j : j + width - kw + 1]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    return out
+
+
+def test_kl_matches_the_formula(rng):
+    layer = VDLinear(30, 7)
+    randomise(layer, rng)
+    expected = numpy_kl(numpy_log_alpha(layer.weight.detach().numpy(), layer.log_sigma2.detach().numpy()))
+    assert float(layer.kl()) == pytest.approx(expected, rel=1e-5)
+    net = to_variational(build_model("cnn_s", 1, "tanh"))
+    for _, vd in net.vd_layers():
+        randomise(vd, rng)
+    total = sum(
+        numpy_kl(numpy_log_alpha(v.weight.detach().numpy(), v.log_sigma2.detach().numpy()))
+        for _, v in net.vd_layers()
+    )
+    assert float(net.kl()) == pytest.approx(total, rel=1e-5)
+
+
+def test_kl_falls_as_alpha_grows_and_stays_positive():
+    """Noisier weights cost less: the penalty pushes log_alpha up, towards dropping weights."""
+    log_alpha = torch.linspace(LOG_ALPHA_MIN, LOG_ALPHA_MAX, 50)
+    kls = np.array([float(kl_approx(a.reshape(1))) for a in log_alpha])
+    assert np.all(np.diff(kls) < 0) and kls[-1] > 0
+
+
+def _fixed_noise(monkeypatch, value: float) -> None:
+    monkeypatch.setattr(torch, "randn_like", lambda t: torch.full_like(t, value))
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_train_mode_mean_and_variance_match_the_formulas(kind, rng, monkeypatch):
+    layer = VDLinear(12, 5) if kind == "linear" else VDConv2d(3, 4, 3)
+    randomise(layer, rng)
+    x_np = rng.normal(size=(6, 12) if kind == "linear" else (6, 3, 7, 7)).astype(np.float32)
+    w = layer.weight.detach().numpy().astype(np.float64)
+    alpha = np.exp(numpy_log_alpha(w, layer.log_sigma2.detach().numpy()))
+    b = layer.bias.detach().numpy()
+    if kind == "linear":
+        mean = x_np @ w.T + b
+        var = (x_np**2) @ (alpha * w**2).T
+    else:
+        mean = conv_by_patches(x_np, w) + b[None, :, None, None]
+        var = conv_by_patches(x_np**2, alpha * w**2)
+    layer.train()
+    x = torch.from_numpy(x_np)
+    _fixed_noise(monkeypatch, 0.0)
+    np.testing.assert_allclose(layer(x).detach().numpy(), mean, rtol=1e-4, atol=1e-4)
+    _fixed_noise(monkeypatch, 1.0)
+    np.testing.assert_allclose(layer(x).detach().numpy(), mean + np.sqrt(var + VAR_EPS), rtol=1e-4, atol=1e-4)
+
+
+def test_train_mode_samples_have_that_mean_and_variance(rng):
+    torch.manual_seed(0)
+    layer = VDLinear(8, 3)
+    randomise(layer, rng)
+    x = torch.from_numpy(rng.normal(size=(1, 8)).astype(np.float32)).expand(20000, 8)
+    w = layer.weight.detach().numpy().astype(np.float64)
+    alpha = np.exp(numpy_log_alpha(w, layer.log_sigma2.detach().numpy()))
+    x0 = x[0].numpy()
+    with torch.no_grad():
+        samples = layer.train()(x).numpy()
+    np.testing.assert_allclose(
+        samples.mean(0),
+        x0 @ w.T + layer.bias.detach().numpy(),
+        atol=4 * np.sqrt(((x0**2) @ (alpha * w**2).T).max() / 20000) + 1e-4,
+    )
+    np.testing.assert_allclose(samples.var(0), (x0**2) @ (alpha * w**2).T + VAR_EPS, rtol=0.06)
+
+
+def test_eval_mode_equals_a_plain_model_masked_at_the_threshold(rng):
+    plain = build_model("cnn_s", 1, "relu")
+    vd = to_variational(plain, threshold=THRESHOLD)
+    for _, layer in vd.vd_layers():
+        randomise(layer, rng)
+    # an independent masked plain model: weights with log_alpha >= 3 set to zero
+    masked = build_model("cnn_s", 1, "relu")
+    dropped = 0
+    with torch.no_grad():
+        for name, layer in vd.vd_layers():
+            w = layer.weight.numpy()
+            keep = numpy_log_alpha(w, layer.log_sigma2.numpy()) < THRESHOLD
+            dropped += int((~keep).sum())
+            getattr(masked, name).weight.copy_(torch.from_numpy(np.where(keep, w, 0.0)))
+            getattr(masked, name).bias.copy_(layer.bias)
+    assert 0 < dropped < sum(layer.weight.numel() for _, layer in vd.vd_layers())
+    x = torch.from_numpy(rng.normal(size=(16, 1, 28, 28)).astype(np.float32))
+    with torch.no_grad():
+        expected = masked.eval()(x)
+        np.testing.assert_allclose(vd.eval()(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(to_plain(vd).eval()(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_conversion_keeps_weights_layout_and_dropout():
+    torch.manual_seed(3)
+    plain = build_model("cnn_l", 3, "gelu", dropout=0.5)
+    initialize(plain, "kaiming_uniform")
+    vd = to_variational(plain)
+    layout = ParameterLayout.from_module(plain)
+    assert ParameterLayout.from_module(vd) == layout
+    assert torch.equal(layout.flatten_module(vd), layout.flatten_module(plain))
+    assert [n for n, _ in vd.named_children()] == [n for n, _ in plain.named_children()]
+    assert isinstance(vd.drop1, torch.nn.Dropout) and vd.drop1.p == 0.5
+    theta, mask, log_alpha = flat_state(vd)
+    weights = layout.weight_mask()
+    assert np.all(log_alpha[~weights] == BIAS_LOG_ALPHA) and mask[~weights].all()
+    np.testing.assert_array_equal(mask, log_alpha < THRESHOLD)
+    np.testing.assert_allclose(theta, layout.flatten_module(plain).numpy())
+
+
+def _tiny_job(arch: str, activation: str, dropout: float, init: str) -> tuple[TrainJob, tuple]:
+    size, channels = (28, 1) if arch == "cnn_s" else (32, 3)
+    gen = torch.Generator().manual_seed(1)
+    train_x, test_x = (
+        torch.randn(40, channels, size, size, generator=gen),
+        torch.randn(20, channels, size, size, generator=gen),
+    )
+    train_y, test_y = torch.randint(0, 10, (40,), generator=gen), torch.randint(0, 10, (20,), generator=gen)
+    torch.manual_seed(5)
+    start = build_model(arch, channels, activation, dropout)
+    initialize(start, init)
+    config = ModelConfig(0, 5, activation, "adam", 1e-2, 1e-3, dropout, init)
+    job = TrainJob(
+        key=UnitKey(0),
+        config=config,
+        architecture=arch,
+        kind="vd",
+        epochs=2,
+        lr=1e-2,
+        batch_size=10,
+        seed=5,
+        initial=ParameterLayout.from_module(start).flatten_module(start).numpy(),
+    )
+    return job, (channels, train_x, train_y, test_x, test_y)
+
+
+@pytest.mark.parametrize(
+    ("arch", "activation", "dropout", "init"),
+    [
+        ("cnn_s", "sigmoid", 0.0, "uniform"),
+        ("cnn_s", "tanh", 0.5, "normal"),
+        ("cnn_s", "relu", 0.0, "kaiming_normal"),
+        ("cnn_s", "gelu", 0.5, "kaiming_uniform"),
+        ("cnn_l", "sigmoid", 0.5, "kaiming_uniform"),
+        ("cnn_l", "tanh", 0.0, "uniform"),
+        ("cnn_l", "relu", 0.5, "normal"),
+        ("cnn_l", "gelu", 0.0, "kaiming_normal"),
+    ],
+)
+def test_vd_training_never_gives_nan(arch, activation, dropout, init):
+    job, args = _tiny_job(arch, activation, dropout, init)
+    result = ReferenceTrainer().run_one(job, *args)
+    assert result.weights.shape == result.log_alpha.shape == result.masks.shape == (3, job.initial.size)
+    assert np.isfinite(result.weights).all() and np.isfinite(result.log_alpha).all()
+    for row in result.metrics:
+        assert all(np.isfinite(v) for k, v in row.items() if k != "agreement"), row
+    np.testing.assert_array_equal(result.masks, result.log_alpha < THRESHOLD)
+    np.testing.assert_array_equal(result.weights[0], job.initial)
+
+
+# ---------------------------------------------------------------------------- the vd stage
+
+
+@pytest.fixture(scope="module")
+def vd_spec():
+    """Two digits models, one shard each, 1 original epoch and 2 VD epochs."""
+    return get_spec("digits_seed").with_overrides(model_subset=[0, 1], epochs=1, vd_epochs=2, models_per_shard=1)
+
+
+@pytest.fixture(scope="module")
+def original_only(tmp_path_factory, vd_spec):
+    root = tmp_path_factory.mktemp("vd-original")
+    build_zoo(vd_spec, root, stages=["original"], progress=False)
+    return root
+
+
+class CrashAfter:
+    """A trainer that dies before its (n+1)-th unit, like a build killed mid-stage."""
+
+    def __init__(self, n: int):
+        self.n, self.done, self.inner = n, 0, ReferenceTrainer()
+
+    def run(self, jobs, data):
+        for job in jobs:
+            if self.done == self.n:
+                raise KeyboardInterrupt
+            yield from self.inner.run([job], data)
+            self.done += 1
+
+
+@pytest.fixture(scope="module")
+def interrupted_then_resumed(tmp_path_factory, original_only, vd_spec):
+    """The vd stage killed after its first model, then resumed: (shards after the kill, store, report)."""
+    root = tmp_path_factory.mktemp("vd-full")
+    shutil.copytree(original_only / vd_spec.name, root / vd_spec.name)
+    with pytest.raises(KeyboardInterrupt):
+        build_zoo(vd_spec, root, stages=["vd"], resume=True, trainer=CrashAfter(1), progress=False)
+    manifest = json.loads((root / vd_spec.name / "manifest.json").read_text())
+    after_kill = manifest["populations"]["vd"]["shards"]
+    store, reports = build_zoo(vd_spec, root, stages=["vd"], resume=True, progress=False)
+    return after_kill, store, reports[0]
+
+
+@pytest.fixture(scope="module")
+def vd_store(interrupted_then_resumed):
+    return interrupted_then_resumed[1]
+
+
+def test_vd_store_masks_are_exactly_log_alpha_below_threshold(vd_store, vd_spec):
+    layout = vd_store.layout
+    for model_id in (0, 1):
+        masks = vd_store.array("masks", "vd", model_id, slice(None))
+        log_alpha = vd_store.array("log_alpha", "vd", model_id, slice(None))
+        assert masks.shape == log_alpha.shape == (vd_spec.vd.epochs + 1, layout.num_params)
+        np.testing.assert_array_equal(masks, log_alpha < vd_spec.vd.threshold)
+        assert np.isfinite(vd_store.array("weights", "vd", model_id, slice(None))).all()
+
+
+def test_vd_epoch_zero_is_the_original_and_sparsity_rises(vd_store, vd_spec):
+    vd = vd_store.states("vd").sort_values(["model_id", "epoch"])
+    original = vd_store.states("original")
+    assert sorted(vd.model_id.unique()) == [0, 1]
+    n_test = 360  # digits: 20 % of 1797
+    for model_id, rows in vd.groupby("model_id"):
+        final = original[(original.model_id == model_id) & (original.epoch == original.epoch.max())].iloc[0]
+        start = rows.iloc[0]
+        np.testing.assert_array_equal(
+            vd_store.weights("vd", model_id, 0), vd_store.weights("original", model_id)
+        )
+        assert abs(start.test_acc - final.test_acc) <= 2 / n_test
+        assert start.agreement >= 0.99 and start.sparsity < 0.01
+        assert list(rows.epoch) == list(range(vd_spec.vd.epochs + 1))
+        assert rows.sparsity.iloc[-1] > start.sparsity + 0.05
+        assert {f"sparsity_{layer}" for layer in vd_store.layout.layers} <= set(rows.columns)
+
+
+def test_vd_stage_resumes_without_redoing_finished_models(interrupted_then_resumed):
+    after_kill, store, report = interrupted_then_resumed
+    assert [s["model_ids"] for s in after_kill] == [[0]]
+    assert report.units_total == 2 and report.units_trained == 1
+    shards = store.population("vd").shards
+    assert [s.model_ids for s in shards] == [[0], [1]] and shards[0].sha256 == after_kill[0]["sha256"]
+    store.verify()
