@@ -229,7 +229,9 @@ def test_vd_training_never_gives_nan(arch, activation, dropout, init):
 @pytest.fixture(scope="module")
 def vd_spec():
     """Two digits models, one shard each, 1 original epoch and 2 VD epochs."""
-    return get_spec("digits_seed").with_overrides(model_subset=[0, 1], epochs=1, vd_epochs=2, models_per_shard=1)
+    return get_spec("digits_seed").with_overrides(
+        model_subset=[0, 1], epochs=1, vd_epochs=2, models_per_shard=1
+    )
 
 
 @pytest.fixture(scope="module")
