@@ -1,0 +1,140 @@
+"""Hyper-representation pieces: loss formulas against direct computation, augmentations that keep
+the function, a short training run that lowers the loss, probes against a mean baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _analysis_store import synthetic_store
+from click.testing import CliRunner
+
+from analysis.hyperrep.augment import NeuronBlocks, noise_and_erase, permute_neurons
+from analysis.hyperrep.cli import main
+from analysis.hyperrep.data import load_samples
+from analysis.hyperrep.losses import alpha_mse, ecd_loss, nt_xent, weight_mse
+from analysis.hyperrep.model import AEConfig
+from analysis.hyperrep.probes import probe_r2
+from analysis.hyperrep.train import TrainConfig, Trained, encode, train_autoencoder
+from loaders.views import TokensView
+from zoo_dataset.architectures import build_model
+from zoo_dataset.layout import ParameterLayout
+
+SMALL_AE = {"d_model": 16, "heads": 2, "depth": 1, "latent": 8, "projection": 8}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return synthetic_store(
+        tmp_path_factory.mktemp("hr"), n_models=4, populations=("original", "vd"), vd_epochs=3
+    )
+
+
+@pytest.fixture(scope="module")
+def samples(store):
+    return load_samples(store.zoo_dir, None, ("train",))
+
+
+def test_samples_are_every_vd_state_as_tokens(store, samples):
+    states = store.population("vd").epochs + 1
+    assert len(samples) == len(set(samples.model_ids)) * states
+    model_id = int(samples.model_ids[0])
+    view = TokensView(store.layout)
+    flat = view.inverse({"tokens": samples.alphas[1]})
+    np.testing.assert_allclose(flat.numpy(), store.array("log_alpha", "vd", model_id, 1))
+    assert list(samples.properties["epoch"][:states]) == list(range(states))
+
+
+def test_loss_formulas_match_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    w_hat, w = (
+        torch.randn(3, 4, 5, generator=g, dtype=torch.float64),
+        torch.randn(3, 4, 5, generator=g, dtype=torch.float64),
+    )
+    valid = torch.rand(4, 5, generator=g) > 0.3
+    sigma = torch.tensor([1.0, 2.0, 2.0, 0.5], dtype=torch.float64)
+    a_hat, a = w_hat.numpy(), w.numpy()
+    direct_w = np.mean(
+        [
+            ((w_hat[i, t, d] - w[i, t, d]) / sigma[t]) ** 2
+            for i in range(3)
+            for t in range(4)
+            for d in range(5)
+            if valid[t, d]
+        ]
+    )
+    assert float(weight_mse(w_hat, w, valid, sigma)) == pytest.approx(direct_w, rel=1e-5)
+    t, r = 3.0, 2.0
+    direct_a = np.mean(
+        [
+            (np.tanh((a_hat[i, k, d] - t) / r) - np.tanh((a[i, k, d] - t) / r)) ** 2
+            for i in range(3)
+            for k in range(4)
+            for d in range(5)
+            if valid[k, d]
+        ]
+    )
+    assert float(alpha_mse(w_hat, w, valid, t, r)) == pytest.approx(direct_a, rel=1e-5)
+    assert float(ecd_loss(torch.tensor(2.0), torch.tensor(1.0), torch.tensor(3.0), 0.25)) == pytest.approx(
+        3.5
+    )
+
+
+def test_nt_xent_matches_simclr_formula():
+    g = torch.Generator().manual_seed(1)
+    z1, z2, temperature = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g), 0.5
+    z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1).numpy()
+    sim = z @ z.T / temperature
+    terms = []
+    for i in range(6):
+        positive = (i + 3) % 6
+        others = [k for k in range(6) if k != i]
+        terms.append(-sim[i, positive] + np.log(np.exp(sim[i, others]).sum()))
+    assert float(nt_xent(z1, z2, temperature)) == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_permutation_keeps_the_function_and_erasing_zeroes_tokens():
+    model = build_model("cnn_s", 1, "tanh").eval()
+    layout = ParameterLayout.from_module(model)
+    view = TokensView(layout)
+    flat = layout.flatten_module(model)
+    tokens = view(flat[None])
+    blocks = NeuronBlocks.from_tokens(tokens["layer_id"][0], tokens["valid"][0])
+    permuted, _ = permute_neurons(
+        tokens["tokens"], tokens["tokens"], blocks, torch.Generator().manual_seed(3)
+    )
+    assert not torch.equal(permuted, tokens["tokens"])
+    twin = layout.load_into(build_model("cnn_s", 1, "tanh").eval(), view.inverse({"tokens": permuted})[0])
+    x = torch.randn(5, 1, 28, 28)
+    torch.testing.assert_close(twin(x), model(x), rtol=1e-4, atol=1e-5)
+    erased = noise_and_erase(tokens["tokens"], tokens["valid"][0], noise=0.0, erase=0.25)
+    zero_rows = (erased[0] == 0).all(dim=1)
+    assert int(zero_rows.sum()) >= round(0.25 * erased.shape[1])
+
+
+def test_training_lowers_loss_and_checkpoint_round_trips(samples, tmp_path):
+    config = TrainConfig(epochs=6, batch_size=8, lr=3e-3)
+    ae = AEConfig(tokens=samples.weights.shape[1], width=samples.weights.shape[2], **SMALL_AE)
+    trained = train_autoencoder(samples, config, ae)
+    losses = [row["loss"] for row in trained.history]
+    assert losses[-1] < losses[0]
+    trained.save(tmp_path / "ae.pt")
+    again = Trained.load(tmp_path / "ae.pt")
+    z, w_hat, a_hat = encode(again, samples)
+    assert z.shape == (len(samples), ae.latent) and w_hat.shape == samples.weights.shape == a_hat.shape
+    np.testing.assert_allclose(z, encode(trained, samples)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_probes_beat_the_mean_on_a_linear_property():
+    rng = np.random.default_rng(0)
+    z_train, z_test = rng.normal(size=(60, 5)), rng.normal(size=(20, 5))
+    coef = rng.normal(size=5)
+    result = probe_r2(z_train, {"p": z_train @ coef}, z_test, {"p": z_test @ coef})
+    assert result["p"]["probe"] > 0.95 and result["p"]["mean_baseline"] <= 0.0
+
+
+def test_cli_eval_without_checkpoint_is_one_clear_line(store, tmp_path):
+    result = CliRunner().invoke(
+        main, ["eval", "--zoo", str(store.zoo_dir), "--checkpoint", str(tmp_path / "x.pt")]
+    )
+    assert result.exit_code == 2 and "no checkpoint" in result.output and "Traceback" not in result.output
