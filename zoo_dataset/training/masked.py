@@ -11,8 +11,6 @@ Pruned weights must stay exactly 0.0 and no optimizer state may move them. Two m
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 from torch import nn
@@ -24,26 +22,36 @@ from .jobs import TrainJob
 
 
 class MaskedNet(nn.Module):
-    """A plain CNN (``layout_module``) plus its fixed flat keep-mask (a buffer, True = kept)."""
+    """A plain CNN (``layout_module``) plus its fixed keep-mask (True = kept).
+
+    ``keep`` is the flat mask as stored; each weight also gets its mask as a float buffer of the
+    weight's shape (``keep_conv1_weight``...), so that masking costs one multiply per step and
+    follows the model across devices. Biases are never pruned and get no mask.
+    """
 
     def __init__(self, plain: nn.Module, keep: np.ndarray):
         super().__init__()
         self.layout_module = plain
         self.layout = ParameterLayout.from_module(plain)
         self.register_buffer("keep", torch.as_tensor(np.asarray(keep, dtype=bool)).clone())
-        for name, param in plain.named_parameters():
-            param.register_hook(lambda grad, name=name: grad * self.param_masks()[name])
+        params = dict(plain.named_parameters())
+        self.masked = {}  # parameter name -> buffer name
+        for entry in self.layout.weight_entries():
+            buffer = "keep_" + entry.name.replace(".", "_")
+            self.register_buffer(buffer, self.keep[entry.slice].reshape(entry.shape).float())
+            self.masked[entry.name] = buffer
+            params[entry.name].register_hook(lambda grad, buffer=buffer: grad * getattr(self, buffer))
         self.apply_mask()
 
-    def param_masks(self) -> OrderedDict[str, torch.Tensor]:
-        """The keep-mask per parameter name, shaped like the parameter (views of ``keep``)."""
-        return self.layout.unflatten(self.keep)
+    def param_masks(self) -> dict[str, torch.Tensor]:
+        """The keep-mask of each pruned parameter (the weights), shaped like it."""
+        return {name: getattr(self, buffer).bool() for name, buffer in self.masked.items()}
 
     @torch.no_grad()
     def apply_mask(self) -> None:
-        masks = self.param_masks()
-        for name, param in self.layout_module.named_parameters():
-            param.mul_(masks[name])
+        params = dict(self.layout_module.named_parameters())
+        for name, buffer in self.masked.items():
+            params[name].mul_(getattr(self, buffer))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layout_module(x)
