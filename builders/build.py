@@ -11,7 +11,8 @@ from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.specs import ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
-from zoo_dataset.training import ReferenceTrainer, Trainer
+from zoo_dataset.training import Trainer
+from zoo_dataset.training.engine import PopulationEngine
 
 from .context import BuildContext
 from .stages import STAGES, StageReport
@@ -44,6 +45,6 @@ def build_zoo(
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
     writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume)
     ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
-                       trainer=trainer or ReferenceTrainer(device), progress=progress)
+                       trainer=trainer or PopulationEngine(device), progress=progress)
     reports = [STAGES[name].run(ctx) for name in stages]
     return ZooStore(writer.zoo_dir), reports

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import click
 
@@ -14,6 +13,7 @@ from zoo_dataset.specs import get_spec, registry
 from zoo_dataset.store import ZooStore
 
 from .build import DEFAULT_ROOT, build_zoo
+from .executors import ENGINES, EXECUTORS, make_trainer
 from .ingest import ingest_original
 from .stages import STAGES
 
@@ -43,7 +43,9 @@ def list_zoos(data_dir: str | None) -> None:
     click.echo(header)
     for name, spec in registry().items():
         data = "available" if is_available(spec.dataset, data_dir) else "missing"
-        click.echo(f"{name:18} {spec.dataset:8} {spec.architecture:6} {spec.variant:7} {spec.size:>6} {spec.epochs:>6}  {data}")
+        click.echo(
+            f"{name:18} {spec.dataset:8} {spec.architecture:6} {spec.variant:7} {spec.size:>6} {spec.epochs:>6}  {data}"
+        )
 
 
 def summary(store: ZooStore, seconds: float) -> None:
@@ -81,9 +83,14 @@ def summary(store: ZooStore, seconds: float) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted build; finished models are kept.")
 @click.option("--from-original", type=click.Path(exists=True),
               help="Ingest a published original zoo (Ray Tune folder or zip) instead of training it.")
+@click.option("--engine", type=click.Choice(sorted(ENGINES)), default="population", show_default=True,
+              help="population: many models as one batched computation; reference: one model at a time.")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: this process; ray: model batches as Ray tasks (pip install 'zoo-twins[ray]').")
+@click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, preset, device, data_dir,
-         resume, from_original, quiet):
+         resume, from_original, engine, executor, address, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     try:
         if show_list:
@@ -102,7 +109,8 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
         if from_original:  # the original stage then finds every ingested model done
             spec, resume = ingest_original(spec, from_original, out).spec, True
         store, _ = build_zoo(spec, out, stages=[s.strip() for s in stages.split(",") if s.strip()], resume=resume,
-                             device=device, data_dir=data_dir, progress=not quiet)
+                             device=device, data_dir=data_dir, progress=not quiet,
+                             trainer=make_trainer(executor, engine, device, address))
         summary(store, time.time() - started)
     except ZooError as exc:
         click.echo(f"error: {exc}", err=True)

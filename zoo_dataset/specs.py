@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
-import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import numpy as np
+import tomllib
 
 from .errors import UnknownZooError, ZooSpecError
 
@@ -177,7 +177,9 @@ def _check_levels(levels: Any) -> tuple[float, ...]:
         if level > 1.0:  # accept percentages such as 50
             level /= 100.0
         if not 0.0 < level < 1.0:
-            raise ZooSpecError(f"sparsity level {level} out of range: levels must lie strictly between 0 and 1 (or 0 and 100 %)")
+            raise ZooSpecError(
+                f"sparsity level {level} out of range: levels must lie strictly between 0 and 1 (or 0 and 100 %)"
+            )
         out.append(round(level, 6))
     return tuple(out)
 

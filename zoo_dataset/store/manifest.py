@@ -90,7 +90,8 @@ class Manifest:
             raw = json.loads(path.read_text())
             if raw.get("schema_version") != SCHEMA_VERSION:
                 raise StoreError(
-                    f"{path} has schema version {raw.get('schema_version')}; this toolkit reads version {SCHEMA_VERSION}"
+                    f"{path} has schema version {raw.get('schema_version')}; "
+                    f"this toolkit reads version {SCHEMA_VERSION}"
                 )
             pops = {
                 name: PopulationInfo(**{**p, "shards": [ShardInfo(**s) for s in p["shards"]]})

@@ -94,7 +94,8 @@ class ZooStore:
         """``weights``, ``masks`` or ``log_alpha`` of one unit at ``epoch`` (an int, -1 = last, or a slice)."""
         f, row, li = self.locate(population, model_id, level)
         if name not in f:
-            raise StoreError(f"population {population} stores no {name!r} (it has {', '.join(k for k in f if k not in ('model_id', 'level'))})")
+            stored = ", ".join(k for k in f if k not in ("model_id", "level"))
+            raise StoreError(f"population {population} stores no {name!r} (it has {stored})")
         ds = f[name]
         n_states = ds.shape[2]
         if isinstance(epoch, int) and not -n_states <= epoch < n_states:

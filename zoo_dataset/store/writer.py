@@ -49,7 +49,9 @@ class StoreWriter:
                     "use the same options, or another --out"
                 )
             if not resume and _has_work(zoo_dir, manifest):
-                raise StoreError(f"{zoo_dir} already holds a build; pass --resume to continue it or choose another --out")
+                raise StoreError(
+                    f"{zoo_dir} already holds a build; pass --resume to continue it or choose another --out"
+                )
             remove_stale_tmp(zoo_dir)
             return cls(zoo_dir, manifest)
         manifest = Manifest(

@@ -1,0 +1,99 @@
+"""End-to-end builds of the embedded zoo: accuracy, round trip, determinism, kill + resume, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from builders.build import build_zoo
+from builders.cli import main
+from zoo_dataset.data import load_dataset
+from zoo_dataset.metrics import evaluate
+from zoo_dataset.store import ZooStore
+from zoo_dataset.store.layout_on_disk import STAGING
+
+
+def test_originals_learn_and_weights_reproduce_recorded_accuracy(original_store):
+    states = original_store.states("original")
+    final = states[states.epoch == states.epoch.max()]
+    assert final.test_acc.mean() > 0.5  # ten classes: chance is 0.1
+    first = states[states.epoch == 0]
+    assert (final.test_acc.values > first.test_acc.values).all()
+    data = load_dataset("digits", 28)
+    for row in final.itertuples():
+        model = original_store.model("original", row.model_id, epoch=-1)
+        _, acc, _ = evaluate(model, data.test_x, data.test_y)
+        assert acc == pytest.approx(row.test_acc, abs=1e-6)
+
+
+def test_same_spec_and_seed_give_the_same_weights(original_store, small_spec, tmp_path):
+    spec = small_spec.with_overrides(model_subset=[1], epochs=1)
+    a, _ = build_zoo(spec, tmp_path / "a", stages=["original"], progress=False)
+    b, _ = build_zoo(spec, tmp_path / "b", stages=["original"], progress=False)
+    np.testing.assert_array_equal(a.weights("original", 1), b.weights("original", 1))
+    # and the first epoch of the 2-epoch build followed the same path
+    np.testing.assert_array_equal(a.weights("original", 1, epoch=1), original_store.weights("original", 1, epoch=1))
+
+
+def run_cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "builders.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_build_resumes_to_the_same_store(tmp_path, original_store):
+    args = ["--zoo", "digits_seed", "--models", "0-3", "--epochs", "2", "--stages", "original", "--quiet"]
+    out = tmp_path / "killed"
+    proc = run_cli(*args, "--out", str(out))
+    staging = out / "digits_seed" / STAGING / "original"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not list(staging.glob("*.h5")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "build ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "digits_seed" / "original").exists() or not list((out / "digits_seed" / "original").glob("*.h5"))
+    resumed = run_cli(*args, "--out", str(out), "--resume")
+    _, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err
+    store = ZooStore(out / "digits_seed")
+    assert store.population("original").status == "complete"
+    for model_id in range(4):
+        np.testing.assert_array_equal(store.weights("original", model_id, epoch=slice(None)),
+                                      original_store.weights("original", model_id, epoch=slice(None)))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--zoo", "mnist_sed"], "unknown zoo 'mnist_sed' (did you mean mnist_seed"),
+        (["--zoo", "digits_seed", "--mp-levels", "0,50"], "out of range"),
+        (["--zoo", "digits_seed", "--models", "0-x"], "--models"),
+        (["--zoo", "digits_seed", "--stages", "original,bogus"], "unknown stage"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(args, message, tmp_path):
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_zoo_without_local_data_fails_with_a_clear_line(tmp_path):
+    result = CliRunner().invoke(main, ["--zoo", "mnist_seed", "--out", str(tmp_path), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert "\n" not in line and "mnist" in line.lower() and ("--data-dir" in line or "ZOO_TWINS_DATA" in line)
+    assert not (tmp_path / "mnist_seed").exists()
+
+
+def test_list_shows_every_zoo_and_data_availability():
+    result = CliRunner().invoke(main, ["--list"])
+    assert result.exit_code == 0
+    assert "digits_seed" in result.output and "cifar10_l_random" in result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("digits_seed"))
+    assert row.rstrip().endswith("available")
