@@ -1,0 +1,81 @@
+"""Executors: where a stage's training jobs run. Each one is a :class:`Trainer`, so stages stay as is.
+
+- local: the chosen engine in this process (the population engine by default, or the per-model
+  reference).
+- ray: the jobs are split into batches of models, each batch trains as one Ray task (one engine
+  per worker) and its results come back to the driver, which stages each unit as it arrives.
+  Staging on the driver keeps workers free of any shared-filesystem assumption; a killed task is
+  retried by Ray, and a killed driver resumes with ``--resume``, redoing only unstaged units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+from zoo_dataset.data import ImageData
+from zoo_dataset.errors import ZooSpecError
+from zoo_dataset.training import JobResult, ReferenceTrainer, Trainer, TrainJob
+from zoo_dataset.training.engine import PopulationEngine
+
+ENGINES: dict[str, Callable[[str], Trainer]] = {"population": PopulationEngine, "reference": ReferenceTrainer}
+EXECUTORS = ("local", "ray")
+RAY_TASK_RETRIES = 3
+
+
+def make_engine(engine: str, device: str = "cpu") -> Trainer:
+    if engine not in ENGINES:
+        raise ZooSpecError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    return ENGINES[engine](device)
+
+
+def make_trainer(executor: str = "local", engine: str = "population", device: str = "cpu",
+                 address: str | None = None, models_per_task: int | None = None) -> Trainer:
+    """The trainer a build uses: ``engine`` run locally, or spread over a Ray cluster."""
+    if executor == "local":
+        return make_engine(engine, device)
+    if executor == "ray":
+        return RayTrainer(engine, device, address, models_per_task)
+    raise ZooSpecError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData) -> list[JobResult]:
+    """What one Ray task does: train a batch of jobs with a fresh engine."""
+    return list(make_engine(engine, device).run(jobs, data))
+
+
+class RayTrainer:
+    """Trains job batches as Ray tasks on the cluster at ``address`` (default: start a local one)."""
+
+    def __init__(self, engine: str = "population", device: str = "cpu", address: str | None = None,
+                 models_per_task: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ZooSpecError("--executor ray needs Ray: pip install 'zoo-twins[ray]'") from None
+        make_engine(engine, device)  # fail early on a bad engine name
+        self.ray, self.engine, self.device = ray, engine, device
+        self.address, self.models_per_task = address, models_per_task
+        num_gpus = 1 if device.startswith("cuda") else 0
+        self.task = ray.remote(num_gpus=num_gpus, max_retries=RAY_TASK_RETRIES)(_train_batch)
+
+    def _connect(self) -> None:
+        if not self.ray.is_initialized():
+            self.ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
+
+    def task_size(self, n_jobs: int) -> int:
+        """Models per task: as asked, else an even split over the cluster's CPUs."""
+        if self.models_per_task:
+            return self.models_per_task
+        workers = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        return max(1, -(-n_jobs // workers))
+
+    def run(self, jobs: Sequence[TrainJob], data: ImageData) -> Iterator[JobResult]:
+        self._connect()
+        jobs = list(jobs)
+        size = self.task_size(len(jobs))
+        data_ref = self.ray.put(data)
+        pending = [self.task.remote(self.engine, self.device, jobs[i : i + size], data_ref)
+                   for i in range(0, len(jobs), size)]
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=1)
+            yield from self.ray.get(done[0])

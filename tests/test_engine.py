@@ -1,0 +1,147 @@
+"""The population engine agrees with the per-model reference trainer (the oracle).
+
+Small populations (2 models per batched group, with different lr / weight decay / init / seed),
+2 epochs on a slice of the digits, for each activation, optimizer and recipe kind (the pairs of
+activation and optimizer vary across tests so that each one meets both optimizers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from zoo_dataset.architectures import build_model
+from zoo_dataset.data import ImageData, load_dataset
+from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.sparsify.magnitude import global_magnitude_mask
+from zoo_dataset.specs import ModelConfig
+from zoo_dataset.training import RECIPES, ReferenceTrainer, TrainJob, UnitKey
+from zoo_dataset.training.engine import PopulationEngine
+from zoo_dataset.training.recipes import PlainRecipe
+
+EPOCHS = 2
+WEIGHT_ATOL = 1e-4  # float rounding (grouped vs per-model conv) compounds over the steps
+METRIC_ATOL = 1e-4
+
+
+def tiny_data(image_size: int) -> ImageData:
+    full = load_dataset("digits", image_size)
+    # 75 samples: 7 full batches and a short last one, as real epochs end
+    return ImageData("digits", full.train_x[:75], full.train_y[:75], full.test_x[:40], full.test_y[:40])
+
+
+@pytest.fixture(scope="module")
+def data() -> ImageData:
+    return tiny_data(28)
+
+
+def configs(activation: str = "tanh", optimizer: str = "adam", dropout: float = 0.0) -> list[ModelConfig]:
+    """Two models that share a batched group but differ in every per-model factor."""
+    return [
+        ModelConfig(0, seed=3, activation=activation, optimizer=optimizer, lr=1e-3, weight_decay=0.0,
+                    dropout=dropout, init="kaiming_uniform"),
+        ModelConfig(1, seed=11, activation=activation, optimizer=optimizer, lr=3e-3, weight_decay=1e-3,
+                    dropout=dropout, init="xavier_normal"),
+    ]
+
+
+def plain_jobs(cfgs: list[ModelConfig], architecture: str = "cnn_s") -> list[TrainJob]:
+    return [TrainJob(key=UnitKey(c.model_id), config=c, architecture=architecture, kind="plain", epochs=EPOCHS,
+                     lr=c.lr, batch_size=10, seed=c.seed) for c in cfgs]
+
+
+def twin_jobs(kind: str, cfgs: list[ModelConfig], data: ImageData) -> list[TrainJob]:
+    """Masked / VD jobs that start from briefly trained originals, as the MP and VD stages do."""
+    originals = {r.key.model_id: r for r in ReferenceTrainer().run(plain_jobs(cfgs), data)}
+    layout = ParameterLayout.from_module(build_model("cnn_s", 1, "tanh"))
+    jobs = []
+    for c in cfgs:
+        start = originals[c.model_id]
+        weights = start.weights[-1]
+        jobs.append(TrainJob(
+            key=UnitKey(c.model_id, 0.5 if kind == "masked" else 0.0), config=c, architecture="cnn_s", kind=kind,
+            epochs=EPOCHS, lr=c.lr, batch_size=10, seed=c.seed + 100, initial=weights,
+            mask=global_magnitude_mask(weights, layout, 0.5) if kind == "masked" else None,
+            reference_predictions=start.test_predictions,
+            options={"threshold": 3.0, "kl_warmup_epochs": 1} if kind == "vd" else {},
+        ))
+    return jobs
+
+
+def run_both(jobs: list[TrainJob], data: ImageData):
+    reference = {r.key: r for r in ReferenceTrainer().run(jobs, data)}
+    engine = {r.key: r for r in PopulationEngine().run(jobs, data)}
+    assert engine.keys() == reference.keys()
+    return [(reference[j.key], engine[j.key]) for j in jobs]
+
+
+def assert_metrics_close(ref_rows: list[dict], eng_rows: list[dict]) -> None:
+    assert len(ref_rows) == len(eng_rows) == EPOCHS + 1
+    for ref, eng in zip(ref_rows, eng_rows, strict=True):
+        assert ref.keys() == eng.keys()
+        for name, value in ref.items():
+            np.testing.assert_allclose(eng[name], value, atol=METRIC_ATOL, err_msg=name)
+
+
+def assert_same_training(pairs) -> None:
+    for ref, eng in pairs:
+        assert eng.weights.shape == ref.weights.shape
+        np.testing.assert_allclose(eng.weights, ref.weights, atol=WEIGHT_ATOL)
+        assert_metrics_close(ref.metrics, eng.metrics)
+        np.testing.assert_array_equal(eng.test_predictions, ref.test_predictions)
+    # the models really trained, and differently: equality above is not trivial
+    assert not np.allclose(pairs[0][1].weights[-1], pairs[0][1].weights[0])
+    assert not np.allclose(pairs[0][1].weights[-1], pairs[1][1].weights[-1])
+
+
+@pytest.mark.parametrize(("activation", "optimizer"),
+                         [("tanh", "adam"), ("sigmoid", "sgd"), ("relu", "sgd"), ("gelu", "adam")])
+def test_plain_training_matches_reference(data, activation, optimizer):
+    assert_same_training(run_both(plain_jobs(configs(activation, optimizer)), data))
+
+
+def test_dropout_draws_the_reference_masks(data):
+    """With dropout, each model's masks come from a generator seeded like the reference's global RNG."""
+    assert_same_training(run_both(plain_jobs(configs("relu", "adam", dropout=0.3)), data))
+
+
+def test_cnn_l_matches_reference():
+    data = tiny_data(32)
+    assert_same_training(run_both(plain_jobs(configs("relu", "sgd", dropout=0.1), "cnn_l"), data))
+
+
+def test_masked_finetuning_matches_reference_and_keeps_pruned_weights_zero(data):
+    jobs = twin_jobs("masked", configs("tanh", "sgd"), data)
+    pairs = run_both(jobs, data)
+    assert_same_training(pairs)
+    for job, (ref, eng) in zip(jobs, pairs, strict=True):
+        np.testing.assert_array_equal(eng.masks, ref.masks)
+        assert np.all(eng.weights[:, ~job.mask] == 0)
+
+
+def test_vd_training_matches_reference(data):
+    pairs = run_both(twin_jobs("vd", configs("gelu", "adam"), data), data)
+    assert_same_training(pairs)
+    for ref, eng in pairs:
+        np.testing.assert_array_equal(eng.masks, ref.masks)
+        # log_alpha = log sigma^2 - log theta^2 amplifies rounding where theta is near 0
+        away_from_zero = np.abs(ref.weights) > 1e-3
+        np.testing.assert_allclose(eng.log_alpha[away_from_zero], ref.log_alpha[away_from_zero], atol=1e-3)
+
+
+def test_mixed_jobs_are_grouped_and_all_returned(data):
+    jobs = plain_jobs(configs("tanh", "adam")) + plain_jobs(
+        [replace(c, model_id=c.model_id + 10) for c in configs("relu", "sgd")])
+    jobs = [replace(j, key=UnitKey(j.config.model_id)) for j in jobs]
+    results = list(PopulationEngine(max_models=1).run(jobs, data))
+    assert sorted(r.key.model_id for r in results) == [0, 1, 10, 11]
+
+
+def test_kinds_without_batched_form_fall_back_to_reference(data, monkeypatch):
+    monkeypatch.setitem(RECIPES, "plain_copy", PlainRecipe())
+    jobs = [replace(j, kind="plain_copy") for j in plain_jobs(configs()[:1])]
+    (engine,) = PopulationEngine().run(jobs, data)
+    (reference,) = ReferenceTrainer().run(jobs, data)
+    np.testing.assert_array_equal(engine.weights, reference.weights)
