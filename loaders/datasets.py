@@ -6,10 +6,12 @@ handles after a fork), so both datasets work with ``DataLoader(num_workers>0)``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -41,6 +43,8 @@ class _TwinDatasetBase(Dataset):
         self.view = make_view(view, self.store.layout)
         self.transform = transform
         self._arrays = self.store.population(method).arrays
+        self._located: dict[tuple[str, int, float], tuple[dict[str, h5py.Dataset], int, int]] = {}
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self.index.units)
@@ -51,10 +55,8 @@ class _TwinDatasetBase(Dataset):
 
     def _twin_arrays(self, model_id: int, level: float, epoch: int | slice) -> dict[str, torch.Tensor]:
         """Twin weights with pruned entries as exact zeros, plus its mask and (VD) log-alpha."""
-        read = {
-            name: torch.from_numpy(np.asarray(self.store.array(name, self.method, model_id, epoch, level)))
-            for name in self._arrays
-        }
+        arrays, row, li = self._locate(self.method, model_id, level)
+        read = {name: torch.from_numpy(np.asarray(arrays[name][row, li, epoch])) for name in self._arrays}
         if "masks" in read:
             read["weights"] = torch.where(read["masks"], read["weights"], torch.zeros(()))
         out = {"twin": self.view(read["weights"])}
@@ -65,7 +67,33 @@ class _TwinDatasetBase(Dataset):
         return out
 
     def _original(self, model_id: int) -> torch.Tensor:
-        return self.view(torch.from_numpy(self.store.weights("original", model_id, epoch=-1)))
+        arrays, row, li = self._locate("original", model_id, 0.0)
+        return self.view(torch.from_numpy(arrays["weights"][row, li, -1]))
+
+    def _locate(
+        self, population: str, model_id: int, level: float
+    ) -> tuple[dict[str, h5py.Dataset], int, int]:
+        """h5py datasets, row and level index of one unit, looked up once per unit and process.
+
+        Going through ``ZooStore.array`` on every read costs about as much as the read itself;
+        the store still owns the file handles (and reopens them after a fork).
+        """
+        if os.getpid() != self._pid:
+            self._located, self._pid = {}, os.getpid()
+        key = (population, model_id, level)
+        if key not in self._located:
+            f, row, li = self.store.locate(population, model_id, level)
+            self._located[key] = (
+                {name: f[name] for name in self.store.population(population).arrays},
+                row,
+                li,
+            )
+        return self._located[key]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_located"] = {}  # h5py objects never cross processes
+        return state
 
     def _props(self, values: np.ndarray) -> dict[str, torch.Tensor]:
         return {

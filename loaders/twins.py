@@ -97,9 +97,10 @@ class TwinIndex:
         names = [
             c for c in states.columns if c not in NOT_PROPERTIES and pd.api.types.is_numeric_dtype(states[c])
         ]
+        keys = [states[c].to_numpy() for c in ("population", "model_id", "level")]
+        values = states[names].to_numpy(np.float32)
+        starts = np.flatnonzero(np.any([k[1:] != k[:-1] for k in keys], axis=0)) + 1  # rows sorted by unit
         table = {}
-        for (population, model_id, level), rows in states.groupby(
-            ["population", "model_id", "level"], sort=False
-        ):
-            table[(population, int(model_id), round(float(level), 6))] = rows[names].to_numpy(np.float32)
+        for lo, hi in zip(np.r_[0, starts], np.r_[starts, len(values)], strict=True):
+            table[(str(keys[0][lo]), int(keys[1][lo]), round(float(keys[2][lo]), 6))] = values[lo:hi]
         return names, table
