@@ -37,7 +37,8 @@ def trajectories(original: pd.DataFrame | None, vd: pd.DataFrame | None, zoo: st
     right.set(title=f"{zoo}: VD sparsification", xlabel="VD epoch", ylabel="%")
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
