@@ -23,8 +23,9 @@ from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.training import JobResult, UnitKey
 from zoo_dataset.training.reference import state_metrics
 
+# models 0, 1 and 4 fall in the train, test and val splits of digits_seed: every split, fewest models
 SPEC = get_spec("digits_seed").with_overrides(
-    model_subset=range(6), epochs=1, mp_epochs=1, mp_levels=(0.5, 0.9), vd_epochs=1
+    model_subset=(0, 1, 4), epochs=1, mp_epochs=1, mp_levels=(0.5, 0.9), vd_epochs=1
 )
 
 

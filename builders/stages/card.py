@@ -12,7 +12,7 @@ from string import Template
 
 import pandas as pd
 
-from zoo_dataset.store import ZooStore
+from zoo_dataset.store import POPULATIONS, ZooStore
 from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.tables import SPLITS
@@ -32,8 +32,7 @@ SIZE_BOUNDS = (
 )
 METHODS = {
     "original": "the original models, trained from their generating factors",
-    "mp": "magnitude-pruning twins: global unstructured pruning of each original's last state, "
-    "then fine-tuning",
+    "mp": "magnitude-pruning twins: global unstructured pruning of each original's last state, then fine-tuning",
     "vd": "sparse variational-dropout twins trained from each original's last state",
 }
 
@@ -58,7 +57,7 @@ def write_card(store: ZooStore, copy_dir: Path | None = None) -> Path:
 def render_card(store: ZooStore) -> str:
     from huggingface_hub import DatasetCardData  # deferred: only the card needs the Hub client
 
-    states = {p: store.states(p) for p in store.populations}
+    states = {p: store.states(p) for p in POPULATIONS if p in store.populations}
     front = DatasetCardData(
         license=LICENSE,
         pretty_name=_pretty_name(store),
@@ -100,9 +99,7 @@ def _fields(store: ZooStore, states: dict[str, pd.DataFrame]) -> dict[str, objec
         "split_seed": spec.split_seed,
         "splits": ", ".join(f"{s} {int(counts.get(s, 0))}" for s in SPLITS),
         "factors": "\n".join(f"| {k} | {_values(v)} |" for k, v in spec.to_dict()["factors"].items()),
-        "methods": "\n".join(
-            f"| {p} | {_method(store, p)} | {store.population(p).epochs + 1} per level |" for p in states
-        ),
+        "methods": "\n".join(f"| {p} | {_method(store, p)} | {_states_per_model(store, p)} |" for p in states),
         "statistics": "\n".join(_statistics_rows(states)),
         "vd_threshold": spec.vd.threshold,
         "example_method": twins[0] if twins else "mp",
@@ -117,6 +114,11 @@ def _method(store: ZooStore, population: str) -> str:
     elif population != "original":
         text += f" ({info.epochs} epochs)"
     return text
+
+
+def _states_per_model(store: ZooStore, population: str) -> str:
+    info = store.population(population)
+    return f"{info.epochs + 1}" + (f" per level ({len(info.levels)} levels)" if len(info.levels) > 1 else "")
 
 
 def _statistics_rows(states: dict[str, pd.DataFrame]) -> list[str]:
