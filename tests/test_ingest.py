@@ -1,0 +1,161 @@
+"""Ingest of a tiny fake Ray Tune zoo in the published layout, then the twin stages on it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from builders.build import build_zoo
+from builders.ingest import ingest_original
+from builders.stages import STAGES
+from zoo_dataset.architectures import parametrised_layers, seeded_model
+from zoo_dataset.errors import DataFormatError
+from zoo_dataset.safe_extract import safe_extract
+from zoo_dataset.specs import get_spec
+from zoo_dataset.store import ZooStore
+
+EPOCHS = 2
+MODULE_INDEX = (0, 3, 6, 9, 11)  # CNN-s with dropout 0 in the original code
+
+
+def spec():
+    return get_spec("digits_seed").with_overrides(mp_epochs=1, mp_levels=(0.5,), vd_epochs=1)
+
+
+def write_trial(zoo, seed, index, checkpoint_hook=None):
+    config = spec().models()[0]
+    folder = zoo / f"NN_tune_trainable_c0371_{index:05d}_{index}_seed={seed}_2021-07-01_16-59-53"
+    folder.mkdir(parents=True)
+    params = {"model::type": "CNN", "model::nlin": config.activation, "model::init_type": config.init,
+              "model::dropout": config.dropout, "optim::optimizer": config.optimizer, "optim::lr": config.lr,
+              "optim::wd": config.weight_decay, "seed": seed, "training::batchsize": 10}
+    (folder / "params.json").write_text(json.dumps(params))
+    model, _ = seeded_model("cnn_s", 1, config.activation, 0.0, config.init, seed)
+    lines, finals = [], []
+    for epoch in range(EPOCHS + 1):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * epoch)
+            model.conv1.weight[0, 0, 0, 0] = 0.0  # one exact zero: sparsity is computed from the weights
+        state = OrderedDict()
+        for i, (_, layer) in zip(MODULE_INDEX, parametrised_layers(model), strict=True):
+            state[f"module_list.{i}.weight"] = layer.weight.detach().clone()
+            state[f"module_list.{i}.bias"] = layer.bias.detach().clone()
+        ckpt = folder / f"checkpoint_{epoch:06d}"
+        ckpt.mkdir()
+        torch.save(state, ckpt / "checkpoints")
+        if checkpoint_hook:
+            checkpoint_hook(epoch, ckpt / "checkpoints")
+        train = (-999, -999) if epoch == 0 else (1.0 / (epoch + 1), 0.5 + 0.1 * epoch)
+        lines.append({"train_loss": train[0], "train_acc": train[1], "test_loss": 2.0 - epoch,
+                      "test_acc": 0.3 + 0.1 * epoch, "training_iteration": epoch, "trial_id": "c0371"})
+        finals.append(torch.cat([t.reshape(-1) for t in state.values()]).numpy())
+    (folder / "result.json").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return np.stack(finals)
+
+
+def make_zoo(root):
+    zoo = root / "tune_zoo_digits_uniform"
+    expected = {seed - 1: write_trial(zoo, seed, i) for i, seed in enumerate((1, 2, 4))}
+    write_trial(zoo, 999, 3)  # a seed this zoo does not have
+
+    def corrupt(epoch, path):
+        if epoch == 1:
+            path.write_bytes(path.read_bytes()[:100])
+
+    write_trial(zoo, 5, 4, corrupt)  # a faulty checkpoint
+    return zoo, expected
+
+
+def check_store(store, expected, report):
+    assert store.manifest.model_ids == sorted(expected) == sorted(report.trials)
+    assert store.manifest.populations["original"].status == "complete"
+    assert len(report.skipped) == 2
+    for model_id, weights in expected.items():
+        assert np.allclose(store.weights("original", model_id, epoch=-1), weights[-1])
+        assert np.allclose(store.weights("original", model_id, epoch=0), weights[0])
+    states = store.states("original")
+    assert sorted(states.epoch.unique()) == list(range(EPOCHS + 1))
+    last = states[states.epoch == EPOCHS]
+    assert np.allclose(last.test_acc, 0.3 + 0.1 * EPOCHS)
+    assert states[states.epoch == 0].train_acc.isna().all()  # the -999 placeholder
+    assert (states.sparsity > 0).all() and states.agreement.isna().all()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread; more threads thrash when pytest -n 2 shares the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_ingest_folder_skips_faulty_trials_and_twin_stages_run(tmp_path, capsys, one_thread):
+    zoo, expected = make_zoo(tmp_path / "download")
+    report = ingest_original(spec(), zoo, tmp_path / "stores")
+    store = ZooStore(tmp_path / "stores" / "digits_seed")
+    check_store(store, expected, report)
+    err = capsys.readouterr().err
+    assert "seed=999" in err and "seed=5" in err and "skipped 2" in err
+    twins = [s for s in ("mp", "vd") if s in STAGES]
+    if not twins:
+        pytest.skip("neither the mp nor the vd stage is registered in STAGES yet")
+    store, _ = build_zoo(report.spec, tmp_path / "stores", stages=twins, resume=True, progress=False)
+    for population in twins:
+        assert store.manifest.populations[population].status == "complete"
+        assert set(store.states(population).model_id) == set(expected)
+
+
+def test_ingest_zip_equals_folder(tmp_path):
+    zoo, expected = make_zoo(tmp_path / "download")
+    archive = tmp_path / "zoo.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(zoo.rglob("*")):
+            zf.write(path, path.relative_to(zoo.parent))
+    report = ingest_original(spec(), archive, tmp_path / "stores")
+    check_store(ZooStore(tmp_path / "stores" / "digits_seed"), expected, report)
+
+
+def test_missing_epoch0_checkpoint_is_replayed_from_the_seed(tmp_path):
+    zoo = tmp_path / "zoo"
+    write_trial(zoo, 3, 0, lambda epoch, path: shutil.rmtree(path.parent) if epoch == 0 else None)
+    report = ingest_original(spec(), zoo, tmp_path / "stores")
+    store = ZooStore(tmp_path / "stores" / "digits_seed")
+    start = store.weights("original", 2, epoch=0)
+    assert report.trials.keys() == {2}
+    model, _ = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", 3)
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    assert np.allclose(start, flat)
+
+
+def zip_with(tmp_path, name, symlink=False):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("good/params.json", "{}")
+        info = zipfile.ZipInfo(name)
+        if symlink:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "/etc/passwd" if symlink else "payload")
+    return archive
+
+
+@pytest.mark.parametrize("name, symlink", [("../x", False), ("a/../../x", False), ("/tmp/abs_x", False),
+                                           ("link", True)])
+def test_unsafe_zip_members_are_refused_before_writing(tmp_path, name, symlink):
+    archive = zip_with(tmp_path, name, symlink)
+    target = tmp_path / "deep" / "target"
+    with pytest.raises(DataFormatError, match="refusing member"):
+        safe_extract(archive, target)
+    assert not target.exists()
+    assert not (tmp_path / "deep" / "x").exists() and not (tmp_path / "x").exists()
+    with pytest.raises(DataFormatError):
+        ingest_original(spec(), archive, tmp_path / "stores")
+    assert not (tmp_path / "stores").exists()
