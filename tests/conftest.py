@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 # Tests never touch the network: hub code paths run against local caches only.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# pytest -n 2 runs two workers on two cores: one torch thread each avoids oversubscription.
+torch.set_num_threads(1)
 
 from builders.build import build_zoo
 from zoo_dataset.specs import get_spec
