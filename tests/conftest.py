@@ -13,8 +13,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 # pytest -n 2 runs two workers on two cores: one torch thread each avoids oversubscription.
 torch.set_num_threads(1)
 
-from builders.build import build_zoo
-from zoo_dataset.specs import get_spec
+from builders.build import build_zoo  # noqa: E402  (after the offline settings)
+from zoo_dataset.specs import get_spec  # noqa: E402
 
 SMALL = {"model_subset": range(4), "epochs": 2}
 
