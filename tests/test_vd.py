@@ -11,7 +11,9 @@ import torch
 
 from builders.build import build_zoo
 from zoo_dataset.architectures import build_model, initialize
+from zoo_dataset.data import load_dataset
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.metrics import evaluate
 from zoo_dataset.sparsify.variational import (
     BIAS_LOG_ALPHA,
     LOG_ALPHA_MAX,
@@ -308,3 +310,15 @@ def test_vd_stage_resumes_without_redoing_finished_models(interrupted_then_resum
     shards = store.population("vd").shards
     assert [s.model_ids for s in shards] == [[0], [1]] and shards[0].sha256 == after_kill[0]["sha256"]
     store.verify()
+
+
+def test_recorded_accuracy_is_that_of_the_pruned_model_the_store_returns(vd_store):
+    data = load_dataset("digits", 28)
+    states = vd_store.states("vd")
+    for model_id in (0, 1):
+        recorded = states[(states.model_id == model_id) & (states.epoch == states.epoch.max())].iloc[0]
+        net = vd_store.model("vd", model_id, epoch=-1)
+        _, acc, _ = evaluate(net, data.test_x, data.test_y)
+        assert acc == pytest.approx(recorded.test_acc, abs=1e-6)
+        zeros = sum(int((getattr(net, layer).weight == 0).sum()) for layer in vd_store.layout.layers)
+        assert zeros / vd_store.layout.num_weights == pytest.approx(recorded.sparsity, abs=1e-6)
