@@ -49,20 +49,14 @@ def build_report(store: ZooStore, sparsity: float = tables.DEFAULT_SPARSITY) -> 
     """Compute what the store's populations allow; list what is missing."""
     pops = {name: store.states(name) for name in store.populations}
     report = Report(store.manifest.zoo, pops)
-    for name in ("original", "mp", "vd"):
-        if name not in pops:
-            report.missing.append(
-                f"no {name} population: tables and figures that need it are skipped "
-                f"(build it with `zoo-build --zoo {report.zoo} --stages {name} --resume`)"
-            )
+    report.missing += _population_gaps(store)
     mp, vd, original = pops.get("mp"), pops.get("vd"), pops.get("original")
     add = report.tables.append
     if mp is not None:
         add(
             Table(
                 "table5_mp_performance",
-                "Table 5: MP accuracy and ggap per level, before (epoch 0) and "
-                "after fine-tuning (last epoch)",
+                "Table 5: MP accuracy and ggap per level, before (epoch 0) and after fine-tuning (last epoch)",
                 tables.mp_performance(mp),
             )
         )
@@ -92,8 +86,7 @@ def build_report(store: ZooStore, sparsity: float = tables.DEFAULT_SPARSITY) -> 
         add(
             Table(
                 "table1_agreement",
-                f"Tables 1/9: twin accuracy, sparsity and agreement with the original "
-                f"near {sparsity:.0%} sparsity",
+                f"Tables 1/9: twin accuracy, sparsity and agreement with the original near {sparsity:.0%} sparsity",
                 tables.agreement(twins, sparsity),
             )
         )
@@ -101,13 +94,27 @@ def build_report(store: ZooStore, sparsity: float = tables.DEFAULT_SPARSITY) -> 
         add(
             Table(
                 "table2_correlation",
-                f"Table 2: Pearson r and Kendall tau between original and twin "
-                f"accuracy near {sparsity:.0%} sparsity",
+                f"Table 2: Pearson r and Kendall tau between original and twin accuracy near {sparsity:.0%} sparsity",
                 tables.correlation(pops, sparsity),
             )
         )
     _add_figures(report, store, sparsity)
     return report
+
+
+def _population_gaps(store: ZooStore) -> list[str]:
+    """Populations that are absent, or only partly packed (the report then covers the packed shards)."""
+    gaps, shards = [], len(store.manifest.shard_groups())
+    for name in ("original", "mp", "vd"):
+        info = store.manifest.populations.get(name)
+        done = len(info.shards) if info else 0
+        if done < shards:
+            state = "no" if done == 0 else f"only {done} of {shards} shards of the"
+            gaps.append(
+                f"{state} {name} population: tables and figures use what is packed "
+                f"(complete it with `zoo-build --zoo {store.manifest.zoo} --stages {name} --resume`)"
+            )
+    return gaps
 
 
 def _add_figures(report: Report, store: ZooStore, sparsity: float) -> None:
@@ -163,8 +170,7 @@ def _add_figures(report: Report, store: ZooStore, sparsity: float) -> None:
         )
         if mp is None or vd is None:
             report.missing.append(
-                f"Figure 5 shows only {'VD' if mp is None else 'MP'} (no "
-                f"{'MP' if mp is None else 'VD'} twins)"
+                f"Figure 5 shows only {'VD' if mp is None else 'MP'} (no {'MP' if mp is None else 'VD'} twins)"
             )
 
 
