@@ -209,18 +209,23 @@ class StopAfter(ReferenceTrainer):
             yield result
 
 
-def test_interrupted_mp_resumes_to_identical_population(tmp_path, originals, mp_store, spec, small_data):
-    shutil.copytree(originals.zoo_dir, tmp_path / spec.name)
+def test_interrupted_mp_resumes_to_identical_population(tmp_path, originals, spec, small_data):
+    """Same trainer (the per-model reference) for both builds, so results must match bit for bit."""
+    for name in ("whole", "resumed"):
+        shutil.copytree(originals.zoo_dir, tmp_path / name / spec.name)
+    whole, _ = build_zoo(spec, tmp_path / "whole", stages=["mp"], resume=True, trainer=ReferenceTrainer(),
+                         progress=False)
     with pytest.raises(Interrupted):
-        build_zoo(spec, tmp_path, stages=["mp"], resume=True, trainer=StopAfter(1), progress=False)
-    store, reports = build_zoo(spec, tmp_path, stages=["mp"], resume=True, progress=False)
+        build_zoo(spec, tmp_path / "resumed", stages=["mp"], resume=True, trainer=StopAfter(1), progress=False)
+    resumed, reports = build_zoo(spec, tmp_path / "resumed", stages=["mp"], resume=True,
+                                 trainer=ReferenceTrainer(), progress=False)
     assert reports[0].units_trained == len(spec.model_subset) * len(LEVELS) - 1
     for model_id in spec.model_subset:
         for level in LEVELS:
             for array in ("weights", "masks"):
-                np.testing.assert_array_equal(store.array(array, "mp", model_id, slice(None), level),
-                                              mp_store.array(array, "mp", model_id, slice(None), level))
+                np.testing.assert_array_equal(resumed.array(array, "mp", model_id, slice(None), level),
+                                              whole.array(array, "mp", model_id, slice(None), level))
     columns = ["model_id", "level", "epoch", "test_acc", "train_loss", "agreement", "sparsity"]
     sort = ["model_id", "level", "epoch"]
-    np.testing.assert_array_equal(store.states("mp")[columns].sort_values(sort).to_numpy(),
-                                  mp_store.states("mp")[columns].sort_values(sort).to_numpy())
+    np.testing.assert_array_equal(resumed.states("mp")[columns].sort_values(sort).to_numpy(),
+                                  whole.states("mp")[columns].sort_values(sort).to_numpy())
