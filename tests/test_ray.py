@@ -12,9 +12,13 @@ from builders.build import build_zoo
 from builders.executors import RayTrainer, make_trainer
 from zoo_dataset.specs import get_spec
 
+# a task batches other models together than the local engine does, and a grouped convolution's
+# rounding depends on its group count: weights agree to float32 rounding, not bit for bit
+ROUNDING = 1e-6
+
 ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'zoo-twins[ray]'); not installed")
 
-SPEC = {"model_subset": range(4), "epochs": 1, "mp_epochs": 1, "mp_levels": (0.5,), "vd_epochs": 1}
+SPEC = {"model_subset": range(3), "epochs": 1, "mp_epochs": 1, "mp_levels": (0.5,), "vd_epochs": 1}
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +31,16 @@ def local_ray():
 def test_ray_build_equals_local_build(local_ray, tmp_path):
     spec = get_spec("digits_seed").with_overrides(**SPEC)
     local, _ = build_zoo(spec, tmp_path / "local", progress=False, trainer=make_trainer("local"))
-    remote, _ = build_zoo(spec, tmp_path / "ray", progress=False, trainer=RayTrainer(models_per_task=1))
+    remote, _ = build_zoo(spec, tmp_path / "ray", progress=False, trainer=RayTrainer(models_per_task=2))
     assert remote.populations == local.populations == ["original", "mp", "vd"]
     for population in local.populations:
         levels = local.population(population).levels
         for model_id in [m.model_id for m in spec.models()]:
             for level in levels:
                 for name in local.population(population).arrays:
-                    np.testing.assert_array_equal(remote.array(name, population, model_id, slice(None), level),
-                                                  local.array(name, population, model_id, slice(None), level))
+                    np.testing.assert_allclose(remote.array(name, population, model_id, slice(None), level),
+                                               local.array(name, population, model_id, slice(None), level),
+                                               atol=ROUNDING)
         columns = [c for c in local.states(population).columns if c not in ("shard", "row")]
         ours = remote.states(population).sort_values(["model_id", "level", "epoch"])[columns]
         theirs = local.states(population).sort_values(["model_id", "level", "epoch"])[columns]

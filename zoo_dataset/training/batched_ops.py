@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,24 +44,34 @@ class PopulationNet:
     """
 
     def __init__(self, template: nn.Module, states: torch.Tensor, device: torch.device,
-                 log_sigma2: dict[str, torch.Tensor] | None = None, threshold: float = 3.0):
+                 log_sigma2: torch.Tensor | None = None, threshold: float = 3.0):
         self.layout = ParameterLayout.from_module(template)
         self.children = list(template.named_children())
         self.device = device
         self.size = int(states.shape[0])
-        self.params = {name: t.to(device).clone().requires_grad_()
-                       for name, t in self.layout.unflatten(states).items()}
-        self.log_sigma2 = None if log_sigma2 is None else {
-            layer: t.to(device).clone().requires_grad_() for layer, t in log_sigma2.items()}
+        # one leaf [M, P] (and [M, weights] for VD): the optimizer updates all layers in a few ops
+        self.flat_params = states.to(device).clone().requires_grad_()
+        self.flat_log_sigma2 = None if log_sigma2 is None else log_sigma2.to(device).clone().requires_grad_()
         self.threshold = threshold
+        offsets = np.cumsum([0] + [e.size for e in self.layout.weight_entries()])
+        self.sigma_slices = {e.layer: slice(int(a), int(b))
+                             for e, a, b in zip(self.layout.weight_entries(), offsets[:-1], offsets[1:], strict=True)}
 
     @property
     def variational(self) -> bool:
-        return self.log_sigma2 is not None
+        return self.flat_log_sigma2 is not None
 
     def parameters(self) -> list[torch.Tensor]:
-        extra = list(self.log_sigma2.values()) if self.log_sigma2 else []
-        return list(self.params.values()) + extra
+        return [self.flat_params] + ([self.flat_log_sigma2] if self.variational else [])
+
+    def param(self, name: str) -> torch.Tensor:
+        """One named parameter of all models, [M, *shape], a view of the flat leaf."""
+        entry = self.layout.by_name[name]
+        return self.flat_params[:, entry.slice].view(self.size, *entry.shape)
+
+    def log_sigma2(self, layer: str) -> torch.Tensor:
+        shape = self.layout.by_name[f"{layer}.weight"].shape
+        return self.flat_log_sigma2[:, self.sigma_slices[layer]].view(self.size, *shape)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, noise: Noise | None) -> torch.Tensor:
@@ -85,13 +96,13 @@ class PopulationNet:
 
     def _weight(self, layer: str, noise: Noise | None) -> torch.Tensor:
         """The weight the layer computes with: VD eval mode drops weights at the threshold."""
-        w = self.params[f"{layer}.weight"]
+        w = self.param(f"{layer}.weight")
         if self.variational and noise is None:
             return torch.where(self.log_alpha(layer) < self.threshold, w, torch.zeros_like(w))
         return w
 
     def _conv(self, layer: str, module: nn.Conv2d, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
-        w, b = self._weight(layer, noise), self.params[f"{layer}.bias"]
+        w, b = self._weight(layer, noise), self.param(f"{layer}.bias")
         groups = h.shape[1] // module.in_channels  # 1 for a shared input, M otherwise
 
         def conv(inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -108,7 +119,7 @@ class PopulationNet:
         return mean + torch.sqrt(variance + VAR_EPS) * torch.cat(eps, dim=1)
 
     def _linear(self, layer: str, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
-        w, b = self._weight(layer, noise), self.params[f"{layer}.bias"]
+        w, b = self._weight(layer, noise), self.param(f"{layer}.bias")
         mean = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         if not (self.variational and noise is not None):
             return mean
@@ -128,20 +139,19 @@ class PopulationNet:
 
     # ------------------------------------------------------------------ VD terms and state
     def log_alpha(self, layer: str) -> torch.Tensor:
-        return log_alpha_of(self.params[f"{layer}.weight"], self.log_sigma2[layer])
+        return log_alpha_of(self.param(f"{layer}.weight"), self.log_sigma2(layer))
 
     def kl(self) -> torch.Tensor:
         """Per-model summed KL of all VD layers, [M]."""
         total = torch.zeros(self.size, device=self.device)
-        for layer in self.log_sigma2:
+        for layer in self.sigma_slices:
             total = total + torch.vmap(kl_approx)(self.log_alpha(layer))
         return total
 
     @torch.no_grad()
     def flat(self) -> torch.Tensor:
         """Stacked parameters as flat vectors [M, P] in the plain layout."""
-        parts = [self.params[e.name].reshape(self.size, -1) for e in self.layout.entries]
-        return torch.cat(parts, dim=1).cpu()
+        return self.flat_params.detach().cpu().clone()
 
     @torch.no_grad()
     def flat_log_alpha(self) -> torch.Tensor:

@@ -72,8 +72,9 @@ class PopulationEngine:
         )
         random = net.variational or jobs[0].config.dropout > 0
         noise = Noise([torch.Generator().manual_seed(int(j.seed)) for j in jobs]) if random else None
-        keep_params = None if keep is None else {
-            name: t.to(self.device) for name, t in net.layout.unflatten(keep).items()}
+        # the masked recipe masks weights only; biases always train
+        weights = torch.from_numpy(net.layout.weight_mask())
+        keep_flat = None if keep is None else (keep | ~weights).to(self.device, torch.float32)
         recorder = _Recorder(net, jobs, keep, train_x, train_y, test_x, test_y)
         recorder.record()
         for epoch in range(1, jobs[0].epochs + 1):
@@ -87,14 +88,12 @@ class PopulationEngine:
                     loss = loss + models[0].kl_weight(epoch) * net.kl().sum() / len(train_x)
                 optimizer.zero_grad()
                 loss.backward()
-                if keep_params is not None:
-                    for name, mask in keep_params.items():
-                        net.params[name].grad.mul_(mask)
+                if keep_flat is not None:  # as the masked recipe: no gradient, no weight where pruned
+                    net.flat_params.grad.mul_(keep_flat)
                 optimizer.step()
-                if keep_params is not None:
+                if keep_flat is not None:
                     with torch.no_grad():
-                        for name, mask in keep_params.items():
-                            net.params[name].mul_(mask)
+                        net.flat_params.mul_(keep_flat)
             recorder.record()
         return recorder.results()
 
@@ -109,8 +108,8 @@ def _population(
     layout_states = torch.stack([layout.flatten_module(m) for m in plain])
     if isinstance(models[0], VariationalNet):
         layers = [dict(m.vd_layers()) for m in models]
-        log_sigma2 = {name: torch.stack([ly[name].log_sigma2.detach() for ly in layers])
-                      for name in layers[0]}
+        log_sigma2 = torch.stack([torch.cat([ly[e.layer].log_sigma2.detach().reshape(-1)
+                                             for e in layout.weight_entries()]) for ly in layers])
         threshold = next(iter(layers[0].values())).threshold
         return PopulationNet(template, layout_states, device, log_sigma2, threshold), None
     keep = torch.stack([m.keep for m in models]) if hasattr(models[0], "keep") else None
