@@ -124,7 +124,7 @@ class PopulationWriter:
         levels, epochs = self.info.levels, self.info.epochs
         n_states, n_params = epochs + 1, len(self.store.manifest.parameter_layout.weight_mask())
         shape = (len(model_ids), len(levels), n_states, n_params)
-        chunks = (1, 1, n_states, n_params)
+        chunks = (1, 1, 1, n_params)  # one state per chunk: random single-state reads dominate
         rows = []
         shard_path = self.zoo_dir / shard_name(self.name, index)
         with atomic_path(shard_path) as tmp, h5py.File(tmp, "w") as out:
