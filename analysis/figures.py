@@ -49,7 +49,11 @@ def frequency_maps(frequency: dict[int, dict[str, np.ndarray]], title: str) -> F
     epochs = list(frequency)
     layers = list(frequency[epochs[0]])
     fig, axes = plt.subplots(
-        len(epochs), len(layers), figsize=(2.6 * len(layers), 2.0 * len(epochs) + 0.6), squeeze=False
+        len(epochs),
+        len(layers),
+        figsize=(2.6 * len(layers), 2.0 * len(epochs) + 1.0),
+        squeeze=False,
+        layout="constrained",
     )
     image = None
     for row, epoch in enumerate(epochs):
@@ -72,13 +76,11 @@ def frequency_maps(frequency: dict[int, dict[str, np.ndarray]], title: str) -> F
             if row == len(epochs) - 1:
                 ax.set_xlabel("input x kernel")
     fig.suptitle(title)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of models with the weight pruned")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of models pruned")
     return fig
 
 
-def layer_size_vs_sparsity(
-    states: pd.DataFrame, layer_sizes: dict[str, int], epochs: list[int], title: str
-) -> Figure:
+def layer_size_vs_sparsity(states: pd.DataFrame, layer_sizes: dict[str, int], epochs: list[int], title: str) -> Figure:
     """Figure 4: log layer size against log mean sparsity (error bar: std over models) per epoch.
 
     Layers are ordered by size; a mean sparsity of exactly 0 has no place on a log axis and is left out.
@@ -125,9 +127,7 @@ def accuracy_vs_sparsity(mp: pd.DataFrame | None, vd: pd.DataFrame | None, title
         )
     if vd is not None:
         by_epoch = vd.groupby("epoch")[["sparsity", "test_acc"]].mean()
-        ax.plot(
-            100 * by_epoch.sparsity, 100 * by_epoch.test_acc, "s-", color="tab:purple", label="VD (per epoch)"
-        )
+        ax.plot(100 * by_epoch.sparsity, 100 * by_epoch.test_acc, "s-", color="tab:purple", label="VD (per epoch)")
     ax.set(xlabel="mean sparsity (%)", ylabel="mean test accuracy (%)", title=title)
     ax.legend()
     ax.grid(alpha=0.3)
