@@ -43,7 +43,7 @@ def build_zoo(
     source = get_source(spec.dataset)
     if "original" in stages and not source.is_available(Path(data_dir) if data_dir else None):
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
-    writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume)
+    writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume, create="original" in stages)
     ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
                        trainer=trainer or PopulationEngine(device), progress=progress)
     reports = [STAGES[name].run(ctx) for name in stages]

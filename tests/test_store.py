@@ -111,8 +111,11 @@ def test_existing_store_needs_resume_and_matching_spec(original_store, small_spe
     from builders.build import layout_for
 
     root = original_store.zoo_dir.parent
+    writer = StoreWriter.open(root, small_spec, layout_for(small_spec), resume=False)
     with pytest.raises(StoreError, match="pass --resume"):
-        StoreWriter.open(root, small_spec, layout_for(small_spec), resume=False)
+        writer.population("original", [0.0], small_spec.epochs, ["weights"])
+    with pytest.raises(StoreError, match="build its original population first"):
+        StoreWriter.open(root / "elsewhere", small_spec, layout_for(small_spec), resume=False, create=False)
     with pytest.raises(StoreError, match="different settings"):
         StoreWriter.open(root, small_spec.with_overrides(epochs=5), layout_for(small_spec), resume=True)
 

@@ -31,13 +31,18 @@ COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 class StoreWriter:
     """Creates or reopens the store of one zoo under ``root/<zoo>``."""
 
-    def __init__(self, zoo_dir: Path, manifest: Manifest):
+    def __init__(self, zoo_dir: Path, manifest: Manifest, resume: bool = False):
         self.zoo_dir = Path(zoo_dir)
         self.manifest = manifest
+        self.resume = resume
 
     @classmethod
-    def open(cls, root: Path, spec: ZooSpec, layout: ParameterLayout, resume: bool) -> StoreWriter:
-        """A new store, or (``resume``) the existing one if it was built from the same spec."""
+    def open(cls, root: Path, spec: ZooSpec, layout: ParameterLayout, resume: bool, create: bool = True) -> StoreWriter:
+        """The store of ``spec`` under ``root``: existing (same spec required) or, with ``create``, new.
+
+        ``resume`` allows continuing populations that already hold work; new populations can be
+        added to an existing store without it (e.g. ``--stages mp`` after ``--stages original``).
+        """
         zoo_dir = Path(root) / spec.name
         if (zoo_dir / "manifest.json").exists():
             manifest = Manifest.load(zoo_dir)
@@ -48,12 +53,13 @@ class StoreWriter:
                     f"{zoo_dir} was built with different settings ({', '.join(changed)}); "
                     "use the same options, or another --out"
                 )
-            if not resume and _has_work(zoo_dir, manifest):
-                raise StoreError(
-                    f"{zoo_dir} already holds a build; pass --resume to continue it or choose another --out"
-                )
             remove_stale_tmp(zoo_dir)
-            return cls(zoo_dir, manifest)
+            return cls(zoo_dir, manifest, resume)
+        if not create:
+            raise StoreError(
+                f"no store of {spec.name} under {root}: build its original population first "
+                f"(zoo-build --zoo {spec.name} --stages original, or --from-original PATH)"
+            )
         manifest = Manifest(
             zoo=spec.name,
             spec=spec.to_dict(),
@@ -64,7 +70,7 @@ class StoreWriter:
         with atomic_path(zoo_dir / MODELS_TABLE) as tmp:
             models_table(spec).to_parquet(tmp, index=False)
         manifest.save(zoo_dir)
-        return cls(zoo_dir, manifest)
+        return cls(zoo_dir, manifest, resume)
 
     def population(self, name: str, levels: list[float], epochs: int, arrays: list[str]) -> PopulationWriter:
         info = self.manifest.populations.get(name)
@@ -74,6 +80,11 @@ class StoreWriter:
             self.manifest.save(self.zoo_dir)
         elif info.levels != [float(x) for x in levels] or info.epochs != epochs:
             raise StoreError(f"population {name} in {self.zoo_dir} was started with other levels or epochs")
+        elif not self.resume and _has_work(self.zoo_dir, name, info):
+            raise StoreError(
+                f"population {name} of {self.zoo_dir} already holds a build; pass --resume to continue it "
+                "or choose another --out"
+            )
         return PopulationWriter(self, name, info)
 
 
@@ -161,6 +172,6 @@ def _key(key: UnitKey) -> tuple[int, float]:
     return key.model_id, float(key.level)
 
 
-def _has_work(zoo_dir: Path, manifest: Manifest) -> bool:
-    staged = (zoo_dir / STAGING).exists() and any((zoo_dir / STAGING).rglob("*.h5"))
-    return staged or any(p.shards for p in manifest.populations.values())
+def _has_work(zoo_dir: Path, population: str, info: PopulationInfo) -> bool:
+    staging = zoo_dir / STAGING / population
+    return bool(info.shards) or (staging.exists() and any(staging.glob("*.h5")))
