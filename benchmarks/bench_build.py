@@ -1,0 +1,128 @@
+"""Population engine vs per-model reference: one epoch of each stage on the same slice of a zoo.
+
+Prints model-epochs/s of both trainers and their ratio, the engine's achieved GFLOP/s (conv and
+linear FLOPs of training forward + backward and of the recorded evaluation passes) and, measured
+in the same run, the GFLOP/s of a plain fp32 matmul. The reference is timed on fewer models (its
+cost per model does not depend on how many it trains); the engine on the whole slice.
+
+    .venv/bin/python benchmarks/bench_build.py                 # 32 CNN-s models of digits_seed, batch 10
+    .venv/bin/python benchmarks/bench_build.py --models 64 --reference-models 4 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.data import load_dataset
+from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.sparsify.magnitude import global_magnitude_mask
+from zoo_dataset.specs import get_spec
+from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
+from zoo_dataset.training.engine import PopulationEngine
+
+MP_LEVEL = 0.5
+
+
+def forward_flops(model: nn.Module, channels: int, size: int) -> tuple[int, int]:
+    """(all conv/linear FLOPs of one forward pass of one sample, FLOPs of the first layer alone)."""
+    flops = []
+    hooks = [m.register_forward_hook(lambda m, i, o: flops.append(2 * o[0].numel() * (m.weight[0].numel())))
+             for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    with torch.no_grad():
+        model(torch.zeros(1, channels, size, size))
+    for h in hooks:
+        h.remove()
+    return sum(flops), flops[0]
+
+
+def flops_per_model_epoch(kind: str, arch: str, channels: int, n_train: int, n_test: int) -> float:
+    """Training: forward + weight gradients + input gradients (none for the first layer); then one
+    evaluation forward over train and test. VD computes a mean and a variance pass per layer."""
+    fwd, first = forward_flops(build_model(arch, channels, "tanh"), channels, INPUT_SIZE[arch])
+    passes = 2 if kind == "vd" else 1
+    train = n_train * passes * (3 * fwd - first)
+    evaluation = (n_train + n_test) * fwd
+    return float(train + evaluation)
+
+
+def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(trainer, jobs, data, device: torch.device):
+    _sync(device)
+    start = time.perf_counter()
+    results = list(trainer.run(jobs, data))
+    _sync(device)
+    return results, time.perf_counter() - start
+
+
+def stage_jobs(spec, n_models: int, channels: int, data, device: str) -> dict[str, list[TrainJob]]:
+    """One epoch of original training; MP (level 0.5) and VD twins start from those originals."""
+    base = spec.models()[0]
+    configs = [replace(base, model_id=i, seed=base.seed + i) for i in range(n_models)]
+    original = [TrainJob(key=UnitKey(c.model_id), config=c, architecture=spec.architecture, kind="plain", epochs=1,
+                         lr=c.lr, batch_size=spec.batch_size, seed=c.seed) for c in configs]
+    starts = {r.key.model_id: r for r in PopulationEngine(device).run(original, data)}
+    layout = ParameterLayout.from_module(build_model(spec.architecture, channels, "tanh"))
+    twins = {}
+    for kind in ("masked", "vd"):
+        twins[kind] = [replace(
+            job, key=UnitKey(job.key.model_id, MP_LEVEL if kind == "masked" else 0.0), kind=kind,
+            initial=starts[job.key.model_id].weights[-1], seed=job.seed + 1,
+            mask=global_magnitude_mask(starts[job.key.model_id].weights[-1], layout, MP_LEVEL) if kind == "masked"
+            else None,
+            reference_predictions=starts[job.key.model_id].test_predictions,
+            options={"threshold": spec.vd.threshold, "kl_warmup_epochs": spec.vd.kl_warmup_epochs} if kind == "vd"
+            else {},
+        ) for job in original]
+    return {"plain": original, **twins}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--zoo", default="digits_seed")
+    parser.add_argument("--models", type=int, default=32, help="models the engine trains per stage")
+    parser.add_argument("--reference-models", type=int, default=2, help="models the reference trains per stage")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--stages", default="plain,masked,vd", help="recipe kinds to time")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    spec = get_spec(args.zoo)
+    data = load_dataset(spec.dataset, INPUT_SIZE[spec.architecture])
+    jobs = stage_jobs(spec, args.models, data.channels, data, args.device)
+    print(f"{spec.name}: {spec.architecture}, batch {spec.batch_size}, {len(data.train_x)} train / "
+          f"{len(data.test_x)} test samples, 1 epoch per stage, device {device}, torch threads "
+          f"{torch.get_num_threads()}")
+    print(f"{'stage':8} {'reference':>14} {'engine':>14} {'ratio':>7} {'engine GFLOP/s':>15} {'matmul':>8} {'%':>5}")
+    for kind in args.stages.split(","):
+        _, t_ref = timed(ReferenceTrainer(args.device), jobs[kind][: args.reference_models], data, device)
+        _, t_eng = timed(PopulationEngine(args.device), jobs[kind], data, device)
+        peak = matmul_gflops(device)
+        ref_rate, eng_rate = args.reference_models / t_ref, args.models / t_eng
+        gflops = flops_per_model_epoch(kind, spec.architecture, data.channels, len(data.train_x),
+                                       len(data.test_x)) * eng_rate / 1e9
+        print(f"{kind:8} {ref_rate:9.2f} me/s {eng_rate:9.2f} me/s {eng_rate / ref_rate:6.1f}x "
+              f"{gflops:15.2f} {peak:8.1f} {100 * gflops / peak:4.1f}%")
+
+
+if __name__ == "__main__":
+    main()
