@@ -16,6 +16,7 @@ from zoo_dataset.data import ImageData
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.training import JobResult, ReferenceTrainer, Trainer, TrainJob
 from zoo_dataset.training.engine import PopulationEngine
+from zoo_dataset.training.jobs import EpochCallback
 
 ENGINES: dict[str, Callable[[str], Trainer]] = {"population": PopulationEngine, "reference": ReferenceTrainer}
 EXECUTORS = ("local", "ray")
@@ -69,7 +70,10 @@ class RayTrainer:
         workers = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         return max(1, -(-n_jobs // workers))
 
-    def run(self, jobs: Sequence[TrainJob], data: ImageData) -> Iterator[JobResult]:
+    def run(
+        self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
+    ) -> Iterator[JobResult]:
+        """Yield results task by task; epochs run remotely, so ``on_epoch`` is not called."""
         self._connect()
         jobs = list(jobs)
         size = self.task_size(len(jobs))

@@ -202,8 +202,8 @@ class StopAfter(ReferenceTrainer):
         super().__init__()
         self.n = n
 
-    def run(self, jobs, data):
-        for i, result in enumerate(super().run(jobs, data)):
+    def run(self, jobs, data, on_epoch=None):
+        for i, result in enumerate(super().run(jobs, data, on_epoch)):
             if i == self.n:
                 raise Interrupted
             yield result

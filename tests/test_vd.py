@@ -249,11 +249,11 @@ class CrashAfter:
     def __init__(self, n: int):
         self.n, self.done, self.inner = n, 0, ReferenceTrainer()
 
-    def run(self, jobs, data):
+    def run(self, jobs, data, on_epoch=None):
         for job in jobs:
             if self.done == self.n:
                 raise KeyboardInterrupt
-            yield from self.inner.run([job], data)
+            yield from self.inner.run([job], data, on_epoch)
             self.done += 1
 
 

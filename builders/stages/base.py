@@ -65,9 +65,13 @@ class TrainingStage:
         todo = [k for k in keys if not population.is_done(k)]
         unit = "model" if len(self.levels(ctx)) == 1 else "model-level"
         with stage_progress(self.name, len(keys), len(keys) - len(todo), unit, ctx.progress) as bar:
+            def show_epoch(epoch: int, epochs: int, models: int) -> None:
+                bar.set_postfix_str(f"epoch {epoch}/{epochs} of {models} model(s) in training", refresh=True)
+
             batch = max(1, ctx.spec.models_per_shard * len(self.levels(ctx)))
             for start in range(0, len(todo), batch):
-                for result in ctx.trainer.run(self.jobs(ctx, todo[start : start + batch]), ctx.data):
+                jobs = self.jobs(ctx, todo[start : start + batch])
+                for result in ctx.trainer.run(jobs, ctx.data, on_epoch=show_epoch):
                     population.stage(result)
                     bar.update(1)
         return StageReport(self.name, len(keys), len(todo))

@@ -23,7 +23,7 @@ from ..layout import ParameterLayout
 from ..sparsify.variational import VariationalNet
 from .batched_ops import Noise, PopulationNet, per_model_input
 from .batched_optim import BatchedOptimizer
-from .jobs import JobResult, TrainJob
+from .jobs import EpochCallback, JobResult, TrainJob
 from .recipes import RECIPES
 from .reference import ReferenceTrainer, epoch_batches, state_metrics
 
@@ -46,18 +46,22 @@ class PopulationEngine:
         self.device = torch.device(device)
         self.max_models = max_models
 
-    def run(self, jobs: Sequence[TrainJob], data: ImageData) -> Iterator[JobResult]:
+    def run(
+        self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
+    ) -> Iterator[JobResult]:
         tensors = [t.to(self.device) for t in (data.train_x, data.train_y, data.test_x, data.test_y)]
         for key, group in groupby(sorted(jobs, key=group_key), key=group_key):
             group = list(group)
             if key[0] not in BATCHED_KINDS:
-                yield from ReferenceTrainer(str(self.device)).run(group, data)
+                yield from ReferenceTrainer(str(self.device)).run(group, data, on_epoch)
                 continue
             for start in range(0, len(group), self.max_models):
-                yield from self.run_group(group[start : start + self.max_models], data.channels, *tensors)
+                yield from self.run_group(group[start : start + self.max_models], data.channels, *tensors,
+                                          on_epoch=on_epoch)
 
     def run_group(
-        self, jobs: list[TrainJob], channels: int, train_x, train_y, test_x, test_y
+        self, jobs: list[TrainJob], channels: int, train_x, train_y, test_x, test_y,
+        on_epoch: EpochCallback | None = None,
     ) -> list[JobResult]:
         """Train jobs that share a :func:`group_key` together; returns their results in job order."""
         recipe = RECIPES[jobs[0].kind]
@@ -95,6 +99,8 @@ class PopulationEngine:
                     with torch.no_grad():
                         net.flat_params.mul_(keep_flat)
             recorder.record()
+            if on_epoch:
+                on_epoch(epoch, jobs[0].epochs, size)
         return recorder.results()
 
 

@@ -8,7 +8,7 @@ loop and a batched population engine are interchangeable.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +52,11 @@ class JobResult:
     test_predictions: np.ndarray | None = None  # final state's test predictions
 
 
+EpochCallback = Callable[[int, int, int], None]  # (epoch done, epochs, models training together)
+
+
 class Trainer(Protocol):
-    def run(self, jobs: Sequence[TrainJob], data: ImageData) -> Iterator[JobResult]:
-        """Train every job; yield each result as soon as it is final."""
+    def run(
+        self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
+    ) -> Iterator[JobResult]:
+        """Train every job; yield each result as soon as it is final; report each finished epoch."""

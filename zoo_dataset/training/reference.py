@@ -13,7 +13,7 @@ import torch
 from ..data import ImageData
 from ..layout import ParameterLayout
 from ..metrics import agreement, evaluate
-from .jobs import JobResult, TrainJob
+from .jobs import EpochCallback, JobResult, TrainJob
 from .recipes import RECIPES, make_optimizer
 
 
@@ -51,12 +51,16 @@ class ReferenceTrainer:
     def __init__(self, device: str = "cpu"):
         self.device = torch.device(device)
 
-    def run(self, jobs: Sequence[TrainJob], data: ImageData) -> Iterator[JobResult]:
+    def run(
+        self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
+    ) -> Iterator[JobResult]:
         tensors = [t.to(self.device) for t in (data.train_x, data.train_y, data.test_x, data.test_y)]
         for job in jobs:
-            yield self.run_one(job, data.channels, *tensors)
+            yield self.run_one(job, data.channels, *tensors, on_epoch=on_epoch)
 
-    def run_one(self, job: TrainJob, channels: int, train_x, train_y, test_x, test_y) -> JobResult:
+    def run_one(
+        self, job: TrainJob, channels: int, train_x, train_y, test_x, test_y, on_epoch: EpochCallback | None = None
+    ) -> JobResult:
         recipe = RECIPES[job.kind]
         model, order = recipe.build(job, channels)
         model = model.to(self.device)
@@ -90,6 +94,8 @@ class ReferenceTrainer:
                 optimizer.step()
                 recipe.after_step(model, job)
             predictions = record()
+            if on_epoch:
+                on_epoch(epoch, job.epochs, 1)
         return JobResult(
             key=job.key,
             weights=np.stack(weights).astype(np.float32),
