@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from zoo_dataset.errors import ZooError
+from zoo_dataset.cli_support import one_line_errors
 from zoo_dataset.store import ZooStore
 
 from .report import build_report, summary, write_report
@@ -37,16 +36,13 @@ DEFAULT_ROOT = Path("stores")
 )
 def main(zoo: str, root: str, out: str | None, sparsity: float) -> None:
     """Write markdown tables, CSVs and PNG figures of a zoo store and print a summary."""
-    try:
+    with one_line_errors():
         directory = Path(zoo) if (Path(zoo) / "manifest.json").exists() else Path(root) / zoo
         store = ZooStore(directory)
         report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
         path = write_report(report, Path(out) if out else directory.parent / f"{directory.name}-report")
         click.echo(summary(report))
         click.echo(f"\nreport: {path}")
-    except ZooError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import click
 
+from zoo_dataset.cli_support import one_line_errors
 from zoo_dataset.data import is_available
-from zoo_dataset.errors import ZooError, ZooSpecError
+from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.specs import get_spec, registry
 from zoo_dataset.store import ZooStore
 
@@ -92,7 +92,7 @@ def summary(store: ZooStore, seconds: float) -> None:
 def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, preset, device, data_dir,
          resume, from_original, engine, executor, address, quiet):
     """Build the original population of a zoo and its sparsified twins."""
-    try:
+    with one_line_errors(ValueError):
         if show_list:
             list_zoos(data_dir)
             return
@@ -112,12 +112,6 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
                              device=device, data_dir=data_dir, progress=not quiet,
                              trainer=make_trainer(executor, engine, device, address))
         summary(store, time.time() - started)
-    except ZooError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except ValueError as exc:  # e.g. a malformed --mp-levels value
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

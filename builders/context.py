@@ -13,7 +13,8 @@ from zoo_dataset.data import ImageData, load_dataset
 from zoo_dataset.metrics import evaluate
 from zoo_dataset.specs import ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
-from zoo_dataset.training import ReferenceTrainer, Trainer
+from zoo_dataset.training import Trainer
+from zoo_dataset.training.engine import PopulationEngine
 
 
 @dataclass
@@ -22,7 +23,7 @@ class BuildContext:
     store: StoreWriter
     data_dir: Path | None = None
     device: str = "cpu"
-    trainer: Trainer = field(default_factory=ReferenceTrainer)
+    trainer: Trainer = field(default_factory=PopulationEngine)
     progress: bool = True
 
     @cached_property

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import click
 
 from loaders.cache import check_known, zoo_dir
-from zoo_dataset.errors import StoreError, ZooError
+from zoo_dataset.cli_support import one_line_errors
+from zoo_dataset.errors import StoreError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path, atomic_write_text
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
@@ -85,7 +85,7 @@ def publish_hub(store: ZooStore, repo_id: str, private: bool = False) -> str:
 )
 def main(zoo, root, repo_id, private, mirror, cards_dir):
     """Verify a built store, refresh its dataset card, and publish it."""
-    try:
+    with one_line_errors():
         if not (repo_id or mirror or cards_dir):
             raise click.UsageError("give --repo-id, --mirror and/or --cards-dir")
         directory = zoo_dir(zoo, root)
@@ -99,9 +99,6 @@ def main(zoo, root, repo_id, private, mirror, cards_dir):
             click.echo(f"mirror: {publish_mirror(store, Path(mirror))}")
         if repo_id:
             click.echo(f"hub: {publish_hub(store, repo_id, private)}")
-    except ZooError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from zoo_dataset.errors import ZooError
+from zoo_dataset.cli_support import one_line_errors
 from zoo_dataset.store import ZooStore
 
 from .cache import cache_dir
@@ -29,7 +27,7 @@ from .download import download_zoo
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def main(zoo, source, repo_id, url, root, populations, revision, quiet):
     """Download a zoo-twins store, verify every shard's sha256, and print where it is."""
-    try:
+    with one_line_errors():
         pops = [p.strip() for p in populations.split(",") if p.strip()] if populations else None
         path = download_zoo(
             zoo,
@@ -43,9 +41,6 @@ def main(zoo, source, repo_id, url, root, populations, revision, quiet):
         )
         store = ZooStore(path)
         click.echo(f"{zoo}: {path} (populations: {', '.join(store.populations)})")
-    except ZooError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from zoo_dataset.errors import StoreError, ZooError
+from zoo_dataset.cli_support import one_line_errors
+from zoo_dataset.errors import StoreError
 
 from .data import HELD_OUT, load_samples
 from .probes import probe_r2
@@ -57,7 +57,7 @@ def main() -> None:
 @click.option("--seed", default=TrainConfig.seed, show_default=True)
 def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
     """Train on the train split's VD trajectories, save a checkpoint, and evaluate on held-out models."""
-    try:
+    with one_line_errors():
         samples = load_samples(zoo, root, ("train",))
         click.echo(f"training on {len(samples)} VD states of {len(set(samples.model_ids))} models ({device})")
         started = time.time()
@@ -77,9 +77,6 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
         trained.save(path)
         click.echo(f"trained in {time.time() - started:.0f} s; checkpoint {path}\n")
         click.echo(evaluate(trained, zoo, root))
-    except ZooError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
 
 
 @main.command(name="eval")
@@ -89,14 +86,11 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
 @click.option("--device", default="cpu", show_default=True)
 def evaluate_command(zoo, root, checkpoint, device) -> None:
     """Reconstruction R^2 and linear-probe R^2 per property on held-out models."""
-    try:
+    with one_line_errors():
         path = _checkpoint(zoo, root, checkpoint)
         if not path.exists():
             raise StoreError(f"no checkpoint at {path}; run `zoo-hyperrep train --zoo {zoo}` first")
         click.echo(evaluate(Trained.load(path, device), zoo, root))
-    except ZooError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ from ..context import BuildContext
 from ..progress import stage_progress
 
 
+UNITS_PER_BATCH = 64  # units handed to the trainer at once: enough for the engine to batch well
+
+
 @dataclass
 class StageReport:
     stage: str
@@ -68,7 +71,7 @@ class TrainingStage:
             def show_epoch(epoch: int, epochs: int, models: int) -> None:
                 bar.set_postfix_str(f"epoch {epoch}/{epochs} of {models} model(s) in training", refresh=True)
 
-            batch = max(1, ctx.spec.models_per_shard * len(self.levels(ctx)))
+            batch = max(UNITS_PER_BATCH, ctx.spec.models_per_shard * len(self.levels(ctx)))
             for start in range(0, len(todo), batch):
                 jobs = self.jobs(ctx, todo[start : start + batch])
                 for result in ctx.trainer.run(jobs, ctx.data, on_epoch=show_epoch):
