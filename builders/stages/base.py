@@ -16,7 +16,6 @@ from zoo_dataset.training import TrainJob, UnitKey
 from ..context import BuildContext
 from ..progress import stage_progress
 
-
 UNITS_PER_BATCH = 64  # units handed to the trainer at once: enough for the engine to batch well
 
 
