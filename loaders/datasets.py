@@ -43,7 +43,19 @@ class _TwinDatasetBase(Dataset):
         self.view = make_view(view, self.store.layout)
         self.transform = transform
         self._arrays = self.store.population(method).arrays
-        self._located: dict[tuple[str, int, float], tuple[dict[str, h5py.Dataset], int, int]] = {}
+        self._where = {  # (population, model) -> (shard file, row): no manifest search per read
+            (p, m): (shard.file, row)
+            for p in ("original", method)
+            for shard in self.store.population(p).shards
+            for row, m in enumerate(shard.model_ids)
+        }
+        self._level_index = {round(lv, 6): i for i, lv in enumerate(self.store.population(method).levels)}
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
+        """h5py objects and caches belong to one process; a forked DataLoader worker starts afresh."""
+        self._shards: dict[str, dict[str, h5py.Dataset]] = {}
+        self._originals: dict[int, torch.Tensor] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -55,7 +67,8 @@ class _TwinDatasetBase(Dataset):
 
     def _twin_arrays(self, model_id: int, level: float, epoch: int | slice) -> dict[str, torch.Tensor]:
         """Twin weights with pruned entries as exact zeros, plus its mask and (VD) log-alpha."""
-        arrays, row, li = self._locate(self.method, model_id, level)
+        arrays, row = self._locate(self.method, model_id)
+        li = self._level_index[round(level, 6)]
         read = {name: torch.from_numpy(np.asarray(arrays[name][row, li, epoch])) for name in self._arrays}
         if "masks" in read:
             read["weights"] = torch.where(read["masks"], read["weights"], torch.zeros(()))
@@ -67,32 +80,29 @@ class _TwinDatasetBase(Dataset):
         return out
 
     def _original(self, model_id: int) -> torch.Tensor:
-        arrays, row, li = self._locate("original", model_id, 0.0)
-        return self.view(torch.from_numpy(arrays["weights"][row, li, -1]))
+        """The original's final state, read once per process: every level and epoch of a model shares it."""
+        if model_id not in self._originals:
+            arrays, row = self._locate("original", model_id)
+            self._originals[model_id] = torch.from_numpy(arrays["weights"][row, 0, -1])
+        return self.view(self._originals[model_id].clone())  # a copy: transforms may work in place
 
-    def _locate(
-        self, population: str, model_id: int, level: float
-    ) -> tuple[dict[str, h5py.Dataset], int, int]:
-        """h5py datasets, row and level index of one unit, looked up once per unit and process.
+    def _locate(self, population: str, model_id: int) -> tuple[dict[str, h5py.Dataset], int]:
+        """The h5py datasets of the unit's shard (opened once per shard and process) and its row.
 
         Going through ``ZooStore.array`` on every read costs about as much as the read itself;
         the store still owns the file handles (and reopens them after a fork).
         """
         if os.getpid() != self._pid:
-            self._located, self._pid = {}, os.getpid()
-        key = (population, model_id, level)
-        if key not in self._located:
-            f, row, li = self.store.locate(population, model_id, level)
-            self._located[key] = (
-                {name: f[name] for name in self.store.population(population).arrays},
-                row,
-                li,
-            )
-        return self._located[key]
+            self._reset_process_state()
+        file, row = self._where[(population, model_id)]
+        if file not in self._shards:
+            f = self.store.open_shard(file)
+            self._shards[file] = {name: f[name] for name in self.store.population(population).arrays}
+        return self._shards[file], row
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_located"] = {}  # h5py objects never cross processes
+        state["_shards"], state["_originals"] = {}, {}  # h5py objects never cross processes
         return state
 
     def _props(self, values: np.ndarray) -> dict[str, torch.Tensor]:

@@ -61,7 +61,8 @@ class ZooStore:
         return self.spec.all_models()[model_id]
 
     # ------------------------------------------------------------------ arrays
-    def _file(self, relative: str) -> h5py.File:
+    def open_shard(self, relative: str) -> h5py.File:
+        """The open shard file ``relative`` to the zoo directory (one handle per process)."""
         if os.getpid() != self._pid:  # forked: h5py handles must not be shared
             self._handles, self._pid = {}, os.getpid()
         if relative not in self._handles:
@@ -87,7 +88,7 @@ class ZooStore:
             if not matches:
                 raise StoreError(f"level {level} not in population {population} (levels: {info.levels})")
             li = matches[0]
-        return self._file(shard.file), row, li
+        return self.open_shard(shard.file), row, li
 
     def array(self, name: str, population: str, model_id: int, epoch: int | slice = -1,
               level: float | None = None) -> np.ndarray:
