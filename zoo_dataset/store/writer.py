@@ -129,6 +129,7 @@ class PopulationWriter:
         if len(self.info.shards) == len(self.store.manifest.shard_groups()) and self.info.status != "complete":
             self.info.status = "complete"
             self.store.manifest.save(self.zoo_dir)
+            _remove_empty_dirs(self.zoo_dir / STAGING / self.name, self.zoo_dir / STAGING)
         return packed
 
     def _pack(self, index: int, model_ids: list[int]) -> None:
@@ -170,6 +171,13 @@ class PopulationWriter:
 
 def _key(key: UnitKey) -> tuple[int, float]:
     return key.model_id, float(key.level)
+
+
+def _remove_empty_dirs(*directories: Path) -> None:
+    """A finished build leaves no empty staging folders behind."""
+    for directory in directories:
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
 
 
 def _has_work(zoo_dir: Path, population: str, info: PopulationInfo) -> bool:
