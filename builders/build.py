@@ -41,7 +41,8 @@ def build_zoo(
     if unknown:
         raise ZooSpecError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(STAGES)}")
     source = get_source(spec.dataset)
-    if "original" in stages and not source.is_available(Path(data_dir) if data_dir else None):
+    if "original" in stages and not resume and not source.is_available(Path(data_dir) if data_dir else None):
+        # fail before a new store is created; a resumed (or ingested) store loads data only if a stage needs it
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
     writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume, create="original" in stages)
     ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
