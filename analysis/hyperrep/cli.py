@@ -25,7 +25,11 @@ def evaluate(trained: Trained, zoo: str, root: str) -> str:
     held_out = load_samples(zoo, root, HELD_OUT)
     rec = reconstruction_r2(trained, train, held_out)
     probes = probe_r2(
-        encode(trained, train)[0], train.properties, encode(trained, held_out)[0], held_out.properties
+        encode(trained, train)[0],
+        train.properties,
+        encode(trained, held_out)[0],
+        held_out.properties,
+        train.model_ids,
     )
     lines = [
         f"held-out: {len(set(held_out.model_ids))} models, {len(held_out)} states "

@@ -21,9 +21,13 @@ class AEConfig:
     d_model: int = 64
     heads: int = 4
     depth: int = 2
-    latent: int = 32
+    token_latent: int = 16  # bottleneck width per token; z has tokens * token_latent entries
     projection: int = 32
     dropout: float = 0.0
+
+    @property
+    def latent(self) -> int:
+        return self.tokens * self.token_latent
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)
@@ -40,33 +44,32 @@ class HyperAE(nn.Module):
     def __init__(self, config: AEConfig):
         super().__init__()
         self.config = config
-        d, t = config.d_model, config.tokens
+        d, t, k = config.d_model, config.tokens, config.token_latent
         self.embed = nn.Linear(config.width, d)
         self.position = nn.Parameter(0.02 * torch.randn(t, d))
-        self.cls = nn.Parameter(0.02 * torch.randn(1, 1, d))
         self.encoder = _transformer(config)
-        self.compress = nn.Linear(d, config.latent)
-        self.expand = nn.Linear(config.latent, 2 * t * d)
+        self.compress = nn.Linear(d, k)
+        self.expand = nn.Linear(k, 2 * d)
         self.decoder_position = nn.Parameter(0.02 * torch.randn(t, d))
         self.stream_type = nn.Parameter(0.02 * torch.randn(2, 1, d))  # 0: weights, 1: alphas
         self.decoder = _transformer(config)
         self.to_weights = nn.Linear(d, config.width)
         self.to_alphas = nn.Linear(d, config.width)
         self.project = nn.Sequential(
-            nn.Linear(config.latent, config.latent), nn.ReLU(), nn.Linear(config.latent, config.projection)
+            nn.Linear(config.latent, config.projection), nn.ReLU(), nn.Linear(config.projection, config.projection)
         )
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[B, T, D] tokens -> [B, latent] embedding."""
-        x = self.embed(tokens) + self.position
-        x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1)
-        return self.compress(self.encoder(x)[:, 0])
+        """[B, T, D] tokens -> [B, T * token_latent] embedding."""
+        x = self.encoder(self.embed(tokens) + self.position)
+        return self.compress(x).flatten(1)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, latent] -> reconstructed weight tokens and log-alpha tokens, each [B, T, D]."""
         t, d = self.config.tokens, self.config.d_model
-        streams = self.expand(z).view(len(z), 2, t, d) + self.decoder_position + self.stream_type
-        out = self.decoder(streams.view(len(z), 2 * t, d))
+        streams = self.expand(z.view(len(z), t, -1)).view(len(z), t, 2, d).transpose(1, 2)
+        streams = streams + self.decoder_position + self.stream_type
+        out = self.decoder(streams.reshape(len(z), 2 * t, d))
         return self.to_weights(out[:, :t]), self.to_alphas(out[:, t:])
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -14,12 +15,20 @@ def probe_r2(
     train_props: dict[str, np.ndarray],
     test_z: np.ndarray,
     test_props: dict[str, np.ndarray],
-    alpha: float = 1.0,
+    train_groups: np.ndarray,
 ) -> dict[str, dict[str, float]]:
-    """Per property: ``{"probe": R^2 of a ridge probe, "mean_baseline": R^2 of the training mean}``."""
+    """Per property: ``{"probe": R^2 of a ridge probe, "mean_baseline": R^2 of the training mean}``.
+
+    The embedding has more dimensions than there are training states, so the ridge strength is
+    chosen by cross-validation over whole models (``train_groups``): states of one model never
+    sit on both sides of a fold, else the search rewards memorising models."""
     out = {}
+    folds = GroupKFold(n_splits=min(5, len(np.unique(train_groups))))
     for name, y_train in train_props.items():
-        probe = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(train_z, y_train)
+        search = GridSearchCV(
+            make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": np.logspace(-1, 5, 13)}, cv=folds
+        )
+        probe = search.fit(train_z, y_train, groups=train_groups).best_estimator_
         y_test = test_props[name]
         out[name] = {
             "probe": float(r2_score(y_test, probe.predict(test_z))),

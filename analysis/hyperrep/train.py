@@ -24,6 +24,7 @@ class TrainConfig:
     temperature: float = 0.1
     noise: float = 0.05
     erase: float = 0.1
+    permute: bool = True
     threshold: float = 3.0  # VD pruning threshold t on log-alpha (eq. 2)
     span: float = 4.0  # range of interest r around the threshold (eq. 2)
     seed: int = 0
@@ -91,7 +92,7 @@ def _step_losses(
     valid, sigma = samples.valid.to(device), scaler.sigma.to(device)
     views = []
     for _ in range(2):
-        wv, av = permute_neurons(w, a, blocks, generator)
+        wv, av = permute_neurons(w, a, blocks, generator) if cfg.permute else (w, a)
         x = noise_and_erase(
             scaler.normalise(wv, samples.valid), samples.valid, cfg.noise, cfg.erase, generator
         )
