@@ -20,7 +20,7 @@ from loaders.views import TokensView
 from zoo_dataset.architectures import build_model
 from zoo_dataset.layout import ParameterLayout
 
-SMALL_AE = {"d_model": 16, "heads": 2, "depth": 1, "latent": 8, "projection": 8}
+SMALL_AE = {"d_model": 16, "heads": 2, "depth": 1, "token_latent": 2, "projection": 8}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,8 @@ def test_probes_beat_the_mean_on_a_linear_property():
     rng = np.random.default_rng(0)
     z_train, z_test = rng.normal(size=(60, 5)), rng.normal(size=(20, 5))
     coef = rng.normal(size=5)
-    result = probe_r2(z_train, {"p": z_train @ coef}, z_test, {"p": z_test @ coef})
+    groups = np.repeat(np.arange(12), 5)  # 12 "models" of 5 states each
+    result = probe_r2(z_train, {"p": z_train @ coef}, z_test, {"p": z_test @ coef}, groups)
     assert result["p"]["probe"] > 0.95 and result["p"]["mean_baseline"] <= 0.0
 
 

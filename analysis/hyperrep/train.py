@@ -79,6 +79,12 @@ class Trained:
         return cls(model.to(device), LayerScaler(*raw["scaler"]), TrainConfig(**raw["train"]), raw["history"])
 
 
+def _log_alpha(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:
+    """The alpha head predicts ``(log_alpha - t) / r``: an untrained head then sits at the threshold,
+    where eq. 2's tanh is steepest, instead of at log_alpha 0 with most targets (about -10) saturated."""
+    return cfg.threshold + cfg.span * out
+
+
 def _step_losses(
     trained: Trained,
     w: torch.Tensor,
@@ -97,6 +103,7 @@ def _step_losses(
             scaler.normalise(wv, samples.valid), samples.valid, cfg.noise, cfg.erase, generator
         )
         z, w_hat, a_hat = model(x.to(device))
+        a_hat = _log_alpha(cfg, a_hat)
         views.append((z, scaler.restore(w_hat.cpu()).to(device), a_hat, wv.to(device), av.to(device)))
     (z1, *_), (z2, *_) = views
     contrastive = nt_xent(model.project(z1), model.project(z2), cfg.temperature)
@@ -155,7 +162,7 @@ def encode(trained: Trained, samples: TokenSamples, batch_size: int = 256) -> tu
         z, w_hat, a_hat = model(x.to(device))
         zs.append(z.cpu())
         ws.append(trained.scaler.restore(w_hat.cpu()))
-        alphas.append(a_hat.cpu())
+        alphas.append(_log_alpha(trained.train, a_hat).cpu())
     return torch.cat(zs).numpy(), torch.cat(ws), torch.cat(alphas)
 
 
