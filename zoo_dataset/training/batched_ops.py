@@ -105,6 +105,8 @@ class PopulationNet:
     def _conv(self, layer: str, module: nn.Conv2d, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
         w, b = self._weight(layer, noise), self.param(f"{layer}.bias")
         groups = h.shape[1] // module.in_channels  # 1 for a shared input, M otherwise
+        if groups == 1 and noise is None:
+            return _shared_input_conv(module, h, w, b)
 
         def conv(inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
             flat_bias = None if bias is None else bias.reshape(-1)
@@ -164,6 +166,24 @@ class PopulationNet:
             else:
                 parts.append(torch.full((self.size, e.size), BIAS_LOG_ALPHA, device=self.device))
         return torch.cat(parts, dim=1).cpu()
+
+
+def _shared_input_conv(module: nn.Conv2d, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All models' filters over one shared input as im2col + one matmul.
+
+    The matmul writes ``[batch, H, W, M * C_out]``, which is the channels-last layout the next
+    layers want; oneDNN's ungrouped convolution wrote NCHW here and the conversion copy plus the
+    convolution cost ~1.5x as much (evaluation's largest op).
+    """
+    n, _, hgt, wid = h.shape
+    out_h, out_w = (
+        (size + 2 * pad - k) // stride + 1
+        for size, pad, k, stride in zip((hgt, wid), module.padding, module.kernel_size, module.stride, strict=True)
+    )
+    cols = F.unfold(h, module.kernel_size, padding=module.padding, stride=module.stride)  # [batch, C*k*k, L]
+    flat_w = w.reshape(-1, cols.shape[1])  # [M * C_out, C*k*k]
+    out = torch.addmm(b.reshape(-1), cols.transpose(1, 2).reshape(-1, cols.shape[1]), flat_w.t())
+    return out.view(n, out_h, out_w, -1).permute(0, 3, 1, 2)
 
 
 def per_model_input(x: torch.Tensor) -> torch.Tensor:
