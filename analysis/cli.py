@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from loaders.resolve import open_store
 from zoo_dataset.cli_support import one_line_errors
-from zoo_dataset.store import ZooStore
 
 from .report import build_report, summary, write_report
 from .tables import DEFAULT_SPARSITY
@@ -37,10 +37,10 @@ DEFAULT_ROOT = Path("stores")
 def main(zoo: str, root: str, out: str | None, sparsity: float) -> None:
     """Write markdown tables, CSVs and PNG figures of a zoo store and print a summary."""
     with one_line_errors():
-        directory = Path(zoo) if (Path(zoo) / "manifest.json").exists() else Path(root) / zoo
-        store = ZooStore(directory)
+        store = open_store(zoo, root)
         report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
-        path = write_report(report, Path(out) if out else directory.parent / f"{directory.name}-report")
+        default_out = store.zoo_dir.parent / f"{store.zoo_dir.name}-report"
+        path = write_report(report, Path(out) if out else default_out)
         click.echo(summary(report))
         click.echo(f"\nreport: {path}")
 
