@@ -26,19 +26,15 @@ class BatchedOptimizer:
         self.lr, self.weight_decay = lr, weight_decay
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
 
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
     @staticmethod
     def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return values.reshape(-1, *([1] * (like.dim() - 1)))
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, grads: list[torch.Tensor]) -> None:
+        """One update of every parameter tensor with its gradient (same order as ``params``)."""
         self.steps += 1
-        for p, state in zip(self.params, self.state, strict=True):
-            grad = p.grad
+        for p, grad, state in zip(self.params, grads, self.state, strict=True):
             if bool(self.weight_decay.any()):
                 grad = grad + self._per_model(self.weight_decay, p) * p
             lr = self._per_model(self.lr, p)

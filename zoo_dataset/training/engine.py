@@ -90,11 +90,10 @@ class PopulationEngine:
                 loss = loss.view(size, -1).mean(dim=1).sum()  # each model's gradient is that of its own mean
                 if net.variational:
                     loss = loss + models[0].kl_weight(epoch) * net.kl().sum() / len(train_x)
-                optimizer.zero_grad()
-                loss.backward()
+                grads = net.gradients(loss)
                 if keep_flat is not None:  # as the masked recipe: no gradient, no weight where pruned
-                    net.flat_params.grad.mul_(keep_flat)
-                optimizer.step()
+                    grads[0].mul_(keep_flat)
+                optimizer.step(grads)
                 if keep_flat is not None:
                     with torch.no_grad():
                         net.flat_params.mul_(keep_flat)
