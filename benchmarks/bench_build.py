@@ -68,6 +68,7 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(trainer, jobs, data, device: torch.device):
+    list(trainer.run(jobs[:2], data))  # warm-up
     _sync(device)
     start = time.perf_counter()
     results = list(trainer.run(jobs, data))
@@ -112,16 +113,17 @@ def main() -> None:
     print(f"{spec.name}: {spec.architecture}, batch {spec.batch_size}, {len(data.train_x)} train / "
           f"{len(data.test_x)} test samples, 1 epoch per stage, device {device}, torch threads "
           f"{torch.get_num_threads()}")
-    print(f"{'stage':8} {'reference':>14} {'engine':>14} {'ratio':>7} {'engine GFLOP/s':>15} {'matmul':>8} {'%':>5}")
+    print(f"{'stage':8} {'reference':>14} {'engine':>14} {'ratio':>7} {'GFLOP/s ref':>12} {'engine':>7} "
+          f"{'matmul':>7} {'engine %':>8}")
     for kind in args.stages.split(","):
         _, t_ref = timed(ReferenceTrainer(args.device), jobs[kind][: args.reference_models], data, device)
         _, t_eng = timed(PopulationEngine(args.device), jobs[kind], data, device)
         peak = matmul_gflops(device)
         ref_rate, eng_rate = args.reference_models / t_ref, args.models / t_eng
-        gflops = flops_per_model_epoch(kind, spec.architecture, data.channels, len(data.train_x),
-                                       len(data.test_x)) * eng_rate / 1e9
+        flops = flops_per_model_epoch(kind, spec.architecture, data.channels, len(data.train_x), len(data.test_x))
         print(f"{kind:8} {ref_rate:9.2f} me/s {eng_rate:9.2f} me/s {eng_rate / ref_rate:6.1f}x "
-              f"{gflops:15.2f} {peak:8.1f} {100 * gflops / peak:4.1f}%")
+              f"{flops * ref_rate / 1e9:12.2f} {flops * eng_rate / 1e9:7.2f} {peak:7.1f} "
+              f"{100 * flops * eng_rate / 1e9 / peak:7.1f}%")
 
 
 if __name__ == "__main__":
