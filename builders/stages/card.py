@@ -7,6 +7,7 @@ from the stored states, so the card never disagrees with the data.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from string import Template
 
@@ -20,7 +21,7 @@ from zoo_dataset.store.tables import SPLITS
 from ..context import BuildContext
 from .base import StageReport
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "dataset_cards" / "template.md"
+TEMPLATE = files("dataset_cards") / "template.md"  # package data: found in wheels and editable installs
 CARD = "README.md"
 LICENSE = "cc-by-4.0"  # the license of the original model zoos these twins derive from
 SIZE_BOUNDS = (
