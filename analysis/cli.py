@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from loaders.resolve import open_store
-from zoo_dataset.cli_support import one_line_errors
+from zoo_dataset.cli_support import Command, one_line_errors
 
 from .report import build_report, summary, write_report
 from .tables import DEFAULT_SPARSITY
@@ -15,7 +15,7 @@ from .tables import DEFAULT_SPARSITY
 DEFAULT_ROOT = Path("stores")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--zoo", required=True, help="Zoo name (a store under ROOT) or a store directory.")
 @click.option(
     "--root",

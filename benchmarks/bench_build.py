@@ -92,7 +92,8 @@ def stage_jobs(spec, n_models: int, channels: int, data, device: str) -> dict[st
             mask=global_magnitude_mask(starts[job.key.model_id].weights[-1], layout, MP_LEVEL) if kind == "masked"
             else None,
             reference_predictions=starts[job.key.model_id].test_predictions,
-            options={"threshold": spec.vd.threshold, "kl_warmup_epochs": spec.vd.kl_warmup_epochs} if kind == "vd"
+            options={"threshold": spec.vd.threshold, "kl_warmup_epochs": spec.vd.kl_warmup_epochs,
+                     "kl_objective": spec.vd.kl_objective} if kind == "vd"
             else {},
         ) for job in original]
     return {"plain": original, **twins}

@@ -6,10 +6,10 @@ import time
 
 import click
 
-from zoo_dataset.cli_support import one_line_errors
+from zoo_dataset.cli_support import Command, one_line_errors
 from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
-from zoo_dataset.specs import get_spec, registry
+from zoo_dataset.specs import VD_KL_OBJECTIVES, get_spec, registry
 from zoo_dataset.store import ZooStore
 
 from .build import DEFAULT_ROOT, build_zoo
@@ -65,7 +65,7 @@ def summary(store: ZooStore, seconds: float) -> None:
             )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--zoo", help="Zoo name (see --list).")
 @click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
 @click.option("--stages", default=",".join(STAGES), show_default=True, help="Comma-separated stages to run.")
@@ -76,6 +76,8 @@ def summary(store: ZooStore, seconds: float) -> None:
 @click.option("--mp-epochs", type=int, help="Override MP fine-tuning epochs.")
 @click.option("--mp-levels", help="Override MP sparsity levels, e.g. 0.5,0.9 or 50,90.")
 @click.option("--vd-epochs", type=int, help="Override VD training epochs.")
+@click.option("--vd-kl", type=click.Choice(VD_KL_OBJECTIVES),
+              help="VD KL weighting: elbo (KL / N_train, the default) or original (the original zoos' code's ramp).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
               help="smoke: 4 models, 2 epochs, a quick end-to-end check.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
@@ -89,7 +91,7 @@ def summary(store: ZooStore, seconds: float) -> None:
               help="local: this process; ray: model batches as Ray tasks (pip install 'zoo-twins[ray]').")
 @click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, preset, device, data_dir,
+def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device, data_dir,
          resume, from_original, engine, executor, address, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     with one_line_errors(ValueError):
@@ -100,7 +102,7 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
             raise click.UsageError("--zoo NAME is required (or --list)")
         overrides = dict(PRESETS[preset])
         overrides.update({k: v for k, v in {
-            "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs,
+            "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs, "vd_kl_objective": vd_kl,
             "model_subset": parse_models(models) if models else None,
             "mp_levels": [float(x) for x in mp_levels.split(",")] if mp_levels else None,
         }.items() if v is not None})

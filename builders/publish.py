@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from loaders.cache import check_known, zoo_dir
-from zoo_dataset.cli_support import one_line_errors
+from zoo_dataset.cli_support import Command, one_line_errors
 from zoo_dataset.errors import StoreError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path, atomic_write_text
@@ -64,7 +64,7 @@ def publish_hub(store: ZooStore, repo_id: str, private: bool = False) -> str:
     return str(getattr(commit, "commit_url", commit))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--zoo", required=True, help="Zoo name under --root, or the path of a store.")
 @click.option(
     "--root",

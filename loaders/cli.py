@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from zoo_dataset.cli_support import one_line_errors
+from zoo_dataset.cli_support import Command, one_line_errors
 from zoo_dataset.store import ZooStore
 
 from .cache import cache_dir
 from .download import download_zoo
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--zoo", required=True, help="Zoo name, e.g. digits_seed.")
 @click.option(
     "--source",

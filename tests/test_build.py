@@ -85,6 +85,8 @@ def test_killed_build_resumes_to_the_same_store(tmp_path, small_spec):
         (["--zoo", "digits_seed", "--mp-levels", "0,50"], "out of range"),
         (["--zoo", "digits_seed", "--models", "0-x"], "--models"),
         (["--zoo", "digits_seed", "--stages", "original,bogus"], "unknown stage"),
+        (["--zoo", "digits_seed", "--vd-kl", "elbow"], "'elbow' is not one of 'elbo', 'original'"),
+        (["--zoo", "digits_seed", "--bogus"], "No such option '--bogus'"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args, message, tmp_path):

@@ -12,6 +12,7 @@ import torch
 from builders.build import build_zoo
 from zoo_dataset.architectures import build_model, initialize
 from zoo_dataset.data import load_dataset
+from zoo_dataset.errors import StoreError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.metrics import evaluate
 from zoo_dataset.sparsify.variational import (
@@ -82,6 +83,28 @@ def test_kl_matches_the_formula(rng):
         for _, v in net.vd_layers()
     )
     assert float(net.kl().detach()) == pytest.approx(total, rel=1e-5)
+
+
+@pytest.mark.parametrize(("objective", "warmup", "epoch", "n_train", "factor"), [
+    ("elbo", 0, 1, 500, 1 / 500),          # the negative ELBO per sample
+    ("elbo", 4, 1, 500, 0.25 / 500),       # linear warm-up
+    ("elbo", 4, 9, 500, 1 / 500),
+    ("original", 4, 1, 500, 0.0),          # the original code's ramp starts at 0 and ignores N and warm-up
+    ("original", 0, 25, 500, 0.01 * 24 / 25),
+])
+def test_kl_factor_follows_the_chosen_objective(objective, warmup, epoch, n_train, factor, rng):
+    net = to_variational(build_model("cnn_s", 1, "tanh"), kl_warmup_epochs=warmup, kl_objective=objective)
+    assert net.kl_factor(epoch, n_train) == pytest.approx(factor)
+    x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    net.eval()  # deterministic forward: the objective is exactly CE + factor * KL
+    logits = net(x)
+    expected = torch.nn.functional.cross_entropy(logits, y) + factor * net.kl()
+    assert float(net.objective(logits, y, n_train, epoch)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_unknown_kl_objective_is_refused():
+    with pytest.raises(ValueError, match="unknown VD KL objective 'elbow'"):
+        to_variational(build_model("cnn_s", 1, "tanh"), kl_objective="elbow")
 
 
 def test_kl_falls_as_alpha_grows_and_stays_positive():
@@ -322,3 +345,18 @@ def test_recorded_accuracy_is_that_of_the_pruned_model_the_store_returns(vd_stor
         assert acc == pytest.approx(recorded.test_acc, abs=1e-6)
         zeros = sum(int((getattr(net, layer).weight == 0).sum()) for layer in vd_store.layout.layers)
         assert zeros / vd_store.layout.num_weights == pytest.approx(recorded.sparsity, abs=1e-6)
+
+
+def test_original_kl_objective_is_recorded_and_its_first_epoch_has_no_kl(tmp_path, vd_spec, vd_store, original_only):
+    """kl_objective="original" ramps the KL from 0: epoch 1 is cross-entropy alone, so the noise
+    only pushes log_alpha down and sparsity does not rise as it does under the ELBO."""
+    spec = vd_spec.with_overrides(vd_kl_objective="original")
+    with pytest.raises(StoreError, match="different settings"):  # a store keeps one objective
+        build_zoo(spec, original_only, stages=["vd"], progress=False)
+    store, _ = build_zoo(spec, tmp_path, stages=["original", "vd"], progress=False)
+    assert store.manifest.zoo_spec.vd.kl_objective == "original"
+    ramped = store.states("vd").set_index(["model_id", "epoch"]).sparsity
+    elbo = vd_store.states("vd").set_index(["model_id", "epoch"]).sparsity
+    for model_id in (0, 1):
+        assert ramped[model_id, 1] <= ramped[model_id, 0] + 1e-3
+        assert elbo[model_id, 1] > ramped[model_id, 1] + 0.05

@@ -24,6 +24,7 @@ ACTIVATIONS = ("tanh", "sigmoid", "relu", "gelu")
 OPTIMIZERS = ("adam", "sgd")
 INITS = ("uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")
 VARIANTS = ("seed", "fixed", "random")
+VD_KL_OBJECTIVES = ("elbo", "original")  # how VD weighs the KL: sparsify.variational.VariationalNet.kl_factor
 ARCHITECTURES = ("cnn_s", "cnn_l")
 
 
@@ -78,6 +79,7 @@ class VDSpec:
     lr: float | str
     kl_warmup_epochs: int = 0
     threshold: float = 3.0
+    kl_objective: str = "elbo"  # or "original": the original zoos' KL ramp (see VariationalNet.kl_factor)
 
     def lr_for(self, config: ModelConfig) -> float:
         return config.lr if self.lr == "original" else float(self.lr)
@@ -218,7 +220,8 @@ def _build(name: str, raw: dict[str, Any], defaults: dict[str, Any]) -> ZooSpec:
         mp=MPSpec(levels=_check_levels(mp_raw["levels"]), epochs=int(mp_raw["epochs"]), lr=mp_raw["lr"],
                   in_paper=bool(mp_raw.get("in_paper", True))),
         vd=VDSpec(epochs=int(vd_raw["epochs"]), lr=vd_raw["lr"],
-                  kl_warmup_epochs=int(vd_raw.get("kl_warmup_epochs", 0)), threshold=float(vd_raw["threshold"])),
+                  kl_warmup_epochs=int(vd_raw.get("kl_warmup_epochs", 0)), threshold=float(vd_raw["threshold"]),
+                  kl_objective=str(vd_raw.get("kl_objective", "elbo"))),
         models_per_shard=int(pick("models_per_shard")),
         model_split=tuple(pick("model_split")),
         split_seed=int(pick("split_seed")),
@@ -239,6 +242,8 @@ def _validate(spec: ZooSpec) -> None:
         problems.append(f"variant {spec.variant!r}")
     if spec.architecture not in ARCHITECTURES:
         problems.append(f"architecture {spec.architecture!r}")
+    if spec.vd.kl_objective not in VD_KL_OBJECTIVES:
+        problems.append(f"vd.kl_objective {spec.vd.kl_objective!r}")
     if problems:
         raise ZooSpecError(f"zoo {spec.name}: unknown {', '.join(problems)}")
 

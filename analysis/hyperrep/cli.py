@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from zoo_dataset.cli_support import one_line_errors
+from zoo_dataset.cli_support import Group, one_line_errors
 from zoo_dataset.errors import StoreError
 
 from .data import HELD_OUT, load_samples
@@ -43,7 +43,7 @@ def evaluate(trained: Trained, zoo: str, root: str) -> str:
     return "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Hyper-representations of VD twins: train an autoencoder, then probe its embeddings."""
 

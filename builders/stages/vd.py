@@ -1,7 +1,7 @@
 """The VD population: each original's last state, trained with sparse variational dropout.
 
 Epoch 0 is the converted original before any VD step; the twin keeps the original's model id,
-optimizer and weight decay, and uses the spec's VD learning rate, epochs and KL warm-up.
+optimizer and weight decay, and uses the spec's VD learning rate, epochs and KL weighting.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class VDStage(TrainingStage):
         configs = {m.model_id: m for m in ctx.spec.models()}
         starts = ctx.original_final_states([k.model_id for k in keys])
         vd = ctx.spec.vd
-        options = {"threshold": vd.threshold, "kl_warmup_epochs": vd.kl_warmup_epochs}
+        options = {"threshold": vd.threshold, "kl_warmup_epochs": vd.kl_warmup_epochs, "kl_objective": vd.kl_objective}
         return [
             TrainJob(key=k, config=configs[k.model_id], architecture=ctx.spec.architecture, kind="vd",
                      epochs=vd.epochs, lr=vd.lr_for(configs[k.model_id]), batch_size=ctx.spec.batch_size,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layout import ParameterLayout
+from ..specs import VD_KL_OBJECTIVES
 
 LOG_SIGMA2_INIT = -10.0  # as the reference implementations (pytorch_ard, the original zoos' code)
 LOG_ALPHA_MIN, LOG_ALPHA_MAX = -10.0, 10.0  # one clip range for conv and linear layers
@@ -28,6 +29,7 @@ BIAS_LOG_ALPHA = LOG_ALPHA_MIN  # what the flat log_alpha vector holds at bias p
 DEFAULT_THRESHOLD = 3.0  # drop a weight where log_alpha >= 3
 THETA_EPS = 1e-8  # keeps log(theta^2) finite at theta = 0
 VAR_EPS = 1e-8  # keeps sqrt(variance) differentiable where the variance is 0
+ORIGINAL_KL_RAMP = 0.01 / 25  # per epoch: the original zoos' min(1, 0.01 * epoch / 25)
 K1, K2, K3 = 0.63576, 1.87320, 1.48695  # Molchanov et al.'s fit of the negative KL
 
 
@@ -124,12 +126,18 @@ def _vd_copy(layer: nn.Module, threshold: float) -> VDLayer:
 class VariationalNet(nn.Sequential):
     """A zoo CNN whose conv/linear children are VD layers; other children (dropout...) are kept.
 
-    It carries the KL warm-up of its training objective, so a recipe needs nothing else.
+    It carries the KL weighting of its training objective, so a recipe needs nothing else:
+    ``kl_objective`` "elbo" (the negative ELBO per sample, optional linear warm-up) or "original"
+    (the original zoos' code: the summed KL weighted by ``0.01 * (epoch - 1) / 25``, no warm-up).
     """
 
-    def __init__(self, children: OrderedDict[str, nn.Module], kl_warmup_epochs: int = 0):
+    def __init__(self, children: OrderedDict[str, nn.Module], kl_warmup_epochs: int = 0,
+                 kl_objective: str = "elbo"):
         super().__init__(children)
+        if kl_objective not in VD_KL_OBJECTIVES:
+            raise ValueError(f"unknown VD KL objective {kl_objective!r}; choose one of {', '.join(VD_KL_OBJECTIVES)}")
         self.kl_warmup_epochs = kl_warmup_epochs
+        self.kl_objective = kl_objective
 
     def vd_layers(self) -> list[tuple[str, VDLayer]]:
         return [(n, m) for n, m in self.named_children() if isinstance(m, VDConv2d | VDLinear)]
@@ -137,24 +145,32 @@ class VariationalNet(nn.Sequential):
     def kl(self) -> torch.Tensor:
         return sum(layer.kl() for _, layer in self.vd_layers())
 
-    def kl_weight(self, epoch: int) -> float:
-        """Linear warm-up: epoch e (from 1) weighs the KL by min(1, e / warm-up); 1 without warm-up."""
-        return 1.0 if self.kl_warmup_epochs <= 0 else min(1.0, epoch / self.kl_warmup_epochs)
+    def kl_factor(self, epoch: int, n_train: int) -> float:
+        """What the summed KL is multiplied by in the loss of epoch ``epoch`` (counted from 1).
 
-    def elbo_loss(self, logits: torch.Tensor, y: torch.Tensor, n_train: int, epoch: int) -> torch.Tensor:
-        """Negative ELBO per training sample: mean cross-entropy + weighted KL / N_train."""
-        return F.cross_entropy(logits, y) + self.kl_weight(epoch) * self.kl() / n_train
+        "elbo": ``w / N_train`` with the linear warm-up ``w = min(1, epoch / warm-up)`` (1 without).
+        "original": ``min(1, 0.01 * (epoch - 1) / 25)``, the ramp of the original zoos' code (its
+        epochs counted from 0), reaching 0.0096 after 25 epochs.
+        """
+        if self.kl_objective == "original":
+            return min(1.0, ORIGINAL_KL_RAMP * (epoch - 1))
+        warmup = 1.0 if self.kl_warmup_epochs <= 0 else min(1.0, epoch / self.kl_warmup_epochs)
+        return warmup / n_train
+
+    def objective(self, logits: torch.Tensor, y: torch.Tensor, n_train: int, epoch: int) -> torch.Tensor:
+        """The training loss: mean cross-entropy + ``kl_factor`` x summed KL."""
+        return F.cross_entropy(logits, y) + self.kl_factor(epoch, n_train) * self.kl()
 
 
 def to_variational(
-    model: nn.Module, threshold: float = DEFAULT_THRESHOLD, kl_warmup_epochs: int = 0
+    model: nn.Module, threshold: float = DEFAULT_THRESHOLD, kl_warmup_epochs: int = 0, kl_objective: str = "elbo"
 ) -> VariationalNet:
     """A VD copy of a plain ``nn.Sequential`` CNN: same weights and biases, ``log_sigma2`` at -10."""
     children = OrderedDict(
         (name, _vd_copy(child, threshold) if isinstance(child, PLAIN_LAYERS) else copy.deepcopy(child))
         for name, child in model.named_children()
     )
-    vd = VariationalNet(children, kl_warmup_epochs)
+    vd = VariationalNet(children, kl_warmup_epochs, kl_objective)
     return vd.train(model.training)
 
 

@@ -89,7 +89,7 @@ class PopulationEngine:
                 loss = F.cross_entropy(logits.flatten(0, 1), train_y[idx].flatten(), reduction="none")
                 loss = loss.view(size, -1).mean(dim=1).sum()  # each model's gradient is that of its own mean
                 if net.variational:
-                    loss = loss + models[0].kl_weight(epoch) * net.kl().sum() / len(train_x)
+                    loss = loss + models[0].kl_factor(epoch, len(train_x)) * net.kl().sum()
                 grads = net.gradients(loss)
                 if keep_flat is not None:  # as the masked recipe: no gradient, no weight where pruned
                     grads[0].mul_(keep_flat)

@@ -16,8 +16,9 @@ from .jobs import TrainJob
 class VDRecipe:
     """Converts the job's start state to VD layers and minimises the negative ELBO per sample.
 
-    Job options: ``threshold`` (log_alpha at which a weight is dropped, default 3) and
-    ``kl_warmup_epochs`` (linear KL warm-up, default 0 = full KL from the first epoch).
+    Job options: ``threshold`` (log_alpha at which a weight is dropped, default 3),
+    ``kl_warmup_epochs`` (linear KL warm-up, default 0 = full KL from the first epoch) and
+    ``kl_objective`` ("elbo", default, or "original": see :meth:`VariationalNet.kl_factor`).
     """
 
     def build(self, job: TrainJob, channels: int) -> tuple[nn.Module, torch.Generator]:
@@ -31,11 +32,12 @@ class VDRecipe:
             plain,
             threshold=float(job.options.get("threshold", DEFAULT_THRESHOLD)),
             kl_warmup_epochs=int(job.options.get("kl_warmup_epochs", 0)),
+            kl_objective=str(job.options.get("kl_objective", "elbo")),
         )
         return model, order
 
     def loss(self, model: VariationalNet, logits, y, n_train: int, epoch: int) -> torch.Tensor:
-        return model.elbo_loss(logits, y, n_train, epoch)
+        return model.objective(logits, y, n_train, epoch)
 
     def after_step(self, model, job):
         pass
