@@ -14,7 +14,7 @@ import math
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
@@ -211,7 +211,8 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path) -> IngestReport:
     epochs = max((max(t.checkpoints, default=0) for t in matched.values()), default=0)
     full = spec.with_overrides(model_subset=sorted(matched)) if matched else spec
     layout = layout_for(full)
-    configs = {m.model_id: m for m in full.models()}
+    # a random-seed zoo's published seeds are its own draws, not the spec's: keep the published ones
+    configs = {m.model_id: replace(m, seed=int(matched[m.model_id].factors()["seed"])) for m in full.models()}
     results: dict[int, JobResult] = {}
     for model_id, trial in sorted(matched.items()):
         try:
@@ -223,6 +224,7 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path) -> IngestReport:
                               f"{skipped[0] if skipped else 'no checkpoints'}")
     ingested = spec.with_overrides(model_subset=sorted(results), epochs=epochs)
     writer = StoreWriter.open(root, ingested, layout, resume=True)
+    writer.record_seeds({i: configs[i].seed for i in results})
     population = writer.population(POPULATION, [0.0], epochs, ["weights"])
     for result in results.values():
         if not population.is_done(result.key):

@@ -7,6 +7,7 @@ import shutil
 import stat
 import zipfile
 from collections import OrderedDict
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -29,8 +30,8 @@ def spec():
     return get_spec("digits_seed").with_overrides(mp_epochs=1, mp_levels=(0.5,), vd_epochs=1)
 
 
-def write_trial(zoo, seed, index, checkpoint_hook=None):
-    config = spec().models()[0]
+def write_trial(zoo, seed, index, checkpoint_hook=None, config=None):
+    config = config or spec().models()[0]
     folder = zoo / f"NN_tune_trainable_c0371_{index:05d}_{index}_seed={seed}_2021-07-01_16-59-53"
     folder.mkdir(parents=True)
     params = {"model::type": "CNN", "model::nlin": config.activation, "model::init_type": config.init,
@@ -134,6 +135,25 @@ def test_missing_epoch0_checkpoint_is_replayed_from_the_seed(tmp_path):
     model, _ = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", 3)
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
     assert np.allclose(start, flat)
+
+
+def test_random_seed_zoo_keeps_the_published_seeds(tmp_path):
+    """A random-seed zoo's seeds are the publisher's draws: the models table, the configs the twin
+    stages train from and the replayed epoch 0 all use them, not the spec's own draws."""
+    random_spec = get_spec("digits_random")
+    config = random_spec.models()[5]
+    published_seed = 123_457
+    assert config.seed != published_seed
+    write_trial(tmp_path / "zoo", published_seed, 0, config=config,
+                checkpoint_hook=lambda epoch, path: shutil.rmtree(path.parent) if epoch == 0 else None)
+    report = ingest_original(random_spec, tmp_path / "zoo", tmp_path / "stores")
+    store = ZooStore(tmp_path / "stores" / "digits_random")
+    assert report.trials.keys() == {5}
+    assert store.models().set_index("model_id").seed[5] == published_seed
+    assert store.model_config(5) == replace(config, seed=published_seed)
+    model, _ = seeded_model("cnn_s", 1, config.activation, 0.0, config.init, published_seed)
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    np.testing.assert_allclose(store.weights("original", 5, epoch=0), flat)
 
 
 def zip_with(tmp_path, name, symlink=False):

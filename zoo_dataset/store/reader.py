@@ -21,6 +21,7 @@ from ..specs import ModelConfig, ZooSpec
 from .files import sha256_file
 from .layout_on_disk import MODELS_TABLE
 from .manifest import Manifest, PopulationInfo
+from .tables import configs_from_table
 
 CHUNK_CACHE_BYTES = 16 << 20
 
@@ -35,6 +36,7 @@ class ZooStore:
         self.spec: ZooSpec = self.manifest.zoo_spec
         self._handles: dict[str, h5py.File] = {}
         self._pid = os.getpid()
+        self._configs: dict[int, ModelConfig] | None = None
 
     # ------------------------------------------------------------------ tables
     @property
@@ -57,8 +59,17 @@ class ZooStore:
         frames = [pd.read_parquet(self.zoo_dir / s.states_file) for n in names for s in self.population(n).shards]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    def model_configs(self) -> dict[int, ModelConfig]:
+        """Generating factors of the store's models, by model id (from the models table)."""
+        if self._configs is None:
+            self._configs = configs_from_table(self.models())
+        return self._configs
+
     def model_config(self, model_id: int) -> ModelConfig:
-        return self.spec.all_models()[model_id]
+        configs = self.model_configs()
+        if model_id not in configs:
+            raise StoreError(f"model {model_id} is not in {self.zoo_dir} (it has {len(configs)} models)")
+        return configs[model_id]
 
     # ------------------------------------------------------------------ arrays
     def open_shard(self, relative: str) -> h5py.File:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..specs import ZooSpec
+from ..specs import ModelConfig, ZooSpec
 
 SPLITS = ("train", "val", "test")
 
@@ -31,3 +31,14 @@ def models_table(spec: ZooSpec) -> pd.DataFrame:
     splits = model_splits(spec)
     rows = [{**m.to_dict(), "split": splits[m.model_id]} for m in spec.models()]
     return pd.DataFrame(rows)
+
+
+
+def configs_from_table(table: pd.DataFrame) -> dict[int, ModelConfig]:
+    """The models table's rows as :class:`ModelConfig` by model id: what the store says was trained
+    (for an ingested random-seed zoo, the published seeds rather than the spec's draws)."""
+    cast = {"model_id": int, "seed": int, "lr": float, "weight_decay": float, "dropout": float}
+    return {
+        int(row["model_id"]): ModelConfig(**{k: cast.get(k, str)(row[k]) for k in ModelConfig.__dataclass_fields__})
+        for row in table.to_dict("records")
+    }

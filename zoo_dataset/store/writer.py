@@ -72,6 +72,14 @@ class StoreWriter:
         manifest.save(zoo_dir)
         return cls(zoo_dir, manifest, resume)
 
+    def record_seeds(self, seeds: dict[int, int]) -> None:
+        """Replace the models table's seeds of some models (ingest: the seeds a published zoo used)."""
+        path = self.zoo_dir / MODELS_TABLE
+        table = pd.read_parquet(path)
+        table["seed"] = [int(seeds.get(m, s)) for m, s in zip(table.model_id, table.seed, strict=True)]
+        with atomic_path(path) as tmp:
+            table.to_parquet(tmp, index=False)
+
     def population(self, name: str, levels: list[float], epochs: int, arrays: list[str]) -> PopulationWriter:
         info = self.manifest.populations.get(name)
         if info is None:
