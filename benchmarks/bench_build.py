@@ -7,13 +7,21 @@ cost per model does not depend on how many it trains); the engine on the whole s
 
     .venv/bin/python benchmarks/bench_build.py                 # 32 CNN-s models of digits_seed, batch 10
     .venv/bin/python benchmarks/bench_build.py --models 64 --reference-models 4 --device cuda
+    .venv/bin/python benchmarks/bench_build.py --processes 2   # one trainer per core, as --executor ray runs
+
+With ``--processes N`` each trainer runs in N worker processes at once (torch threads split between
+them), each on its share of the models; this is how ``zoo-build --executor ray`` uses a machine's
+cores (one engine per worker), and how the original zoos were trained (one model per CPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from multiprocessing import get_context
 
 import torch
 from torch import nn
@@ -67,13 +75,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(trainer, jobs, data, device: torch.device):
+def timed(trainer, jobs, data, device: torch.device) -> tuple[list, float]:
     list(trainer.run(jobs[:2], data))  # warm-up
     _sync(device)
     start = time.perf_counter()
     results = list(trainer.run(jobs, data))
     _sync(device)
     return results, time.perf_counter() - start
+
+
+TRAINERS = {"reference": ReferenceTrainer, "engine": PopulationEngine}
+
+
+@functools.cache
+def _worker_data(zoo: str):
+    spec = get_spec(zoo)
+    return load_dataset(spec.dataset, INPUT_SIZE[spec.architecture])
+
+
+def _timed_in_worker(trainer: str, device: str, jobs: list[TrainJob], zoo: str, threads: int) -> float:
+    torch.set_num_threads(threads)
+    return timed(TRAINERS[trainer](device), jobs, _worker_data(zoo), torch.device(device))[1]
+
+
+def models_per_second(trainer: str, jobs: list[TrainJob], data, device: str, zoo: str, processes: int) -> float:
+    """Model-epochs/s of ``trainer`` on ``jobs``, in this process or split over ``processes`` workers."""
+    if processes == 1:
+        return len(jobs) / timed(TRAINERS[trainer](device), jobs, data, torch.device(device))[1]
+    threads = max(1, torch.get_num_threads() // processes)
+    shares = [jobs[i::processes] for i in range(processes)]
+    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+        seconds = list(pool.map(_timed_in_worker, [trainer] * processes, [device] * processes, shares,
+                                [zoo] * processes, [threads] * processes))
+    return len(jobs) / max(seconds)  # the workers run side by side; the slowest one decides
 
 
 def stage_jobs(spec, n_models: int, channels: int, data, device: str) -> dict[str, list[TrainJob]]:
@@ -106,6 +140,7 @@ def main() -> None:
     parser.add_argument("--reference-models", type=int, default=2, help="models the reference trains per stage")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--stages", default="plain,masked,vd", help="recipe kinds to time")
+    parser.add_argument("--processes", type=int, default=1, help="worker processes per trainer (one per core)")
     args = parser.parse_args()
     device = torch.device(args.device)
     spec = get_spec(args.zoo)
@@ -113,14 +148,15 @@ def main() -> None:
     jobs = stage_jobs(spec, args.models, data.channels, data, args.device)
     print(f"{spec.name}: {spec.architecture}, batch {spec.batch_size}, {len(data.train_x)} train / "
           f"{len(data.test_x)} test samples, 1 epoch per stage, device {device}, torch threads "
-          f"{torch.get_num_threads()}")
+          f"{torch.get_num_threads()}, {args.processes} process(es) per trainer")
     print(f"{'stage':8} {'reference':>14} {'engine':>14} {'ratio':>7} {'GFLOP/s ref':>12} {'engine':>7} "
           f"{'matmul':>7} {'engine %':>8}")
     for kind in args.stages.split(","):
-        _, t_ref = timed(ReferenceTrainer(args.device), jobs[kind][: args.reference_models], data, device)
-        _, t_eng = timed(PopulationEngine(args.device), jobs[kind], data, device)
+        ref_rate, eng_rate = (
+            models_per_second(trainer, jobs[kind][:n], data, args.device, args.zoo, args.processes)
+            for trainer, n in (("reference", args.reference_models), ("engine", args.models))
+        )
         peak = matmul_gflops(device)
-        ref_rate, eng_rate = args.reference_models / t_ref, args.models / t_eng
         flops = flops_per_model_epoch(kind, spec.architecture, data.channels, len(data.train_x), len(data.test_x))
         print(f"{kind:8} {ref_rate:9.2f} me/s {eng_rate:9.2f} me/s {eng_rate / ref_rate:6.1f}x "
               f"{flops * ref_rate / 1e9:12.2f} {flops * eng_rate / 1e9:7.2f} {peak:7.1f} "
