@@ -1,5 +1,8 @@
 """The Hugging Face route: images in the Hub's parquet layout decode to the same raw arrays."""
 
+import socket
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -43,3 +46,19 @@ def test_offline_cache_miss_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DataUnavailableError, match="expected mnist files") as info:
         read_hub(entry, "expected mnist files")
     assert "\n" not in str(info.value) and "Hugging Face Hub failed" in str(info.value)
+
+
+def test_unreachable_hub_fails_at_once_without_retries(tmp_path, monkeypatch):
+    """Online mode on a machine without network: one line, no datasets retry loop (it takes ~25 s)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with socket.socket() as closed:  # a local port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # reaching datasets.load_dataset would fail the test
+    with pytest.raises(DataUnavailableError, match=f"cannot connect to 127.0.0.1:{port}") as info:
+        read_hub(HubEntry("zoo-twins-tests/not-a-dataset"), "expected mnist files")
+    assert "\n" not in str(info.value) and "expected mnist files" in str(info.value)

@@ -7,8 +7,10 @@ offline, a dataset loads only if it was prepared in that cache before.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -38,6 +40,28 @@ def is_cached(entry: HubEntry) -> bool:
     return folder.is_dir() and any(folder.glob("*/*/*/dataset_info.json"))
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_unreachable_reason(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hub cannot be reached from here (None when it can), found in at most ``timeout`` s.
+
+    ``datasets`` itself retries for ~25 s and logs warnings before giving up on a machine without
+    network; this check lets a missing dataset fail at once, as one line.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"cannot connect to {endpoint.hostname}:{port} ({exc.strerror or type(exc).__name__})"
+    return None
+
+
 def to_nchw(images: np.ndarray, origin: str) -> np.ndarray:
     """Decoded images [N, H, W] or [N, H, W, C] to uint8 [N, C, H, W]."""
     if images.dtype == object or images.ndim not in (3, 4):
@@ -48,6 +72,10 @@ def to_nchw(images: np.ndarray, origin: str) -> np.ndarray:
 
 def read_hub(entry: HubEntry, files_hint: str) -> RawImages:
     """Train and test splits from the Hub (or the HF cache); failures become one DataUnavailableError."""
+    needs_hub = not (is_cached(entry) or Path(entry.repo).is_dir())  # a local folder loads like a repo
+    if needs_hub and (reason := hub_unreachable_reason()):
+        raise DataUnavailableError(f"{files_hint}; loading {entry.repo} from the Hugging Face Hub failed too "
+                                   f"({reason}, and it is not prepared in the HF cache {datasets_cache()})")
     import datasets
 
     try:
