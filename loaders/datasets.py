@@ -36,8 +36,10 @@ class _TwinDatasetBase(Dataset):
         download: bool,
         view: str,
         transform: Callable[[Item], Any] | None,
+        apply_mask: bool,
     ):
         self.store = open_store(zoo, root, download, populations=("original", method))
+        self.apply_mask = apply_mask
         self.index = TwinIndex(self.store, method, level, split)
         self.method = method
         self.view = make_view(view, self.store.layout)
@@ -66,11 +68,11 @@ class _TwinDatasetBase(Dataset):
         return self.index.model_ids
 
     def _twin_arrays(self, model_id: int, level: float, epoch: int | slice) -> dict[str, torch.Tensor]:
-        """Twin weights with pruned entries as exact zeros, plus its mask and (VD) log-alpha."""
+        """Twin weights (pruned entries as exact zeros unless ``apply_mask`` is off), mask, (VD) log-alpha."""
         arrays, row = self._locate(self.method, model_id)
         li = self._level_index[round(level, 6)]
         read = {name: torch.from_numpy(np.asarray(arrays[name][row, li, epoch])) for name in self._arrays}
-        if "masks" in read:
+        if "masks" in read and self.apply_mask:
             read["weights"] = torch.where(read["masks"], read["weights"], torch.zeros(()))
         out = {"twin": self.view(read["weights"])}
         if "masks" in read:
@@ -131,6 +133,10 @@ class ZooTwinDataset(_TwinDatasetBase):
     chosen view (twin weights with pruned entries as zeros), ``mask``, ``log_alpha`` (VD),
     ``original_properties`` / ``twin_properties`` (accuracies, ggap, sparsity per layer,
     agreement...), and ``factors`` (seed, activation, optimizer...).
+
+    ``apply_mask=False`` serves the twin weights as trained instead: for VD the dense mean weights
+    (entries with ``log_alpha >= threshold`` not zeroed), the input of the paper's
+    hyper-representation autoencoder; MP weights are stored pruned, so they are the same either way.
     """
 
     def __init__(
@@ -144,8 +150,9 @@ class ZooTwinDataset(_TwinDatasetBase):
         download: bool = False,
         view: str = "flat",
         transform: Callable[[Item], Any] | None = None,
+        apply_mask: bool = True,
     ):
-        super().__init__(zoo, method, level, split, root, download, view, transform)
+        super().__init__(zoo, method, level, split, root, download, view, transform, apply_mask)
         self.epoch = self.index.resolve_epoch(epoch)
 
     def __getitem__(self, i: int) -> Any:
@@ -160,7 +167,8 @@ class ZooTwinDataset(_TwinDatasetBase):
 
 class ZooTrajectoryDataset(_TwinDatasetBase):
     """One item per twin with every recorded epoch stacked: ``twin`` [E+1, ...], ``mask``,
-    ``log_alpha`` (VD), ``twin_properties`` [E+1] per property, plus the original's final state."""
+    ``log_alpha`` (VD), ``twin_properties`` [E+1] per property, plus the original's final state.
+    ``apply_mask`` as in :class:`ZooTwinDataset`."""
 
     def __init__(
         self,
@@ -172,8 +180,9 @@ class ZooTrajectoryDataset(_TwinDatasetBase):
         download: bool = False,
         view: str = "flat",
         transform: Callable[[Item], Any] | None = None,
+        apply_mask: bool = True,
     ):
-        super().__init__(zoo, method, level, split, root, download, view, transform)
+        super().__init__(zoo, method, level, split, root, download, view, transform, apply_mask)
 
     def __getitem__(self, i: int) -> Any:
         model_id, level = self.index.units[i]

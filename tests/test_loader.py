@@ -122,6 +122,23 @@ def test_trajectory_items_stack_every_epoch(zoo):
     np.testing.assert_array_equal(flat.numpy(), store.array("log_alpha", "vd", model_id, slice(None)))
 
 
+@pytest.mark.parametrize("dataset", [ZooTwinDataset, ZooTrajectoryDataset])
+def test_apply_mask_false_serves_the_dense_vd_weights(zoo, dataset):
+    store = ZooStore(zoo)
+    dense_items = dataset(zoo, method="vd", split=None, apply_mask=False)
+    masked_items = dataset(zoo, method="vd", split=None)
+    epoch = -1 if dataset is ZooTwinDataset else slice(None)
+    dropped = 0
+    for dense, masked in zip(dense_items, masked_items, strict=True):
+        model_id = int(dense["model_id"])
+        stored = store.weights("vd", model_id, epoch)
+        np.testing.assert_array_equal(dense["twin"].numpy(), stored)
+        mask = dense["mask"].numpy()
+        np.testing.assert_array_equal(masked["twin"].numpy(), np.where(mask, stored, 0))
+        dropped += int((~mask & (stored != 0)).sum())
+    assert dropped > 0  # the two really differ: VD drops weights that are not zero
+
+
 def test_dataloader_with_two_workers_matches_single_process(zoo):
     ds = ZooTwinDataset(zoo, method="mp", split=None)
     serial = next(iter(DataLoader(ds, batch_size=len(ds))))

@@ -42,24 +42,17 @@ class TokenSamples:
         )
 
 
-def _with_dense_weights(dataset: ZooTrajectoryDataset, item: dict) -> dict:
-    """Replace the loader's sparsified twin weights (pruned entries zeroed) by the stored dense VD
-    weights: the paper's AE encodes non-sparsified weights and reconstructs weights and alphas; the
-    sparsified twin is the reconstruction where ``log_alpha < t``."""
-    dense = dataset.store.array("weights", dataset.method, int(item["model_id"]), slice(None), float(item["level"]))
-    item["twin"] = dataset.view(torch.from_numpy(np.asarray(dense)))
-    return item
-
-
 def load_samples(zoo: str | Path, root: str | Path | None, splits: tuple[str, ...]) -> TokenSamples:
     """All VD trajectory states of the models in ``splits`` (splits without VD twins are skipped)."""
     datasets = []
     for split in splits:
         try:
-            datasets.append(ZooTrajectoryDataset(zoo, method="vd", split=split, root=root, view="tokens"))
+            # the paper's AE encodes the dense VD weights; the sparsified twin is where log_alpha < t
+            datasets.append(ZooTrajectoryDataset(zoo, method="vd", split=split, root=root, view="tokens",
+                                                 apply_mask=False))
         except StoreError:
             continue  # e.g. a tiny store whose test split is empty
-    items = [_with_dense_weights(ds, ds[i]) for ds in datasets for i in range(len(ds))]
+    items = [ds[i] for ds in datasets for i in range(len(ds))]
     if not items:
         raise StoreError(
             f"no VD twins of {zoo} in splits {', '.join(splits)}; build them with zoo-build --stages vd"
