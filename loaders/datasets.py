@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo_dataset.store.reader import read_unit
+
 from .resolve import open_store
 from .twins import TwinIndex
 from .views import make_view
@@ -71,9 +73,9 @@ class _TwinDatasetBase(Dataset):
         """Twin weights (pruned entries as exact zeros unless ``apply_mask`` is off), mask, (VD) log-alpha."""
         arrays, row = self._locate(self.method, model_id)
         li = self._level_index[round(level, 6)]
-        read = {name: torch.from_numpy(np.asarray(arrays[name][row, li, epoch])) for name in self._arrays}
+        read = {name: torch.from_numpy(read_unit(arrays[name], row, li, epoch)) for name in self._arrays}
         if "masks" in read and self.apply_mask:
-            read["weights"] = torch.where(read["masks"], read["weights"], torch.zeros(()))
+            read["weights"].masked_fill_(~read["masks"], 0.0)
         out = {"twin": self.view(read["weights"])}
         if "masks" in read:
             out["mask"] = self.view(read["masks"])
@@ -108,16 +110,14 @@ class _TwinDatasetBase(Dataset):
         return state
 
     def _props(self, values: np.ndarray) -> dict[str, torch.Tensor]:
-        return {
-            name: torch.from_numpy(values[..., i].copy()) for i, name in enumerate(self.index.property_names)
-        }
+        columns = torch.from_numpy(values.copy()).unbind(-1)  # one tensor per property, one copy in all
+        return dict(zip(self.index.property_names, columns, strict=True))
 
     def _header(self, model_id: int, level: float) -> Item:
-        factors = {k: v.item() if hasattr(v, "item") else v for k, v in self.index.factors[model_id].items()}
         return {
             "model_id": torch.tensor(model_id),
             "level": torch.tensor(level, dtype=torch.float32),
-            "factors": factors,
+            "factors": dict(self.index.factors[model_id]),
             "original_properties": self._props(self.index.properties("original", model_id, 0.0)[-1]),
         }
 

@@ -11,6 +11,7 @@ import pytest
 from zoo_dataset.errors import ChecksumError, StoreError
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.layout_on_disk import unit_path
+from zoo_dataset.store.reader import read_unit
 from zoo_dataset.training import JobResult, UnitKey
 
 
@@ -129,3 +130,16 @@ def test_stale_tmp_files_are_removed_on_resume(original_store, tmp_path, small_s
     stale.write_bytes(b"half")
     StoreWriter.open(tmp_path, small_spec, layout_for(small_spec), resume=True)
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.float32])
+def test_read_unit_equals_h5py_indexing(tmp_path, dtype):
+    """The fast boolean path reads exactly what h5py's own indexing reads, for every epoch form."""
+    rng = np.random.default_rng(0)
+    values = rng.random((3, 2, 6, 17)) > 0.5 if dtype is np.bool_ else rng.random((3, 2, 6, 17), dtype=np.float32)
+    with h5py.File(tmp_path / "unit.h5", "w") as f:
+        ds = f.create_dataset("a", data=values, chunks=(1, 1, 1, 17), compression="gzip", shuffle=True)
+        for epoch in (0, 5, -1, -6, slice(None), slice(1, 5), slice(0, 6, 2), slice(3, 3)):
+            got = read_unit(ds, 2, 1, epoch)
+            assert got.dtype == values.dtype
+            np.testing.assert_array_equal(got, ds[2, 1, epoch])
