@@ -55,9 +55,10 @@ class PopulationEngine:
             if key[0] not in BATCHED_KINDS:
                 yield from ReferenceTrainer(str(self.device)).run(group, data, on_epoch)
                 continue
-            for start in range(0, len(group), self.max_models):
-                yield from self.run_group(group[start : start + self.max_models], data.channels, *tensors,
-                                          on_epoch=on_epoch)
+            # equal chunks of at most max_models: 72 jobs train as 36 + 36, not as 64 + an inefficient 8
+            chunk = -(-len(group) // -(-len(group) // self.max_models))
+            for start in range(0, len(group), chunk):
+                yield from self.run_group(group[start : start + chunk], data.channels, *tensors, on_epoch=on_epoch)
 
     def run_group(
         self, jobs: list[TrainJob], channels: int, train_x, train_y, test_x, test_y,
