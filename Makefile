@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 JOBS ?= 2
+# demo: one engine per core, at most 4 (the embedded zoo has 16 models)
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,7 +26,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/zoo-build --zoo digits_seed --out stores --resume
+	$(VENV)/bin/zoo-build --zoo digits_seed --out stores --resume --workers $(WORKERS)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n $(JOBS) --durations=15

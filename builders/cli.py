@@ -90,9 +90,11 @@ def summary(store: ZooStore, seconds: float) -> None:
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="local: this process; ray: model batches as Ray tasks (pip install 'zoo-twins[ray]').")
 @click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Local executor: train in this many processes, one engine each (e.g. one per core).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device, data_dir,
-         resume, from_original, engine, executor, address, quiet):
+         resume, from_original, engine, executor, address, workers, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     with one_line_errors(ValueError):
         if show_list:
@@ -112,7 +114,7 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
             spec, resume = ingest_original(spec, from_original, out).spec, True
         store, _ = build_zoo(spec, out, stages=[s.strip() for s in stages.split(",") if s.strip()], resume=resume,
                              device=device, data_dir=data_dir, progress=not quiet,
-                             trainer=make_trainer(executor, engine, device, address))
+                             trainer=make_trainer(executor, engine, device, address, workers=workers))
         summary(store, time.time() - started)
 
 

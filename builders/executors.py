@@ -1,7 +1,7 @@
 """Executors: where a stage's training jobs run. Each one is a :class:`Trainer`, so stages stay as is.
 
 - local: the chosen engine in this process (the population engine by default, or the per-model
-  reference).
+  reference); with ``workers > 1``, in that many local processes, one engine each.
 - ray: the jobs are split into batches of models, each batch trains as one Ray task (one engine
   per worker) and its results come back to the driver, which stages each unit as it arrives.
   Staging on the driver keeps workers free of any shared-filesystem assumption; a killed task is
@@ -11,11 +11,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import torch
+import torch.multiprocessing
 
 from zoo_dataset.data import ImageData
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.training import JobResult, ReferenceTrainer, Trainer, TrainJob
-from zoo_dataset.training.engine import PopulationEngine
+from zoo_dataset.training.engine import PopulationEngine, group_key
 from zoo_dataset.training.jobs import EpochCallback
 
 ENGINES: dict[str, Callable[[str], Trainer]] = {"population": PopulationEngine, "reference": ReferenceTrainer}
@@ -30,18 +34,65 @@ def make_engine(engine: str, device: str = "cpu") -> Trainer:
 
 
 def make_trainer(executor: str = "local", engine: str = "population", device: str = "cpu",
-                 address: str | None = None, models_per_task: int | None = None) -> Trainer:
-    """The trainer a build uses: ``engine`` run locally, or spread over a Ray cluster."""
+                 address: str | None = None, models_per_task: int | None = None, workers: int = 1) -> Trainer:
+    """The trainer a build uses: ``engine`` run locally (in ``workers`` processes), or over a Ray cluster."""
+    if workers < 1:
+        raise ZooSpecError(f"--workers must be at least 1, got {workers}")
+    if executor != "local" and workers != 1:
+        raise ZooSpecError("--workers is for the local executor; Ray sizes its workers from the cluster")
     if executor == "local":
-        return make_engine(engine, device)
+        return ProcessTrainer(engine, device, workers) if workers > 1 else make_engine(engine, device)
     if executor == "ray":
         return RayTrainer(engine, device, address, models_per_task)
     raise ZooSpecError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
 def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData) -> list[JobResult]:
-    """What one Ray task does: train a batch of jobs with a fresh engine."""
+    """What one Ray task or worker process does: train a batch of jobs with a fresh engine."""
     return list(make_engine(engine, device).run(jobs, data))
+
+
+def _use_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+class ProcessTrainer:
+    """Trains each batch of jobs split over ``workers`` local processes, one engine each.
+
+    Tiny CNNs scale poorly over threads, so one engine per core beats one engine with every
+    thread (docs/performance.md); this is the Ray executor's layout without Ray. Jobs are sorted
+    as the engine groups them and dealt out in equal contiguous shares, so a worker's groups are
+    those a single engine with ``max_models`` = the share would form. The data reaches the workers
+    through shared memory (torch.multiprocessing); results come back as each share finishes and
+    are staged by this process.
+    """
+
+    def __init__(self, engine: str = "population", device: str = "cpu", workers: int = 2):
+        make_engine(engine, device)  # fail early on a bad engine name
+        self.engine, self.device, self.workers = engine, device, workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:  # started once, on first use: each worker imports torch (seconds)
+            threads = max(1, torch.get_num_threads() // self.workers)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=torch.multiprocessing.get_context("spawn"),
+                                             initializer=_use_threads, initargs=(threads,))
+        return self._pool
+
+    def run(
+        self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
+    ) -> Iterator[JobResult]:
+        """Yield results share by share; epochs run in the workers, so ``on_epoch`` is not called."""
+        jobs = sorted(jobs, key=group_key)
+        share = -(-len(jobs) // self.workers) if jobs else 1
+        futures = [self._executor().submit(_train_batch, self.engine, self.device, jobs[i : i + share], data)
+                   for i in range(0, len(jobs), share)]
+        try:
+            for future in as_completed(futures):
+                yield from future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 class RayTrainer:

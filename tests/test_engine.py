@@ -151,7 +151,8 @@ def test_kinds_without_batched_form_fall_back_to_reference(data, monkeypatch):
 def test_groups_split_into_equal_chunks(data, monkeypatch):
     """6 jobs with room for 4 per computation train as 3 + 3, not 4 + 2 (small groups waste the batching)."""
     sizes = []
-    monkeypatch.setattr(PopulationEngine, "run_group", lambda self, jobs, *args, **kwargs: sizes.append(len(jobs)) or [])
+    monkeypatch.setattr(PopulationEngine, "run_group",
+                        lambda self, jobs, *args, **kwargs: sizes.append(len(jobs)) or [])
     cfgs = [replace(configs()[0], model_id=i, seed=i) for i in range(6)]
     list(PopulationEngine(max_models=4).run(plain_jobs(cfgs), data))
     assert sizes == [3, 3]
