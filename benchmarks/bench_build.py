@@ -9,29 +9,27 @@ cost per model does not depend on how many it trains); the engine on the whole s
     .venv/bin/python benchmarks/bench_build.py --models 64 --reference-models 4 --device cuda
     .venv/bin/python benchmarks/bench_build.py --processes 2   # one trainer per core, as --executor ray runs
 
-With ``--processes N`` each trainer runs in N worker processes at once (torch threads split between
-them), each on its share of the models; this is how ``zoo-build --executor ray`` uses a machine's
-cores (one engine per worker), and how the original zoos were trained (one model per CPU).
+With ``--processes N`` each trainer runs as ``zoo-build --workers N`` runs it: in N worker processes
+at once (torch threads split between them), each on its share of the models. That is also how
+``--executor ray`` uses a machine's cores, and how the original zoos were trained (one model per CPU).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from multiprocessing import get_context
 
 import torch
 from torch import nn
 
+from builders.executors import make_trainer
 from zoo_dataset.architectures import INPUT_SIZE, build_model
 from zoo_dataset.data import load_dataset
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask
 from zoo_dataset.specs import get_spec
-from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
+from zoo_dataset.training import TrainJob, UnitKey
 from zoo_dataset.training.engine import PopulationEngine
 
 MP_LEVEL = 0.5
@@ -76,7 +74,7 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(trainer, jobs, data, device: torch.device) -> tuple[list, float]:
-    list(trainer.run(jobs[:2], data))  # warm-up
+    list(trainer.run(jobs[: max(2, getattr(trainer, "workers", 1))], data))  # warm-up (every worker)
     _sync(device)
     start = time.perf_counter()
     results = list(trainer.run(jobs, data))
@@ -84,30 +82,19 @@ def timed(trainer, jobs, data, device: torch.device) -> tuple[list, float]:
     return results, time.perf_counter() - start
 
 
-TRAINERS = {"reference": ReferenceTrainer, "engine": PopulationEngine}
+def make(trainer: str, device: str, processes: int):
+    """The trainer as zoo-build runs it: in this process, or in ``processes`` workers (--workers)."""
+    engine = {"reference": "reference", "engine": "population"}[trainer]
+    return make_trainer("local", engine, device, workers=processes)
 
 
-@functools.cache
-def _worker_data(zoo: str):
-    spec = get_spec(zoo)
-    return load_dataset(spec.dataset, INPUT_SIZE[spec.architecture])
-
-
-def _timed_in_worker(trainer: str, device: str, jobs: list[TrainJob], zoo: str, threads: int) -> float:
-    torch.set_num_threads(threads)
-    return timed(TRAINERS[trainer](device), jobs, _worker_data(zoo), torch.device(device))[1]
-
-
-def models_per_second(trainer: str, jobs: list[TrainJob], data, device: str, zoo: str, processes: int) -> float:
-    """Model-epochs/s of ``trainer`` on ``jobs``, in this process or split over ``processes`` workers."""
-    if processes == 1:
-        return len(jobs) / timed(TRAINERS[trainer](device), jobs, data, torch.device(device))[1]
-    threads = max(1, torch.get_num_threads() // processes)
-    shares = [jobs[i::processes] for i in range(processes)]
-    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        seconds = list(pool.map(_timed_in_worker, [trainer] * processes, [device] * processes, shares,
-                                [zoo] * processes, [threads] * processes))
-    return len(jobs) / max(seconds)  # the workers run side by side; the slowest one decides
+def models_per_second(trainer: str, jobs: list[TrainJob], data, device: str, processes: int) -> float:
+    """Model-epochs/s of ``trainer`` on ``jobs`` (the warm-up also starts the worker processes)."""
+    runner = make(trainer, device, processes)
+    seconds = timed(runner, jobs, data, torch.device(device))[1]
+    if hasattr(runner, "close"):  # stopped workers, so they cannot slow the next measurement
+        runner.close()
+    return len(jobs) / seconds
 
 
 def stage_jobs(spec, n_models: int, channels: int, data, device: str) -> dict[str, list[TrainJob]]:
@@ -153,7 +140,7 @@ def main() -> None:
           f"{'matmul':>7} {'engine %':>8}")
     for kind in args.stages.split(","):
         ref_rate, eng_rate = (
-            models_per_second(trainer, jobs[kind][:n], data, args.device, args.zoo, args.processes)
+            models_per_second(trainer, jobs[kind][:n], data, args.device, args.processes)
             for trainer, n in (("reference", args.reference_models), ("engine", args.models))
         )
         peak = matmul_gflops(device)

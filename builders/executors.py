@@ -79,6 +79,12 @@ class ProcessTrainer:
                                              initializer=_use_threads, initargs=(threads,))
         return self._pool
 
+    def close(self) -> None:
+        """Stop the worker processes and wait for them (they also stop when the interpreter exits)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
     def run(
         self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
     ) -> Iterator[JobResult]:

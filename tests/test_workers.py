@@ -21,7 +21,11 @@ def test_two_worker_build_equals_a_local_build_with_the_same_groups(tmp_path):
     the same store bit for bit (a grouped convolution's rounding depends on the group size)."""
     spec = get_spec("digits_seed").with_overrides(**SPEC)
     local, _ = build_zoo(spec, tmp_path / "local", progress=False, trainer=PopulationEngine(max_models=2))
-    pooled, _ = build_zoo(spec, tmp_path / "pooled", progress=False, trainer=ProcessTrainer(workers=2))
+    trainer = ProcessTrainer(workers=2)
+    try:
+        pooled, _ = build_zoo(spec, tmp_path / "pooled", progress=False, trainer=trainer)
+    finally:
+        trainer.close()
     assert pooled.populations == local.populations == ["original", "mp", "vd"]
     for population in local.populations:
         for model_id in range(3):
