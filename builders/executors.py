@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 import torch
 import torch.multiprocessing
@@ -25,6 +25,7 @@ from zoo_dataset.training.jobs import EpochCallback
 ENGINES: dict[str, Callable[[str], Trainer]] = {"population": PopulationEngine, "reference": ReferenceTrainer}
 EXECUTORS = ("local", "ray")
 RAY_TASK_RETRIES = 3
+PROGRESS_POLL_S = 1.0  # how often the driver relays the workers' epoch progress
 
 
 def make_engine(engine: str, device: str = "cpu") -> Trainer:
@@ -48,12 +49,25 @@ def make_trainer(executor: str = "local", engine: str = "population", device: st
 
 
 def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData) -> list[JobResult]:
-    """What one Ray task or worker process does: train a batch of jobs with a fresh engine."""
+    """What one Ray task does: train a batch of jobs with a fresh engine."""
     return list(make_engine(engine, device).run(jobs, data))
 
 
-def _use_threads(threads: int) -> None:
+_progress_queue = None  # in a worker process: where epoch progress goes to the driver
+
+
+def _start_worker(threads: int, progress) -> None:
+    global _progress_queue
     torch.set_num_threads(threads)
+    _progress_queue = progress
+
+
+def _train_share(engine: str, device: str, jobs: list[TrainJob], data: ImageData) -> list[JobResult]:
+    """What one worker process does: train its share, reporting each finished epoch to the driver."""
+    def report(epoch: int, epochs: int, models: int) -> None:
+        _progress_queue.put((epoch, epochs, models))
+
+    return list(make_engine(engine, device).run(jobs, data, on_epoch=report))
 
 
 class ProcessTrainer:
@@ -64,19 +78,24 @@ class ProcessTrainer:
     as the engine groups them and dealt out in equal contiguous shares, so a worker's groups are
     those a single engine with ``max_models`` = the share would form. The data reaches the workers
     through shared memory (torch.multiprocessing); results come back as each share finishes and
-    are staged by this process.
+    are staged by this process, and the workers' finished epochs reach ``on_epoch`` meanwhile.
+    Workers are spawned, so a script that uses this trainer must start under
+    ``if __name__ == "__main__":`` (the ``zoo-build`` command does).
     """
 
     def __init__(self, engine: str = "population", device: str = "cpu", workers: int = 2):
         make_engine(engine, device)  # fail early on a bad engine name
         self.engine, self.device, self.workers = engine, device, workers
         self._pool: ProcessPoolExecutor | None = None
+        self._progress = None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:  # started once, on first use: each worker imports torch (seconds)
+            context = torch.multiprocessing.get_context("spawn")
             threads = max(1, torch.get_num_threads() // self.workers)
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=torch.multiprocessing.get_context("spawn"),
-                                             initializer=_use_threads, initargs=(threads,))
+            self._progress = context.SimpleQueue()
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
+                                             initargs=(threads, self._progress))
         return self._pool
 
     def close(self) -> None:
@@ -88,17 +107,26 @@ class ProcessTrainer:
     def run(
         self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
     ) -> Iterator[JobResult]:
-        """Yield results share by share; epochs run in the workers, so ``on_epoch`` is not called."""
+        """Yield results share by share; ``on_epoch`` hears every epoch a worker finishes."""
         jobs = sorted(jobs, key=group_key)
         share = -(-len(jobs) // self.workers) if jobs else 1
-        futures = [self._executor().submit(_train_batch, self.engine, self.device, jobs[i : i + share], data)
-                   for i in range(0, len(jobs), share)]
+        pending = {self._executor().submit(_train_share, self.engine, self.device, jobs[i : i + share], data)
+                   for i in range(0, len(jobs), share)}
         try:
-            for future in as_completed(futures):
-                yield from future.result()
+            while pending:
+                done, pending = wait(pending, timeout=PROGRESS_POLL_S, return_when=FIRST_COMPLETED)
+                self._relay_progress(on_epoch)
+                for future in done:
+                    yield from future.result()
         finally:
-            for future in futures:
+            for future in pending:
                 future.cancel()
+
+    def _relay_progress(self, on_epoch: EpochCallback | None) -> None:
+        while not self._progress.empty():
+            update = self._progress.get()
+            if on_epoch:
+                on_epoch(*update)
 
 
 class RayTrainer:

@@ -9,8 +9,10 @@ from click.testing import CliRunner
 from builders.build import build_zoo
 from builders.cli import main
 from builders.executors import ProcessTrainer, make_trainer
+from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.specs import get_spec
+from zoo_dataset.training import TrainJob, UnitKey
 from zoo_dataset.training.engine import PopulationEngine
 
 SPEC = {"model_subset": range(3), "epochs": 1, "mp_epochs": 1, "mp_levels": (0.5,), "vd_epochs": 1}
@@ -49,3 +51,18 @@ def test_cli_reports_bad_workers_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["--zoo", "digits_seed", "--workers", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert result.output.strip() == "error: --workers must be at least 1, got 0"
+
+
+def test_workers_report_their_epochs():
+    """Progress does not stall while shares train: every epoch a worker finishes reaches on_epoch."""
+    spec = get_spec("digits_seed")
+    jobs = [TrainJob(key=UnitKey(c.model_id), config=c, architecture=spec.architecture, kind="plain", epochs=2,
+                     lr=c.lr, batch_size=spec.batch_size, seed=c.seed) for c in spec.models()[:2]]
+    heard = []
+    trainer = ProcessTrainer(workers=2)
+    try:
+        results = list(trainer.run(jobs, load_dataset("digits", 28), on_epoch=lambda *update: heard.append(update)))
+    finally:
+        trainer.close()
+    assert sorted(r.key.model_id for r in results) == [0, 1]
+    assert sorted(heard) == [(1, 2, 1), (1, 2, 1), (2, 2, 1), (2, 2, 1)]  # (epoch, epochs, models) per worker
