@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 import torch.multiprocessing
 
 from zoo_dataset.data import ImageData
-from zoo_dataset.errors import ZooSpecError
+from zoo_dataset.errors import WorkerError, ZooSpecError
 from zoo_dataset.training import JobResult, ReferenceTrainer, Trainer, TrainJob
 from zoo_dataset.training.engine import PopulationEngine, group_key
 from zoo_dataset.training.jobs import EpochCallback
@@ -118,6 +119,10 @@ class ProcessTrainer:
                 self._relay_progress(on_epoch)
                 for future in done:
                     yield from future.result()
+        except BrokenProcessPool:
+            self._pool = None  # unusable now; the next run starts fresh workers
+            raise WorkerError("a training worker process died (killed, or out of memory?); finished units are "
+                              "kept: run the same zoo-build command with --resume") from None
         finally:
             for future in pending:
                 future.cancel()

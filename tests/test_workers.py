@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -10,7 +13,7 @@ from builders.build import build_zoo
 from builders.cli import main
 from builders.executors import ProcessTrainer, make_trainer
 from zoo_dataset.data import load_dataset
-from zoo_dataset.errors import ZooSpecError
+from zoo_dataset.errors import WorkerError, ZooSpecError
 from zoo_dataset.specs import get_spec
 from zoo_dataset.training import TrainJob, UnitKey
 from zoo_dataset.training.engine import PopulationEngine
@@ -66,3 +69,35 @@ def test_workers_report_their_epochs():
         trainer.close()
     assert sorted(r.key.model_id for r in results) == [0, 1]
     assert sorted(heard) == [(1, 2, 1), (1, 2, 1), (2, 2, 1), (2, 2, 1)]  # (epoch, epochs, models) per worker
+
+
+def test_a_killed_worker_is_one_clear_error_and_resume_finishes_the_build(tmp_path):
+    """SIGKILL of a worker mid-stage: a WorkerError that says how to go on (not a traceback from the
+    pool), and the resumed build completes the store."""
+    spec = get_spec("digits_seed").with_overrides(model_subset=range(4), epochs=3)
+    trainer = ProcessTrainer(workers=2)
+
+    def kill_a_worker(epoch, epochs, models):
+        if epoch == 1 and trainer._pool is not None:
+            victim = next(iter(trainer._pool._processes.values()))
+            os.kill(victim.pid, signal.SIGKILL)
+
+    try:
+        with pytest.raises(WorkerError, match="--resume"):
+            build_zoo(spec, tmp_path, stages=["original"], progress=False,
+                      trainer=_WithEpochHook(trainer.run, kill_a_worker))
+    finally:
+        trainer.close()
+    store, _ = build_zoo(spec, tmp_path, stages=["original"], resume=True, progress=False)
+    assert store.manifest.populations["original"].status == "complete"
+    assert sorted(store.states("original").model_id.unique()) == [0, 1, 2, 3]
+
+
+class _WithEpochHook:
+    """A trainer that calls ``hook`` on every epoch report of ``run``."""
+
+    def __init__(self, run, hook):
+        self.run_inner, self.hook = run, hook
+
+    def run(self, jobs, data, on_epoch=None):
+        return self.run_inner(jobs, data, on_epoch=self.hook)

@@ -28,3 +28,7 @@ class StoreError(ZooError):
 
 class ChecksumError(StoreError):
     """A shard's sha256 does not match the manifest."""
+
+
+class WorkerError(ZooError):
+    """A training worker process died (killed, out of memory); finished units are kept."""
