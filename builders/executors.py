@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -59,6 +60,7 @@ _progress_queue = None  # in a worker process: where epoch progress goes to the 
 
 def _start_worker(threads: int, progress) -> None:
     global _progress_queue
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops the workers
     torch.set_num_threads(threads)
     _progress_queue = progress
 
@@ -120,12 +122,21 @@ class ProcessTrainer:
                 for future in done:
                     yield from future.result()
         except BrokenProcessPool:
-            self._pool = None  # unusable now; the next run starts fresh workers
+            self._stop_workers()  # unusable now; the next run starts fresh workers
             raise WorkerError("a training worker process died (killed, or out of memory?); finished units are "
                               "kept: run the same zoo-build command with --resume") from None
-        finally:
-            for future in pending:
-                future.cancel()
+        except BaseException:  # Ctrl-C, or the caller stopped consuming: nobody will take these results
+            self._stop_workers()
+            raise
+
+    def _stop_workers(self) -> None:
+        """Terminate the workers now, mid-share (a pool shutdown would wait for their shares to end)."""
+        if self._pool is None:
+            return
+        for process in list((self._pool._processes or {}).values()):  # no public API before Python 3.14
+            process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
 
     def _relay_progress(self, on_epoch: EpochCallback | None) -> None:
         while not self._progress.empty():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -101,3 +102,22 @@ class _WithEpochHook:
 
     def run(self, jobs, data, on_epoch=None):
         return self.run_inner(jobs, data, on_epoch=self.hook)
+
+
+def test_abandoned_run_stops_its_workers_at_once():
+    """A caller that stops consuming (an error while staging, Ctrl-C) must not wait for the other
+    shares: the workers are terminated mid-share."""
+    spec = get_spec("digits_seed")
+    configs = spec.models()[:4]
+    jobs = [TrainJob(key=UnitKey(c.model_id), config=c, architecture=spec.architecture, kind="plain",
+                     epochs=1 if c.model_id >= 2 else 30, lr=c.lr, batch_size=spec.batch_size, seed=c.seed)
+            for c in configs]  # the two 1-epoch jobs group together: their share finishes first
+    trainer = ProcessTrainer(workers=2)
+    run = trainer.run(jobs, load_dataset("digits", 28))
+    first = next(run)
+    processes = list(trainer._pool._processes.values())
+    started = time.perf_counter()
+    run.close()
+    assert time.perf_counter() - started < 10  # the 30-epoch share would take about a minute
+    assert first.key.model_id in (2, 3) and trainer._pool is None
+    assert not any(p.is_alive() for p in processes)
