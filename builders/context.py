@@ -37,8 +37,10 @@ class BuildContext:
         """A reader over what the store holds now (re-created so it sees newly packed shards)."""
         return ZooStore(self.store.zoo_dir)
 
+    @cached_property
     def model_configs(self) -> dict[int, ModelConfig]:
-        """Each model's generating factors as the store records them (an ingested zoo's own seeds)."""
+        """Each model's generating factors as the store records them (an ingested zoo's own seeds);
+        read once per build: no stage changes the models table."""
         return configs_from_table(pd.read_parquet(self.store.zoo_dir / MODELS_TABLE))
 
     def original_final_states(self, model_ids: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:

@@ -50,9 +50,6 @@ def make_trainer(executor: str = "local", engine: str = "population", device: st
     raise ZooSpecError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData) -> list[JobResult]:
-    """What one Ray task does: train a batch of jobs with a fresh engine."""
-    return list(make_engine(engine, device).run(jobs, data))
 
 
 _progress_queue = None  # in a worker process: where epoch progress goes to the driver
@@ -65,12 +62,14 @@ def _start_worker(threads: int, progress) -> None:
     _progress_queue = progress
 
 
-def _train_share(engine: str, device: str, jobs: list[TrainJob], data: ImageData) -> list[JobResult]:
-    """What one worker process does: train its share, reporting each finished epoch to the driver."""
+def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData) -> list[JobResult]:
+    """What one worker process or Ray task does: train a batch of jobs with a fresh engine (a worker
+    process also reports each finished epoch to the driver)."""
     def report(epoch: int, epochs: int, models: int) -> None:
         _progress_queue.put((epoch, epochs, models))
 
-    return list(make_engine(engine, device).run(jobs, data, on_epoch=report))
+    on_epoch = report if _progress_queue is not None else None
+    return list(make_engine(engine, device).run(jobs, data, on_epoch=on_epoch))
 
 
 class ProcessTrainer:
@@ -113,7 +112,7 @@ class ProcessTrainer:
         """Yield results share by share; ``on_epoch`` hears every epoch a worker finishes."""
         jobs = sorted(jobs, key=group_key)
         share = -(-len(jobs) // self.workers) if jobs else 1
-        pending = {self._executor().submit(_train_share, self.engine, self.device, jobs[i : i + share], data)
+        pending = {self._executor().submit(_train_batch, self.engine, self.device, jobs[i : i + share], data)
                    for i in range(0, len(jobs), share)}
         try:
             while pending:

@@ -86,9 +86,8 @@ class TwinIndex:
 
     def _factors(self) -> dict[int, dict[str, object]]:
         table = self.store.models().set_index("model_id")
-        # plain Python values (not numpy scalars), so items need no conversion per read
-        return {m: {f: table.at[m, f].item() if hasattr(table.at[m, f], "item") else table.at[m, f] for f in FACTORS}
-                for m in self.model_ids}
+        # to_dict gives plain Python values (not numpy scalars): items need no conversion per read
+        return table.loc[self.model_ids, list(FACTORS)].to_dict("index")
 
     def _load_properties(self) -> tuple[list[str], dict[tuple[str, int, float], np.ndarray]]:
         frames = [self.store.states(p) for p in ("original", self.method)]

@@ -33,7 +33,7 @@ class MPStage(TrainingStage):
         return ctx.spec.mp.epochs
 
     def jobs(self, ctx: BuildContext, keys: list[UnitKey]) -> list[TrainJob]:
-        configs = ctx.model_configs()
+        configs = ctx.model_configs
         starts = ctx.original_final_states(sorted({k.model_id for k in keys}))
         layout = ctx.store.manifest.parameter_layout
         mp = ctx.spec.mp

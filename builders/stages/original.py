@@ -16,7 +16,7 @@ class OriginalStage(TrainingStage):
         return ctx.spec.epochs
 
     def jobs(self, ctx: BuildContext, keys: list[UnitKey]) -> list[TrainJob]:
-        configs = ctx.model_configs()
+        configs = ctx.model_configs
         return [
             TrainJob(key=k, config=configs[k.model_id], architecture=ctx.spec.architecture, kind="plain",
                      epochs=ctx.spec.epochs, lr=configs[k.model_id].lr, batch_size=ctx.spec.batch_size,

@@ -22,7 +22,7 @@ class VDStage(TrainingStage):
         return ctx.spec.vd.epochs
 
     def jobs(self, ctx: BuildContext, keys: list[UnitKey]) -> list[TrainJob]:
-        configs = ctx.model_configs()
+        configs = ctx.model_configs
         starts = ctx.original_final_states([k.model_id for k in keys])
         vd = ctx.spec.vd
         options = {"threshold": vd.threshold, "kl_warmup_epochs": vd.kl_warmup_epochs, "kl_objective": vd.kl_objective}
