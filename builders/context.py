@@ -7,15 +7,12 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from zoo_dataset.architectures import INPUT_SIZE
 from zoo_dataset.data import ImageData, load_dataset
 from zoo_dataset.metrics import evaluate
 from zoo_dataset.specs import ModelConfig, ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
-from zoo_dataset.store.layout_on_disk import MODELS_TABLE
-from zoo_dataset.store.tables import configs_from_table
 from zoo_dataset.training import Trainer
 from zoo_dataset.training.engine import PopulationEngine
 
@@ -41,7 +38,7 @@ class BuildContext:
     def model_configs(self) -> dict[int, ModelConfig]:
         """Each model's generating factors as the store records them (an ingested zoo's own seeds);
         read once per build: no stage changes the models table."""
-        return configs_from_table(pd.read_parquet(self.store.zoo_dir / MODELS_TABLE))
+        return self.reader().model_configs()
 
     def original_final_states(self, model_ids: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Last original state and its test predictions (for agreement) of each model."""

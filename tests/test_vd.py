@@ -97,9 +97,10 @@ def test_kl_factor_follows_the_chosen_objective(objective, warmup, epoch, n_trai
     assert net.kl_factor(epoch, n_train) == pytest.approx(factor)
     x, y = torch.randn(6, 1, 28, 28), torch.randint(0, 10, (6,))
     net.eval()  # deterministic forward: the objective is exactly CE + factor * KL
-    logits = net(x)
-    expected = torch.nn.functional.cross_entropy(logits, y) + factor * net.kl()
-    assert float(net.objective(logits, y, n_train, epoch)) == pytest.approx(float(expected), rel=1e-6)
+    with torch.no_grad():
+        logits = net(x)
+        expected = torch.nn.functional.cross_entropy(logits, y) + factor * net.kl()
+        assert float(net.objective(logits, y, n_train, epoch)) == pytest.approx(float(expected), rel=1e-6)
 
 
 def test_unknown_kl_objective_is_refused():

@@ -74,13 +74,9 @@ class PopulationNet:
 
     def gradients(self, loss: torch.Tensor) -> list[torch.Tensor]:
         """Gradients of ``loss`` laid out like :meth:`parameters`."""
-        groups = [list(self.leaves.values()), list(self.sigma_leaves.values())][: len(self.parameters())]
-        grads = torch.autograd.grad(loss, [leaf for group in groups for leaf in group])
-        flat, start = [], 0
-        for group in groups:
-            flat.append(torch.cat([g.reshape(self.size, -1) for g in grads[start : start + len(group)]], dim=1))
-            start += len(group)
-        return flat
+        groups = [list(self.leaves.values())] + ([list(self.sigma_leaves.values())] if self.variational else [])
+        grads = iter(torch.autograd.grad(loss, [leaf for group in groups for leaf in group]))
+        return [torch.cat([next(grads).reshape(self.size, -1) for _ in group], dim=1) for group in groups]
 
     def param(self, name: str) -> torch.Tensor:
         """One named parameter of all models, [M, *shape], a view of the flat storage."""
