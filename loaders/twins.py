@@ -7,6 +7,7 @@ import pandas as pd
 
 from zoo_dataset.errors import StoreError, ZooSpecError
 from zoo_dataset.methods import twin_methods
+from zoo_dataset.specs import parse_level
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.tables import SPLITS
 
@@ -60,7 +61,7 @@ class TwinIndex:
         levels = self.info.levels
         if level is None:
             return list(levels)
-        level = float(level) / 100 if float(level) > 1 else float(level)
+        level = 0.0 if float(level) == 0 else parse_level(level)  # 0: the one level of twins without levels
         matches = [lv for lv in levels if abs(lv - level) < 1e-6]
         if not matches:
             raise StoreError(f"level {level} not recorded for {self.method} twins (levels: {levels})")

@@ -1,7 +1,7 @@
 """``manifest.json``: the one index of a store, written last and atomically.
 
 It holds the schema version, the zoo spec the store was built from, the parameter layout, the
-model ids, and per population (original, mp, vd) its levels, epochs, status and shard list with
+model ids, and per population (one per method) its levels, epochs, status and shard list with
 sha256 and row counts. Readers trust only what the manifest lists.
 """
 
@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .. import __version__
 from ..errors import StoreError
@@ -43,7 +43,7 @@ class PopulationInfo:
     levels: list[float]
     epochs: int  # recorded states per unit = epochs + 1 (epoch 0 included)
     arrays: list[str]  # datasets in each shard: weights, masks, log_alpha
-    status: str = "partial"  # "partial" | "complete"
+    status: Literal["partial", "complete"] = "partial"  # complete: every shard packed
     shards: list[ShardInfo] = field(default_factory=list)
 
     def shard_for(self, model_id: int) -> tuple[ShardInfo, int]:
@@ -55,6 +55,11 @@ class PopulationInfo:
 
 @dataclass
 class Manifest:
+    """The index of one store: what it is (zoo, spec, layout, models) and which files hold it.
+
+    Readers trust only what it lists; the writer saves it last and atomically after each shard.
+    """
+
     zoo: str
     spec: dict[str, Any]
     layout: list[dict[str, Any]]
