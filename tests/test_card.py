@@ -32,9 +32,8 @@ def test_card_front_matter_and_statistics_come_from_the_store(store, tmp_path):
     path = write_card(store, copy_dir=tmp_path / "cards")
     card = DatasetCard.load(path)
     assert card.data.license and card.data.pretty_name
-    configs = {c["config_name"]: c["data_files"] for c in card.data.configs}
-    assert configs["models"] == "models.parquet"
-    assert {f"states_{p}" for p in store.populations} <= set(configs)
+    configs = {c["config_name"]: c for c in card.data.configs}
+    assert {"models", *(f"states_{p}" for p in store.populations), "pairs_mp", "pairs_vd"} == set(configs)
     states = store.states("vd")
     last = states[states.epoch == states.epoch.max()]
     row = next(line for line in card.text.splitlines() if line.startswith("| vd | - |"))

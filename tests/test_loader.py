@@ -170,16 +170,41 @@ def test_clear_errors(zoo, tmp_path):
         ZooTwinDataset(zoo, method="mp", level=0.3)
 
 
-def test_export_to_hf_datasets(zoo, tmp_path):
-    from loaders.hf_export import to_hf_dataset
+@pytest.mark.parametrize("epoch", [-1, None])
+def test_export_to_hf_datasets_is_typed_and_split_by_model(zoo, tmp_path, epoch):
+    import datasets
 
-    table = to_hf_dataset(zoo, method="vd", split=None, cache_dir=tmp_path)
-    ds = ZooTwinDataset(zoo, method="vd", split=None)
-    assert len(table) == len(ds)
-    row = table[0]
-    assert row["model_id"] == int(ds[0]["model_id"])
-    np.testing.assert_array_equal(np.asarray(row["log_alpha"], dtype=np.float32), ds[0]["log_alpha"].numpy())
-    assert row["twin_test_acc"] == pytest.approx(float(ds[0]["twin_properties"]["test_acc"]))
+    from loaders.hf_export import to_hf_dataset, write_parquet
+
+    table = to_hf_dataset(zoo, method="vd", epoch=epoch, cache_dir=tmp_path / "cache")
+    assert list(table) == ["train", "validation", "test"]
+    store = ZooStore(zoo)
+    n_params, n_states = store.layout.num_params, store.population("vd").epochs + 1
+    features = table["train"].features
+    if epoch is None:
+        assert features["twin"] == datasets.Array2D((n_states, n_params), "float32")
+        assert features["mask"] == datasets.Array2D((n_states, n_params), "bool")
+        assert features["twin_test_acc"] == datasets.List(datasets.Value("float32"), length=n_states)
+    else:
+        assert features["twin"] == datasets.List(datasets.Value("float32"), length=n_params)
+        assert features["twin_test_acc"] == datasets.Value("float32")
+    assert features["original"] == datasets.List(datasets.Value("float32"), length=n_params)
+    assert "original_agreement" not in features
+    for split, hub_split in (("train", "train"), ("val", "validation"), ("test", "test")):
+        make = ZooTwinDataset if epoch is not None else ZooTrajectoryDataset
+        ds = make(zoo, method="vd", split=split)
+        rows = table[hub_split].with_format("numpy")
+        assert [int(m) for m in rows["model_id"]] == [int(item["model_id"]) for item in ds]
+        for row, item in zip(rows, ds, strict=True):
+            for array in ("twin", "mask", "log_alpha", "original"):
+                np.testing.assert_array_equal(row[array], item[array].numpy())
+                assert row[array].dtype == item[array].numpy().dtype
+            np.testing.assert_array_equal(row["twin_test_acc"], item["twin_properties"]["test_acc"].numpy())
+    files = write_parquet(table, tmp_path / "parquet")
+    again = datasets.load_dataset("parquet", data_files={s: str(p) for s, p in files.items()},
+                                  cache_dir=str(tmp_path / "cache2"))
+    assert again["train"].features == features
+    assert again["validation"].num_rows == table["validation"].num_rows
 
 
 def test_datasets_describe_themselves(zoo):

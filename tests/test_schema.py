@@ -1,4 +1,4 @@
-"""Store schema 2: shards that `datasets` reads as they are; schema-1 stores open and migrate losslessly."""
+"""Store schema 1 stores still open, and migrate to schema 2 losslessly (schema 2 itself: test_hub_native)."""
 
 from __future__ import annotations
 
@@ -49,23 +49,6 @@ def all_arrays(store):
         for lv in store.population(p).levels
         for name in store.population(p).arrays
     }
-
-
-def test_every_shard_loads_with_the_datasets_hdf5_builder(zoo, tmp_path):
-    import datasets
-
-    store = ZooStore(zoo)
-    for population in store.populations:
-        for shard in store.population(population).shards:
-            table = datasets.load_dataset("hdf5", data_files=[str(zoo / shard.file)], cache_dir=str(tmp_path))
-            rows = table["train"].with_format("numpy")
-            assert list(rows["model_id"]) == shard.model_ids
-            for row, model_id in enumerate(shard.model_ids):
-                assert table["train"][row]["level"] == store.population(population).levels
-                for name in store.population(population).arrays:
-                    for li, level in enumerate(store.population(population).levels):
-                        np.testing.assert_array_equal(rows[row][name][li],
-                                                      store.array(name, population, model_id, slice(None), level))
 
 
 def test_a_schema_1_store_opens_and_migrates_losslessly(zoo):
