@@ -73,7 +73,8 @@ def test_zoo_publish_uploads_the_listed_files_as_a_dataset_repo(store, monkeypat
     publish.publish_hub(store, "org/digits-twins")
     assert calls["create"][1]["repo_type"] == calls["upload"]["repo_type"] == "dataset"
     files = calls["upload"]["allow_patterns"]
-    assert files[-1] == "manifest.json" and "README.md" in files
+    assert files[-1] == "manifest.json" and {"README.md", "croissant.json"} <= set(files)
+    assert "data/pairs_vd/validation-00000-of-00001.parquet" in files
     assert all((store.zoo_dir / f).exists() for f in files)
 
 

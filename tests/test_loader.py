@@ -263,3 +263,17 @@ def test_wrong_level_and_split_types_say_type(zoo):
         ZooTwinDataset(zoo, method="mp", level="50")
     with pytest.raises(TypeError, match="split must be a str .*not type int"):
         ZooTwinDataset(zoo, method="mp", split=1)
+
+
+def test_loaders_use_only_the_public_store_reader():
+    """The fast path lives in ZooStore: no loader module imports a private name of the store package."""
+    import ast
+    from pathlib import Path
+
+    import loaders
+
+    for module in Path(loaders.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("zoo_dataset.store"):
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{module.name} imports {private} from {node.module}"
