@@ -70,8 +70,8 @@ def bench_h5py(store: ZooStore) -> tuple[int, int, float]:
     for model_id, li, _ in units(store):
         arrays = []
         for population, index in (("original", 0), ("mp", li)):
-            shard, row = store.population(population).shard_for(model_id)
-            f = files.get(shard.file) or files.setdefault(shard.file, h5py.File(store.zoo_dir / shard.file, "r"))
+            file, row = store.where(population, model_id)
+            f = files.get(file) or files.setdefault(file, h5py.File(store.zoo_dir / file, "r"))
             arrays.append(f["weights"][row, index, -1])
             if population == "mp":
                 arrays.append(f["masks"][row, index, -1])

@@ -64,7 +64,6 @@ class _TwinDataset(Dataset):
         apply_mask: bool,
         epoch: int | None,
     ):
-        self.zoo = zoo
         self.store = open_store(zoo, root, download, populations=("original", method))
         self.index = TwinIndex(self.store, method, level, split)
         self.method, self.split = method, split
@@ -74,7 +73,8 @@ class _TwinDataset(Dataset):
         self.transform, self.target_transform = transform, target_transform
         self.apply_mask = apply_mask
         self._arrays = self.store.population(method).arrays
-        self._epoch = torch.tensor(self.epochs) if isinstance(self.epochs, int) else torch.arange(self.index.num_states)
+        whole = torch.arange(self.index.num_states)
+        self._epoch_ids = torch.tensor(self.epochs) if isinstance(self.epochs, int) else whole
         self._originals: dict[int, torch.Tensor] = {}  # final states, read once: plain tensors, fork-safe
 
     def __len__(self) -> int:
@@ -89,7 +89,7 @@ class _TwinDataset(Dataset):
         item: Item = {
             "model_id": torch.tensor(model_id),
             "level": torch.tensor(self.index.info.levels[level_index], dtype=torch.float32),
-            "epoch": self._epoch.clone(),
+            "epoch": self._epoch_ids.clone(),
             "factors": dict(self.index.factors[model_id]),
             "original_properties": self._props("original", self.index.properties("original", model_id, 0)[-1]),
             "original": self._original(model_id),

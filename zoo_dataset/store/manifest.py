@@ -47,12 +47,6 @@ class PopulationInfo:
     status: str = "partial"  # "partial" | "complete"
     shards: list[ShardInfo] = field(default_factory=list)
 
-    def shard_for(self, model_id: int) -> tuple[ShardInfo, int]:
-        for shard in self.shards:
-            if model_id in shard.model_ids:
-                return shard, shard.model_ids.index(model_id)
-        raise StoreError(f"model {model_id} is not in any finished shard of this population")
-
 
 @dataclass
 class Manifest:
