@@ -72,8 +72,8 @@ CITATION = (
 )
 
 
-def croissant(store: ZooStore, configs: list[HubConfig], description: str) -> dict[str, Any]:
-    """The Croissant JSON-LD of ``store`` whose card configs are ``configs``."""
+def croissant(store: ZooStore, configs: list[HubConfig], description: str, url: str | None = None) -> dict[str, Any]:
+    """The Croissant JSON-LD of ``store`` whose card configs are ``configs`` (``url``: where it is published)."""
     spec, manifest = store.spec, store.manifest
     files = [
         _file_object(store, MODELS_TABLE, "application/x-parquet", "the models table: one row per model"),
@@ -100,7 +100,7 @@ def croissant(store: ZooStore, configs: list[HubConfig], description: str) -> di
         "name": f"zoo-twins-{manifest.zoo}",
         "description": description,
         "license": LICENSE_URL,
-        "url": f"https://huggingface.co/datasets/zoo-twins/{manifest.zoo}",
+        **({"url": url} if url else {}),
         "version": f"{manifest.schema_version}.0.0",
         "datePublished": manifest.created,
         "citeAs": CITATION,

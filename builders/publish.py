@@ -98,7 +98,7 @@ def main(zoo, root, repo_id, private, mirror, cards_dir):
         if not store.populations:
             raise StoreError(f"{directory} holds no finished shards yet; build it first")
         store.verify()
-        write_card(store, Path(cards_dir) if cards_dir else None)
+        write_card(store, Path(cards_dir) if cards_dir else None, repo_id)
         if mirror:
             click.echo(f"mirror: {publish_mirror(store, Path(mirror))}")
         if repo_id:

@@ -18,6 +18,7 @@ from string import Template
 
 import pandas as pd
 
+from loaders.download import default_repo_id
 from zoo_dataset.store import POPULATIONS, ZooStore
 from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.tables import SPLITS
@@ -55,20 +56,23 @@ class CardStage:
         return StageReport(self.name, 1, 1)
 
 
-def write_card(store: ZooStore, copy_dir: Path | None = None) -> Path:
+def write_card(store: ZooStore, copy_dir: Path | None = None, repo_id: str | None = None) -> Path:
     """Write the configs' parquet files, ``README.md`` and ``croissant.json`` into the store
-    (and the card to ``copy_dir/<zoo>/README.md`` if given)."""
+    (and the card to ``copy_dir/<zoo>/README.md`` if given). ``repo_id``: the Hub dataset repo the
+    store is published to, named in the snippets (default: the downloader's default repo) and, only
+    when given, as the Croissant ``url``."""
     configs = write_hub_tables(store)
-    text = render_card(store, configs)
+    text = render_card(store, configs, repo_id or default_repo_id(store.manifest.zoo))
     atomic_write_text(store.zoo_dir / CARD, text)
     description = store.spec.description or _pretty_name(store)
-    atomic_write_text(store.zoo_dir / CROISSANT, json.dumps(croissant(store, configs, description), indent=1))
+    url = f"https://huggingface.co/datasets/{repo_id}" if repo_id else None
+    atomic_write_text(store.zoo_dir / CROISSANT, json.dumps(croissant(store, configs, description, url), indent=1))
     if copy_dir is not None:
         atomic_write_text(Path(copy_dir) / store.manifest.zoo / CARD, text)
     return store.zoo_dir / CARD
 
 
-def render_card(store: ZooStore, configs: list[HubConfig]) -> str:
+def render_card(store: ZooStore, configs: list[HubConfig], repo_id: str) -> str:
     """The card's text: YAML front matter the Hub accepts, then the filled template."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
@@ -105,7 +109,7 @@ def render_card(store: ZooStore, configs: list[HubConfig]) -> str:
         )
         for c in configs
     }).to_dataset_card_data(front)
-    body = Template(TEMPLATE.read_text()).substitute(_fields(store, states, configs))
+    body = Template(TEMPLATE.read_text()).substitute(_fields(store, states, configs), repo_id=repo_id)
     return f"---\n{front.to_yaml()}\n---\n\n{body}"
 
 
