@@ -39,8 +39,10 @@ class _TwinDatasetBase(Dataset):
         view: str,
         transform: Callable[[Item], Any] | None,
         apply_mask: bool,
+        source: str | None = None,
+        revision: str | None = None,
     ):
-        self.store = open_store(zoo, root, download, populations=("original", method))
+        self.store = open_store(zoo, root, download, ("original", method), source, revision)
         self.apply_mask = apply_mask
         self.index = TwinIndex(self.store, method, level, split)
         self.method = method
@@ -134,6 +136,10 @@ class ZooTwinDataset(_TwinDatasetBase):
     ``original_properties`` / ``twin_properties`` (accuracies, ggap, sparsity per layer,
     agreement...), and ``factors`` (seed, activation, optimizer...).
 
+    ``download=True`` fetches the store, or the populations it lacks, from ``source`` (``"hub"``,
+    ``"modelzoos"``, a mirror URL or a local path; default ``$ZOO_TWINS_SOURCE``, else the Hub) at
+    ``revision`` (Hub only). ``root`` defaults to the store root (``$ZOO_TWINS_CACHE``, else the cache).
+
     ``apply_mask=False`` serves the twin weights as trained instead: for VD the dense mean weights
     (entries with ``log_alpha >= threshold`` not zeroed), the input of the paper's
     hyper-representation autoencoder; MP weights are stored pruned, so they are the same either way.
@@ -151,8 +157,10 @@ class ZooTwinDataset(_TwinDatasetBase):
         view: str = "flat",
         transform: Callable[[Item], Any] | None = None,
         apply_mask: bool = True,
+        source: str | None = None,
+        revision: str | None = None,
     ):
-        super().__init__(zoo, method, level, split, root, download, view, transform, apply_mask)
+        super().__init__(zoo, method, level, split, root, download, view, transform, apply_mask, source, revision)
         self.epoch = self.index.resolve_epoch(epoch)
 
     def __getitem__(self, i: int) -> Any:
@@ -168,7 +176,7 @@ class ZooTwinDataset(_TwinDatasetBase):
 class ZooTrajectoryDataset(_TwinDatasetBase):
     """One item per twin with every recorded epoch stacked: ``twin`` [E+1, ...], ``mask``,
     ``log_alpha`` (VD), ``twin_properties`` [E+1] per property, plus the original's final state.
-    ``apply_mask`` as in :class:`ZooTwinDataset`."""
+    ``apply_mask``, ``download``, ``source`` and ``revision`` as in :class:`ZooTwinDataset`."""
 
     def __init__(
         self,
@@ -181,8 +189,10 @@ class ZooTrajectoryDataset(_TwinDatasetBase):
         view: str = "flat",
         transform: Callable[[Item], Any] | None = None,
         apply_mask: bool = True,
+        source: str | None = None,
+        revision: str | None = None,
     ):
-        super().__init__(zoo, method, level, split, root, download, view, transform, apply_mask)
+        super().__init__(zoo, method, level, split, root, download, view, transform, apply_mask, source, revision)
 
     def __getitem__(self, i: int) -> Any:
         model_id, level = self.index.units[i]

@@ -1,4 +1,5 @@
-"""Fetch a published store into the cache: from the Hugging Face Hub, an HTTP mirror or a local copy.
+"""Fetch a published store into the cache: from the Hugging Face Hub, an HTTP mirror, a local copy,
+or the published Model Zoos on Zenodo (``modelzoos``, converted by :mod:`loaders.modelzoos`).
 
 Every shard and states table is checked against the sha256 in the store's manifest before it is
 kept; a file that fails is deleted and reported. The manifest is written last, so an interrupted
@@ -28,11 +29,15 @@ from zoo_dataset.store.files import sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.manifest import MANIFEST, Manifest
 
-from .cache import cache_dir
+from .cache import store_root
+from .zenodo import zenodo_url
 
 HF_ORG_ENV = "ZOO_TWINS_HF_ORG"
 DEFAULT_HF_ORG = "zoo-twins"
 MIRROR_ENV = "ZOO_TWINS_MIRROR"
+SOURCE_ENV = "ZOO_TWINS_SOURCE"
+DEFAULT_SOURCE = "hub"
+SOURCE_MODELZOOS = "modelzoos"
 CARD = "README.md"
 PART = ".part"
 RETRIES = 4
@@ -49,40 +54,90 @@ def default_repo_id(zoo: str) -> str:
     return f"{os.environ.get(HF_ORG_ENV, DEFAULT_HF_ORG)}/{zoo}"
 
 
+def default_source() -> str:
+    """``$ZOO_TWINS_SOURCE`` if set, else the Hub: the one default of ``zoo-download`` and ``download=True``."""
+    return os.environ.get(SOURCE_ENV, "").strip() or DEFAULT_SOURCE
+
+
+def source_origin(zoo: str, source: str | None, repo_id: str | None = None, url: str | None = None,
+                  revision: str | None = None) -> dict[str, str | None]:
+    """What a download comes from: ``{"source": hub|modelzoos|mirror|local, "location", "revision"}``.
+
+    ``source`` is ``hub`` (alias ``hf``), ``modelzoos`` (the published Model Zoos on Zenodo),
+    ``mirror`` (``url`` or ``$ZOO_TWINS_MIRROR``), an ``http(s)://`` mirror URL, or a local path.
+    """
+    source = source or default_source()
+    if source in ("hub", "hf"):
+        return {"source": "hub", "location": repo_id or default_repo_id(zoo), "revision": revision}
+    if revision is not None:
+        raise ZooSpecError(f"--revision applies to the Hub only; {source} has no revisions "
+                           "(a Zenodo record id is its version)")
+    if source == SOURCE_MODELZOOS:
+        return {"source": SOURCE_MODELZOOS, "location": zenodo_url(), "revision": None}
+    if source == "mirror" or source.startswith(("http://", "https://")):
+        base = source if source != "mirror" else url or os.environ.get(MIRROR_ENV)
+        if not base:
+            raise ZooSpecError(f"no mirror URL: pass --url or set {MIRROR_ENV}")
+        return {"source": "mirror", "location": base.rstrip("/"), "revision": None}
+    return {"source": "local", "location": str(Path(source).expanduser().resolve()), "revision": None}
+
+
+def check_origin(target: Path, origin: dict) -> None:
+    """Refuse to add files from one source to a store that came from another (or was built here)."""
+    if not (target / MANIFEST).exists():
+        return
+    have = Manifest.load(target).origin
+    same = {k: have.get(k) for k in ("source", "location", "revision")} == {
+        k: origin.get(k) for k in ("source", "location", "revision")}
+    if not same:
+        was = (f"{have.get('source')} {have.get('location')}" + (f"@{have['revision']}" if have.get("revision") else "")
+               if have else "a build on this machine")
+        raise StoreError(f"{target} holds {target.name} from {was}; it is not mixed with {origin['source']} "
+                         f"{origin['location']}: pass another root (--root) for this source")
+
+
 def download_zoo(
     zoo: str,
-    source: str = "hf",
+    source: str | None = None,
     *,
     repo_id: str | None = None,
     url: str | None = None,
     root: str | Path | None = None,
     populations: tuple[str, ...] | list[str] | None = None,
     revision: str | None = None,
+    files: dict[str, str] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Fetch ``zoo`` into ``root/<zoo>`` (default: the cache dir) and return that directory.
+    """Fetch ``zoo`` into ``<root>/<zoo>`` (root: :func:`~loaders.cache.store_root`) and return that directory.
 
-    ``source`` is ``"hf"`` (Hub dataset ``repo_id``, default ``zoo-twins/<zoo>``), ``"mirror"``
-    (``url``, default ``$ZOO_TWINS_MIRROR``, serving ``<url>/<zoo>/manifest.json`` and the files it
-    lists) or the path of a local store. ``populations`` limits which shards are fetched.
+    ``source`` (default ``$ZOO_TWINS_SOURCE``, else ``hub``): see :func:`source_origin`. Hub
+    downloads are pinned by ``revision`` (branch, tag or commit). ``populations`` limits what is
+    fetched; populations missing from a store of the same origin are added to it. ``files`` names
+    the Zenodo zip per population where a record holds several (modelzoos only).
     """
-    target = (Path(root).expanduser() if root is not None else cache_dir()) / zoo
-    if source == "hf":
-        fetcher: Fetcher = HubFetcher(repo_id or default_repo_id(zoo), revision, populations)
-    elif source == "mirror":
-        base = url or os.environ.get(MIRROR_ENV)
-        if not base:
-            raise ZooSpecError(f"no mirror URL: pass --url or set {MIRROR_ENV}")
-        fetcher = HttpFetcher(f"{base.rstrip('/')}/{quote(zoo)}", progress)
+    target = store_root(root) / zoo
+    origin = source_origin(zoo, source, repo_id, url, revision)
+    check_origin(target, origin)
+    if origin["source"] == SOURCE_MODELZOOS:
+        from .modelzoos import fetch_modelzoos  # deferred: conversion code only when needed
+
+        return fetch_modelzoos(zoo, store_root(root), populations, files, progress)
+    if origin["source"] == "hub":
+        fetcher: Fetcher = HubFetcher(origin["location"], revision, populations)
+    elif origin["source"] == "mirror":
+        fetcher = HttpFetcher(f"{origin['location']}/{quote(zoo)}", progress)
     else:
-        fetcher = LocalFetcher(_local_store(Path(source).expanduser(), zoo))
-    return install(fetcher, target, populations)
+        fetcher = LocalFetcher(_local_store(Path(origin["location"]), zoo))
+    return install(fetcher, target, populations, origin)
 
 
-def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[str] | None = None) -> Path:
+def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[str] | None = None,
+            origin: dict | None = None) -> Path:
     """Fetch, verify and place the files of the selected populations; the manifest goes last."""
     target.mkdir(parents=True, exist_ok=True)
     manifest = _remote_manifest(fetcher, target)
+    upstream = manifest.origin
+    manifest.origin = {**(origin or {"source": str(fetcher)}), **({"upstream": upstream} if upstream else {})}
     published = [name for name, info in manifest.populations.items() if info.shards]
     wanted = list(populations) if populations else published
     missing = [p for p in wanted if p not in published]
