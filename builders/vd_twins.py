@@ -60,8 +60,11 @@ def is_twin(trial: Trial) -> bool:
 
 
 def twin_trials(folder: Path) -> list[Trial]:
-    """The VD twin trial folders under ``folder`` (``model::type`` ending in ``_ARD``)."""
-    return [t for t in find_trials(folder) if is_twin(t)]
+    """The VD twin trial folders under ``folder`` (``model::type`` ending in ``_ARD``); at least one."""
+    trials = [t for t in find_trials(folder) if is_twin(t)]
+    if not trials:
+        raise DataFormatError(f"{folder}: no VD twin trial folders (params.json with model::type *_ARD) found")
+    return trials
 
 
 def original_label(trial: Trial) -> str | None:
@@ -189,8 +192,6 @@ def convert_vd_folder(folder: Path, zoo_dir: Path, threshold: float = DEFAULT_TH
         raise StoreError(f"{zoo_dir} holds no original population: the VD twins start from it")
     spec, layout = store.manifest.zoo_spec, store.layout
     trials = twin_trials(folder)
-    if not trials:
-        raise DataFormatError(f"{folder}: no VD twin trial folders (params.json with model::type *_ARD) found")
     report = TwinReport(epochs=detect_epochs(trials, max(spec.vd.epochs, 1) + 1))
     labels, results = originals_by_label(store), {}
     for trial in trials:

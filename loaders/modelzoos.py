@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import tomllib
 
-from zoo_dataset.errors import StoreError
+from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store.manifest import MANIFEST, Manifest
 
@@ -116,7 +116,12 @@ def fetch_modelzoos(
         twins = None
         if "vd" in archives:
             twins = safe_extract(archives["vd"][1], Path(tmp) / "vd")
-            spec = spec.with_overrides(vd_epochs=detect_epochs(twin_trials(twins), spec.vd.epochs + 1))
+            try:
+                trials = twin_trials(twins)
+            except DataFormatError:
+                raise DataFormatError(f"{archives['vd'][0].key} (Zenodo record {archives['vd'][0].record}) holds "
+                                      "no VD twin trial folders (params.json with model::type *_ARD)") from None
+            spec = spec.with_overrides(vd_epochs=detect_epochs(trials, spec.vd.epochs + 1))
         zoo_dir = target
         if "original" in archives:  # a new store: assembled aside, renamed into place when complete
             staging = Path(tmp) / "store"
