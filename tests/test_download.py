@@ -158,7 +158,9 @@ def test_hub_download_from_an_offline_cache_via_the_cli(store, offline_hub, tmp_
     assert set(got.populations) == {"original", "mp"}
     got.verify()
     _same_arrays(store, got, "mp")
-    missing = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--repo-id", "testorg/other"])
+    mixed = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--repo-id", "testorg/other"])
+    assert mixed.exit_code == 2 and "it is not mixed with hub testorg/other" in mixed.output  # another source
+    missing = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--repo-id", "testorg/other", "--root", str(tmp_path / "o")])
     assert missing.exit_code == 2 and missing.output.startswith("error: cannot get dataset testorg/other")
 
 
