@@ -12,7 +12,8 @@ its biases are never pruned and hold :data:`BIAS_LOG_ALPHA`). The mask is ``log_
 project's threshold, so the pruned model the store returns is the one the original code evaluated
 (conv biases included). Epoch 0 is the original's final state; each twin is matched to its
 original through the trial folder name in ``training::init_checkpoint_path``. A twin that cannot
-be mapped is reported in one line and left out, never guessed.
+be mapped is reported in one line and left out, never guessed; models left without a twin keep the
+population partial, for ``zoo-build --stages vd --resume`` to complete.
 """
 
 from __future__ import annotations
@@ -53,6 +54,17 @@ class TwinReport:
     twins: dict[int, str] = field(default_factory=dict)  # model id -> twin trial folder
     epochs: int = 0
     skipped: list[str] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)  # models of the store left without a twin
+
+    def lines(self, zoo: str) -> list[str]:
+        """What to tell the user: each twin left out, the summary, and how to complete a partial population."""
+        out = [f"skipped {line}" for line in self.skipped]
+        out.append(f"converted {len(self.twins)} VD twins ({self.epochs} epochs); skipped {len(self.skipped)}")
+        if self.missing:
+            out.append(f"{len(self.missing)} models have no published twin (ids {self.missing[:5]}"
+                       f"{'...' if len(self.missing) > 5 else ''}): the vd population stays partial; "
+                       f"`zoo-build --zoo {zoo} --stages vd --resume` trains their twins")
+        return out
 
 
 def is_twin(trial: Trial) -> bool:
@@ -211,13 +223,10 @@ def convert_vd_folder(folder: Path, zoo_dir: Path, threshold: float = DEFAULT_TH
             except (ValueError, OSError) as exc:
                 report.skipped.append(f"{trial.label}: {exc}")
     store.close()
-    missing = sorted(set(store.manifest.model_ids) - set(results))
+    report.missing = sorted(set(store.manifest.model_ids) - set(results))
     if not results:
-        raise DataFormatError(f"{folder}: none of {len(trials)} VD twins could be converted; first problem: "
+        raise DataFormatError(f"none of {len(trials)} published VD twins could be converted; first problem: "
                               f"{report.skipped[0]}")
-    if missing:  # a population covers every model of the store; a partial one would never complete
-        raise DataFormatError(f"{folder}: no usable VD twin for {len(missing)} of the store's models "
-                              f"(ids {missing[:5]}...); first problem: {report.skipped[0] if report.skipped else '-'}")
     writer = StoreWriter.open(zoo_dir.parent, spec, layout, resume=True, create=False)
     population = writer.population(POPULATION, [0.0], report.epochs, ["weights", "masks", "log_alpha"])
     for result in results.values():
@@ -236,8 +245,6 @@ def ingest_vd(source: Path | str, zoo_dir: Path | str, echo: Callable[[str], Non
     with tempfile.TemporaryDirectory(prefix="zoo-ingest-vd-") as tmp:
         folder = safe_extract(source, Path(tmp)) if source.is_file() else source
         report = convert_vd_folder(folder, Path(zoo_dir))
-    for line in report.skipped:
-        echo(f"skipped {line}")
-    echo(f"converted {len(report.twins)} VD twins ({report.epochs} epochs) from {source}; "
-         f"skipped {len(report.skipped)}")
+    for line in report.lines(Path(zoo_dir).name):
+        echo(line)
     return report

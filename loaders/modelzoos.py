@@ -128,10 +128,8 @@ def fetch_modelzoos(
             ingest_original(spec, archives["original"][1], staging, echo=echo)
             zoo_dir = staging / zoo
         if twins is not None:
-            report = convert_vd_folder(twins, zoo_dir)
-            for line in report.skipped:
-                echo(f"skipped {line}")
-            echo(f"converted {len(report.twins)} VD twins ({report.epochs} epochs); skipped {len(report.skipped)}")
+            for line in convert_vd_folder(twins, zoo_dir).lines(zoo):
+                echo(line)
         record_origin(zoo_dir, client.base_url, {p: f for p, (f, _) in archives.items()})
         if zoo_dir != target:
             if target.exists():  # a leftover without manifest (checked above): nothing to keep

@@ -41,7 +41,7 @@ def zipped(write) -> bytes:
     return buffer.getvalue()
 
 
-def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False) -> dict:
+def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False, drop: bool = False) -> dict:
     """The zoo's records on the fake Zenodo: the original zip (with the record's other zips and a
     pickled .pt beside it) and, for MNIST and SVHN, the twins zip. Returns what was written."""
     spec, entries = get_spec(zoo), published(zoo)
@@ -59,6 +59,8 @@ def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False) -> di
     if "vd" in entries:
         labels = {m: name for m, (name, _) in written["originals"].items()}
         twins_of = dict(written["originals"])
+        if drop:  # one original without a published twin
+            twins_of.pop(models[0])
         if orphan:  # a twin whose original is not in the original zip
             twins_of[999] = ("x", next(iter(written["originals"].values()))[1])
             labels[999] = "NN_tune_trainable_c0371_00999_999_seed=1000_2021-07-01_16-59-53"
@@ -212,6 +214,21 @@ def test_twin_whose_original_is_missing_is_reported_and_left_out(env, tmp_path, 
     assert sorted(store.states("vd").model_id.unique()) == written["models"]
     provenance = json.loads((store.zoo_dir / "ingest-vd.json").read_text())
     assert len(provenance["skipped"]) == 1
+
+
+def test_models_without_a_published_twin_stay_partial_until_the_vd_stage_trains_them(env, tmp_path, capsys):
+    server, _ = env
+    write_idx(tmp_path / "data" / "mnist")
+    written = publish(server, "mnist_seed", drop=True)
+    store = ZooStore(download_zoo("mnist_seed", "modelzoos", progress=False))
+    err = capsys.readouterr().err
+    assert f"1 models have no published twin (ids [{written['models'][0]}])" in err
+    assert store.manifest.populations["vd"].status == "partial" and "--stages vd --resume" in err
+    build = CliRunner().invoke(build_cli.main, ["--zoo", "mnist_seed", "--stages", "vd", "--resume", "--quiet"])
+    assert build.exit_code == 0, build.output
+    store = ZooStore(tmp_path / "cache" / "mnist_seed")
+    assert store.population("vd").status == "complete"
+    assert sorted(store.states("vd").model_id.unique()) == written["models"]
 
 
 def test_other_zoos_originals_convert_and_twins_build_on_top(env, tmp_path):
