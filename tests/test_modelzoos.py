@@ -18,7 +18,7 @@ from loaders import ZooTwinDataset, cli, zenodo
 from loaders.download import download_zoo
 from loaders.modelzoos import published
 from zoo_dataset.data import load_dataset
-from zoo_dataset.errors import ChecksumError, DataFormatError, StoreError
+from zoo_dataset.errors import ChecksumError, DataFormatError, StoreError, ZooSpecError
 from zoo_dataset.metrics import evaluate
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store import ZooStore
@@ -152,10 +152,11 @@ def test_converted_vd_passes_the_checks_of_a_built_one(env, mnist_data, tmp_path
         assert not masks[1:, conv & ~layout.weight_mask()].all()  # conv biases are pruned too
 
 
-def test_missing_population_of_a_cached_zoo_is_fetched(env, tmp_path):
+def test_missing_population_of_a_cached_zoo_is_fetched(env, tmp_path, monkeypatch):
     server, _ = env
     publish(server, "mnist_seed")
-    download_zoo("mnist_seed", "modelzoos", populations=["original"], progress=False)
+    monkeypatch.setenv("ZOO_TWINS_SOURCE", "modelzoos")  # the one default of zoo-download and download=True
+    download_zoo("mnist_seed", populations=["original"], progress=False)
     assert ZooStore(tmp_path / "cache" / "mnist_seed").populations == ["original"]
     server.requests.clear()
     ds = ZooTwinDataset("mnist_seed", method="vd", split=None, download=True, source="modelzoos")
@@ -165,6 +166,8 @@ def test_missing_population_of_a_cached_zoo_is_fetched(env, tmp_path):
     assert not any(str(original_record) in p for p, _ in server.requests)
     with pytest.raises(StoreError, match="not mixed with hub"):  # two sources of one zoo never mix
         download_zoo("mnist_seed", "hub", populations=["mp"], progress=False)
+    with pytest.raises(ZooSpecError, match="--revision applies to the Hub only"):
+        ZooTwinDataset("mnist_seed", method="mp", download=True, revision="v2")
 
 
 def test_md5_mismatch_is_refused_and_nothing_is_kept(env, tmp_path):
