@@ -4,12 +4,12 @@ Which Zenodo record holds which zoo is data (``zoo_dataset/modelzoos.toml``). Th
 source: the records' ``.pt`` files are pickled Python objects and are never downloaded or unpickled.
 A new store is assembled in a staging folder next to its final place and renamed into place only
 when every requested population converted; adding ``vd`` to a store of the same origin converts
-in place, shard by shard (a reader never sees a half-written shard).
+in place, shard by shard (a reader never sees a half-written shard), and running the download
+again continues a conversion that was cut or left partial.
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,7 +99,12 @@ def fetch_modelzoos(
                          f"{', '.join(unpublished)}; build them with `zoo-build --zoo {zoo} --stages mp,vd` "
                          "on top of the downloaded originals")
     target = Path(root) / zoo
-    present = set(Manifest.load(target).populations) if (target / MANIFEST).exists() else set()
+    if (target / MANIFEST).exists():
+        present = {n for n, p in Manifest.load(target).populations.items() if p.status == "complete"}
+    elif target.exists() and any(target.iterdir()):
+        raise StoreError(f"{target} exists but holds no store (no {MANIFEST}); move it away or pass another --root")
+    else:
+        present = set()
     todo = [p for p in POPULATIONS if p not in present and (p in wanted or (p == "original" and "vd" in wanted))]
     if not todo:
         return target
@@ -132,8 +137,8 @@ def fetch_modelzoos(
                 echo(line)
         record_origin(zoo_dir, client.base_url, {p: f for p, (f, _) in archives.items()})
         if zoo_dir != target:
-            if target.exists():  # a leftover without manifest (checked above): nothing to keep
-                shutil.rmtree(target)
+            if target.exists():  # an empty folder (checked above)
+                target.rmdir()
             zoo_dir.rename(target)
     return target
 
