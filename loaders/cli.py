@@ -8,7 +8,8 @@ from zoo_dataset.cli_support import Command, one_line_errors
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.store import ZooStore
 
-from .download import SOURCE_ENV, download_zoo
+from .download import download_zoo
+from .sources import SOURCE_ENV
 
 
 def parse_files(values: tuple[str, ...]) -> dict[str, str]:

@@ -22,7 +22,7 @@ def open_store(
     """A reader over ``zoo`` (a name under the store root, or a store path).
 
     ``download=True`` fetches a missing store, or the ``populations`` a present store lacks, from
-    ``source`` (default ``$ZOO_TWINS_SOURCE``, else the Hub; see :func:`loaders.download.source_origin`)
+    ``source`` (default ``$ZOO_TWINS_SOURCE``, else the Hub; see :func:`loaders.sources.source_origin`)
     at ``revision``; a store that holds what is asked is used as is, so this works offline.
     """
     directory = zoo_dir(zoo, root)
