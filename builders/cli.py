@@ -13,7 +13,8 @@ from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.specs import VD_KL_OBJECTIVES, get_spec, registry
 from zoo_dataset.store import ZooStore
-from zoo_dataset.store.manifest import MANIFEST, Manifest
+from zoo_dataset.store.manifest import MANIFEST, SCHEMA_VERSION, Manifest
+from zoo_dataset.store.migrate import migrate_store
 
 from .build import build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
@@ -104,9 +105,11 @@ def summary(store: ZooStore, seconds: float) -> None:
 @click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Local executor: train in this many processes, one engine each (e.g. one per core).")
+@click.option("--migrate", is_flag=True,
+              help="Convert the store ROOT/<zoo> from an older store schema to the current one (lossless), then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def main(zoo, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device, data_dir,
-         resume, from_original, engine, executor, address, workers, quiet):
+         resume, from_original, engine, executor, address, workers, migrate, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     with one_line_errors(ValueError):
         if show_list:
@@ -114,13 +117,18 @@ def main(zoo, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_
             return
         if not zoo:
             raise click.UsageError("--zoo NAME is required (or --list)")
+        root = store_root(root)
+        if migrate:
+            report = None if quiet else lambda file: click.echo(f"migrated {file}")
+            rewritten = migrate_store(root / zoo, progress=report)
+            click.echo(f"{root / zoo}: store schema {SCHEMA_VERSION} ({rewritten} shards rewritten)")
+            return
         overrides = dict(PRESETS[preset])
         overrides.update({k: v for k, v in {
             "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs, "vd_kl_objective": vd_kl,
             "model_subset": parse_models(models) if models else None,
             "mp_levels": [float(x) for x in mp_levels.split(",")] if mp_levels else None,
         }.items() if v is not None})
-        root = store_root(root)
         spec = existing_spec(root, zoo).with_overrides(**overrides)
         started = time.time()
         if from_original:  # the original stage then finds every ingested model done

@@ -20,7 +20,8 @@ from ..layout import ParameterLayout
 from ..specs import ZooSpec
 from .files import atomic_write_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every shard dataset is row-aligned (first axis = the shard's models)
+READABLE_VERSIONS = (1, 2)  # 1: ``level`` was [levels]; `zoo-build --migrate` rewrites such shards
 MANIFEST = "manifest.json"
 
 
@@ -46,12 +47,6 @@ class PopulationInfo:
     arrays: list[str]  # datasets in each shard: weights, masks, log_alpha
     status: str = "partial"  # "partial" | "complete"
     shards: list[ShardInfo] = field(default_factory=list)
-
-    def shard_for(self, model_id: int) -> tuple[ShardInfo, int]:
-        for shard in self.shards:
-            if model_id in shard.model_ids:
-                return shard, shard.model_ids.index(model_id)
-        raise StoreError(f"model {model_id} is not in any finished shard of this population")
 
 
 @dataclass
@@ -90,10 +85,10 @@ class Manifest:
             raise StoreError(f"no store at {zoo_dir}: {MANIFEST} is missing (build it with zoo-build or download it)")
         try:
             raw = json.loads(path.read_text())
-            if raw.get("schema_version") != SCHEMA_VERSION:
+            if raw.get("schema_version") not in READABLE_VERSIONS:
                 raise StoreError(
                     f"{path} has schema version {raw.get('schema_version')}; "
-                    f"this toolkit reads version {SCHEMA_VERSION}"
+                    f"this toolkit reads versions {', '.join(map(str, READABLE_VERSIONS))}"
                 )
             pops = {
                 name: PopulationInfo(**{**p, "shards": [ShardInfo(**s) for s in p["shards"]]})
