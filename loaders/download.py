@@ -31,6 +31,7 @@ from zoo_dataset.store.manifest import MANIFEST, Manifest
 
 from .cache import store_root
 from .sources import SOURCE_MODELZOOS, check_origin, source_origin
+from .sources import default_repo_id as default_repo_id  # re-exported: older imports name this module
 
 CARD = "README.md"
 PART = ".part"
