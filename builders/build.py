@@ -11,6 +11,8 @@ from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.specs import ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
+from zoo_dataset.store.lock import writer_lock
+from zoo_dataset.store.paths import check_zoo_name
 from zoo_dataset.training import Trainer
 from zoo_dataset.training.engine import PopulationEngine
 
@@ -35,7 +37,10 @@ def build_zoo(
     trainer: Trainer | None = None,
     progress: bool = True,
 ) -> tuple[ZooStore, list[StageReport]]:
-    """Run ``stages`` (default: all registered) of ``spec`` into ``root/<zoo>``; returns a reader."""
+    """Run ``stages`` (default: all registered) of ``spec`` into ``root/<zoo>``; returns a reader.
+
+    The store's writer lock is held throughout: a second build of the same store is refused.
+    """
     stages = list(stages or STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -44,8 +49,9 @@ def build_zoo(
     if "original" in stages and not resume and not source.is_available(Path(data_dir) if data_dir else None):
         # fail before a new store is created; a resumed (or ingested) store loads data only if a stage needs it
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
-    writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume, create="original" in stages)
-    ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
-                       trainer=trainer or PopulationEngine(device), progress=progress)
-    reports = [STAGES[name].run(ctx) for name in stages]
+    with writer_lock(Path(root) / check_zoo_name(spec.name)):
+        writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume, create="original" in stages)
+        ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
+                           trainer=trainer or PopulationEngine(device), progress=progress)
+        reports = [STAGES[name].run(ctx) for name in stages]
     return ZooStore(writer.zoo_dir), reports

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -11,6 +12,8 @@ from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.specs import VD_KL_OBJECTIVES, get_spec, registry
 from zoo_dataset.store import ZooStore
+from zoo_dataset.store.lock import writer_lock
+from zoo_dataset.store.paths import check_zoo_name
 
 from .build import DEFAULT_ROOT, build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
@@ -110,11 +113,12 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
         }.items() if v is not None})
         spec = get_spec(zoo).with_overrides(**overrides)
         started = time.time()
-        if from_original:  # the original stage then finds every ingested model done
-            spec, resume = ingest_original(spec, from_original, out).spec, True
-        store, _ = build_zoo(spec, out, stages=[s.strip() for s in stages.split(",") if s.strip()], resume=resume,
-                             device=device, data_dir=data_dir, progress=not quiet,
-                             trainer=make_trainer(executor, engine, device, address, workers=workers))
+        with writer_lock(Path(out) / check_zoo_name(spec.name)):  # one lock over ingest and build
+            if from_original:  # the original stage then finds every ingested model done
+                spec, resume = ingest_original(spec, from_original, out).spec, True
+            store, _ = build_zoo(spec, out, stages=[s.strip() for s in stages.split(",") if s.strip()],
+                                 resume=resume, device=device, data_dir=data_dir, progress=not quiet,
+                                 trainer=make_trainer(executor, engine, device, address, workers=workers))
         summary(store, time.time() - started)
 
 

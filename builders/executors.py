@@ -52,6 +52,17 @@ def make_trainer(executor: str = "local", engine: str = "population", device: st
 
 
 
+def run_chunks(trainer: Trainer, chunks: Sequence[Sequence[TrainJob]], data: ImageData,
+               on_epoch: EpochCallback | None = None) -> Iterator[JobResult]:
+    """Train each chunk of jobs as one whole (never grouped with another chunk's jobs): in parallel
+    where the trainer can (``run_chunks``: worker processes, Ray tasks), else chunk after chunk."""
+    if hasattr(trainer, "run_chunks"):
+        yield from trainer.run_chunks(chunks, data, on_epoch)
+        return
+    for chunk in chunks:
+        yield from trainer.run(chunk, data, on_epoch=on_epoch)
+
+
 _progress_queue = None  # in a worker process: where epoch progress goes to the driver
 
 
@@ -112,8 +123,16 @@ class ProcessTrainer:
         """Yield results share by share; ``on_epoch`` hears every epoch a worker finishes."""
         jobs = sorted(jobs, key=group_key)
         share = -(-len(jobs) // self.workers) if jobs else 1
-        pending = {self._executor().submit(_train_batch, self.engine, self.device, jobs[i : i + share], data)
-                   for i in range(0, len(jobs), share)}
+        yield from self._run_batches([jobs[i : i + share] for i in range(0, len(jobs), share)], data, on_epoch)
+
+    def run_chunks(self, chunks: Sequence[Sequence[TrainJob]], data: ImageData,
+                   on_epoch: EpochCallback | None = None) -> Iterator[JobResult]:
+        """Each chunk trains whole in one worker (one engine call), chunks spread over the workers."""
+        yield from self._run_batches([list(c) for c in chunks if c], data, on_epoch)
+
+    def _run_batches(self, batches: list[list[TrainJob]], data: ImageData,
+                     on_epoch: EpochCallback | None) -> Iterator[JobResult]:
+        pending = {self._executor().submit(_train_batch, self.engine, self.device, batch, data) for batch in batches}
         try:
             while pending:
                 done, pending = wait(pending, timeout=PROGRESS_POLL_S, return_when=FIRST_COMPLETED)
@@ -177,9 +196,17 @@ class RayTrainer:
         self._connect()
         jobs = list(jobs)
         size = self.task_size(len(jobs))
+        yield from self._run_batches([jobs[i : i + size] for i in range(0, len(jobs), size)], data)
+
+    def run_chunks(self, chunks: Sequence[Sequence[TrainJob]], data: ImageData,
+                   on_epoch: EpochCallback | None = None) -> Iterator[JobResult]:
+        """One Ray task per chunk: a chunk trains whole, as it would in one local engine."""
+        self._connect()
+        yield from self._run_batches([list(c) for c in chunks if c], data)
+
+    def _run_batches(self, batches: list[list[TrainJob]], data: ImageData) -> Iterator[JobResult]:
         data_ref = self.ray.put(data)
-        pending = [self.task.remote(self.engine, self.device, jobs[i : i + size], data_ref)
-                   for i in range(0, len(jobs), size)]
+        pending = [self.task.remote(self.engine, self.device, batch, data_ref) for batch in batches]
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)
             yield from self.ray.get(done[0])

@@ -29,6 +29,8 @@ from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import ModelConfig, ZooSpec
 from zoo_dataset.store import StoreWriter
 from zoo_dataset.store.files import atomic_write_text
+from zoo_dataset.store.lock import writer_lock
+from zoo_dataset.store.paths import check_zoo_name
 from zoo_dataset.training import JobResult, UnitKey
 
 from .build import layout_for
@@ -192,7 +194,8 @@ def ingest_original(
     source = Path(source)
     if not source.exists():
         raise DataUnavailableError(f"--from-original {source}: no such folder or zip")
-    with tempfile.TemporaryDirectory(prefix="zoo-ingest-") as tmp:
+    with (writer_lock(Path(root) / check_zoo_name(spec.name)),
+          tempfile.TemporaryDirectory(prefix="zoo-ingest-") as tmp):
         folder = safe_extract(source, Path(tmp)) if source.is_file() else source
         report = _ingest_folder(spec, folder, Path(root))
     for line in report.skipped:
