@@ -39,7 +39,7 @@ def main(zoo: str, root: str, out: str | None, sparsity: float) -> None:
     with one_line_errors():
         store = open_store(zoo, root)
         report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
-        default_out = store.zoo_dir.parent / f"{store.zoo_dir.name}-report"
+        default_out = Path(root) / f"{store.manifest.zoo}-report"  # under ROOT, as the help says
         path = write_report(report, Path(out) if out else default_out)
         click.echo(summary(report))
         click.echo(f"\nreport: {path}")

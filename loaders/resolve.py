@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from zoo_dataset.errors import StoreError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.manifest import MANIFEST
 
-from .cache import check_known, zoo_dir
+from .cache import check_known, is_path, zoo_dir
 
 
 def open_store(
@@ -21,6 +22,7 @@ def open_store(
 
     ``download=True`` fetches a missing store from the Hugging Face Hub (``populations`` limits
     which shards are fetched); a store already present is used as is, so this works offline.
+    A store found by name must say in its manifest that it is that zoo.
     """
     directory = zoo_dir(zoo, root)
     if download and not (directory / MANIFEST).exists():
@@ -28,4 +30,7 @@ def open_store(
 
         directory = download_zoo(str(zoo), root=root, populations=populations)
     check_known(zoo, directory)
-    return ZooStore(directory)
+    store = ZooStore(directory)
+    if not is_path(zoo) and store.manifest.zoo != zoo:
+        raise StoreError(f"{directory} holds zoo {store.manifest.zoo!r}, not {zoo!r}; refusing it")
+    return store
