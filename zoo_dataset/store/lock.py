@@ -53,6 +53,7 @@ def writer_lock(zoo_dir: Path) -> Iterator[Path]:
         finally:
             _held[path] -= 1
         return
+    created = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -78,3 +79,6 @@ def writer_lock(zoo_dir: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # while still locked: a waiting opener then sees another inode and retries
         os.close(fd)
+        if created:  # a refused first write leaves no empty root folder behind
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
