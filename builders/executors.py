@@ -84,16 +84,16 @@ def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData
 
 
 class ProcessTrainer:
-    """Trains each batch of jobs split over ``workers`` local processes, one engine each.
+    """Trains jobs in ``workers`` local processes, one engine each.
 
     Tiny CNNs scale poorly over threads, so one engine per core beats one engine with every
-    thread (docs/performance.md); this is the Ray executor's layout without Ray. Jobs are sorted
-    as the engine groups them and dealt out in equal contiguous shares, so a worker's groups are
-    those a single engine with ``max_models`` = the share would form. The data reaches the workers
-    through shared memory (torch.multiprocessing); results come back as each share finishes and
-    are staged by this process, and the workers' finished epochs reach ``on_epoch`` meanwhile.
-    Workers are spawned, so a script that uses this trainer must start under
-    ``if __name__ == "__main__":`` (the ``zoo-build`` command does).
+    thread (docs/performance.md); this is the Ray executor's layout without Ray. Stages call
+    :meth:`run_chunks`: each training chunk trains whole in one worker, so a worker's groups are
+    those a single engine forms (a plain :meth:`run` deals equal shares of the engine's group
+    order instead). The data reaches the workers through shared memory (torch.multiprocessing);
+    results come back as each chunk finishes and are staged by this process, and the workers'
+    finished epochs reach ``on_epoch`` meanwhile. Workers are spawned, so a script that uses this
+    trainer must start under ``if __name__ == "__main__":`` (the ``zoo-build`` command does).
     """
 
     def __init__(self, engine: str = "population", device: str = "cpu", workers: int = 2):
