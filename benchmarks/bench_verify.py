@@ -44,7 +44,8 @@ def main() -> None:
         for f in files:
             sha256_file(f)
         hashing = time.perf_counter() - start
-        print(f"store: {len(files)} shards, {size / 1e6:.0f} MB; {len(ZooStore(store.zoo_dir).manifest.model_ids)} models")
+        models = len(ZooStore(store.zoo_dir).manifest.model_ids)
+        print(f"store: {len(files)} shards, {size / 1e6:.0f} MB; {models} models")
         print(f"one pass, checksums off: {plain:.2f} s")
         print(f"one pass, checksums on:  {verified:.2f} s  ({verified / plain:.2f}x)")
         print(f"hashing alone:           {hashing:.2f} s  ({hashing / plain:.2f}x of a pass; "

@@ -79,7 +79,10 @@ def download_zoo(
     lists) or the path of a local store. ``populations`` limits which shards are fetched.
     """
     target = (Path(root).expanduser() if root is not None else cache_dir()) / check_zoo_name(zoo)
-    if source == "hf":
+    if source == "hf":  # the snapshot must also hold the populations a local copy has (refreshed too)
+        present = _local_manifest(target)
+        if populations and present:
+            populations = sorted(set(populations) | {n for n, p in present.populations.items() if p.shards})
         fetcher: Fetcher = HubFetcher(repo_id or default_repo_id(zoo), revision, populations)
     elif source == "mirror":
         base = url or os.environ.get(MIRROR_ENV)

@@ -17,7 +17,7 @@ from builders.build import build_zoo
 from builders.ingest import ingest_original
 from builders.stages import STAGES
 from zoo_dataset.architectures import parametrised_layers, seeded_model
-from zoo_dataset.errors import DataFormatError
+from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store import ZooStore
@@ -256,3 +256,16 @@ def test_extraction_is_bounded_by_total_size_and_ratio(tmp_path):
         safe_extract(random, tmp_path / "out", max_bytes=2 << 20)
     assert not (tmp_path / "out").exists()
     assert (safe_extract(random, tmp_path / "out") / "zoo" / "a.bin").stat().st_size == 3 << 20
+
+
+def test_a_lost_shard_of_ingested_originals_is_not_retrained(tmp_path):
+    """Retraining would put new models where published ones were: the resume says to re-ingest."""
+    zoo = tmp_path / "zoo"
+    write_trial(zoo, 1, 0)
+    report = ingest_original(spec(), zoo, tmp_path / "stores", echo=lambda line: None)
+    store = ZooStore(tmp_path / "stores" / "digits_seed")
+    (store.zoo_dir / store.population("original").shards[0].file).unlink()
+    with pytest.raises(StoreError, match="ingest them again with zoo-build --from-original"):
+        build_zoo(report.spec, tmp_path / "stores", stages=["original"], resume=True, progress=False)
+    ingest_original(spec(), zoo, tmp_path / "stores", echo=lambda line: None)
+    ZooStore(store.zoo_dir).verify()

@@ -124,6 +124,20 @@ def test_an_explicit_root_is_the_only_place_looked_at(store, tmp_path, monkeypat
     assert open_store(f"./{ZOO}").zoo_dir.resolve() == (tmp_path / ZOO).resolve()  # a path is a path
 
 
+@pytest.mark.parametrize(("command", "args"), [
+    (report_cli.main, ["--zoo", ""]),
+    (report_cli.main, ["--zoo", ".."]),
+    (build_cli, ["--zoo", "../escaped", "--models", "0", "--epochs", "1"]),
+])
+def test_zoo_names_that_are_not_names_are_one_line_and_write_nothing(tmp_path, monkeypatch, command, args):
+    monkeypatch.chdir(tmp_path)
+    flag = "--root" if command is report_cli.main else "--out"
+    result = CliRunner().invoke(command, [*args, flag, str(tmp_path / "root")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: ")
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_store_found_by_name_must_be_that_zoo(store, tmp_path):
     shutil.copytree(store.zoo_dir, tmp_path / "mnist_seed")
     with pytest.raises(StoreError, match="holds zoo 'digits_seed', not 'mnist_seed'"):

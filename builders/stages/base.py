@@ -16,6 +16,7 @@ from typing import Protocol
 import click
 
 from zoo_dataset.errors import StoreError
+from zoo_dataset.store import PopulationWriter
 from zoo_dataset.training import TrainJob, UnitKey
 
 from ..context import BuildContext
@@ -65,12 +66,16 @@ class TrainingStage:
                 f"hold complete; run `zoo-build --zoo {ctx.spec.name} --stages {self.requires}` (or ingest it) first"
             )
 
+    def check_repairable(self, ctx: BuildContext, population: PopulationWriter) -> None:
+        """Raise if shards a resume found damaged (``population.dropped``) cannot be retrained."""
+
     def run(self, ctx: BuildContext) -> StageReport:
         self.check_ready(ctx)
         levels = self.levels(ctx)
         population = ctx.store.population(self.population, levels, self.epochs(ctx), self.arrays)
+        self.check_repairable(ctx, population)
         for line in population.dropped:
-            click.echo(line, err=True)
+            click.echo(f"{line}; rebuilding it", err=True)
         population.pack_ready()  # units staged by a killed run whose shard was never packed
         chunks = [[UnitKey(m, lv) for m in ids for lv in levels] for ids in ctx.store.manifest.training_chunks()]
         total = sum(len(c) for c in chunks)

@@ -129,7 +129,7 @@ class PopulationWriter:
             for rel, expected in ((shard.file, shard.sha256), (shard.states_file, shard.states_sha256)):
                 path = self.zoo_dir / rel
                 if not path.is_file() or sha256_file(path) != expected:
-                    dropped.append(f"{self.name} shard {shard.index} ({rel} is missing or damaged): rebuilding it")
+                    dropped.append(f"{self.name} shard {shard.index}: {rel} is missing or damaged")
                     self.info.shards.remove(shard)
                     break
         if dropped:
