@@ -23,7 +23,8 @@ from .files import atomic_write_text
 from .layout_on_disk import POPULATIONS
 from .paths import check_relative, check_zoo_name
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every shard dataset is row-aligned (first axis = the shard's models)
+READABLE_VERSIONS = (1, 2)  # 1: ``level`` was [levels]; `zoo-build --migrate` rewrites such shards
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20  # a 1000-model zoo's manifest is well under 1 MB
 SHA256 = 64
@@ -52,12 +53,6 @@ class PopulationInfo:
     arrays: list[str]  # datasets in each shard: weights, masks, log_alpha
     status: str = "partial"  # "partial" | "complete"
     shards: list[ShardInfo] = field(default_factory=list)
-
-    def shard_for(self, model_id: int) -> tuple[ShardInfo, int]:
-        for shard in self.shards:
-            if model_id in shard.model_ids:
-                return shard, shard.model_ids.index(model_id)
-        raise StoreError(f"model {model_id} is not in any finished shard of this population")
 
 
 @dataclass
@@ -135,10 +130,10 @@ class Manifest:
             raise StoreError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest of this toolkit")
         try:
             raw = json.loads(path.read_text())
-            if raw.get("schema_version") != SCHEMA_VERSION:
+            if raw.get("schema_version") not in READABLE_VERSIONS:
                 raise StoreError(
                     f"{path} has schema version {raw.get('schema_version')}; "
-                    f"this toolkit reads version {SCHEMA_VERSION}"
+                    f"this toolkit reads versions {', '.join(map(str, READABLE_VERSIONS))}"
                 )
             pops = {
                 name: PopulationInfo(**{**p, "shards": [ShardInfo(**s) for s in p["shards"]]})

@@ -1,10 +1,13 @@
 """Reading a store: tables with pandas, states by (population, model, level, epoch).
 
-Shard files open lazily and are reopened after a fork (one handle set per process), so a reader
-can be shared with DataLoader workers. What is checked when (docs/store-format.md, "Guarantees"):
+One reader serves every consumer (loaders, analysis, builders) with three rules kept here only:
+where a unit lives (:meth:`ZooStore.where`: population and model -> shard file and row, from the
+manifest), which stored level a requested level is (:func:`level_index`), and which process owns
+the open files (h5py handles and datasets are dropped and reopened after a fork, so a reader can
+be shared with DataLoader workers). What is checked when (docs/store-format.md, "Guarantees"):
 opening the store checks the manifest and the models table's sha256; the first open of a shard
-checks its ``model_id`` and ``level`` datasets and array shapes against the manifest (and, with
-``verify_checksums``, its sha256); every state table read is checked for its row count.
+checks its ``model_id`` and ``level`` datasets, array shapes and stored chunks against the manifest
+(and, with ``verify_checksums``, its sha256); every states table read is checked for its rows.
 """
 
 from __future__ import annotations
@@ -30,9 +33,15 @@ from .tables import configs_from_table
 
 CHUNK_CACHE_BYTES = 16 << 20
 DOWNLOAD_RECORD = "download.json"  # written by zoo-download: such stores verify shards on first open
+LEVEL_TOLERANCE = 1e-6  # levels are stored as float64 fractions; requests may come through float32
 
 
-def read_unit(dataset: h5py.Dataset, row: int, level_index: int, epoch: int | slice) -> np.ndarray:
+def match_level(levels: list[float], level: float) -> int | None:
+    """Position of ``level`` (a fraction) in ``levels``, or None: the one level-matching rule."""
+    return next((i for i, lv in enumerate(levels) if abs(lv - float(level)) < LEVEL_TOLERANCE), None)
+
+
+def _read_unit(dataset: h5py.Dataset, row: int, level_index: int, epoch: int | slice) -> np.ndarray:
     """``dataset[row, level_index, epoch]`` of a ``[models, levels, states, P]`` array.
 
     Boolean arrays (masks, an HDF5 enum) are read as uint8 through h5py's low-level API: h5py's
@@ -67,6 +76,12 @@ def _all_chunks_stored(dataset: h5py.Dataset) -> bool:
     return dataset.id.get_num_chunks() == expected
 
 
+def _levels_match(stored: np.ndarray, levels: list[float], models: int) -> bool:
+    """A shard's ``level`` dataset holds the manifest's levels: [K] (schema 1) or one row per model (2)."""
+    shape_ok = (stored.ndim == 1 and stored.shape == (len(levels),)) or stored.shape == (models, len(levels))
+    return shape_ok and bool(np.all(np.abs(stored - np.asarray(levels)) < LEVEL_TOLERANCE))
+
+
 class ZooStore:
     """A built (or downloaded) zoo: ``ZooStore(root / "digits_seed")``.
 
@@ -79,8 +94,6 @@ class ZooStore:
         self.manifest = Manifest.load(self.zoo_dir)
         self.layout: ParameterLayout = self.manifest.parameter_layout
         self.spec: ZooSpec = self.manifest.zoo_spec
-        self._handles: dict[str, h5py.File] = {}
-        self._pid = os.getpid()
         self._configs: dict[int, ModelConfig] | None = None
         self._shards = {s.file: (name, s) for name, p in self.manifest.populations.items() for s in p.shards}
         self._checked: set[str] = set()  # shards whose contents matched the manifest (kept across forks)
@@ -88,6 +101,14 @@ class ZooStore:
             verify_checksums = (self.zoo_dir / DOWNLOAD_RECORD).exists()
         self.verify_checksums = verify_checksums
         self._check_models_table()
+        self._rows: dict[str, dict[int, tuple[str, int]]] = {}
+        self._forget_handles()
+
+    def _forget_handles(self) -> None:
+        """h5py handles belong to the process that opened them; start afresh (init, fork, unpickle)."""
+        self._handles: dict[str, h5py.File] = {}
+        self._datasets: dict[tuple[str, str], h5py.Dataset] = {}
+        self._pid = os.getpid()
 
     # ------------------------------------------------------------------ tables
     @property
@@ -152,7 +173,7 @@ class ZooStore:
     def open_shard(self, relative: str) -> h5py.File:
         """The open shard file ``relative`` to the zoo directory (one handle per process)."""
         if os.getpid() != self._pid:  # forked: h5py handles must not be shared
-            self._handles, self._pid = {}, os.getpid()
+            self._forget_handles()
         if relative not in self._handles:
             if relative not in self._shards:
                 raise StoreError(f"{relative} is not a shard the manifest of {self.zoo_dir} lists")
@@ -182,12 +203,12 @@ class ZooStore:
         shape = (len(shard.model_ids), len(info.levels), info.epochs + 1, self.layout.num_params)
         try:
             ids = f["model_id"][()].tolist() if "model_id" in f else None
-            levels = f["level"][()].tolist() if "level" in f else None
+            levels = np.asarray(f["level"][()]) if "level" in f else np.empty(0)
             problem = None
             if ids != list(shard.model_ids):
                 problem = f"holds models {ids}, the manifest says {shard.model_ids}"
-            elif levels is None or len(levels) != len(info.levels) or not np.allclose(levels, info.levels):
-                problem = f"holds levels {levels}, the manifest says {info.levels}"
+            elif not _levels_match(levels, info.levels, len(ids)):
+                problem = f"holds levels {levels.tolist()}, the manifest says {info.levels}"
             else:
                 bad = [a for a in info.arrays if a not in f or f[a].shape != shape]
                 missing = [a for a in info.arrays if a not in bad and not _all_chunks_stored(f[a])]
@@ -200,20 +221,49 @@ class ZooStore:
         if problem:
             raise StoreError(f"shard {f.filename} {problem}; re-download the store or rebuild it")
 
+    def where(self, population: str, model_id: int) -> tuple[str, int]:
+        """(shard file, row) of a model in a population: the one lookup rule, indexed once per reader."""
+        rows = self._rows.get(population)
+        if rows is None:
+            info = self.population(population)
+            rows = {m: (shard.file, row) for shard in info.shards for row, m in enumerate(shard.model_ids)}
+            self._rows[population] = rows
+        try:
+            return rows[int(model_id)]
+        except KeyError:
+            raise StoreError(f"model {model_id} is not in any finished shard of population {population}") from None
+
+    def level_index(self, population: str, level: float | None) -> int:
+        """Index of ``level`` (a fraction) among the population's stored levels."""
+        levels = self.population(population).levels
+        if level is None:
+            if len(levels) > 1:
+                raise StoreError(f"population {population} has levels {levels}: pass level=")
+            return 0
+        index = match_level(levels, level)
+        if index is None:
+            raise StoreError(f"level {level} not in population {population} (levels: {levels})")
+        return index
+
     def locate(self, population: str, model_id: int, level: float | None = None) -> tuple[h5py.File, int, int]:
         """(open shard, row, level index) of one unit."""
-        info = self.population(population)
-        shard, row = info.shard_for(int(model_id))
-        if level is None:
-            if len(info.levels) > 1:
-                raise StoreError(f"population {population} has levels {info.levels}: pass level=")
-            li = 0
-        else:
-            matches = [i for i, lv in enumerate(info.levels) if abs(lv - level) < 1e-6]
-            if not matches:
-                raise StoreError(f"level {level} not in population {population} (levels: {info.levels})")
-            li = matches[0]
-        return self.open_shard(shard.file), row, li
+        file, row = self.where(population, model_id)
+        return self.open_shard(file), row, self.level_index(population, level)
+
+    def read(self, population: str, name: str, model_id: int, level_index: int, epoch: int | slice) -> np.ndarray:
+        """The fast path: array ``name`` of one unit, the level given by index, no range checks.
+
+        Loaders call it per item: going through :meth:`array` on every read cost about as much as
+        the read itself. h5py datasets are opened once per shard, array and process.
+        """
+        file, row = self.where(population, model_id)
+        dataset = self._datasets.get((file, name)) if os.getpid() == self._pid else None
+        if dataset is None:
+            dataset = self._datasets[(file, name)] = self.open_shard(file)[name]
+        try:
+            return _read_unit(dataset, row, level_index, epoch)
+        except OSError as exc:  # a chunk failed its fletcher32 or gzip check
+            raise StoreError(f"shard {self.zoo_dir / file} is corrupt ({exc}); re-download or rebuild it") from None
 
     def array(self, name: str, population: str, model_id: int, epoch: int | slice = -1,
               level: float | None = None) -> np.ndarray:
@@ -222,14 +272,10 @@ class ZooStore:
         if name not in f:
             stored = ", ".join(k for k in f if k not in ("model_id", "level"))
             raise StoreError(f"population {population} stores no {name!r} (it has {stored})")
-        ds = f[name]
-        n_states = ds.shape[2]
+        n_states = f[name].shape[2]
         if isinstance(epoch, int) and not -n_states <= epoch < n_states:
             raise StoreError(f"epoch {epoch} out of range: population {population} records epochs 0..{n_states - 1}")
-        try:
-            return read_unit(ds, row, li, epoch)
-        except OSError as exc:
-            raise StoreError(f"shard {f.filename} is corrupt ({exc}); re-download or rebuild it") from exc
+        return self.read(population, name, model_id, li, epoch)
 
     def weights(self, population: str, model_id: int, epoch: int = -1, level: float | None = None) -> np.ndarray:
         return self.array("weights", population, model_id, epoch, level)
@@ -266,11 +312,11 @@ class ZooStore:
     def close(self) -> None:
         for f in self._handles.values():
             f.close()
-        self._handles = {}
+        self._forget_handles()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_datasets"] = {}, {}  # h5py objects never cross processes
         return state
 
     def __repr__(self) -> str:
