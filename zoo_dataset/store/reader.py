@@ -262,7 +262,7 @@ class ZooStore:
             dataset = self._datasets[(file, name)] = self.open_shard(file)[name]
         try:
             return _read_unit(dataset, row, level_index, epoch)
-        except OSError as exc:  # a chunk failed its fletcher32 or gzip check
+        except OSError as exc:  # a chunk failed its zlib (adler32) check
             raise StoreError(f"shard {self.zoo_dir / file} is corrupt ({exc}); re-download or rebuild it") from None
 
     def array(self, name: str, population: str, model_id: int, epoch: int | slice = -1,

@@ -26,9 +26,10 @@ from .manifest import SCHEMA_VERSION, Manifest, PopulationInfo, ShardInfo
 from .paths import check_zoo_name
 from .tables import models_table
 
-# fletcher32: every chunk carries a checksum, so a flipped chunk raises on read instead of decoding
-COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "fletcher32": True}
-SHARD_LIBVER = "v110"  # HDF5 1.10 formats: checksummed object headers and chunk indexes
+# gzip's zlib stream ends in an adler32 of the chunk, which HDF5 checks on every read: a flipped chunk
+# raises. (HDF5's fletcher32 filter on top corrupted the heap on multi-chunk reads with h5py 3.16 /
+# HDF5 2.0.0, so it is not used; docs/store-format.md.)
+COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 # where a store writes files (data/<config>: the card stage's Hub tables)
 STORE_FOLDERS = ["", *POPULATIONS, *(f"{STAGING}/{p}" for p in POPULATIONS), "data/*"]
 
@@ -185,10 +186,10 @@ class PopulationWriter:
         chunks = (1, 1, 1, n_params)  # one state per chunk: random single-state reads dominate
         rows = []
         shard_path = self.zoo_dir / shard_name(self.name, index)
-        with atomic_path(shard_path) as tmp, h5py.File(tmp, "w", libver=SHARD_LIBVER) as out:
+        with atomic_path(shard_path) as tmp, h5py.File(tmp, "w") as out:
             out.attrs.update(shard_attrs(self.name, levels, epochs))
-            out.create_dataset("model_id", data=np.asarray(model_ids, dtype=np.int64), fletcher32=True)
-            out.create_dataset("level", data=level_rows(levels, len(model_ids)), fletcher32=True)
+            out["model_id"] = np.asarray(model_ids, dtype=np.int64)  # checked against the manifest on open
+            out["level"] = level_rows(levels, len(model_ids))
             dtypes = {"weights": np.float32, "masks": bool, "log_alpha": np.float32}
             datasets = {a: out.create_dataset(a, shape=shape, dtype=dtypes[a], chunks=chunks, **COMPRESSION)
                         for a in self.info.arrays}
