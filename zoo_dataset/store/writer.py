@@ -30,6 +30,7 @@ from .tables import models_table
 # raises. (HDF5's fletcher32 filter on top corrupted the heap on multi-chunk reads with h5py 3.16 /
 # HDF5 2.0.0, so it is not used; docs/store-format.md.)
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+SHARD_LIBVER = "v110"  # HDF5 1.10 formats: checksummed object headers and chunk indexes
 # where a store writes files (data/<config>: the card stage's Hub tables)
 STORE_FOLDERS = ["", *POPULATIONS, *(f"{STAGING}/{p}" for p in POPULATIONS), "data/*"]
 
@@ -186,7 +187,7 @@ class PopulationWriter:
         chunks = (1, 1, 1, n_params)  # one state per chunk: random single-state reads dominate
         rows = []
         shard_path = self.zoo_dir / shard_name(self.name, index)
-        with atomic_path(shard_path) as tmp, h5py.File(tmp, "w") as out:
+        with atomic_path(shard_path) as tmp, h5py.File(tmp, "w", libver=SHARD_LIBVER) as out:
             out.attrs.update(shard_attrs(self.name, levels, epochs))
             out["model_id"] = np.asarray(model_ids, dtype=np.int64)  # checked against the manifest on open
             out["level"] = level_rows(levels, len(model_ids))
