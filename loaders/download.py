@@ -1,4 +1,5 @@
-"""Fetch a published store into the cache: from the Hugging Face Hub, an HTTP mirror or a local copy.
+"""Fetch a published store into the cache: from the Hugging Face Hub, an HTTP mirror, a local copy,
+or the published Model Zoos on Zenodo (``modelzoos``, converted by :mod:`loaders.modelzoos`).
 
 A download holds the store's writer lock and assembles the whole new store in a folder beside the
 target (``<root>/.<zoo>.download``): the manifest's every entry is checked to stay inside the store,
@@ -16,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
-import json
 import os
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 from urllib.error import HTTPError, URLError
@@ -29,19 +28,17 @@ from urllib.request import Request, urlopen
 import pandas as pd
 from tqdm.auto import tqdm
 
-from zoo_dataset.errors import ChecksumError, StoreError, ZooSpecError
-from zoo_dataset.store.files import atomic_write_text, sha256_file
+from zoo_dataset.errors import ChecksumError, StoreError
+from zoo_dataset.store.files import sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from zoo_dataset.store.paths import check_zoo_name, inside
-from zoo_dataset.store.reader import DOWNLOAD_RECORD
 
-from .cache import cache_dir
+from .cache import store_root
+from .sources import SOURCE_MODELZOOS, check_origin, source_origin
+from .sources import default_repo_id as default_repo_id  # re-exported: older imports name this module
 
-HF_ORG_ENV = "ZOO_TWINS_HF_ORG"
-DEFAULT_HF_ORG = "zoo-twins"
-MIRROR_ENV = "ZOO_TWINS_MIRROR"
 CARD = "README.md"
 PART = ".part"
 RETRIES = 4
@@ -57,44 +54,47 @@ class Fetcher(Protocol):
     def fetch(self, relative: str, dest: Path, limit: int) -> None: ...
 
 
-def default_repo_id(zoo: str) -> str:
-    return f"{os.environ.get(HF_ORG_ENV, DEFAULT_HF_ORG)}/{zoo}"
-
-
 def download_zoo(
     zoo: str,
-    source: str = "hf",
+    source: str | None = None,
     *,
     repo_id: str | None = None,
     url: str | None = None,
     root: str | Path | None = None,
     populations: tuple[str, ...] | list[str] | None = None,
     revision: str | None = None,
+    files: dict[str, str] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Fetch ``zoo`` into ``root/<zoo>`` (default: the cache dir) and return that directory.
+    """Fetch ``zoo`` into ``<root>/<zoo>`` (root: :func:`~loaders.cache.store_root`) and return that directory.
 
-    ``source`` is ``"hf"`` (Hub dataset ``repo_id``, default ``zoo-twins/<zoo>``), ``"mirror"``
-    (``url``, default ``$ZOO_TWINS_MIRROR``, serving ``<url>/<zoo>/manifest.json`` and the files it
-    lists) or the path of a local store. ``populations`` limits which shards are fetched.
+    ``source`` (default ``$ZOO_TWINS_SOURCE``, else ``hub``): see :func:`loaders.sources.source_origin`. Hub
+    downloads are pinned by ``revision`` (branch, tag or commit). ``populations`` limits what is
+    fetched; populations missing from a store of the same origin are added to it. ``files`` names
+    the Zenodo zip per population where a record holds several (modelzoos only).
     """
-    target = (Path(root).expanduser() if root is not None else cache_dir()) / check_zoo_name(zoo)
-    if source == "hf":  # the snapshot must also hold the populations a local copy has (refreshed too)
+    target = store_root(root) / check_zoo_name(zoo)
+    origin = source_origin(zoo, source, repo_id, url, revision)
+    check_origin(target, origin)
+    if origin["source"] == SOURCE_MODELZOOS:
+        from .modelzoos import fetch_modelzoos  # deferred: conversion code only when needed
+
+        with writer_lock(target):
+            return fetch_modelzoos(zoo, store_root(root), populations, files, progress)
+    if origin["source"] == "hub":  # the snapshot must also hold the populations a local copy has (refreshed too)
         present = _local_manifest(target)
         if populations and present:
             populations = sorted(set(populations) | {n for n, p in present.populations.items() if p.shards})
-        fetcher: Fetcher = HubFetcher(repo_id or default_repo_id(zoo), revision, populations)
-    elif source == "mirror":
-        base = url or os.environ.get(MIRROR_ENV)
-        if not base:
-            raise ZooSpecError(f"no mirror URL: pass --url or set {MIRROR_ENV}")
-        fetcher = HttpFetcher(f"{base.rstrip('/')}/{quote(zoo)}", progress)
+        fetcher: Fetcher = HubFetcher(origin["location"], revision, populations)
+    elif origin["source"] == "mirror":
+        fetcher = HttpFetcher(f"{origin['location']}/{quote(zoo)}", progress)
     else:
-        fetcher = LocalFetcher(_local_store(Path(source).expanduser(), zoo))
-    return install(fetcher, target, populations)
+        fetcher = LocalFetcher(_local_store(Path(origin["location"]), zoo))
+    return install(fetcher, target, populations, origin)
 
 
-def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[str] | None = None) -> Path:
+def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[str] | None = None,
+            origin: dict | None = None) -> Path:
     """Fetch and verify the selected populations into a staging folder, then swap it in for ``target``."""
     target = Path(target)
     with writer_lock(target):
@@ -105,6 +105,8 @@ def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[
         manifest = _remote_manifest(fetcher, staging)
         if manifest.zoo != target.name:
             raise StoreError(f"{fetcher} holds zoo {manifest.zoo!r}, not {target.name!r}; refusing it")
+        upstream = manifest.origin
+        manifest.origin = {**(origin or {"source": str(fetcher)}), **({"upstream": upstream} if upstream else {})}
         keep = _populations(manifest, old, populations)
         manifest.populations = {n: p for n, p in manifest.populations.items() if n in keep}
         files = {}
@@ -118,10 +120,7 @@ def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[
         with contextlib.suppress(FileNotFoundError):  # the card is documentation; a store without one loads
             _fetch_to(fetcher, CARD, staging / CARD, MAX_CARD_BYTES)
         _remove_unlisted(staging, {*files, MODELS_TABLE, CARD})
-        record = {"source": str(fetcher), "populations": sorted(keep),
-                  "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        atomic_write_text(staging / DOWNLOAD_RECORD, json.dumps(record, indent=1))
-        manifest.save(staging)
+        manifest.save(staging)  # its origin marks a downloaded store: readers verify shards on first open
         _swap_in(staging, target)
     return target
 

@@ -171,10 +171,9 @@ def test_a_source_holding_another_zoo_is_refused(store, tmp_path):
     assert not (tmp_path / "cache" / "mnist_seed").exists()
 
 
-def scaled_copy(store: ZooStore, directory: Path, population: str, factor: float) -> Path:
-    """A newer published version: one shard of ``population`` with scaled weights, manifest updated."""
-    shutil.copytree(store.zoo_dir, directory)
-    shard = store.population(population).shards[0]
+def scale_shard(directory: Path, population: str, factor: float) -> None:
+    """The source publishes a newer version: one shard of ``population`` scaled, its manifest updated."""
+    shard = ZooStore(directory).population(population).shards[0]
     with h5py.File(directory / shard.file, "r+") as f:
         f["weights"][...] = f["weights"][...] * factor
 
@@ -183,25 +182,22 @@ def scaled_copy(store: ZooStore, directory: Path, population: str, factor: float
         entry["sha256"], entry["bytes"] = sha256(directory / shard.file), (directory / shard.file).stat().st_size
 
     edit_manifest(directory, update)
-    return directory
 
 
 def test_a_failed_update_leaves_the_old_store_exactly_as_it_was(store, tmp_path):
     """v2 changes two shards and the second fails its checksum: the first must not replace v1's."""
-    root = tmp_path / "cache"
-    download_zoo(ZOO, str(store.zoo_dir), root=root, progress=False)
+    source, root = tmp_path / "source" / ZOO, tmp_path / "cache"
+    shutil.copytree(store.zoo_dir, source)
+    download_zoo(ZOO, str(source), root=root, progress=False)
     before = tree(root / ZOO)
-    v2 = scaled_copy(store, tmp_path / "v2" / ZOO, "original", 2.0)
-    shard = ZooStore(v2).population("mp").shards[0]
-    with h5py.File(v2 / shard.file, "r+") as f:
-        f["weights"][...] = f["weights"][...] * 3.0
-    edit_manifest(v2, lambda m: m["populations"]["mp"]["shards"][0].update(sha256=sha256(v2 / shard.file),
-                                                                           bytes=(v2 / shard.file).stat().st_size))
-    data = bytearray((v2 / shard.file).read_bytes())
+    scale_shard(source, "original", 2.0)
+    scale_shard(source, "mp", 3.0)
+    shard = ZooStore(source).population("mp").shards[0]
+    data = bytearray((source / shard.file).read_bytes())
     data[-100] ^= 0xFF  # damaged in transit: the served file no longer matches its manifest
-    (v2 / shard.file).write_bytes(bytes(data))
+    (source / shard.file).write_bytes(bytes(data))
     with pytest.raises(ChecksumError, match=f"{shard.file} from .* is corrupt"):
-        download_zoo(ZOO, str(v2), root=root, progress=False)
+        download_zoo(ZOO, str(source), root=root, progress=False)
     assert tree(root / ZOO) == before
     got = ZooStore(root / ZOO)
     got.verify()
@@ -211,10 +207,11 @@ def test_a_failed_update_leaves_the_old_store_exactly_as_it_was(store, tmp_path)
 def test_a_partial_update_never_mixes_versions(store, tmp_path):
     """--populations original against a newer source whose mp changed once wrote the new manifest
     over the old mp files; now the local mp is brought to the same version."""
-    root = tmp_path / "cache"
-    download_zoo(ZOO, str(store.zoo_dir), root=root, populations=["original", "mp"], progress=False)
-    v2 = scaled_copy(store, tmp_path / "v2" / ZOO, "mp", 2.0)
-    download_zoo(ZOO, str(v2), root=root, populations=["original"], progress=False)
+    source, root = tmp_path / "source" / ZOO, tmp_path / "cache"
+    shutil.copytree(store.zoo_dir, source)
+    download_zoo(ZOO, str(source), root=root, populations=["original", "mp"], progress=False)
+    scale_shard(source, "mp", 2.0)
+    download_zoo(ZOO, str(source), root=root, populations=["original"], progress=False)
     got = ZooStore(root / ZOO)
     got.verify()
     assert set(got.populations) == {"original", "mp"}

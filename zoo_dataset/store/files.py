@@ -11,7 +11,7 @@ from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
 # what atomic_path names the temporaries of a store's own files: <store file>.<pid>.tmp
-STORE_TMP = re.compile(r"(manifest\.json|models\.parquet|README\.md|croissant\.json|ingest\.json|download\.json"
+STORE_TMP = re.compile(r"(manifest\.json|models\.parquet|README\.md|croissant\.json|ingest(?:-vd)?\.json"
                        r"|shard-\d{5}\.h5|shard-\d{5}\.states\.parquet|m\d{6}-l\d+\.\d{4}\.h5"
                        r"|[a-z]+-\d{5}-of-\d{5}\.parquet)\.(\d+)\.tmp")
 

@@ -2,8 +2,9 @@
 
 It holds the schema version, the zoo spec the store was built from, the parameter layout, the
 model ids, the models table's sha256, the training chunk size, and per population (original, mp,
-vd) its levels, epochs, status and shard list with sha256 and sizes. Readers trust only what the
-manifest lists, and only after :meth:`Manifest.check` found every entry well-formed and inside
+vd) its levels, epochs, status and shard list with sha256 and sizes, and for a downloaded store its
+``origin`` (source, revision and the checksums of the files it came from). Readers trust only what
+the manifest lists, and only after :meth:`Manifest.check` found every entry well-formed and inside
 the store.
 """
 
@@ -63,6 +64,7 @@ class Manifest:
     model_ids: list[int]
     models_per_shard: int
     populations: dict[str, PopulationInfo] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)  # empty for a store built here
     schema_version: int = SCHEMA_VERSION
     code_version: str = __version__
     models_sha256: str | None = None  # of models.parquet; absent in older stores

@@ -32,7 +32,6 @@ from .paths import inside
 from .tables import configs_from_table
 
 CHUNK_CACHE_BYTES = 16 << 20
-DOWNLOAD_RECORD = "download.json"  # written by zoo-download: such stores verify shards on first open
 LEVEL_TOLERANCE = 1e-6  # levels are stored as float64 fractions; requests may come through float32
 
 
@@ -97,8 +96,8 @@ class ZooStore:
         self._configs: dict[int, ModelConfig] | None = None
         self._shards = {s.file: (name, s) for name, p in self.manifest.populations.items() for s in p.shards}
         self._checked: set[str] = set()  # shards whose contents matched the manifest (kept across forks)
-        if verify_checksums is None:
-            verify_checksums = (self.zoo_dir / DOWNLOAD_RECORD).exists()
+        if verify_checksums is None:  # a downloaded store (it records its origin) proves its shards once
+            verify_checksums = bool(self.manifest.origin)
         self.verify_checksums = verify_checksums
         self._check_models_table()
         self._rows: dict[str, dict[int, tuple[str, int]]] = {}
