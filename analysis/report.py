@@ -268,7 +268,7 @@ def summary(report: Report) -> str:
     for r in last_epoch_summary(report.populations).itertuples():
         tag = r.population + (f" @ {r.level:.0%}" if r.level > 0 else "")
         lines.append(
-            f"  {tag:12} {r.models:4d} models  epoch {r.epoch:3d}  acc {percent(r.test_acc_mean, r.test_acc_std)}  "
+            f"  {tag:16} {r.models:4d} models  epoch {r.epoch:3d}  acc {percent(r.test_acc_mean, r.test_acc_std)}  "
             f"sparsity {100 * r.sparsity_mean:5.1f}  ggap {100 * r.ggap_mean:5.1f}"
         )
     for table in report.tables:

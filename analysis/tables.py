@@ -80,9 +80,8 @@ def pruned_at_levels(states: pd.DataFrame) -> bool:
 
 
 def twins_of(populations: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The twin populations among ``populations`` (those of registered twin methods)."""
-    names = {m.name for m in twin_methods()}
-    return {name: states for name, states in populations.items() if name in names}
+    """The twin populations among ``populations``, in the registry's order."""
+    return {m.name: populations[m.name] for m in twin_methods() if m.name in populations}
 
 
 def twin_states_at(populations: dict[str, pd.DataFrame], sparsity: float) -> dict[str, tuple[pd.DataFrame, str]]:

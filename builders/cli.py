@@ -73,7 +73,7 @@ def summary(store: ZooStore, seconds: float) -> None:
     for row in table.itertuples():
         tag = f"{row.population}" + (f" @ {row.level:.0%}" if row.level > 0 else "")
         click.echo(
-            f"  {tag:12} models {row.models:5d}  epochs {row.epoch:3d}  "
+            f"  {tag:16} models {row.models:5d}  epochs {row.epoch:3d}  "
             f"test acc {percent(row.test_acc_mean, row.test_acc_std)} %  sparsity {100 * row.sparsity_mean:5.1f} %"
         )
 
