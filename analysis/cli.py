@@ -35,7 +35,7 @@ def main(zoo: str, root: str | None, out: str | None, sparsity: float) -> None:
     with one_line_errors():
         store = open_store(zoo, root)
         report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
-        path = write_report(report, Path(out) if out else Path(f"{store.zoo_dir.name}-report"))
+        path = write_report(report, Path(out) if out else Path(f"{store.manifest.zoo}-report"))
         click.echo(summary(report))
         click.echo(f"\nreport: {path}")
 
