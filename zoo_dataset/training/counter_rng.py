@@ -1,0 +1,157 @@
+"""Counter-based random numbers for training: Philox-4x32-10 in integer tensor ops.
+
+Why counter-based: every random number of a build is a pure function of where it is used, so a
+group of models draws all its numbers as one batched tensor op on the training device (no
+per-model generator, no Python loop over models), the per-model reference draws the very same
+numbers for its one model, and a resumed build or another grouping of the models sees them too.
+
+The algorithm is Random123's Philox-4x32-10 (Salmon et al., "Parallel random numbers: as easy
+as 1, 2, 3", SC'11): a 128-bit counter and a 64-bit key give four 32-bit words. PyTorch has no
+unsigned 32-bit add or shift, so the words live in int64 tensors and every 32x32-bit product is
+split into two products of at most 48 bits: no operation overflows int64, so the integer core
+gives the same bits on every CPU and on CUDA, by construction.
+
+What the key and counter hold:
+
+- key = (low 32 bits of the model's seed, CRC-32 of ``"<stream>/<seed >> 32>"``), where the
+  stream names the stage and level (``"vd/0.000000"``), so a model's twins draw other numbers;
+- counter = (element block, draw, step, epoch): ``draw`` numbers the uses within one step
+  (:data:`ORDER_DRAW` for the epoch's data order, then the forward pass's random layers in
+  order), and element ``i`` of a draw is word ``i % 4`` of block ``i // 4``.
+
+Derived numbers (all documented here, versioned by :data:`GENERATOR`):
+
+- uniform: ``(2 * (w >> 9) + 1) * 2**-24``, exact in float32, in (0, 1) (23 bits);
+- keep mask (dropout): ``w < floor(keep * 2**32)``, an integer comparison;
+- permutation (data order): a stable argsort of 63-bit keys ``(w_2i >> 1) << 32 | w_2i+1``;
+- normal: Box-Muller on consecutive uniforms ``u1, u2``: ``sqrt(-2 ln u1) * (cos, sin)(2 pi u2)``
+  in float32. Words, uniforms, masks and permutations are bit-identical across devices; normals
+  go through float32 ``log``/``sqrt``/``cos``/``sin``, whose last bit may differ between CUDA and
+  a CPU's vector and scalar paths.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+
+import torch
+
+GENERATOR = "philox4x32-10/v1"  # recorded in the manifest; change it whenever any number above changes
+ORDER_DRAW = 0  # the draw that orders an epoch's data (counter step 0)
+FIRST_FORWARD_DRAW = 1
+
+MASK32 = 0xFFFFFFFF
+PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+ROUNDS = 10
+
+
+def _mulhilo(m: int, x):
+    """(hi, lo) 32-bit halves of ``m * x`` for a 32-bit constant ``m``, without exceeding 48 bits."""
+    a = x * (m >> 16)  # < 2**48
+    b = x * (m & 0xFFFF)  # < 2**48
+    hi = (a + (b >> 16)) >> 16
+    lo = (((a & 0xFFFF) << 16) + b) & MASK32
+    return hi, lo
+
+
+def philox4x32_10(counter: Sequence, key: Sequence) -> tuple:
+    """Random123's Philox-4x32-10 of four counter words and two key words.
+
+    Words are Python ints or int64 tensors holding values in [0, 2**32) (broadcast together);
+    returns the four output words the same way.
+    """
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for r in range(ROUNDS):
+        if r:
+            k0, k1 = (k0 + PHILOX_W[0]) & MASK32, (k1 + PHILOX_W[1]) & MASK32
+        hi0, lo0 = _mulhilo(PHILOX_M[0], c0)
+        hi1, lo1 = _mulhilo(PHILOX_M[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def stream_name(kind: str, level: float) -> str:
+    """The stream of a stage's training at a sparsity level (0 for stages without levels)."""
+    return f"{kind}/{level:.6f}"
+
+
+class CounterRNG:
+    """The random numbers of ``M`` models that train together: one Philox key per model.
+
+    Every method returns ``[M, ...]``: row ``m`` is what model ``m`` alone would draw, so one
+    model (the per-model reference) and a group that contains it draw equal numbers.
+    """
+
+    def __init__(self, seeds: Sequence[int], streams: Sequence[str], device: torch.device | str = "cpu"):
+        if len(seeds) != len(streams):
+            raise ValueError("one stream per seed")
+        if any(int(s) < 0 for s in seeds):
+            raise ValueError("seeds must be non-negative")
+        self.device = torch.device(device)
+        k0 = [int(s) & MASK32 for s in seeds]
+        k1 = [zlib.crc32(f"{stream}/{int(s) >> 32}".encode()) for s, stream in zip(seeds, streams, strict=True)]
+        self.key = tuple(torch.tensor(k, dtype=torch.int64, device=self.device).unsqueeze(1) for k in (k0, k1))
+        self.size = len(seeds)
+
+    def words(self, n: int, epoch: int, step: int, draw: int) -> torch.Tensor:
+        """``n`` 32-bit words per model as int64 ``[M, n]``."""
+        for name, value in (("epoch", epoch), ("step", step), ("draw", draw)):
+            if not 0 <= value <= MASK32:
+                raise ValueError(f"{name} {value} is outside the 32-bit counter")
+        blocks = torch.arange(-(-n // 4), dtype=torch.int64, device=self.device).unsqueeze(0)
+        out = philox4x32_10((blocks, draw, step, epoch), self.key)
+        return torch.stack(out, dim=2).reshape(self.size, -1)[:, :n]
+
+    def uniform(self, shape: Sequence[int], epoch: int, step: int, draw: int) -> torch.Tensor:
+        """float32 uniforms in (0, 1), ``[M, *shape]``."""
+        return _uniform(self.words(math.prod(shape), epoch, step, draw)).view(self.size, *shape)
+
+    def normal(self, shape: Sequence[int], epoch: int, step: int, draw: int) -> torch.Tensor:
+        """float32 standard normals (Box-Muller), ``[M, *shape]``."""
+        n = math.prod(shape)
+        u = _uniform(self.words(n + n % 2, epoch, step, draw)).view(self.size, -1, 2)
+        radius = torch.sqrt(-2.0 * torch.log(u[..., 0]))
+        angle = (2 * math.pi) * u[..., 1]
+        z = torch.stack((radius * torch.cos(angle), radius * torch.sin(angle)), dim=2)
+        return z.reshape(self.size, -1)[:, :n].reshape(self.size, *shape)
+
+    def keep_mask(self, shape: Sequence[int], keep: float, epoch: int, step: int, draw: int) -> torch.Tensor:
+        """Bernoulli(keep) as bool ``[M, *shape]`` (True = kept)."""
+        threshold = math.floor(keep * 2**32)
+        return (self.words(math.prod(shape), epoch, step, draw) < threshold).view(self.size, *shape)
+
+    def permutation(self, n: int, epoch: int) -> torch.Tensor:
+        """A random permutation of ``range(n)`` per model, int64 ``[M, n]``: an epoch's data order."""
+        w = self.words(2 * n, epoch, 0, ORDER_DRAW).view(self.size, n, 2)
+        keys = ((w[..., 0] >> 1) << 32) | w[..., 1]
+        return torch.argsort(keys, dim=1, stable=True)
+
+
+def _uniform(words: torch.Tensor) -> torch.Tensor:
+    return ((words >> 9) * 2 + 1).to(torch.float32) * 2.0**-24
+
+
+class StepDraws:
+    """The draws of one training step, numbered in the order the forward pass asks for them.
+
+    The engine and the reference make the same calls in the same order, so draw ``k`` of a step
+    is the same layer's noise in both.
+    """
+
+    def __init__(self, rng: CounterRNG, epoch: int, step: int):
+        self.rng, self.epoch, self.step = rng, epoch, step
+        self.draw = FIRST_FORWARD_DRAW
+
+    def _next(self) -> int:
+        self.draw += 1
+        return self.draw - 1
+
+    def normal(self, shape: Sequence[int]) -> torch.Tensor:
+        return self.rng.normal(shape, self.epoch, self.step, self._next())
+
+    def keep_mask(self, shape: Sequence[int], keep: float) -> torch.Tensor:
+        return self.rng.keep_mask(shape, keep, self.epoch, self.step, self._next())
