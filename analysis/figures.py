@@ -113,21 +113,21 @@ def layer_size_vs_sparsity(states: pd.DataFrame, layer_sizes: dict[str, int], ep
     return fig
 
 
-def accuracy_vs_sparsity(mp: pd.DataFrame | None, vd: pd.DataFrame | None, title: str) -> Figure:
-    """Figure 5: mean accuracy over mean sparsity; MP per level (after fine-tuning), VD per epoch."""
+def accuracy_vs_sparsity(twins: dict[str, pd.DataFrame], title: str) -> Figure:
+    """Figure 5: mean accuracy over mean sparsity for every twin method (``label -> states``).
+
+    A method with several levels is drawn per level after fine-tuning (its last epoch); a method
+    with one level per epoch, as its sparsity grows in training.
+    """
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    if mp is not None:
-        final = mp[mp.epoch == mp.epoch.max()].groupby("level")[["sparsity", "test_acc"]].mean()
-        ax.plot(
-            100 * final.sparsity,
-            100 * final.test_acc,
-            "o-",
-            color="tab:green",
-            label="MP (after fine-tuning)",
-        )
-    if vd is not None:
-        by_epoch = vd.groupby("epoch")[["sparsity", "test_acc"]].mean()
-        ax.plot(100 * by_epoch.sparsity, 100 * by_epoch.test_acc, "s-", color="tab:purple", label="VD (per epoch)")
+    for (label, states), marker in zip(twins.items(), "os^Dv<>p*", strict=False):
+        if states.level.nunique() > 1:
+            points = states[states.epoch == states.epoch.max()].groupby("level")[["sparsity", "test_acc"]].mean()
+            label = f"{label} (after fine-tuning)"
+        else:
+            points = states.groupby("epoch")[["sparsity", "test_acc"]].mean()
+            label = f"{label} (per epoch)"
+        ax.plot(100 * points.sparsity.to_numpy(), 100 * points.test_acc.to_numpy(), f"{marker}-", label=label)
     ax.set(xlabel="mean sparsity (%)", ylabel="mean test accuracy (%)", title=title)
     ax.legend()
     ax.grid(alpha=0.3)

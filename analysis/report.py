@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from zoo_dataset.methods import methods, twin_methods
 from zoo_dataset.store import ZooStore
 
 from . import figures, tables
@@ -105,7 +106,7 @@ def build_report(store: ZooStore, sparsity: float = tables.DEFAULT_SPARSITY) -> 
 def _population_gaps(store: ZooStore) -> list[str]:
     """Populations that are absent, or only partly packed (the report then covers the packed shards)."""
     gaps, shards = [], len(store.manifest.shard_groups())
-    for name in ("original", "mp", "vd"):
+    for name in (m.name for m in methods().values() if m.default or m.name in store.manifest.populations):
         info = store.manifest.populations.get(name)
         done = len(info.shards) if info else 0
         if done < shards:
@@ -162,16 +163,16 @@ def _add_figures(report: Report, store: ZooStore, sparsity: float) -> None:
         report.missing.append("Figure 4 needs VD twins")
     else:
         report.missing.append("Figures 3 and 4 need MP or VD twins")
-    if mp is not None or vd is not None:
+    twins = {m.label: pops[m.name] for m in twin_methods() if m.name in pops}
+    if twins:
         figure(
             "figure5_acc_vs_sparsity",
-            "Figure 5: mean accuracy over mean sparsity, MP against VD",
-            lambda: figures.accuracy_vs_sparsity(mp, vd, f"{zoo}: accuracy vs sparsity"),
+            f"Figure 5: mean accuracy over mean sparsity: {', '.join(twins)}",
+            lambda: figures.accuracy_vs_sparsity(twins, f"{zoo}: accuracy vs sparsity"),
         )
-        if mp is None or vd is None:
-            report.missing.append(
-                f"Figure 5 shows only {'VD' if mp is None else 'MP'} (no {'MP' if mp is None else 'VD'} twins)"
-            )
+        absent = [m.label for m in twin_methods() if m.default and m.name not in pops]
+        if absent:
+            report.missing.append(f"Figure 5 has no {', '.join(absent)} twins")
 
 
 def _layer_sizes(store: ZooStore) -> dict[str, int]:

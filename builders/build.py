@@ -9,13 +9,14 @@ from zoo_dataset.architectures import INPUT_SIZE, build_model
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.methods import methods
 from zoo_dataset.specs import ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.training import Trainer
 from zoo_dataset.training.engine import PopulationEngine
 
 from .context import BuildContext
-from .stages import STAGES, StageReport
+from .stages import DEFAULT_STAGES, STAGES, StageReport
 
 DEFAULT_ROOT = Path("stores")
 
@@ -35,16 +36,18 @@ def build_zoo(
     trainer: Trainer | None = None,
     progress: bool = True,
 ) -> tuple[ZooStore, list[StageReport]]:
-    """Run ``stages`` (default: all registered) of ``spec`` into ``root/<zoo>``; returns a reader."""
-    stages = list(stages or STAGES)
+    """Run ``stages`` (default: the default methods and the card) of ``spec`` into ``root/<zoo>``; returns a reader."""
+    stages = list(stages or DEFAULT_STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ZooSpecError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(STAGES)}")
+    # a stage of a method that starts from nothing (the original training) may create the store
+    creates = any(m.requires is None for name, m in methods().items() if name in stages)
     source = get_source(spec.dataset)
-    if "original" in stages and not resume and not source.is_available(Path(data_dir) if data_dir else None):
+    if creates and not resume and not source.is_available(Path(data_dir) if data_dir else None):
         # fail before a new store is created; a resumed (or ingested) store loads data only if a stage needs it
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
-    writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume, create="original" in stages)
+    writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume, create=creates)
     ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
                        trainer=trainer or PopulationEngine(device), progress=progress)
     reports = [STAGES[name].run(ctx) for name in stages]

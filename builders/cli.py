@@ -15,7 +15,9 @@ from zoo_dataset.store import ZooStore
 from .build import DEFAULT_ROOT, build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
 from .ingest import ingest_original
-from .stages import STAGES
+from .stages import DEFAULT_STAGES, STAGES
+
+OPT_IN = [name for name in STAGES if name not in DEFAULT_STAGES]
 
 PRESETS = {
     "paper": {},
@@ -57,7 +59,7 @@ def summary(store: ZooStore, seconds: float) -> None:
         levels = sorted(last.level.unique())
         for level in levels:
             at = last[last.level == level]
-            tag = f"{population}" + (f" @ {level:.0%}" if population == "mp" else "")
+            tag = f"{population}" + (f" @ {level:.0%}" if level > 0 else "")
             click.echo(
                 f"  {tag:12} models {at.model_id.nunique():5d}  epochs {int(states.epoch.max()):3d}  "
                 f"test acc {100 * at.test_acc.mean():5.1f} ({100 * at.test_acc.std(ddof=0):.1f}) %  "
@@ -68,7 +70,8 @@ def summary(store: ZooStore, seconds: float) -> None:
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--zoo", help="Zoo name (see --list).")
 @click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
-@click.option("--stages", default=",".join(STAGES), show_default=True, help="Comma-separated stages to run.")
+@click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True,
+              help="Comma-separated stages to run; opt-in methods (" + ", ".join(OPT_IN) + ") only when named.")
 @click.option("--out", type=click.Path(file_okay=False), default=str(DEFAULT_ROOT), show_default=True,
               help="Root directory of stores; the zoo goes to OUT/<zoo>.")
 @click.option("--models", help="Subset of model ids, e.g. 0-9,12.")

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 
 from zoo_dataset.errors import StoreError, ZooSpecError
+from zoo_dataset.methods import twin_methods
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.tables import SPLITS
 
-METHODS = ("mp", "vd")
 FACTORS = ("seed", "activation", "optimizer", "lr", "weight_decay", "dropout", "init")
 NOT_PROPERTIES = {"model_id", "population", "level", "shard", "row"}
 
@@ -22,10 +22,11 @@ class TwinIndex:
     """
 
     def __init__(self, store: ZooStore, method: str, level: float | None, split: str | None):
-        if method not in METHODS:
-            raise ZooSpecError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        twins = [m.name for m in twin_methods()]
+        if method not in twins:
+            raise ZooSpecError(f"unknown method {method!r}; choose one of {', '.join(twins)}")
         if method not in store.populations:
-            have = ", ".join(p for p in store.populations if p in METHODS) or "none"
+            have = ", ".join(p for p in store.populations if p in twins) or "none"
             raise StoreError(
                 f"{store.zoo_dir} holds no {method} twins (twins it has: {have}); "
                 f"build them with `zoo-build --stages {method}`"

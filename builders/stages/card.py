@@ -13,7 +13,8 @@ from string import Template
 
 import pandas as pd
 
-from zoo_dataset.store import POPULATIONS, ZooStore
+from zoo_dataset.methods import get_method, methods
+from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.tables import SPLITS
@@ -31,11 +32,6 @@ SIZE_BOUNDS = (
     (1_000_000, "100K<n<1M"),
     (10_000_000, "1M<n<10M"),
 )
-METHODS = {
-    "original": "the original models, trained from their generating factors",
-    "mp": "magnitude-pruning twins: global unstructured pruning of each original's last state, then fine-tuning",
-    "vd": "sparse variational-dropout twins trained from each original's last state",
-}
 
 
 class CardStage:
@@ -58,7 +54,7 @@ def write_card(store: ZooStore, copy_dir: Path | None = None) -> Path:
 def render_card(store: ZooStore) -> str:
     from huggingface_hub import DatasetCardData  # deferred: only the card needs the Hub client
 
-    states = {p: store.states(p) for p in POPULATIONS if p in store.populations}
+    states = {p: store.states(p) for p in methods() if p in store.populations}
     front = DatasetCardData(
         license=LICENSE,
         pretty_name=_pretty_name(store),
@@ -108,13 +104,10 @@ def _fields(store: ZooStore, states: dict[str, pd.DataFrame]) -> dict[str, objec
 
 
 def _method(store: ZooStore, population: str) -> str:
-    info = store.population(population)
-    text = METHODS.get(population, population)
-    if population == "mp":
-        text += f" (levels {', '.join(f'{lv:.0%}' for lv in info.levels)}, {info.epochs} epochs)"
-    elif population != "original":
-        text += f" ({info.epochs} epochs)"
-    return text
+    info, method = store.population(population), get_method(population)
+    if method.requires is None:
+        return method.description
+    return f"{method.description} ({method.details(info.levels, info.epochs)})"
 
 
 def _states_per_model(store: ZooStore, population: str) -> str:
@@ -127,7 +120,7 @@ def _statistics_rows(states: dict[str, pd.DataFrame]) -> list[str]:
     for population, table in states.items():
         last = table[table.epoch == table.epoch.max()]
         for level, at in last.groupby("level"):
-            tag = f"{level:.0%}" if population == "mp" else "-"
+            tag = f"{level:.0%}" if level > 0 else "-"
             agreement = f"{100 * at.agreement.mean():.1f}" if at.agreement.notna().any() else "-"
             rows.append(
                 f"| {population} | {tag} | {at.model_id.nunique()} | {int((table.level == level).sum())} | "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-POPULATIONS = ("original", "mp", "vd")
 MODELS_TABLE = "models.parquet"
 STAGING = "_staging"
 

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StoreError
+from ..jobs import JobResult, UnitKey
 from ..layout import ParameterLayout
 from ..specs import ZooSpec
-from ..training.jobs import JobResult, UnitKey
 from .files import atomic_path, remove_stale_tmp, sha256_file
 from .layout_on_disk import MODELS_TABLE, STAGING, shard_name, states_name, unit_path
 from .manifest import Manifest, PopulationInfo, ShardInfo
@@ -97,7 +97,7 @@ class StoreWriter:
 
 
 class PopulationWriter:
-    """Stages units of one population (original, mp or vd) and packs them into shards."""
+    """Stages units of one population and packs them into shards."""
 
     def __init__(self, store: StoreWriter, name: str, info: PopulationInfo):
         self.store, self.name, self.info = store, name, info
