@@ -153,8 +153,8 @@ def metric_row(epoch: int, result: dict, weights: np.ndarray, layout: ParameterL
 def initial_state(spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -> np.ndarray:
     """Epoch 0 replayed from the seed, for trials published without checkpoint_000000."""
     channels = get_source(spec.dataset).channels
-    model, _ = seeded_model(spec.architecture, channels, config.activation, config.dropout, config.init,
-                            config.seed)
+    model = seeded_model(spec.architecture, channels, config.activation, config.dropout, config.init,
+                         config.seed)
     return layout.flatten_module(model).numpy()
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from zoo_dataset.training.counter_rng import ORDER_DRAW, CounterRNG, StepDraws, philox4x32_10
+from zoo_dataset.counter_rng import ORDER_DRAW, CounterRNG, StepDraws, philox4x32_10
 
 # Random123 tests/kat_vectors: counter[4], key[2] -> output[4]
 KAT = [

@@ -1,14 +1,15 @@
 """The population engine: trains many jobs of a stage as one batched computation.
 
 It implements the :class:`~.jobs.Trainer` protocol like the per-model reference and reuses its
-parts wherever they fix the numbers: each job's model and data-order generator come from the
-recipe's ``build`` (same init, same seeds), batches from :func:`~.reference.epoch_batches`,
-recorded rows from :func:`~.reference.state_metrics`. Jobs that can share one computation (same
-method, architecture, activation, dropout rate, optimizer kind, epochs, batch size and method
-options) form a group; learning rate, weight decay, data order, start state, mask and noise stay
-per model. What a method changes comes in through its :class:`~zoo_dataset.methods.PopulationHooks`;
-a method without them is refused with one line (it would silently run ~5x slower otherwise), and
-trains with the reference trainer only.
+parts wherever they fix the numbers: each job's model comes from the method's ``build`` (same
+init), data order, dropout masks and noise from the counter-based generator keyed as the
+reference keys it (:mod:`zoo_dataset.counter_rng`), recorded rows from
+:func:`~.reference.state_metrics`. A training step has no Python loop over models. Jobs that
+can share one computation (same method, architecture, activation, dropout rate, optimizer kind,
+epochs, batch size and method options) form a group; learning rate, weight decay, data order,
+start state, mask and noise stay per model. What a method changes comes in through its
+:class:`~zoo_dataset.methods.PopulationHooks`; a method without them is refused with one line (it
+would silently run ~5x slower otherwise), and trains with the reference trainer only.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..counter_rng import CounterRNG, StepDraws
 from ..data import ImageData
 from ..jobs import EpochCallback, JobResult, TrainJob
 from ..layout import ParameterLayout
 from ..methods import get_method
-from .batched_ops import Noise, PopulationNet, per_model_input
+from .batched_ops import PopulationNet, per_model_input
 from .batched_optim import BatchedOptimizer
-from .reference import epoch_batches, state_metrics
+from .reference import state_metrics
 
 DEFAULT_MAX_MODELS = 64  # models per batched computation; bounds memory, not speed
 EVAL_CHUNK = 32  # samples per evaluation forward pass (shared by all models); small stays in cache
@@ -63,8 +65,7 @@ class PopulationEngine:
     ) -> list[JobResult]:
         """Train jobs that share a :func:`group_key` together; returns their results in job order."""
         method = get_method(jobs[0].method)
-        built = [method.build(job, channels) for job in jobs]
-        models, orders = [m for m, _ in built], [g for _, g in built]
+        models = [method.build(job, channels) for job in jobs]
         hooks = method.population_hooks(models, jobs, self.device)
         plain = [method.layout_module(m) for m in models]
         layout = ParameterLayout.from_module(plain[0])
@@ -75,15 +76,12 @@ class PopulationEngine:
             lr=torch.tensor([j.lr for j in jobs], device=self.device),
             weight_decay=torch.tensor([j.config.weight_decay for j in jobs], device=self.device),
         )
-        random = hooks.draws_noise or jobs[0].config.dropout > 0
-        noise = Noise([torch.Generator().manual_seed(int(j.seed)) for j in jobs]) if random else None
+        rng = CounterRNG.for_jobs(jobs, self.device)
         recorder = _Recorder(net, jobs, train_x, train_y, test_x, test_y)
         recorder.record()
         for epoch in range(1, jobs[0].epochs + 1):
-            batches = [epoch_batches(len(train_x), jobs[0].batch_size, g) for g in orders]
-            for step in zip(*batches, strict=True):
-                idx = torch.stack(step).to(self.device)  # [M, batch]
-                logits = net.forward(per_model_input(train_x[idx]), noise)
+            for step, idx in enumerate(rng.batches(len(train_x), jobs[0].batch_size, epoch)):  # idx [M, batch]
+                logits = net.forward(per_model_input(train_x[idx]), StepDraws(rng, epoch, step))
                 loss = F.cross_entropy(logits.flatten(0, 1), train_y[idx].flatten(), reduction="none")
                 loss = loss.view(size, -1).mean(dim=1).sum()  # each model's gradient is that of its own mean
                 extra = hooks.loss_term(net, epoch, len(train_x))
@@ -148,7 +146,7 @@ def evaluate_population(net: PopulationNet, x: torch.Tensor, y: torch.Tensor):
     total = torch.zeros(net.size, dtype=torch.float64, device=x.device)
     preds = []
     for start in range(0, len(x), EVAL_CHUNK):
-        logits = net.forward(x[start : start + EVAL_CHUNK], noise=None)  # [M, chunk, classes]
+        logits = net.forward(x[start : start + EVAL_CHUNK], draws=None)  # [M, chunk, classes]
         target = y[start : start + EVAL_CHUNK].expand(net.size, -1)
         losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
         total += losses.view(net.size, -1).sum(dim=1)

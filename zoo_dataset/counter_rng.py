@@ -34,9 +34,12 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
+from torch import nn
 
 GENERATOR = "philox4x32-10/v1"  # recorded in the manifest; change it whenever any number above changes
 ORDER_DRAW = 0  # the draw that orders an epoch's data (counter step 0)
@@ -86,6 +89,12 @@ class CounterRNG:
     model (the per-model reference) and a group that contains it draw equal numbers.
     """
 
+    @classmethod
+    def for_jobs(cls, jobs: Sequence, device: torch.device | str = "cpu") -> CounterRNG:
+        """The generator of training jobs (:class:`~zoo_dataset.jobs.TrainJob`): their seeds, and their
+        method and level as the stream."""
+        return cls([j.seed for j in jobs], [stream_name(j.method, j.key.level) for j in jobs], device)
+
     def __init__(self, seeds: Sequence[int], streams: Sequence[str], device: torch.device | str = "cpu"):
         if len(seeds) != len(streams):
             raise ValueError("one stream per seed")
@@ -130,6 +139,10 @@ class CounterRNG:
         keys = ((w[..., 0] >> 1) << 32) | w[..., 1]
         return torch.argsort(keys, dim=1, stable=True)
 
+    def batches(self, n: int, batch_size: int, epoch: int) -> tuple[torch.Tensor, ...]:
+        """An epoch's index batches ``[M, batch_size]`` (the last one may be shorter)."""
+        return self.permutation(n, epoch).split(batch_size, dim=1)
+
 
 def _uniform(words: torch.Tensor) -> torch.Tensor:
     return ((words >> 9) * 2 + 1).to(torch.float32) * 2.0**-24
@@ -155,3 +168,35 @@ class StepDraws:
 
     def keep_mask(self, shape: Sequence[int], keep: float) -> torch.Tensor:
         return self.rng.keep_mask(shape, keep, self.epoch, self.step, self._next())
+
+
+_ACTIVE: ContextVar[StepDraws | None] = ContextVar("zoo_step_draws", default=None)
+
+
+@contextmanager
+def drawing(draws: StepDraws) -> Iterator[StepDraws]:
+    """Random layers run inside the block draw from ``draws``: how the per-model reference hands a
+    step's counters to standard modules. Outside such a block they use torch's global RNG."""
+    token = _ACTIVE.set(draws)
+    try:
+        yield draws
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_draws() -> StepDraws | None:
+    return _ACTIVE.get()
+
+
+class CounterDropout(nn.Dropout):
+    """``nn.Dropout`` whose training mask comes from the active step's draws, where there are any.
+
+    The mask scales as the engine's: ``x * (keep_mask / (1 - p))``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        draws = active_draws()
+        if draws is None or not self.training or self.p == 0:
+            return super().forward(x)
+        keep = 1 - self.p
+        return x * (draws.keep_mask(tuple(x.shape), keep)[0].to(x.dtype) / keep)
