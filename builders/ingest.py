@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from zoo_dataset.architectures import seeded_model
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import DataFormatError, DataUnavailableError
 from zoo_dataset.layout import ParameterLayout
@@ -225,7 +226,7 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path) -> IngestReport:
     ingested = spec.with_overrides(model_subset=sorted(results), epochs=epochs)
     writer = StoreWriter.open(root, ingested, layout, resume=True)
     writer.record_seeds({i: configs[i].seed for i in results})
-    population = writer.population(POPULATION, [0.0], epochs, ["weights"])
+    population = writer.population(POPULATION, [0.0], epochs, ["weights"], GENERATOR)
     for result in results.values():
         if not population.is_done(result.key):
             population.stage(result)

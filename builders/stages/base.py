@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.errors import StoreError
 from zoo_dataset.jobs import TrainJob, UnitKey
 from zoo_dataset.methods import Method
@@ -56,7 +57,7 @@ class MethodStage:
         self.check_ready(ctx)
         method, spec = self.method, ctx.spec
         levels = method.levels(spec)
-        population = ctx.store.population(method.name, levels, method.epochs(spec), list(method.arrays))
+        population = ctx.store.population(method.name, levels, method.epochs(spec), list(method.arrays), GENERATOR)
         population.pack_ready()  # units staged by a killed run whose shard was never packed
         keys = [UnitKey(m.model_id, lv) for m in spec.models() for lv in levels]
         todo = [k for k in keys if not population.is_done(k)]

@@ -45,6 +45,7 @@ class PopulationInfo:
     arrays: list[str]  # datasets in each shard: weights, masks, log_alpha
     status: str = "partial"  # "partial" | "complete"
     shards: list[ShardInfo] = field(default_factory=list)
+    generator: str | None = None  # training randomness (name/version); None: stores of older toolkits
 
     def shard_for(self, model_id: int) -> tuple[ShardInfo, int]:
         for shard in self.shards:

@@ -80,10 +80,16 @@ class StoreWriter:
         with atomic_path(path) as tmp:
             table.to_parquet(tmp, index=False)
 
-    def population(self, name: str, levels: list[float], epochs: int, arrays: list[str]) -> PopulationWriter:
+    def population(self, name: str, levels: list[float], epochs: int, arrays: list[str],
+                   generator: str) -> PopulationWriter:
+        """The writer of population ``name``, trained with the random ``generator`` (name/version).
+
+        A partial population started with another generator is refused: its finished and its
+        remaining units would draw from different streams.
+        """
         info = self.manifest.populations.get(name)
         if info is None:
-            info = PopulationInfo(levels=[float(x) for x in levels], epochs=epochs, arrays=arrays)
+            info = PopulationInfo(levels=[float(x) for x in levels], epochs=epochs, arrays=arrays, generator=generator)
             self.manifest.populations[name] = info
             self.manifest.save(self.zoo_dir)
         elif info.levels != [float(x) for x in levels] or info.epochs != epochs:
@@ -93,6 +99,16 @@ class StoreWriter:
                 f"population {name} of {self.zoo_dir} already holds a build; pass --resume to continue it "
                 "or choose another --out"
             )
+        elif info.generator != generator and info.status != "complete":
+            if _has_work(self.zoo_dir, name, info):
+                started = info.generator or "per-model Mersenne Twister generators (an older toolkit)"
+                raise StoreError(
+                    f"population {name} of {self.zoo_dir} was started with the random generator {started}; "
+                    f"this toolkit draws with {generator}: finish it with the version that started it, "
+                    "or build into another --out"
+                )
+            info.generator = generator
+            self.manifest.save(self.zoo_dir)
         return PopulationWriter(self, name, info)
 
 
