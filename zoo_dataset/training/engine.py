@@ -28,10 +28,8 @@ from ..layout import ParameterLayout
 from ..methods import get_method
 from .batched_ops import PopulationNet, per_model_input
 from .batched_optim import BatchedOptimizer
+from .device_memory import CPU_EVAL_CHUNK, eval_chunk, group_size
 from .reference import state_metrics
-
-DEFAULT_MAX_MODELS = 64  # models per batched computation; bounds memory, not speed
-EVAL_CHUNK = 32  # samples per evaluation forward pass (shared by all models); small stays in cache
 
 
 def group_key(job: TrainJob) -> tuple:
@@ -42,9 +40,13 @@ def group_key(job: TrainJob) -> tuple:
 
 
 class PopulationEngine:
-    """Trains jobs in groups of up to ``max_models`` stacked models on ``device`` (cpu or cuda)."""
+    """Trains jobs in groups of up to ``max_models`` stacked models on ``device`` (cpu or cuda).
 
-    def __init__(self, device: str = "cpu", max_models: int = DEFAULT_MAX_MODELS):
+    ``max_models`` None: 64 on CPU, as many as free memory allows on CUDA
+    (:func:`~.device_memory.group_size`); a build passes the size its store records.
+    """
+
+    def __init__(self, device: str = "cpu", max_models: int | None = None):
         self.device = torch.device(device)
         self.max_models = max_models
 
@@ -54,8 +56,10 @@ class PopulationEngine:
         tensors = [t.to(self.device) for t in (data.train_x, data.train_y, data.test_x, data.test_y)]
         for _, group in groupby(sorted(jobs, key=group_key), key=group_key):
             group = list(group)
-            # equal chunks of at most max_models: 72 jobs train as 36 + 36, not as 64 + an inefficient 8
-            chunk = -(-len(group) // -(-len(group) // self.max_models))
+            limit = self.max_models or group_size(self.device, group[0].architecture, data.channels,
+                                                  group[0].batch_size, len(data.train_x))
+            # equal chunks of at most the limit: 72 jobs train as 36 + 36, not as 64 + an inefficient 8
+            chunk = -(-len(group) // -(-len(group) // limit))
             for start in range(0, len(group), chunk):
                 yield from self.run_group(group[start : start + chunk], data.channels, *tensors, on_epoch=on_epoch)
 
@@ -77,7 +81,8 @@ class PopulationEngine:
             weight_decay=torch.tensor([j.config.weight_decay for j in jobs], device=self.device),
         )
         rng = CounterRNG.for_jobs(jobs, self.device)
-        recorder = _Recorder(net, jobs, train_x, train_y, test_x, test_y)
+        chunk = eval_chunk(self.device, jobs[0].architecture, channels, size, len(train_x))
+        recorder = _Recorder(net, jobs, chunk, train_x, train_y, test_x, test_y)
         recorder.record()
         for epoch in range(1, jobs[0].epochs + 1):
             for step, idx in enumerate(rng.batches(len(train_x), jobs[0].batch_size, epoch)):  # idx [M, batch]
@@ -100,8 +105,8 @@ class PopulationEngine:
 class _Recorder:
     """Evaluates and records every model's state after each epoch, as the reference does."""
 
-    def __init__(self, net: PopulationNet, jobs: list[TrainJob], train_x, train_y, test_x, test_y):
-        self.net, self.jobs = net, jobs
+    def __init__(self, net: PopulationNet, jobs: list[TrainJob], chunk: int, train_x, train_y, test_x, test_y):
+        self.net, self.jobs, self.chunk = net, jobs, chunk
         self.train, self.test = (train_x, train_y), (test_x, test_y)
         self.weights: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
@@ -115,8 +120,8 @@ class _Recorder:
         masks, log_alpha = net.hooks.recorded(net)
         if log_alpha is not None:
             self.log_alpha.append(log_alpha)
-        train_loss, train_acc, _ = evaluate_population(net, *self.train)
-        test_loss, test_acc, test_pred = evaluate_population(net, *self.test)
+        train_loss, train_acc, _ = evaluate_population(net, *self.train, self.chunk)
+        test_loss, test_acc, test_pred = evaluate_population(net, *self.test, self.chunk)
         epoch = len(self.weights)
         for m, job in enumerate(self.jobs):
             self.metrics[m].append({"epoch": epoch, **state_metrics(
@@ -141,13 +146,14 @@ class _Recorder:
 
 
 @torch.inference_mode()
-def evaluate_population(net: PopulationNet, x: torch.Tensor, y: torch.Tensor):
-    """Per-model mean cross-entropy [M], accuracy [M] and predicted classes [M, N], in eval mode."""
+def evaluate_population(net: PopulationNet, x: torch.Tensor, y: torch.Tensor, chunk: int = CPU_EVAL_CHUNK):
+    """Per-model mean cross-entropy [M], accuracy [M] and predicted classes [M, N], in eval mode,
+    ``chunk`` samples (shared by all models) per forward pass."""
     total = torch.zeros(net.size, dtype=torch.float64, device=x.device)
     preds = []
-    for start in range(0, len(x), EVAL_CHUNK):
-        logits = net.forward(x[start : start + EVAL_CHUNK], draws=None)  # [M, chunk, classes]
-        target = y[start : start + EVAL_CHUNK].expand(net.size, -1)
+    for start in range(0, len(x), chunk):
+        logits = net.forward(x[start : start + chunk], draws=None)  # [M, chunk, classes]
+        target = y[start : start + chunk].expand(net.size, -1)
         losses = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
         total += losses.view(net.size, -1).sum(dim=1)
         preds.append(logits.argmax(dim=2))

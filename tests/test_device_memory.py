@@ -1,0 +1,53 @@
+"""Group and evaluation sizes per device, and the one-line refusals of a CUDA build without one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from builders.cli import main
+from builders.executors import make_trainer
+from zoo_dataset.errors import ZooSpecError
+from zoo_dataset.training import device_memory
+from zoo_dataset.training.device_memory import CPU_EVAL_CHUNK, CPU_GROUP, eval_chunk, group_size, profile
+
+
+def test_profile_counts_cnn_s_outputs_noise_and_parameters():
+    outputs, noise, parameters = profile("cnn_s", 1)
+    assert noise == 8 * 24 * 24 + 6 * 8 * 8 + 4 * 3 * 3 + 20 + 10  # conv/linear outputs: VD's noise per sample
+    assert parameters == (8 * 25 + 8) + (6 * 8 * 25 + 6) + (4 * 6 * 4 + 4) + (36 * 20 + 20) + (20 * 10 + 10)
+    assert outputs > noise
+
+
+def test_cpu_keeps_its_fixed_sizes():
+    assert group_size("cpu", "cnn_s", 1, 10, 50_000) == CPU_GROUP
+    assert eval_chunk("cpu", "cnn_s", 1, 64, 10_000) == CPU_EVAL_CHUNK
+
+
+def test_cuda_sizes_follow_free_memory(monkeypatch):
+    free = {"bytes": 8 << 30}
+    monkeypatch.setattr(device_memory, "free_memory", lambda device: free["bytes"])
+    small = group_size("cuda", "cnn_s", 1, 10, 50_000)
+    free["bytes"] = 64 << 30
+    large = group_size("cuda", "cnn_s", 1, 10, 50_000)
+    assert CPU_GROUP < small < large and large // small in (7, 8)
+    assert group_size("cuda", "cnn_l", 3, 10, 50_000) < large  # a bigger CNN: fewer models
+    assert eval_chunk("cuda", "cnn_s", 1, 10, 10_000) == 10_000  # every sample at once where it fits
+    assert eval_chunk("cuda", "cnn_s", 1, 10**6, 10_000) < 10_000
+    free["bytes"] = 0
+    assert group_size("cuda", "cnn_s", 1, 10, 50_000) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a CUDA device")
+def test_cuda_build_without_a_device_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["--zoo", "digits_seed", "--device", "cuda", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "sees no CUDA device" in lines[0]
+
+
+def test_workers_are_refused_with_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ZooSpecError, match="--workers is for CPU builds"):
+        make_trainer(device="cuda", workers=2)
