@@ -68,38 +68,50 @@ class PopulationEngine:
         on_epoch: EpochCallback | None = None,
     ) -> list[JobResult]:
         """Train jobs that share a :func:`group_key` together; returns their results in job order."""
-        method = get_method(jobs[0].method)
-        models = [method.build(job, channels) for job in jobs]
-        hooks = method.population_hooks(models, jobs, self.device)
-        plain = [method.layout_module(m) for m in models]
-        layout = ParameterLayout.from_module(plain[0])
-        net = PopulationNet(plain[0], torch.stack([layout.flatten_module(m) for m in plain]), self.device, hooks)
-        size = len(jobs)
-        optimizer = BatchedOptimizer(
-            jobs[0].config.optimizer, net.parameters(),
-            lr=torch.tensor([j.lr for j in jobs], device=self.device),
-            weight_decay=torch.tensor([j.config.weight_decay for j in jobs], device=self.device),
-        )
-        rng = CounterRNG.for_jobs(jobs, self.device)
-        chunk = eval_chunk(self.device, jobs[0].architecture, channels, size, len(train_x))
-        recorder = _Recorder(net, jobs, chunk, train_x, train_y, test_x, test_y)
+        group = TrainingGroup(jobs, channels, self.device)
+        chunk = eval_chunk(self.device, jobs[0].architecture, channels, len(jobs), len(train_x))
+        recorder = _Recorder(group.net, jobs, chunk, train_x, train_y, test_x, test_y)
         recorder.record()
         for epoch in range(1, jobs[0].epochs + 1):
-            for step, idx in enumerate(rng.batches(len(train_x), jobs[0].batch_size, epoch)):  # idx [M, batch]
-                logits = net.forward(per_model_input(train_x[idx]), StepDraws(rng, epoch, step))
-                loss = F.cross_entropy(logits.flatten(0, 1), train_y[idx].flatten(), reduction="none")
-                loss = loss.view(size, -1).mean(dim=1).sum()  # each model's gradient is that of its own mean
-                extra = hooks.loss_term(net, epoch, len(train_x))
-                if extra is not None:
-                    loss = loss + extra
-                grads = net.gradients(loss)
-                hooks.project_gradients(net, grads)
-                optimizer.step(grads)
-                hooks.project(net)
+            for step, idx in enumerate(group.rng.batches(len(train_x), jobs[0].batch_size, epoch)):
+                group.step(train_x, train_y, idx, epoch, step)
             recorder.record()
             if on_epoch:
-                on_epoch(epoch, jobs[0].epochs, size)
+                on_epoch(epoch, jobs[0].epochs, len(jobs))
         return recorder.results()
+
+
+class TrainingGroup:
+    """The stacked models of one group, their optimizer and their generator: one training step at a
+    time, with the same ops whatever the number of models (no Python loop over models)."""
+
+    def __init__(self, jobs: list[TrainJob], channels: int, device: torch.device):
+        method = get_method(jobs[0].method)
+        models = [method.build(job, channels) for job in jobs]
+        self.hooks = method.population_hooks(models, jobs, device)
+        plain = [method.layout_module(m) for m in models]
+        layout = ParameterLayout.from_module(plain[0])
+        self.net = PopulationNet(plain[0], torch.stack([layout.flatten_module(m) for m in plain]), device, self.hooks)
+        self.optimizer = BatchedOptimizer(
+            jobs[0].config.optimizer, self.net.parameters(),
+            lr=torch.tensor([j.lr for j in jobs], device=device),
+            weight_decay=torch.tensor([j.config.weight_decay for j in jobs], device=device),
+        )
+        self.rng = CounterRNG.for_jobs(jobs, device)
+
+    def step(self, train_x: torch.Tensor, train_y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> None:
+        """One optimizer step of every model on its own batch ``train_x[idx[m]]`` (``idx`` [M, batch])."""
+        net, hooks = self.net, self.hooks
+        logits = net.forward(per_model_input(train_x[idx]), StepDraws(self.rng, epoch, step))
+        loss = F.cross_entropy(logits.flatten(0, 1), train_y[idx].flatten(), reduction="none")
+        loss = loss.view(net.size, -1).mean(dim=1).sum()  # each model's gradient is that of its own mean
+        extra = hooks.loss_term(net, epoch, len(train_x))
+        if extra is not None:
+            loss = loss + extra
+        grads = net.gradients(loss)
+        hooks.project_gradients(net, grads)
+        self.optimizer.step(grads)
+        hooks.project(net)
 
 
 class _Recorder:
