@@ -60,6 +60,13 @@ def test_words_follow_the_documented_key_and_counter_layout():
         np.testing.assert_array_equal(got[m], expected.astype(np.int64))
 
 
+def test_cpu_loop_and_tensor_ops_give_the_same_words():
+    """CPU runs the compiled loop, CUDA the int64 tensor ops: here both run on CPU, bit for bit."""
+    rng = CounterRNG([0, 6, 2**33 + 1, 2**32 - 1], ["vd/0.000000", "mp/0.500000", "plain/0.000000", "vd/0.000000"])
+    for n, epoch, step, draw in [(1, 1, 0, 0), (7, 2, 5, 1), (4096 + 3, 25, 4999, 6), (10, 2**32 - 1, 2**32 - 1, 3)]:
+        assert torch.equal(rng.words(n, epoch, step, draw), rng._tensor_words(n, epoch, step, draw))
+
+
 def test_a_model_draws_the_same_numbers_alone_as_in_a_group():
     group = CounterRNG([5, 9, 12], ["vd/0.000000", "vd/0.000000", "masked/0.500000"])
     alone = CounterRNG([9], ["vd/0.000000"])

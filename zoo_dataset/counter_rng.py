@@ -7,9 +7,12 @@ numbers for its one model, and a resumed build or another grouping of the models
 
 The algorithm is Random123's Philox-4x32-10 (Salmon et al., "Parallel random numbers: as easy
 as 1, 2, 3", SC'11): a 128-bit counter and a 64-bit key give four 32-bit words. PyTorch has no
-unsigned 32-bit add or shift, so the words live in int64 tensors and every 32x32-bit product is
-split into two products of at most 48 bits: no operation overflows int64, so the integer core
-gives the same bits on every CPU and on CUDA, by construction.
+unsigned 32-bit add or shift, so on CUDA the words live in int64 tensors and every 32x32-bit
+product is split into two products of at most 48 bits: no operation overflows int64. On CPU the
+same core runs as one compiled loop (numba, unsigned 64-bit products, ~20x faster than ~200
+int64 tensor passes). Both are exact integer arithmetic, so the words are the same bits on every
+CPU and on CUDA, by construction (the tests hold the two against each other and against an
+independent NumPy Philox).
 
 What the key and counter hold:
 
@@ -38,6 +41,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+import numba
+import numpy as np
 import torch
 from torch import nn
 
@@ -77,6 +82,27 @@ def philox4x32_10(counter: Sequence, key: Sequence) -> tuple:
     return c0, c1, c2, c3
 
 
+@numba.njit(cache=True, nogil=True)
+def _philox_words_cpu(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoch: int, out: np.ndarray) -> None:
+    """:func:`philox4x32_10` of counters (block, draw, step, epoch) into ``out`` [M, n] (int64),
+    element ``i`` = word ``i % 4`` of block ``i // 4``, model ``m`` keyed by ``(k0[m], k1[m])``."""
+    m0, m1 = np.uint64(PHILOX_M[0]), np.uint64(PHILOX_M[1])
+    w0, w1 = np.uint64(PHILOX_W[0]), np.uint64(PHILOX_W[1])
+    low, shift = np.uint64(MASK32), np.uint64(32)
+    n = out.shape[1]
+    for m in range(out.shape[0]):
+        for block in range((n + 3) // 4):
+            c0, c1, c2, c3 = np.uint64(block), np.uint64(draw), np.uint64(step), np.uint64(epoch)
+            key0, key1 = np.uint64(k0[m]), np.uint64(k1[m])
+            for _ in range(ROUNDS):
+                p0, p1 = m0 * c0, m1 * c2
+                c0, c1, c2, c3 = (p1 >> shift) ^ c1 ^ key0, p1 & low, (p0 >> shift) ^ c3 ^ key1, p0 & low
+                key0, key1 = (key0 + w0) & low, (key1 + w1) & low
+            for j, word in enumerate((c0, c1, c2, c3)):
+                if 4 * block + j < n:
+                    out[m, 4 * block + j] = word
+
+
 def stream_name(kind: str, level: float) -> str:
     """The stream of a stage's training at a sparsity level (0 for stages without levels)."""
     return f"{kind}/{level:.6f}"
@@ -111,6 +137,14 @@ class CounterRNG:
         for name, value in (("epoch", epoch), ("step", step), ("draw", draw)):
             if not 0 <= value <= MASK32:
                 raise ValueError(f"{name} {value} is outside the 32-bit counter")
+        if self.device.type == "cpu":
+            out = torch.empty(self.size, n, dtype=torch.int64)
+            _philox_words_cpu(*(k[:, 0].numpy() for k in self.key), draw, step, epoch, out.numpy())
+            return out
+        return self._tensor_words(n, epoch, step, draw)
+
+    def _tensor_words(self, n: int, epoch: int, step: int, draw: int) -> torch.Tensor:
+        """:meth:`words` as int64 tensor ops on the generator's device (what CUDA runs)."""
         blocks = torch.arange(-(-n // 4), dtype=torch.int64, device=self.device).unsqueeze(0)
         out = philox4x32_10((blocks, draw, step, epoch), self.key)
         return torch.stack(out, dim=2).reshape(self.size, -1)[:, :n]
