@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -51,3 +56,13 @@ def test_workers_are_refused_with_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(ZooSpecError, match="--workers is for CPU builds"):
         make_trainer(device="cuda", workers=2)
+
+
+def test_device_check_runs_every_part_on_cpu():
+    """benchmarks/device_check.py --cpu-smoke: the GPU check's code paths, tiny, so the script keeps working."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "device_check.py"), "--cpu-smoke"], cwd=root,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr
+    for part in ("bit-identical", "equivalence vd", "model-steps/s", "projected 1000-model MNIST twin", "passed"):
+        assert part in out.stdout

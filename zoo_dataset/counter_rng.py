@@ -54,6 +54,7 @@ MASK32 = 0xFFFFFFFF
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 ROUNDS = 10
+TENSOR_SLICE_WORDS = 1 << 26  # words per slice of the tensor form (CUDA): ~6 GB of temporaries at most
 
 
 def _mulhilo(m: int, x):
@@ -144,10 +145,13 @@ class CounterRNG:
         return self._tensor_words(n, epoch, step, draw)
 
     def _tensor_words(self, n: int, epoch: int, step: int, draw: int) -> torch.Tensor:
-        """:meth:`words` as int64 tensor ops on the generator's device (what CUDA runs)."""
+        """:meth:`words` as int64 tensor ops on the generator's device (what CUDA runs), in slices of
+        blocks that bound the temporaries (~12 int64 tensors of a slice)."""
         blocks = torch.arange(-(-n // 4), dtype=torch.int64, device=self.device).unsqueeze(0)
-        out = philox4x32_10((blocks, draw, step, epoch), self.key)
-        return torch.stack(out, dim=2).reshape(self.size, -1)[:, :n]
+        per_slice = max(1, TENSOR_SLICE_WORDS // (4 * self.size))
+        out = [torch.stack(philox4x32_10((part, draw, step, epoch), self.key), dim=2)
+               for part in blocks.split(per_slice, dim=1)]
+        return torch.cat(out, dim=1).reshape(self.size, -1)[:, :n]
 
     def uniform(self, shape: Sequence[int], epoch: int, step: int, draw: int) -> torch.Tensor:
         """float32 uniforms in (0, 1), ``[M, *shape]``."""
