@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from zoo_dataset.counter_rng import ORDER_DRAW, CounterRNG, StepDraws, philox4x32_10
+from zoo_dataset.counter_rng import ORDER_DRAW, CounterRNG, StepDraws, _uniform, philox4x32_10
 
 # Random123 tests/kat_vectors: counter[4], key[2] -> output[4]
 KAT = [
@@ -65,6 +65,9 @@ def test_cpu_loop_and_tensor_ops_give_the_same_words():
     rng = CounterRNG([0, 6, 2**33 + 1, 2**32 - 1], ["vd/0.000000", "mp/0.500000", "plain/0.000000", "vd/0.000000"])
     for n, epoch, step, draw in [(1, 1, 0, 0), (7, 2, 5, 1), (4096 + 3, 25, 4999, 6), (10, 2**32 - 1, 2**32 - 1, 3)]:
         assert torch.equal(rng.words(n, epoch, step, draw), rng._tensor_words(n, epoch, step, draw))
+    u1, u2 = rng._pair_uniforms(1001, 3, 2, 1)  # normals' uniforms: one compiled pass on CPU
+    u = _uniform(rng._tensor_words(2002, 3, 2, 1)).view(4, 1001, 2)
+    assert torch.equal(u1, u[..., 0]) and torch.equal(u2, u[..., 1])
 
 
 def test_a_model_draws_the_same_numbers_alone_as_in_a_group():
