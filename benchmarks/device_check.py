@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from synthetic import group_jobs, random_data
 
-from zoo_dataset.counter_rng import CounterRNG
+from zoo_dataset.counter_rng import CounterRNG, philox4x32_10
 from zoo_dataset.training import ReferenceTrainer
 from zoo_dataset.training.device_memory import eval_chunk, group_size
 from zoo_dataset.training.engine import PopulationEngine, TrainingGroup, evaluate_population
@@ -50,6 +50,33 @@ def check_generator(device: torch.device) -> bool:
     print(f"generator: words, masks, permutations {'bit-identical' if same else 'DIFFER'} on cpu and {device}; "
           f"normals max |diff| {normal:.1e}")
     return same and normal < 1e-5
+
+
+def generator_speed(device: torch.device, words: int) -> None:
+    """The integer core as int64 tensor passes (what runs) against the same core fused by torch.compile."""
+    rng = CounterRNG(list(range(64)), ["vd/0.000000"] * 64, device)
+    n = words // 64
+    blocks = torch.arange(-(-n // 4), device=device).unsqueeze(0)
+
+    def core(b: torch.Tensor, k0: torch.Tensor, k1: torch.Tensor) -> torch.Tensor:
+        return torch.stack(philox4x32_10((b, 1, 2, 3), (k0, k1)), dim=2)
+
+    def timed(fn) -> tuple[torch.Tensor, float]:
+        fn(blocks, *rng.key)
+        sync(device)
+        start = time.perf_counter()
+        out = fn(blocks, *rng.key)
+        sync(device)
+        return out, time.perf_counter() - start
+
+    eager, eager_s = timed(core)
+    try:
+        fused, fused_s = timed(torch.compile(core, dynamic=True))
+        note = f"torch.compile'd {1e9 * fused_s / words:.3f} ns/word, " + (
+            "same bits" if torch.equal(eager, fused) else "DIFFERENT BITS")
+    except Exception as exc:  # a compiler missing on the machine is a finding, not a failure
+        note = f"torch.compile failed ({type(exc).__name__})"
+    print(f"generator core on {device}: int64 tensor passes {1e9 * eager_s / words:.3f} ns/word; {note}")
 
 
 def check_equivalence(device: torch.device) -> bool:
@@ -186,6 +213,8 @@ def main() -> int:
         print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     start = time.time()
     ok = check_equivalence(device)
+    if not args.cpu_smoke:
+        generator_speed(device, 1 << 26)
     slice_size = max(40, n_train // 25 * 2)
     print(f"engine vs reference on the same device (1 epoch of {slice_size} samples with evaluation):")
     engine_vs_reference(device, ref_models, slice_size)
