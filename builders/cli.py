@@ -9,7 +9,8 @@ import click
 from zoo_dataset.cli_support import Command, one_line_errors
 from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
-from zoo_dataset.specs import VD_KL_OBJECTIVES, get_spec, registry
+from zoo_dataset.specs import VD_KL_OBJECTIVES, get_spec, load_specs, registry
+from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
 
 from .build import DEFAULT_ROOT, build_zoo
@@ -40,10 +41,10 @@ def parse_models(text: str) -> list[int]:
     return ids
 
 
-def list_zoos(data_dir: str | None) -> None:
+def list_zoos(data_dir: str | None, spec_file: str | None = None) -> None:
     header = f"{'zoo':18} {'dataset':8} {'arch':6} {'variant':7} {'models':>6} {'epochs':>6}  data"
     click.echo(header)
-    for name, spec in registry().items():
+    for name, spec in (registry() if spec_file is None else load_specs(spec_file)).items():
         data = "available" if is_available(spec.dataset, data_dir) else "missing"
         click.echo(
             f"{name:18} {spec.dataset:8} {spec.architecture:6} {spec.variant:7} {spec.size:>6} {spec.epochs:>6}  {data}"
@@ -53,22 +54,19 @@ def list_zoos(data_dir: str | None) -> None:
 def summary(store: ZooStore, seconds: float) -> None:
     size = sum(p.stat().st_size for p in store.zoo_dir.rglob("*") if p.is_file())
     click.echo(f"\nstore: {store.zoo_dir}  ({size / 1e6:.1f} MB, built in {seconds:.0f} s)")
-    for population in store.populations:
-        states = store.states(population)
-        last = states[states.epoch == states.epoch.max()]
-        levels = sorted(last.level.unique())
-        for level in levels:
-            at = last[last.level == level]
-            tag = f"{population}" + (f" @ {level:.0%}" if level > 0 else "")
-            click.echo(
-                f"  {tag:12} models {at.model_id.nunique():5d}  epochs {int(states.epoch.max()):3d}  "
-                f"test acc {100 * at.test_acc.mean():5.1f} ({100 * at.test_acc.std(ddof=0):.1f}) %  "
-                f"sparsity {100 * at.sparsity.mean():5.1f} %"
-            )
+    table = last_epoch_summary({p: store.states(p) for p in store.populations})
+    for row in table.itertuples():
+        tag = f"{row.population}" + (f" @ {row.level:.0%}" if row.level > 0 else "")
+        click.echo(
+            f"  {tag:12} models {row.models:5d}  epochs {row.epoch:3d}  "
+            f"test acc {percent(row.test_acc_mean, row.test_acc_std)} %  sparsity {100 * row.sparsity_mean:5.1f} %"
+        )
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--zoo", help="Zoo name (see --list).")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False),
+              help="A TOML file of your own zoos (the schema of the packaged zoos.toml); --zoo names one of them.")
 @click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
 @click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True,
               help="Comma-separated stages to run; opt-in methods (" + ", ".join(OPT_IN) + ") only when named.")
@@ -96,12 +94,12 @@ def summary(store: ZooStore, seconds: float) -> None:
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Local executor: train in this many processes, one engine each (e.g. one per core).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device, data_dir,
-         resume, from_original, engine, executor, address, workers, quiet):
+def main(zoo, spec_file, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device,
+         data_dir, resume, from_original, engine, executor, address, workers, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     with one_line_errors(ValueError):
         if show_list:
-            list_zoos(data_dir)
+            list_zoos(data_dir, spec_file)
             return
         if not zoo:
             raise click.UsageError("--zoo NAME is required (or --list)")
@@ -109,9 +107,9 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
         overrides.update({k: v for k, v in {
             "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs, "vd_kl_objective": vd_kl,
             "model_subset": parse_models(models) if models else None,
-            "mp_levels": [float(x) for x in mp_levels.split(",")] if mp_levels else None,
+            "mp_levels": mp_levels.split(",") if mp_levels else None,
         }.items() if v is not None})
-        spec = get_spec(zoo).with_overrides(**overrides)
+        spec = get_spec(zoo, spec_file).with_overrides(**overrides)
         started = time.time()
         if from_original:  # the original stage then finds every ingested model done
             spec, resume = ingest_original(spec, from_original, out).spec, True

@@ -8,6 +8,7 @@ Inputs are fixed, so every statistic below is a fixed number: the tests cannot f
 from __future__ import annotations
 
 import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import torch
 from scipy import stats
 
 from zoo_dataset.counter_rng import ORDER_DRAW, CounterRNG, StepDraws, _uniform, philox4x32_10
+from zoo_dataset.methods import get_method
 
 # Random123 tests/kat_vectors: counter[4], key[2] -> output[4]
 KAT = [
@@ -163,3 +165,13 @@ def test_integer_core_gives_the_same_bits_on_cuda():
     assert torch.equal(cpu.keep_mask((999,), 0.6, 1, 2, 3), cuda.keep_mask((999,), 0.6, 1, 2, 3).cpu())
     assert torch.equal(cpu.permutation(5000, 4), cuda.permutation(5000, 4).cpu())
     torch.testing.assert_close(cpu.normal((999,), 1, 2, 3), cuda.normal((999,), 1, 2, 3).cpu(), rtol=1e-5, atol=1e-5)
+
+
+def test_methods_draw_from_their_own_streams_and_mp_local_from_mp():
+    streams = {name: get_method(name).noise_stream() for name in ("original", "mp", "vd", "mp_local")}
+    assert len({streams["original"], streams["mp"], streams["vd"]}) == 3
+    assert streams["mp_local"] == streams["mp"]  # the pair differs only in its mask, not in its data order
+    job = SimpleNamespace(seed=9, key=SimpleNamespace(level=0.5))
+    mp, local, vd = (CounterRNG.for_jobs([job], streams[name]) for name in ("mp", "mp_local", "vd"))
+    assert torch.equal(mp.permutation(100, 1), local.permutation(100, 1))
+    assert not torch.equal(mp.permutation(100, 1), vd.permutation(100, 1))

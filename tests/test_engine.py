@@ -20,7 +20,7 @@ from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import Method, methods
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask
-from zoo_dataset.specs import ModelConfig
+from zoo_dataset.specs import VD_THRESHOLD, ModelConfig
 from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
 from zoo_dataset.training.engine import PopulationEngine, TrainingGroup
 
@@ -68,7 +68,8 @@ def twin_jobs(method: str, cfgs: list[ModelConfig], data: ImageData, kl_objectiv
             epochs=EPOCHS, lr=c.lr, batch_size=10, seed=c.seed + 100, initial=weights,
             mask=global_magnitude_mask(weights, layout, 0.5) if method == "mp" else None,
             reference_predictions=start.test_predictions,
-            options={"threshold": 3.0, "kl_warmup_epochs": 1, "kl_objective": kl_objective} if method == "vd" else {},
+            options={"threshold": VD_THRESHOLD, "kl_warmup_epochs": 1, "kl_objective": kl_objective}
+            if method == "vd" else {},
         ))
     return jobs
 

@@ -49,14 +49,15 @@ def test_registry_holds_each_method_once_in_pipeline_order():
 def test_local_masks_are_torch_l1_unstructured_per_layer(level):
     model = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", 7)
     layout = ParameterLayout.from_module(model)
-    keep = get_method("mp_local").mask(layout.flatten_module(model).numpy(), layout, level)
+    flat = layout.flatten_module(model).numpy()
+    keep = get_method("mp_local").mask(flat, layout, level)
     for name, layer in parametrised_layers(model):
         prune.l1_unstructured(layer, "weight", amount=level)
         expected = layer.weight_mask.reshape(-1).bool().numpy()
         np.testing.assert_array_equal(keep[layout.by_name[f"{name}.weight"].slice], expected, err_msg=name)
         assert keep[layout.by_name[f"{name}.bias"].slice].all()
     # not the global mask: layers of different magnitude scales are pruned alike
-    assert not np.array_equal(keep, get_method("mp").mask(layout.flatten_module(model).numpy(), layout, level))
+    assert not np.array_equal(keep, get_method("mp").mask(flat, layout, level))
 
 
 def test_importing_the_loaders_imports_no_training_code_or_dataset_reader():

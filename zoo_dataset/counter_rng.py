@@ -125,9 +125,9 @@ def _pair_uniforms_cpu(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epo
                 u2[m, 2 * block + 1] = np.float32((c3 >> nine) * two + one) * scale
 
 
-def stream_name(kind: str, level: float) -> str:
-    """The stream of a stage's training at a sparsity level (0 for stages without levels)."""
-    return f"{kind}/{level:.6f}"
+def stream_name(stream: str, level: float) -> str:
+    """A method's stream at a sparsity level (0 for methods without levels)."""
+    return f"{stream}/{level:.6f}"
 
 
 class CounterRNG:
@@ -138,10 +138,10 @@ class CounterRNG:
     """
 
     @classmethod
-    def for_jobs(cls, jobs: Sequence, device: torch.device | str = "cpu") -> CounterRNG:
-        """The generator of training jobs (:class:`~zoo_dataset.jobs.TrainJob`): their seeds, and their
-        method and level as the stream."""
-        return cls([j.seed for j in jobs], [stream_name(j.method, j.key.level) for j in jobs], device)
+    def for_jobs(cls, jobs: Sequence, stream: str, device: torch.device | str = "cpu") -> CounterRNG:
+        """The generator of training jobs (:class:`~zoo_dataset.jobs.TrainJob`) of one method: their
+        seeds, and the method's stream (``Method.noise_stream``) at their levels."""
+        return cls([j.seed for j in jobs], [stream_name(stream, j.key.level) for j in jobs], device)
 
     def __init__(self, seeds: Sequence[int], streams: Sequence[str], device: torch.device | str = "cpu"):
         if len(seeds) != len(streams):

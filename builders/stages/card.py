@@ -14,6 +14,7 @@ from string import Template
 import pandas as pd
 
 from zoo_dataset.methods import get_method, methods
+from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
@@ -82,6 +83,7 @@ def _fields(store: ZooStore, states: dict[str, pd.DataFrame]) -> dict[str, objec
     return {
         "pretty_name": _pretty_name(store),
         "description": spec.description,
+        "spec_source": spec.source,
         "zoo": manifest.zoo,
         "code_version": manifest.code_version,
         "schema_version": manifest.schema_version,
@@ -117,21 +119,15 @@ def _states_per_model(store: ZooStore, population: str) -> str:
 
 def _statistics_rows(states: dict[str, pd.DataFrame]) -> list[str]:
     rows = []
-    for population, table in states.items():
-        last = table[table.epoch == table.epoch.max()]
-        for level, at in last.groupby("level"):
-            tag = f"{level:.0%}" if level > 0 else "-"
-            agreement = f"{100 * at.agreement.mean():.1f}" if at.agreement.notna().any() else "-"
-            rows.append(
-                f"| {population} | {tag} | {at.model_id.nunique()} | {int((table.level == level).sum())} | "
-                f"{_mean_std(at.test_acc)} | {_mean_std(at.train_acc)} | {_mean_std(at.ggap)} | "
-                f"{100 * at.sparsity.mean():.1f} | {agreement} |"
-            )
+    for r in last_epoch_summary(states).itertuples():
+        tag = f"{r.level:.0%}" if r.level > 0 else "-"
+        agreement = "-" if pd.isna(r.agreement_mean) else f"{100 * r.agreement_mean:.1f}"
+        rows.append(
+            f"| {r.population} | {tag} | {r.models} | {r.states} | {percent(r.test_acc_mean, r.test_acc_std)} | "
+            f"{percent(r.train_acc_mean, r.train_acc_std)} | {percent(r.ggap_mean, r.ggap_std)} | "
+            f"{100 * r.sparsity_mean:.1f} | {agreement} |"
+        )
     return rows
-
-
-def _mean_std(values: pd.Series) -> str:
-    return f"{100 * values.mean():.1f} ({100 * values.std(ddof=0):.1f})"
 
 
 def _values(values: list) -> str:

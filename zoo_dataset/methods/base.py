@@ -148,6 +148,11 @@ class Method:
         (:mod:`zoo_dataset.counter_rng`), keyed by the job's seed, method and level."""
         return plain_from_state(job, channels)
 
+    def noise_stream(self) -> str:
+        """The counter stream of the method's training randomness (data order, dropout masks, noise;
+        :mod:`zoo_dataset.counter_rng`): the method's name, unless it must draw as another does."""
+        return self.name
+
     def layout_module(self, model: nn.Module) -> nn.Module:
         """The module whose conv/linear children define the stored parameter layout."""
         return model

@@ -47,8 +47,9 @@ class StoreWriter:
         if (zoo_dir / "manifest.json").exists():
             manifest = Manifest.load(zoo_dir)
             wanted = json.loads(json.dumps(spec.to_dict()))  # tuples -> lists, as stored
-            if manifest.spec != wanted:
-                changed = sorted(k for k, v in wanted.items() if manifest.spec.get(k) != v)
+            # where the spec was read from is provenance, not a setting: a moved spec file may resume
+            changed = sorted(k for k, v in wanted.items() if k != "source" and manifest.spec.get(k) != v)
+            if changed:
                 raise StoreError(
                     f"{zoo_dir} was built with different settings ({', '.join(changed)}); "
                     "use the same options, or another --out"

@@ -97,7 +97,7 @@ class TrainingGroup:
             lr=torch.tensor([j.lr for j in jobs], device=device),
             weight_decay=torch.tensor([j.config.weight_decay for j in jobs], device=device),
         )
-        self.rng = CounterRNG.for_jobs(jobs, device)
+        self.rng = CounterRNG.for_jobs(jobs, method.noise_stream(), device)
 
     def step(self, train_x: torch.Tensor, train_y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> None:
         """One optimizer step of every model on its own batch ``train_x[idx[m]]`` (``idx`` [M, batch])."""

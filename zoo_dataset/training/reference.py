@@ -60,7 +60,7 @@ class ReferenceTrainer:
     ) -> JobResult:
         recipe = get_method(job.method)
         model = recipe.build(job, channels).to(self.device)
-        rng = CounterRNG.for_jobs([job], self.device)  # data order, dropout masks and noise
+        rng = CounterRNG.for_jobs([job], recipe.noise_stream(), self.device)  # data order, masks and noise
         layout = ParameterLayout.from_module(recipe.layout_module(model))
         optimizer = make_optimizer(
             job.config.optimizer, [p for p in model.parameters() if p.requires_grad], job.lr, job.config.weight_decay
