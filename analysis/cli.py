@@ -8,6 +8,7 @@ import click
 
 from loaders.resolve import open_store
 from zoo_dataset.cli_support import Command, one_line_errors
+from zoo_dataset.specs import parse_level
 
 from .report import build_report, summary, write_report
 from .tables import DEFAULT_SPARSITY
@@ -38,7 +39,7 @@ def main(zoo: str, root: str, out: str | None, sparsity: float) -> None:
     """Write markdown tables, CSVs and PNG figures of a zoo store and print a summary."""
     with one_line_errors():
         store = open_store(zoo, root)
-        report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
+        report = build_report(store, parse_level(sparsity))
         default_out = store.zoo_dir.parent / f"{store.zoo_dir.name}-report"
         path = write_report(report, Path(out) if out else default_out)
         click.echo(summary(report))

@@ -48,7 +48,7 @@ def build_zoo(
         # fail before a new store is created; a resumed (or ingested) store loads data only if a stage needs it
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
     writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume, create=creates)
-    ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
+    ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None,
                        trainer=trainer or PopulationEngine(device), progress=progress)
     reports = [STAGES[name].run(ctx) for name in stages]
     return ZooStore(writer.zoo_dir), reports

@@ -19,10 +19,11 @@ from zoo_dataset.training.engine import PopulationEngine
 
 @dataclass
 class BuildContext:
+    """What the stages of one build share; the data is loaded once, on first use."""
+
     spec: ZooSpec
     store: StoreWriter
     data_dir: Path | None = None
-    device: str = "cpu"
     trainer: Trainer = field(default_factory=PopulationEngine)
     progress: bool = True
 

@@ -1,7 +1,7 @@
 """``manifest.json``: the one index of a store, written last and atomically.
 
 It holds the schema version, the zoo spec the store was built from, the parameter layout, the
-model ids, and per population (original, mp, vd) its levels, epochs, status and shard list with
+model ids, and per population (one per method) its levels, epochs, status and shard list with
 sha256 and row counts. Readers trust only what the manifest lists.
 """
 
@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .. import __version__
 from ..errors import StoreError
@@ -19,7 +19,8 @@ from ..layout import ParameterLayout
 from ..specs import ZooSpec
 from .files import atomic_write_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every shard dataset is row-aligned (first axis = the shard's models)
+READABLE_VERSIONS = (1, 2)  # 1: ``level`` was [levels]; `zoo-build --migrate` rewrites such shards
 MANIFEST = "manifest.json"
 
 
@@ -43,19 +44,18 @@ class PopulationInfo:
     levels: list[float]
     epochs: int  # recorded states per unit = epochs + 1 (epoch 0 included)
     arrays: list[str]  # datasets in each shard: weights, masks, log_alpha
-    status: str = "partial"  # "partial" | "complete"
+    status: Literal["partial", "complete"] = "partial"  # complete: every shard packed
     shards: list[ShardInfo] = field(default_factory=list)
     generator: str | None = None  # training randomness (name/version); None: stores of older toolkits
-
-    def shard_for(self, model_id: int) -> tuple[ShardInfo, int]:
-        for shard in self.shards:
-            if model_id in shard.model_ids:
-                return shard, shard.model_ids.index(model_id)
-        raise StoreError(f"model {model_id} is not in any finished shard of this population")
 
 
 @dataclass
 class Manifest:
+    """The index of one store: what it is (zoo, spec, layout, models) and which files hold it.
+
+    Readers trust only what it lists; the writer saves it last and atomically after each shard.
+    """
+
     zoo: str
     spec: dict[str, Any]
     layout: list[dict[str, Any]]
@@ -89,10 +89,10 @@ class Manifest:
             raise StoreError(f"no store at {zoo_dir}: {MANIFEST} is missing (build it with zoo-build or download it)")
         try:
             raw = json.loads(path.read_text())
-            if raw.get("schema_version") != SCHEMA_VERSION:
+            if raw.get("schema_version") not in READABLE_VERSIONS:
                 raise StoreError(
                     f"{path} has schema version {raw.get('schema_version')}; "
-                    f"this toolkit reads version {SCHEMA_VERSION}"
+                    f"this toolkit reads versions {', '.join(map(str, READABLE_VERSIONS))}"
                 )
             pops = {
                 name: PopulationInfo(**{**p, "shards": [ShardInfo(**s) for s in p["shards"]]})
