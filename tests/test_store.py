@@ -100,7 +100,8 @@ def test_staged_units_survive_and_shards_appear_only_when_complete(tmp_path, sma
     assert not unit_path(writer.zoo_dir, "original", 0, 0.0).exists()
     # a second process resuming sees shard 0 done and the staged unit of model 2
     pop.stage(fake_result(2, layout.num_params))
-    again = StoreWriter.open(tmp_path, spec, layout, resume=True).population("original", [0.0], 1, ["weights"])
+    reopened = StoreWriter.open(tmp_path, spec, layout, resume=True)
+    again = reopened.population("original", [0.0], 1, ["weights"], GENERATOR)
     assert again.is_done(UnitKey(0)) and again.is_done(UnitKey(2)) and not again.is_done(UnitKey(3))
     again.stage(fake_result(3, layout.num_params))
     store = ZooStore(writer.zoo_dir)
