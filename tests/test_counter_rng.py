@@ -7,6 +7,8 @@ Inputs are fixed, so every statistic below is a fixed number: the tests cannot f
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zlib
 from types import SimpleNamespace
 
@@ -175,3 +177,10 @@ def test_methods_draw_from_their_own_streams_and_mp_local_from_mp():
     mp, local, vd = (CounterRNG.for_jobs([job], streams[name]) for name in ("mp", "mp_local", "vd"))
     assert torch.equal(mp.permutation(100, 1), local.permutation(100, 1))
     assert not torch.equal(mp.permutation(100, 1), vd.permutation(100, 1))
+
+
+def test_readers_do_not_load_the_compiler():
+    """numba loads with the first CPU draw, not with the loaders or the architectures."""
+    code = "import sys, loaders, zoo_dataset.architectures, zoo_dataset.counter_rng; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

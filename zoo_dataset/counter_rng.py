@@ -9,7 +9,7 @@ The algorithm is Random123's Philox-4x32-10 (Salmon et al., "Parallel random num
 as 1, 2, 3", SC'11): a 128-bit counter and a 64-bit key give four 32-bit words. PyTorch has no
 unsigned 32-bit add or shift, so on CUDA the words live in int64 tensors and every 32x32-bit
 product is split into two products of at most 48 bits: no operation overflows int64. On CPU the
-same core runs as one compiled loop (numba, unsigned 64-bit products, ~20x faster than ~200
+same core runs as one compiled loop (:mod:`.philox_cpu`, numba, unsigned 64-bit products, ~20x faster than ~200
 int64 tensor passes). Both are exact integer arithmetic, so the words are the same bits on every
 CPU and on CUDA, by construction (the tests hold the two against each other and against an
 independent NumPy Philox).
@@ -41,7 +41,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-import numba
 import numpy as np
 import torch
 from torch import nn
@@ -83,48 +82,6 @@ def philox4x32_10(counter: Sequence, key: Sequence) -> tuple:
     return c0, c1, c2, c3
 
 
-@numba.njit(cache=True, nogil=True)
-def _philox_block(block: int, draw: int, step: int, epoch: int, key0: int, key1: int) -> tuple:
-    """:func:`philox4x32_10` of one counter (block, draw, step, epoch), compiled for the CPU loops."""
-    m0, m1 = np.uint64(PHILOX_M[0]), np.uint64(PHILOX_M[1])
-    w0, w1 = np.uint64(PHILOX_W[0]), np.uint64(PHILOX_W[1])
-    low, shift = np.uint64(MASK32), np.uint64(32)
-    c0, c1, c2, c3 = np.uint64(block), np.uint64(draw), np.uint64(step), np.uint64(epoch)
-    k0, k1 = np.uint64(key0), np.uint64(key1)
-    for _ in range(ROUNDS):
-        p0, p1 = m0 * c0, m1 * c2
-        c0, c1, c2, c3 = (p1 >> shift) ^ c1 ^ k0, p1 & low, (p0 >> shift) ^ c3 ^ k1, p0 & low
-        k0, k1 = (k0 + w0) & low, (k1 + w1) & low
-    return c0, c1, c2, c3
-
-
-@numba.njit(cache=True, nogil=True)
-def _words_cpu(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoch: int, out: np.ndarray) -> None:
-    """Words into ``out`` [M, n] (int64): element ``i`` = word ``i % 4`` of block ``i // 4``."""
-    n = out.shape[1]
-    for m in range(out.shape[0]):
-        for block in range((n + 3) // 4):
-            for j, word in enumerate(_philox_block(block, draw, step, epoch, k0[m], k1[m])):
-                if 4 * block + j < n:
-                    out[m, 4 * block + j] = word
-
-
-@numba.njit(cache=True, nogil=True)
-def _pair_uniforms_cpu(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoch: int, u1: np.ndarray,
-                       u2: np.ndarray) -> None:
-    """The uniforms of words ``2j`` and ``2j + 1`` into ``u1[m, j]`` and ``u2[m, j]`` (float32)."""
-    nine, two, one, scale = np.uint64(9), np.uint64(2), np.uint64(1), np.float32(2.0**-24)
-    pairs = u1.shape[1]
-    for m in range(u1.shape[0]):
-        for block in range((pairs + 1) // 2):
-            c0, c1, c2, c3 = _philox_block(block, draw, step, epoch, k0[m], k1[m])
-            u1[m, 2 * block] = np.float32((c0 >> nine) * two + one) * scale
-            u2[m, 2 * block] = np.float32((c1 >> nine) * two + one) * scale
-            if 2 * block + 1 < pairs:
-                u1[m, 2 * block + 1] = np.float32((c2 >> nine) * two + one) * scale
-                u2[m, 2 * block + 1] = np.float32((c3 >> nine) * two + one) * scale
-
-
 def stream_name(stream: str, level: float) -> str:
     """A method's stream at a sparsity level (0 for methods without levels)."""
     return f"{stream}/{level:.6f}"
@@ -162,7 +119,9 @@ class CounterRNG:
                 raise ValueError(f"{name} {value} is outside the 32-bit counter")
         if self.device.type == "cpu":
             out = torch.empty(self.size, n, dtype=torch.int64)
-            _words_cpu(*self._cpu_keys, draw, step, epoch, out.numpy())
+            from .philox_cpu import words_cpu  # numba loads on first use: readers of a store never need it
+
+            words_cpu(*self._cpu_keys, draw, step, epoch, out.numpy())
             return out
         return self._tensor_words(n, epoch, step, draw)
 
@@ -194,7 +153,9 @@ class CounterRNG:
     def _pair_uniforms(self, pairs: int, epoch: int, step: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.device.type == "cpu":  # one compiled pass instead of ~200 int64 tensor passes
             u1, u2 = torch.empty(self.size, pairs), torch.empty(self.size, pairs)
-            _pair_uniforms_cpu(*self._cpu_keys, draw, step, epoch, u1.numpy(), u2.numpy())
+            from .philox_cpu import pair_uniforms_cpu
+
+            pair_uniforms_cpu(*self._cpu_keys, draw, step, epoch, u1.numpy(), u2.numpy())
             return u1, u2
         u = _uniform(self._tensor_words(2 * pairs, epoch, step, draw)).view(self.size, pairs, 2)
         return u[..., 0].contiguous(), u[..., 1].contiguous()
