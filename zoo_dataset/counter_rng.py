@@ -9,15 +9,15 @@ The algorithm is Random123's Philox-4x32-10 (Salmon et al., "Parallel random num
 as 1, 2, 3", SC'11): a 128-bit counter and a 64-bit key give four 32-bit words. PyTorch has no
 unsigned 32-bit add or shift, so on CUDA the words live in int64 tensors and every 32x32-bit
 product is split into two products of at most 48 bits: no operation overflows int64. On CPU the
-same core runs as one compiled loop (:mod:`.philox_cpu`, numba, unsigned 64-bit products, ~20x faster than ~200
-int64 tensor passes). Both are exact integer arithmetic, so the words are the same bits on every
-CPU and on CUDA, by construction (the tests hold the two against each other and against an
-independent NumPy Philox).
+same core runs as one compiled loop (:mod:`.philox_cpu`, numba, unsigned 64-bit products, ~20x
+faster than ~230 int64 tensor passes). Both are exact integer arithmetic, so the words are the
+same bits on every CPU and on CUDA, by construction (the tests hold the two against each other
+and against an independent NumPy Philox).
 
 What the key and counter hold:
 
-- key = (low 32 bits of the model's seed, CRC-32 of ``"<stream>/<seed >> 32>"``), where the
-  stream names the stage and level (``"vd/0.000000"``), so a model's twins draw other numbers;
+- key = (low 32 bits of the job's seed, CRC-32 of ``"<stream>/<seed >> 32>"``), where the
+  stream names the method and level (``"vd/0.000000"``), so a model's twins draw other numbers;
 - counter = (element block, draw, step, epoch): ``draw`` numbers the uses within one step
   (:data:`ORDER_DRAW` for the epoch's data order, then the forward pass's random layers in
   order), and element ``i`` of a draw is word ``i % 4`` of block ``i // 4``.
