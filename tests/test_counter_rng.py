@@ -17,6 +17,7 @@ import pytest
 import torch
 from scipy import stats
 
+from zoo_dataset import counter_rng
 from zoo_dataset.counter_rng import ORDER_DRAW, CounterRNG, StepDraws, _uniform, philox4x32_10
 from zoo_dataset.methods import get_method
 
@@ -184,3 +185,10 @@ def test_readers_do_not_load_the_compiler():
     code = "import sys, loaders, zoo_dataset.architectures, zoo_dataset.counter_rng; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_data_orders_sorted_in_slices_of_models_are_the_same(monkeypatch):
+    rng = CounterRNG(list(range(5)), ["plain/0.000000"] * 5)
+    whole = rng.permutation(300, 2)
+    monkeypatch.setattr(counter_rng, "ORDER_SLICE_KEYS", 600)  # two models per slice
+    assert torch.equal(rng.permutation(300, 2), whole)

@@ -53,6 +53,7 @@ MASK32 = 0xFFFFFFFF
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 ROUNDS = 10
+ORDER_SLICE_KEYS = 1 << 24  # data-order keys sorted at once
 TENSOR_SLICE_WORDS = 1 << 26  # words per slice of the tensor form (CUDA): ~6 GB of temporaries at most
 
 
@@ -166,10 +167,27 @@ class CounterRNG:
         return (self.words(math.prod(shape), epoch, step, draw) < threshold).view(self.size, *shape)
 
     def permutation(self, n: int, epoch: int) -> torch.Tensor:
-        """A random permutation of ``range(n)`` per model, int64 ``[M, n]``: an epoch's data order."""
-        w = self.words(2 * n, epoch, 0, ORDER_DRAW).view(self.size, n, 2)
-        keys = ((w[..., 0] >> 1) << 32) | w[..., 1]
-        return torch.argsort(keys, dim=1, stable=True)
+        """A random permutation of ``range(n)`` per model, int64 ``[M, n]``: an epoch's data order.
+
+        Sorted for a slice of models at a time (ORDER_SLICE_KEYS keys), so the words and the sort
+        of thousands of models never hold more than a few hundred MB.
+        """
+        out = torch.empty(self.size, n, dtype=torch.int64, device=self.device)
+        rows = max(1, ORDER_SLICE_KEYS // max(n, 1))
+        for start in range(0, self.size, rows):
+            part = self._rows(start, start + rows)
+            w = part.words(2 * n, epoch, 0, ORDER_DRAW).view(part.size, n, 2)
+            out[start : start + part.size] = torch.argsort(((w[..., 0] >> 1) << 32) | w[..., 1], dim=1, stable=True)
+        return out
+
+    def _rows(self, start: int, stop: int) -> CounterRNG:
+        """The generator of models ``start:stop`` (the same numbers as their rows here)."""
+        part = CounterRNG.__new__(CounterRNG)
+        part.device = self.device
+        part.key = tuple(k[start:stop] for k in self.key)
+        part._cpu_keys = tuple(k[start:stop] for k in self._cpu_keys)
+        part.size = int(part.key[0].shape[0])
+        return part
 
     def batches(self, n: int, batch_size: int, epoch: int) -> tuple[torch.Tensor, ...]:
         """An epoch's index batches ``[M, batch_size]`` (the last one may be shorter)."""

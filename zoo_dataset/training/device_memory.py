@@ -5,7 +5,7 @@ needs thousands of models per op to be busy, so there the group is as large as t
 memory allows when a build starts (a resume reuses the recorded size: the grouping fixes the
 float rounding). The sizes below are estimates from the architecture's layer outputs, with room
 to spare: a step keeps every layer output for the backward pass (VD about 3x more), draws noise
-through int64 Philox temporaries, and each epoch sorts random keys for every model's data order.
+through int64 Philox temporaries, and holds each model's data order for the epoch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ CPU_EVAL_CHUNK = 32  # samples per evaluation pass on CPU: small stays in cache
 MEMORY_SHARE = 0.5  # of the free device memory, for one group's training or evaluation
 BYTES_PER_OUTPUT = 4 * 4  # float32 layer outputs kept for backward, VD's extra passes included
 BYTES_PER_NOISE = 48  # transient bytes per random number: int64 Philox state, uniforms, normals
-BYTES_PER_SAMPLE_ORDER = 40  # per training sample and model: 2 Philox words, 63-bit keys, argsort
+BYTES_PER_SAMPLE_ORDER = 8  # per training sample and model: the epoch's order (sorted in slices of models)
 BYTES_PER_PARAMETER = 4 * 8  # weights, log_sigma2, gradients, Adam moments
 
 
