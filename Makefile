@@ -26,7 +26,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/zoo-build --zoo digits_seed --out stores --resume --workers $(WORKERS)
+	$(VENV)/bin/zoo-build --zoo digits_seed --root stores --resume --workers $(WORKERS)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n $(JOBS) --durations=15

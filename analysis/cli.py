@@ -13,20 +13,16 @@ from zoo_dataset.specs import parse_level
 from .report import build_report, summary, write_report
 from .tables import DEFAULT_SPARSITY
 
-DEFAULT_ROOT = Path("stores")
-
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--zoo", required=True, help="Zoo name (a store under ROOT) or a store directory.")
 @click.option(
     "--root",
     type=click.Path(file_okay=False),
-    default=str(DEFAULT_ROOT),
-    show_default=True,
-    help="Root directory of stores.",
+    help="Where stores live [default: $ZOO_TWINS_CACHE, else the cache dir].",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False), help="Output directory [default: ROOT/<zoo>-report]."
+    "--out", type=click.Path(file_okay=False), help="Output directory [default: ./<zoo>-report]."
 )
 @click.option(
     "--sparsity",
@@ -35,13 +31,12 @@ DEFAULT_ROOT = Path("stores")
     show_default=True,
     help="Sparsity at which twins are compared with originals (Tables 1, 2, 9); 0.8 or 80.",
 )
-def main(zoo: str, root: str, out: str | None, sparsity: float) -> None:
+def main(zoo: str, root: str | None, out: str | None, sparsity: float) -> None:
     """Write markdown tables, CSVs and PNG figures of a zoo store and print a summary."""
     with one_line_errors():
         store = open_store(zoo, root)
         report = build_report(store, parse_level(sparsity))
-        default_out = store.zoo_dir.parent / f"{store.zoo_dir.name}-report"
-        path = write_report(report, Path(out) if out else default_out)
+        path = write_report(report, Path(out) if out else Path(f"{store.zoo_dir.name}-report"))
         click.echo(summary(report))
         click.echo(f"\nreport: {path}")
 

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import click
 
+from loaders.cache import store_root
 from zoo_dataset.cli_support import Command, one_line_errors
 from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.specs import VD_KL_OBJECTIVES, get_spec, load_specs, registry
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
-from zoo_dataset.store.manifest import SCHEMA_VERSION
+from zoo_dataset.store.manifest import MANIFEST, SCHEMA_VERSION, Manifest
 from zoo_dataset.store.migrate import migrate_store
 
-from .build import DEFAULT_ROOT, build_zoo
+from .build import build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
 from .ingest import ingest_original
 from .stages import DEFAULT_STAGES, STAGES
@@ -42,6 +43,15 @@ def parse_models(text: str) -> list[int]:
     except ValueError:
         raise ZooSpecError(f"--models {text!r} is not a list of ids and ranges such as 0-9,12") from None
     return ids
+
+
+def existing_spec(root: Path, zoo: str, spec_file: str | None = None):
+    """The spec a store under ``root`` already records (an ingested or downloaded zoo keeps the models
+    and epochs it was published with), else the registry's: twins build on top with no further flags.
+    A user's spec file is read as given (a store built from it refuses changed settings)."""
+    if spec_file is None and (root / zoo / MANIFEST).exists() and zoo in registry():
+        return Manifest.load(root / zoo).zoo_spec
+    return get_spec(zoo, spec_file)
 
 
 def list_zoos(data_dir: str | None, spec_file: str | None = None) -> None:
@@ -73,8 +83,9 @@ def summary(store: ZooStore, seconds: float) -> None:
 @click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
 @click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True,
               help="Comma-separated stages to run; opt-in methods (" + ", ".join(OPT_IN) + ") only when named.")
-@click.option("--out", type=click.Path(file_okay=False), default=str(DEFAULT_ROOT), show_default=True,
-              help="Root directory of stores; the zoo goes to OUT/<zoo>.")
+@click.option("--root", "--out", "root", type=click.Path(file_okay=False),
+              help="Where stores live; the zoo goes to ROOT/<zoo> [default: $ZOO_TWINS_CACHE, else the cache dir]. "
+              "--out is the old name of this option.")
 @click.option("--models", help="Subset of model ids, e.g. 0-9,12.")
 @click.option("--epochs", type=int, help="Override the original training epochs.")
 @click.option("--mp-epochs", type=int, help="Override MP fine-tuning epochs.")
@@ -97,10 +108,10 @@ def summary(store: ZooStore, seconds: float) -> None:
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Local executor: train in this many processes, one engine each (e.g. one per core).")
 @click.option("--migrate", is_flag=True,
-              help="Convert the store OUT/<zoo> from an older store schema to the current one (lossless), then stop.")
+              help="Convert the store ROOT/<zoo> from an older store schema to the current one (lossless), then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(zoo, spec_file, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device,
-         data_dir, resume, from_original, engine, executor, address, workers, migrate, quiet):
+def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset,
+         device, data_dir, resume, from_original, engine, executor, address, workers, migrate, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     with one_line_errors(ValueError):
         if show_list:
@@ -108,10 +119,11 @@ def main(zoo, spec_file, show_list, stages, out, models, epochs, mp_epochs, mp_l
             return
         if not zoo:
             raise click.UsageError("--zoo NAME is required (or --list)")
+        root = store_root(root)
         if migrate:
             report = None if quiet else lambda file: click.echo(f"migrated {file}")
-            rewritten = migrate_store(Path(out) / zoo, progress=report)
-            click.echo(f"{Path(out) / zoo}: store schema {SCHEMA_VERSION} ({rewritten} shards rewritten)")
+            rewritten = migrate_store(root / zoo, progress=report)
+            click.echo(f"{root / zoo}: store schema {SCHEMA_VERSION} ({rewritten} shards rewritten)")
             return
         overrides = dict(PRESETS[preset])
         overrides.update({k: v for k, v in {
@@ -119,11 +131,11 @@ def main(zoo, spec_file, show_list, stages, out, models, epochs, mp_epochs, mp_l
             "model_subset": parse_models(models) if models else None,
             "mp_levels": mp_levels.split(",") if mp_levels else None,
         }.items() if v is not None})
-        spec = get_spec(zoo, spec_file).with_overrides(**overrides)
+        spec = existing_spec(root, zoo, spec_file).with_overrides(**overrides)
         started = time.time()
         if from_original:  # the original stage then finds every ingested model done
-            spec, resume = ingest_original(spec, from_original, out).spec, True
-        store, _ = build_zoo(spec, out, stages=[s.strip() for s in stages.split(",") if s.strip()], resume=resume,
+            spec, resume = ingest_original(spec, from_original, root).spec, True
+        store, _ = build_zoo(spec, root, stages=[s.strip() for s in stages.split(",") if s.strip()], resume=resume,
                              device=device, data_dir=data_dir, progress=not quiet,
                              trainer=make_trainer(executor, engine, device, address, workers=workers))
         summary(store, time.time() - started)

@@ -26,6 +26,7 @@ from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import DataFormatError, DataUnavailableError
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.methods import get_method
 from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import ModelConfig, ZooSpec
 from zoo_dataset.store import StoreWriter
@@ -34,7 +35,7 @@ from zoo_dataset.training import JobResult, UnitKey
 
 from .build import layout_for
 
-POPULATION = "original"
+METHOD = get_method("original")  # an ingested zoo is this method's population
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
 PARAM_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias)")
 MISSING_METRIC = -999  # the originals' placeholder for train metrics of the untrained state
@@ -226,7 +227,7 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path) -> IngestReport:
     ingested = spec.with_overrides(model_subset=sorted(results), epochs=epochs)
     writer = StoreWriter.open(root, ingested, layout, resume=True)
     writer.record_seeds({i: configs[i].seed for i in results})
-    population = writer.population(POPULATION, [0.0], epochs, ["weights"], GENERATOR)
+    population = writer.population(METHOD.name, [0.0], epochs, list(METHOD.arrays), GENERATOR)
     for result in results.values():
         if not population.is_done(result.key):
             population.stage(result)

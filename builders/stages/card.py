@@ -18,7 +18,7 @@ from string import Template
 
 import pandas as pd
 
-from loaders.download import default_repo_id
+from loaders.sources import default_repo_id
 from zoo_dataset.methods import get_method, methods, twin_methods
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
