@@ -36,7 +36,7 @@ def main(zoo: str, root: str | None, out: str | None, sparsity: float) -> None:
     with one_line_errors():
         store = open_store(zoo, root)
         report = build_report(store, parse_level(sparsity))
-        path = write_report(report, Path(out) if out else Path(f"{store.zoo_dir.name}-report"))
+        path = write_report(report, Path(out) if out else Path(f"{store.manifest.zoo}-report"))
         click.echo(summary(report))
         click.echo(f"\nreport: {path}")
 

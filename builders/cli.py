@@ -14,8 +14,10 @@ from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.specs import VD_KL_OBJECTIVES, get_spec, load_specs, registry
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
+from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST, SCHEMA_VERSION, Manifest
 from zoo_dataset.store.migrate import migrate_store
+from zoo_dataset.store.paths import check_zoo_name
 
 from .build import build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
@@ -120,6 +122,7 @@ def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_
         if not zoo:
             raise click.UsageError("--zoo NAME is required (or --list)")
         root = store_root(root)
+        check_zoo_name(zoo)
         if migrate:
             report = None if quiet else lambda file: click.echo(f"migrated {file}")
             rewritten = migrate_store(root / zoo, progress=report)
@@ -133,11 +136,12 @@ def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_
         }.items() if v is not None})
         spec = existing_spec(root, zoo, spec_file).with_overrides(**overrides)
         started = time.time()
-        if from_original:  # the original stage then finds every ingested model done
-            spec, resume = ingest_original(spec, from_original, root).spec, True
-        store, _ = build_zoo(spec, root, stages=[s.strip() for s in stages.split(",") if s.strip()], resume=resume,
-                             device=device, data_dir=data_dir, progress=not quiet,
-                             trainer=make_trainer(executor, engine, device, address, workers=workers))
+        with writer_lock(root / spec.name):  # one lock over ingest and build
+            if from_original:  # the original stage then finds every ingested model done
+                spec, resume = ingest_original(spec, from_original, root).spec, True
+            store, _ = build_zoo(spec, root, stages=[s.strip() for s in stages.split(",") if s.strip()],
+                                 resume=resume, device=device, data_dir=data_dir, progress=not quiet,
+                                 trainer=make_trainer(executor, engine, device, address, workers=workers))
         summary(store, time.time() - started)
 
 

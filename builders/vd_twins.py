@@ -39,6 +39,7 @@ from zoo_dataset.sparsify.variational import BIAS_LOG_ALPHA, LOG_SIGMA2_INIT
 from zoo_dataset.specs import VD_THRESHOLD
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.files import atomic_write_text
+from zoo_dataset.store.layout_on_disk import INGEST_RECORD
 from zoo_dataset.training import JobResult, UnitKey
 
 from .ingest import Trial, find_trials, flat_state, metric_row, read_results
@@ -192,7 +193,7 @@ def twin_result(model_id: int, trial: Trial, epochs: int, original_final: np.nda
 
 def originals_by_label(store: ZooStore) -> dict[str, int]:
     """Trial folder name -> model id of an ingested original population (from its ingest.json)."""
-    path = store.zoo_dir / "ingest.json"
+    path = store.zoo_dir / INGEST_RECORD
     if not path.exists():
         raise StoreError(f"{store.zoo_dir} has no ingest.json: its originals were not ingested from the published "
                          "zoo, so the published twins cannot be matched to them")

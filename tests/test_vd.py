@@ -359,5 +359,7 @@ def test_original_kl_objective_is_recorded_and_its_first_epoch_has_no_kl(tmp_pat
     ramped = store.states("vd").set_index(["model_id", "epoch"]).sparsity
     elbo = vd_store.states("vd").set_index(["model_id", "epoch"]).sparsity
     for model_id in (0, 1):
-        assert ramped[model_id, 1] <= ramped[model_id, 0] + 1e-3
+        # without the KL only a handful of weights (of ~2400) drift past the threshold, far from
+        # the ELBO's jump; how many depends on the trained original, so the bound is not tight
+        assert ramped[model_id, 1] <= ramped[model_id, 0] + 0.01
         assert elbo[model_id, 1] > ramped[model_id, 1] + 0.05

@@ -6,6 +6,7 @@ from pathlib import Path
 
 MODELS_TABLE = "models.parquet"
 STAGING = "_staging"
+INGEST_RECORD = "ingest.json"  # an ingested zoo: its originals are published models, not trained here
 
 
 def shard_name(population: str, index: int) -> str:
