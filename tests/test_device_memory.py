@@ -11,11 +11,21 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from builders.build import device_chunk, layout_for
 from builders.cli import main
 from builders.executors import make_trainer
 from zoo_dataset.errors import ZooSpecError
+from zoo_dataset.specs import get_spec
+from zoo_dataset.store import StoreWriter
 from zoo_dataset.training import device_memory
-from zoo_dataset.training.device_memory import CPU_EVAL_CHUNK, CPU_GROUP, eval_chunk, group_size, profile
+from zoo_dataset.training.device_memory import (
+    CPU_EVAL_CHUNK,
+    CPU_GROUP,
+    TRAIN_SAMPLES_BOUND,
+    eval_chunk,
+    group_size,
+    profile,
+)
 
 
 def test_profile_counts_cnn_s_outputs_noise_and_parameters():
@@ -66,3 +76,16 @@ def test_device_check_runs_every_part_on_cpu():
     assert out.returncode == 0, out.stderr
     for part in ("bit-identical", "equivalence vd", "model-steps/s", "projected 1000-model MNIST twin", "passed"):
         assert part in out.stdout
+
+
+def test_a_new_cuda_store_records_the_device_group_as_its_training_chunk(monkeypatch, tmp_path):
+    spec = get_spec("digits_seed")
+    assert device_chunk(spec, "cpu") is None  # CPU keeps models_per_shard
+    monkeypatch.setattr(device_memory, "free_memory", lambda device: 16 << 30)
+    chunk = device_chunk(spec, "cuda")
+    assert chunk == group_size("cuda", "cnn_s", 1, spec.batch_size, TRAIN_SAMPLES_BOUND) > spec.models_per_shard
+    layout = layout_for(spec)
+    writer = StoreWriter.open(tmp_path, spec, layout, resume=False, train_chunk=chunk)
+    assert writer.manifest.chunk_size == chunk
+    # a resume keeps the recorded chunk, whatever the device offers now
+    assert StoreWriter.open(tmp_path, spec, layout, resume=True, train_chunk=7).manifest.chunk_size == chunk

@@ -49,8 +49,10 @@ class StoreWriter:
         self.resume = resume
 
     @classmethod
-    def open(cls, root: Path, spec: ZooSpec, layout: ParameterLayout, resume: bool, create: bool = True) -> StoreWriter:
-        """The store of ``spec`` under ``root``: existing (same spec required) or, with ``create``, new.
+    def open(cls, root: Path, spec: ZooSpec, layout: ParameterLayout, resume: bool, create: bool = True,
+             train_chunk: int | None = None) -> StoreWriter:
+        """The store of ``spec`` under ``root``: existing (same spec required) or, with ``create``, new
+        (training chunks of ``train_chunk`` models, default ``models_per_shard``).
 
         ``resume`` allows continuing populations that already hold work; new populations can be
         added to an existing store without it (e.g. ``--stages mp`` after ``--stages original``).
@@ -85,7 +87,8 @@ class StoreWriter:
             layout=layout.to_dict(),
             model_ids=[m.model_id for m in spec.models()],
             models_per_shard=spec.models_per_shard,
-            train_chunk=spec.models_per_shard,  # a chunk completes a shard: a resume redoes at most one
+            # a chunk completes a shard, so a resume redoes at most one; a GPU build asks for its group size
+            train_chunk=train_chunk or spec.models_per_shard,
         )
         writer = cls(zoo_dir, manifest, resume)
         writer.write_models_table(models_table(spec))

@@ -22,6 +22,7 @@ BYTES_PER_OUTPUT = 4 * 4  # float32 layer outputs kept for backward, VD's extra 
 BYTES_PER_NOISE = 48  # transient bytes per random number: int64 Philox state, uniforms, normals
 BYTES_PER_SAMPLE_ORDER = 8  # per training sample and model: the epoch's order (sorted in slices of models)
 BYTES_PER_PARAMETER = 4 * 8  # weights, log_sigma2, gradients, Adam moments
+TRAIN_SAMPLES_BOUND = 100_000  # for a chunk chosen before the data is loaded: no supported split is larger
 
 
 def profile(architecture: str, channels: int) -> tuple[int, int, int]:
