@@ -123,7 +123,7 @@ def test_store_records_the_generator_and_refuses_a_resume_with_another(tmp_path,
     manifest = Manifest.load(store.zoo_dir)
     manifest.populations["original"].generator, manifest.populations["original"].status = None, "partial"
     manifest.save(store.zoo_dir)
-    with pytest.raises(StoreError, match="started with the random generator per-model Mersenne.*another --out"):
+    with pytest.raises(StoreError, match="started with the random generator per-model Mersenne.*another --root"):
         build_zoo(spec, tmp_path, stages=["original"], resume=True, progress=False)
 
 
