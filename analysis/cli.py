@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from loaders.resolve import open_store
-from zoo_dataset.cli_support import Command, one_line_errors
+from zoo_dataset.cli_support import Command, check_percentage, one_line_errors, version_option, writable_dir
 
 from .report import build_report, summary, write_report
 from .tables import DEFAULT_SPARSITY
@@ -16,6 +16,7 @@ DEFAULT_ROOT = Path("stores")
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option()
 @click.option("--zoo", required=True, help="Zoo name (a store under ROOT) or a store directory.")
 @click.option(
     "--root",
@@ -32,15 +33,16 @@ DEFAULT_ROOT = Path("stores")
     type=float,
     default=DEFAULT_SPARSITY,
     show_default=True,
+    callback=check_percentage,
     help="Sparsity at which twins are compared with originals (Tables 1, 2, 9); 0.8 or 80.",
 )
 def main(zoo: str, root: str, out: str | None, sparsity: float) -> None:
     """Write markdown tables, CSVs and PNG figures of a zoo store and print a summary."""
     with one_line_errors():
         store = open_store(zoo, root)
+        out_dir = writable_dir(out or store.zoo_dir.parent / f"{store.zoo_dir.name}-report", "--out")
         report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
-        default_out = store.zoo_dir.parent / f"{store.zoo_dir.name}-report"
-        path = write_report(report, Path(out) if out else default_out)
+        path = write_report(report, out_dir)
         click.echo(summary(report))
         click.echo(f"\nreport: {path}")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from loaders.cache import check_known, zoo_dir
-from zoo_dataset.cli_support import Command, one_line_errors
+from zoo_dataset.cli_support import Command, one_line_errors, version_option, writable_dir
 from zoo_dataset.errors import StoreError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path, atomic_write_text
@@ -65,6 +65,7 @@ def publish_hub(store: ZooStore, repo_id: str, private: bool = False) -> str:
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option()
 @click.option("--zoo", required=True, help="Zoo name under --root, or the path of a store.")
 @click.option(
     "--root",
@@ -88,6 +89,9 @@ def main(zoo, root, repo_id, private, mirror, cards_dir):
     with one_line_errors():
         if not (repo_id or mirror or cards_dir):
             raise click.UsageError("give --repo-id, --mirror and/or --cards-dir")
+        for option, path in (("--mirror", mirror), ("--cards-dir", cards_dir)):
+            if path:
+                writable_dir(path, option)
         directory = zoo_dir(zoo, root)
         check_known(zoo, directory)
         store = ZooStore(directory)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from zoo_dataset.cli_support import Command, one_line_errors
+from zoo_dataset.cli_support import Command, one_line_errors, version_option, writable_dir
 from zoo_dataset.store import ZooStore
 
 from .cache import cache_dir
@@ -12,6 +12,7 @@ from .download import download_zoo
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option()
 @click.option("--zoo", required=True, help="Zoo name, e.g. digits_seed.")
 @click.option(
     "--source",
@@ -28,13 +29,14 @@ from .download import download_zoo
 def main(zoo, source, repo_id, url, root, populations, revision, quiet):
     """Download a zoo-twins store, verify every shard's sha256, and print where it is."""
     with one_line_errors():
+        root = writable_dir(root or cache_dir(), "--root")
         pops = [p.strip() for p in populations.split(",") if p.strip()] if populations else None
         path = download_zoo(
             zoo,
             source,
             repo_id=repo_id,
             url=url,
-            root=root or cache_dir(),
+            root=root,
             populations=pops,
             revision=revision,
             progress=not quiet,

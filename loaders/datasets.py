@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo_dataset.errors import StoreError
 from zoo_dataset.store.reader import read_unit
 
 from .resolve import open_store
@@ -73,7 +74,7 @@ class _TwinDatasetBase(Dataset):
         """Twin weights (pruned entries as exact zeros unless ``apply_mask`` is off), mask, (VD) log-alpha."""
         arrays, row = self._locate(self.method, model_id)
         li = self._level_index[round(level, 6)]
-        read = {name: torch.from_numpy(read_unit(arrays[name], row, li, epoch)) for name in self._arrays}
+        read = {name: torch.from_numpy(self._read(arrays[name], row, li, epoch)) for name in self._arrays}
         if "masks" in read and self.apply_mask:
             read["weights"].masked_fill_(~read["masks"], 0.0)
         out = {"twin": self.view(read["weights"])}
@@ -87,8 +88,15 @@ class _TwinDatasetBase(Dataset):
         """The original's final state, read once per process: every level and epoch of a model shares it."""
         if model_id not in self._originals:
             arrays, row = self._locate("original", model_id)
-            self._originals[model_id] = torch.from_numpy(arrays["weights"][row, 0, -1])
+            self._originals[model_id] = torch.from_numpy(self._read(arrays["weights"], row, 0, -1))
         return self.view(self._originals[model_id].clone())  # a copy: transforms may work in place
+
+    @staticmethod
+    def _read(dataset: h5py.Dataset, row: int, level_index: int, epoch: int | slice) -> np.ndarray:
+        try:
+            return read_unit(dataset, row, level_index, epoch)
+        except OSError as exc:  # a damaged chunk (h5py names neither file nor cure)
+            raise StoreError(f"shard {dataset.file.filename} is corrupt ({exc}); re-download or rebuild it") from None
 
     def _locate(self, population: str, model_id: int) -> tuple[dict[str, h5py.Dataset], int]:
         """The h5py datasets of the unit's shard (opened once per shard and process) and its row.

@@ -45,7 +45,9 @@ class TwinIndex:
 
     def resolve_epoch(self, epoch: int) -> int:
         n = self.num_states
-        if not isinstance(epoch, (int, np.integer)) or not -n <= epoch < n:
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer):
+            raise TypeError(f"epoch must be an int (-1 = last), got {epoch!r}")
+        if not -n <= epoch < n:
             raise StoreError(
                 f"epoch {epoch} out of range: {self.method} twins record epochs 0..{n - 1} (or -1 = last)"
             )

@@ -98,7 +98,7 @@ def test_bad_input_gives_one_clear_line(args, message, tmp_path):
 
 def test_zoo_without_local_data_fails_with_a_clear_line(tmp_path):
     result = CliRunner().invoke(main, ["--zoo", "mnist_seed", "--out", str(tmp_path), "--data-dir", str(tmp_path)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     line = result.output.strip()
     assert "\n" not in line and "mnist" in line.lower() and ("--data-dir" in line or "ZOO_TWINS_DATA" in line)
     assert not (tmp_path / "mnist_seed").exists()

@@ -26,6 +26,8 @@ INITS = ("uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier_unifo
 VARIANTS = ("seed", "fixed", "random")
 VD_KL_OBJECTIVES = ("elbo", "original")  # how VD weighs the KL: sparsify.variational.VariationalNet.kl_factor
 ARCHITECTURES = ("cnn_s", "cnn_l")
+MAX_EPOCHS = 10_000  # far above any zoo of the paper (at most a few hundred); catches typos such as 1e12
+EPOCH_FIELDS = ("epochs", "mp_epochs", "vd_epochs")
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class ZooSpec:
         for key, value in changes.items():
             if value is None:
                 continue
+            if key in EPOCH_FIELDS:
+                _check_epochs(key, value)
             if key.startswith("mp_"):
                 mp[key[3:]] = value
             elif key.startswith("vd_"):
@@ -145,11 +149,13 @@ class ZooSpec:
         if "model_subset" in top:
             subset = tuple(sorted(set(top["model_subset"])))
             bad = [i for i in subset if not 0 <= i < self.size]
+            if not subset:
+                raise ZooSpecError(f"the model subset is empty: zoo {self.name} has models 0..{self.size - 1}")
             if bad:
                 raise ZooSpecError(f"model ids {bad[:5]} out of range: zoo {self.name} has {self.size} models")
             top["model_subset"] = subset
         if "levels" in mp:
-            mp["levels"] = _check_levels(mp["levels"])
+            mp["levels"] = check_levels(mp["levels"])
         return dataclasses.replace(
             self,
             **top,
@@ -172,7 +178,13 @@ class ZooSpec:
         return cls(**data)
 
 
-def _check_levels(levels: Any) -> tuple[float, ...]:
+def _check_epochs(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= MAX_EPOCHS:
+        raise ZooSpecError(f"{name} must be a whole number from 1 to {MAX_EPOCHS}, got {value!r}")
+
+
+def check_levels(levels: Any) -> tuple[float, ...]:
+    """MP sparsity levels as distinct fractions in (0, 1); percentages such as 50 are accepted."""
     out = []
     for level in levels:
         level = float(level)
@@ -182,6 +194,8 @@ def _check_levels(levels: Any) -> tuple[float, ...]:
             raise ZooSpecError(
                 f"sparsity level {level} out of range: levels must lie strictly between 0 and 1 (or 0 and 100 %)"
             )
+        if round(level, 6) in out:
+            raise ZooSpecError(f"sparsity level {level} is given twice: levels must be distinct")
         out.append(round(level, 6))
     return tuple(out)
 
@@ -217,7 +231,7 @@ def _build(name: str, raw: dict[str, Any], defaults: dict[str, Any]) -> ZooSpec:
         epochs=int(pick("epochs")),
         batch_size=int(pick("batch_size")),
         factors=factors,
-        mp=MPSpec(levels=_check_levels(mp_raw["levels"]), epochs=int(mp_raw["epochs"]), lr=mp_raw["lr"],
+        mp=MPSpec(levels=check_levels(mp_raw["levels"]), epochs=int(mp_raw["epochs"]), lr=mp_raw["lr"],
                   in_paper=bool(mp_raw.get("in_paper", True))),
         vd=VDSpec(epochs=int(vd_raw["epochs"]), lr=vd_raw["lr"],
                   kl_warmup_epochs=int(vd_raw.get("kl_warmup_epochs", 0)), threshold=float(vd_raw["threshold"]),

@@ -88,15 +88,21 @@ class Manifest:
             raise StoreError(f"no store at {zoo_dir}: {MANIFEST} is missing (build it with zoo-build or download it)")
         try:
             raw = json.loads(path.read_text())
-            if raw.get("schema_version") != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path} has schema version {raw.get('schema_version')}; "
-                    f"this toolkit reads version {SCHEMA_VERSION}"
-                )
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{path} is corrupt: not JSON text ({type(exc).__name__})") from None
+        if not isinstance(raw, dict):
+            kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(raw), "a number")
+            raise StoreError(f"{path} is corrupt: it holds {kind}, not a manifest object")
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {raw.get('schema_version')}; "
+                f"this toolkit reads version {SCHEMA_VERSION}"
+            )
+        try:
             pops = {
                 name: PopulationInfo(**{**p, "shards": [ShardInfo(**s) for s in p["shards"]]})
                 for name, p in raw.pop("populations").items()
             }
             return cls(**raw, populations=pops)
-        except (json.JSONDecodeError, TypeError, KeyError) as exc:
-            raise StoreError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from exc
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise StoreError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None

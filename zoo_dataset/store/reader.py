@@ -21,7 +21,7 @@ from ..layout import ParameterLayout
 from ..specs import ModelConfig, ZooSpec
 from .files import sha256_file
 from .layout_on_disk import MODELS_TABLE
-from .manifest import Manifest, PopulationInfo
+from .manifest import MANIFEST, Manifest, PopulationInfo
 from .tables import configs_from_table
 
 CHUNK_CACHE_BYTES = 16 << 20
@@ -60,8 +60,12 @@ class ZooStore:
     def __init__(self, zoo_dir: Path | str):
         self.zoo_dir = Path(zoo_dir)
         self.manifest = Manifest.load(self.zoo_dir)
-        self.layout: ParameterLayout = self.manifest.parameter_layout
-        self.spec: ZooSpec = self.manifest.zoo_spec
+        try:
+            self.layout: ParameterLayout = self.manifest.parameter_layout
+            self.spec: ZooSpec = self.manifest.zoo_spec
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise StoreError(f"{self.zoo_dir / MANIFEST} is corrupt: its spec or layout is unreadable "
+                             f"({type(exc).__name__})") from None
         self._handles: dict[str, h5py.File] = {}
         self._pid = os.getpid()
         self._configs: dict[int, ModelConfig] | None = None
@@ -79,13 +83,23 @@ class ZooStore:
         return info
 
     def models(self) -> pd.DataFrame:
-        return pd.read_parquet(self.zoo_dir / MODELS_TABLE)
+        return self._table(MODELS_TABLE)
 
     def states(self, population: str | None = None) -> pd.DataFrame:
         """One row per recorded state, across all finished shards of one or all populations."""
         names = [population] if population else self.populations
-        frames = [pd.read_parquet(self.zoo_dir / s.states_file) for n in names for s in self.population(n).shards]
+        frames = [self._table(s.states_file) for n in names for s in self.population(n).shards]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _table(self, relative: str) -> pd.DataFrame:
+        """A parquet table of the store; a missing or damaged one is a StoreError that says what to do."""
+        path = self.zoo_dir / relative
+        if not path.exists():
+            raise StoreError(f"table {path} is missing; re-download the store or rebuild with zoo-build --resume")
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types (ArrowInvalid, OSError...) for a damaged file
+            raise StoreError(f"table {path} is corrupt ({type(exc).__name__}); re-download or rebuild it") from None
 
     def model_configs(self) -> dict[int, ModelConfig]:
         """Generating factors of the store's models, by model id (from the models table)."""
