@@ -51,16 +51,21 @@ def publish_mirror(store: ZooStore, mirror: Path) -> Path:
 def publish_hub(store: ZooStore, repo_id: str, private: bool = False) -> str:
     """Upload the store as a Hub dataset repo; returns the commit URL."""
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi()
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=store.zoo_dir,
-        repo_id=repo_id,
-        repo_type="dataset",
-        allow_patterns=published_files(store),
-        commit_message=f"zoo-twins store {store.manifest.zoo}",
-    )
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=store.zoo_dir,
+            repo_id=repo_id,
+            repo_type="dataset",
+            allow_patterns=published_files(store),
+            commit_message=f"zoo-twins store {store.manifest.zoo}",
+        )
+    except (HfHubHTTPError, OSError) as exc:  # offline, no token, no rights, network down
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"cannot publish to hf://datasets/{repo_id}: {first}") from None
     return str(getattr(commit, "commit_url", commit))
 
 

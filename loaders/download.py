@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 from urllib.request import Request, urlopen
 
 import pandas as pd
@@ -73,9 +73,15 @@ def download_zoo(
         base = url or os.environ.get(MIRROR_ENV)
         if not base:
             raise ZooSpecError(f"no mirror URL: pass --url or set {MIRROR_ENV}")
+        parsed = urlparse(base)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ZooSpecError(f"mirror URL {base!r} is not an http(s) URL such as https://host/zoos")
         fetcher = HttpFetcher(f"{base.rstrip('/')}/{quote(zoo)}", progress)
     else:
-        fetcher = LocalFetcher(_local_store(Path(source).expanduser(), zoo))
+        local = _local_store(Path(source).expanduser(), zoo)
+        if local.resolve() == target.resolve():
+            raise ZooSpecError(f"--source {source} is the download's own target {target}; choose another --root")
+        fetcher = LocalFetcher(local)
     return install(fetcher, target, populations)
 
 
@@ -110,7 +116,10 @@ def _remote_manifest(fetcher: Fetcher, target: Path) -> Manifest:
             fetcher.fetch(MANIFEST, Path(tmp) / MANIFEST)
         except FileNotFoundError:
             raise StoreError(f"{fetcher} has no {MANIFEST}: is the zoo published there?") from None
-        return Manifest.load(Path(tmp))
+        try:
+            return Manifest.load(Path(tmp))
+        except StoreError as exc:  # name the source, not the temporary folder that is about to go
+            raise StoreError(str(exc).replace(str(Path(tmp) / MANIFEST), f"{MANIFEST} of {fetcher}")) from None
 
 
 def _fetch_verified(fetcher: Fetcher, target: Path, relative: str, sha256: str) -> None:
@@ -194,6 +203,7 @@ class HttpFetcher:
             try:
                 if self._transfer(url, relative, dest):
                     return
+                error = ConnectionError("the connection closed before the whole file arrived")
             except HTTPError as exc:
                 if exc.code == 404:
                     raise FileNotFoundError(url) from None

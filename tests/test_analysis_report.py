@@ -57,4 +57,4 @@ def test_cli_prints_summary_and_clean_errors(full_store, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Table 2" in result.output and (tmp_path / "r" / "report.md").exists()
     missing = runner.invoke(main, ["--zoo", "nope", "--root", str(tmp_path)])
-    assert missing.exit_code == 1 and "error:" in missing.output and "Traceback" not in missing.output
+    assert missing.exit_code == 2 and "error:" in missing.output and "Traceback" not in missing.output
