@@ -25,20 +25,18 @@ PRESETS = {
 
 def parse_models(text: str) -> list[int]:
     """'0-9,12,20-22' -> [0..9, 12, 20, 21, 22]; a reversed range or an empty list is refused."""
-    ids: list[int] = []
     try:
-        for part in text.split(","):
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-"))
-                if hi < lo:
-                    raise ZooSpecError(f"--models {text!r}: range {part.strip()} runs backwards (write {hi}-{lo})")
-                ids.extend(range(lo, hi + 1))
-            elif part.strip():
-                ids.append(int(part))
+        ranges = [tuple(int(x) for x in part.split("-")) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ZooSpecError(f"--models {text!r} is not a list of ids and ranges such as 0-9,12") from None
+        raise ZooSpecError(f"{text!r} is not a list of ids and ranges such as 0-9,12") from None
+    if any(len(r) > 2 for r in ranges):
+        raise ZooSpecError(f"{text!r} is not a list of ids and ranges such as 0-9,12")
+    backwards = [f"{r[0]}-{r[1]}" for r in ranges if len(r) == 2 and r[1] < r[0]]
+    if backwards:
+        raise ZooSpecError(f"{text!r}: the range {backwards[0]} runs backwards")
+    ids = [i for r in ranges for i in range(r[0], r[-1] + 1)]
     if not ids:
-        raise ZooSpecError(f"--models {text!r} selects no model; give ids and ranges such as 0-9,12")
+        raise ZooSpecError(f"{text!r} selects no model; give ids and ranges such as 0-9,12")
     return ids
 
 
@@ -70,7 +68,7 @@ def parse_levels(text: str) -> tuple[float, ...]:
     except ValueError as exc:
         if isinstance(exc, ZooSpecError):
             raise
-        raise ZooSpecError(f"--mp-levels {text!r} is not a list of numbers such as 0.5,0.9 or 50,90") from None
+        raise ZooSpecError(f"{text!r} is not a list of numbers such as 0.5,0.9 or 50,90") from None
 
 
 def list_zoos(data_dir: str | None) -> None:

@@ -20,6 +20,17 @@ from zoo_dataset.specs import get_spec  # noqa: E402
 SMALL = {"model_subset": range(4), "epochs": 2}
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny models train fastest so, and a comparison with a worker
+    process or a subprocess (one thread each) then sees the same reduction order, whatever
+    OMP_NUM_THREADS the suite runs with."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def small_spec():
     """digits_seed cut to 4 models and 2 epochs: seconds to train, real data, real store."""

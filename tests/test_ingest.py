@@ -90,15 +90,6 @@ def check_store(store, expected, report):
     assert (states.sparsity > 0).all() and states.agreement.isna().all()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train fastest on one thread; more threads thrash when pytest -n 2 shares the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_ingest_folder_skips_faulty_trials_and_twin_stages_run(tmp_path, capsys, one_thread):
     zoo, expected = make_zoo(tmp_path / "download")
     report = ingest_original(spec(), zoo, tmp_path / "stores")
