@@ -15,7 +15,7 @@ from zoo_dataset.store import ZooStore
 from .build import DEFAULT_ROOT, build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
 from .ingest import ingest_original
-from .stages import STAGES, StageReport
+from .stages import STAGES, StageReport, TrainingStage
 
 PRESETS = {
     "paper": {},
@@ -83,8 +83,8 @@ def list_zoos(data_dir: str | None) -> None:
 
 def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None:
     size = sum(p.stat().st_size for p in store.zoo_dir.rglob("*") if p.is_file())
-    trained = sum(r.units_trained for r in reports)
-    done = f"built in {seconds:.0f} s" if trained else "nothing to do: every requested stage was already complete"
+    trained = sum(r.units_trained for r in reports if isinstance(STAGES[r.stage], TrainingStage))
+    done = f"built in {seconds:.0f} s" if trained else "nothing to train: every requested unit was already built"
     click.echo(f"\nstore: {store.zoo_dir}  ({size / 1e6:.1f} MB, {done})")
     for population in store.populations:
         states = store.states(population)
