@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -11,6 +12,8 @@ from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.specs import VD_KL_OBJECTIVES, check_levels, get_spec, registry
 from zoo_dataset.store import ZooStore
+from zoo_dataset.store.manifest import SCHEMA_VERSION
+from zoo_dataset.store.migrate import migrate_store
 
 from .build import DEFAULT_ROOT, build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
@@ -132,9 +135,11 @@ def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None
 @click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Local executor: train in this many processes, one engine each (e.g. one per core).")
+@click.option("--migrate", is_flag=True,
+              help="Convert the store OUT/<zoo> from an older store schema to the current one (lossless), then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device, data_dir,
-         resume, from_original, engine, executor, address, workers, quiet):
+         resume, from_original, engine, executor, address, workers, migrate, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     with one_line_errors():
         if show_list:
@@ -142,6 +147,11 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
             return
         if not zoo:
             raise click.UsageError("--zoo NAME is required (or --list)")
+        if migrate:
+            report = None if quiet else lambda file: click.echo(f"migrated {file}")
+            rewritten = migrate_store(Path(out) / zoo, progress=report)
+            click.echo(f"{Path(out) / zoo}: store schema {SCHEMA_VERSION} ({rewritten} shards rewritten)")
+            return
         if from_original and epochs is not None:
             raise click.UsageError("--epochs cannot be combined with --from-original: an ingested zoo keeps the "
                                    "epochs its checkpoints record")

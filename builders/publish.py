@@ -1,7 +1,8 @@
 """``zoo-publish``: put a built store on the Hugging Face Hub, or lay it out as a static HTTP mirror.
 
-Both carry exactly the files the manifest lists (plus the models table and the card), after the
-store has passed its own sha256 check, so a downloader can verify what it receives.
+Both carry exactly the files the manifest lists (plus the models table, the card, croissant.json and
+the card's parquet configs), after the store has passed its own sha256 check, so a downloader can
+verify what it receives.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.manifest import MANIFEST
 
 from .build import DEFAULT_ROOT
+from .croissant import CROISSANT
+from .hub_tables import hub_files
 from .stages.card import CARD, write_card
 
 MIRROR_INDEX = "index.json"
@@ -28,7 +31,8 @@ MIRROR_INDEX = "index.json"
 
 def published_files(store: ZooStore) -> list[str]:
     """Paths (relative to the zoo directory) that make up the published store; manifest last."""
-    files = [MODELS_TABLE] + ([CARD] if (store.zoo_dir / CARD).exists() else [])
+    files = [MODELS_TABLE] + [f for f in (CARD, CROISSANT) if (store.zoo_dir / f).exists()]
+    files += hub_files(store.zoo_dir)
     for name in store.populations:
         for shard in store.population(name).shards:
             files += [shard.file, shard.states_file]
@@ -103,7 +107,7 @@ def main(zoo, root, repo_id, private, mirror, cards_dir):
         if not store.populations:
             raise StoreError(f"{directory} holds no finished shards yet; build it first")
         store.verify()
-        write_card(store, Path(cards_dir) if cards_dir else None)
+        write_card(store, Path(cards_dir) if cards_dir else None, repo_id)
         if mirror:
             click.echo(f"mirror: {publish_mirror(store, Path(mirror))}")
         if repo_id:

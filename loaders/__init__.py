@@ -2,7 +2,17 @@
 
 from .cache import cache_dir
 from .datasets import ZooTrajectoryDataset, ZooTwinDataset
+from .items import ITEM_SCHEMA, collate_shared
 from .resolve import open_store
 from .views import VIEWS, make_view
 
-__all__ = ["VIEWS", "ZooTrajectoryDataset", "ZooTwinDataset", "cache_dir", "make_view", "open_store"]
+__all__ = [
+    "ITEM_SCHEMA",
+    "VIEWS",
+    "ZooTrajectoryDataset",
+    "ZooTwinDataset",
+    "cache_dir",
+    "collate_shared",
+    "make_view",
+    "open_store",
+]

@@ -1,8 +1,8 @@
 """Where stores live on this machine, and how a zoo name or path becomes a store directory.
 
 The cache directory is ``$ZOO_TWINS_CACHE`` if set, else ``zoo-twins/`` inside the Hugging Face
-home (``$HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``), so one
-setting moves every downloaded artefact of a machine.
+home as ``huggingface_hub`` resolves it (``$HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else
+``~/.cache/huggingface``), so one setting moves every downloaded artefact of a machine.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ def cache_dir() -> Path:
     """The directory that holds downloaded stores (read from the environment at call time)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    hf_home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
-    return Path(hf_home).expanduser() / "zoo-twins"
+    from huggingface_hub import constants  # its HF_HOME follows the Hub's cache conventions
+
+    return Path(constants.HF_HOME).expanduser() / "zoo-twins"
 
 
 def zoo_dir(zoo: str | Path, root: str | Path | None = None) -> Path:

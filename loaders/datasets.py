@@ -1,33 +1,54 @@
 """PyTorch datasets over a store: twin pairs at one epoch, and whole twin trajectories.
 
-Shard files open lazily in whichever process reads them (the store reader reopens its h5py
-handles after a fork), so both datasets work with ``DataLoader(num_workers>0)``.
+Both are one implementation (:class:`_TwinDataset`) that differs only in the epochs an item
+holds: one (``ZooTwinDataset``) or all (``ZooTrajectoryDataset``). Reads go through the store
+reader's fast path (:meth:`ZooStore.read`), which owns the file handles and reopens them after a
+fork, so both datasets work with ``DataLoader(num_workers>0)``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zoo_dataset.errors import StoreError
-from zoo_dataset.store.reader import read_unit
-
+from .items import ITEM_SCHEMA
 from .resolve import open_store
 from .twins import TwinIndex
 from .views import make_view
 
 Item = dict[str, Any]
 
+ARGUMENTS = """
+    Args:
+        zoo: a zoo name (looked up as ``root/<zoo>``, or in the cache directory without ``root``)
+            or the path of a store directory.
+        method: the twins to serve: ``"mp"`` (magnitude pruning) or ``"vd"`` (variational dropout).
+        level: the sparsity level of MP twins as a fraction or percent (``0.5`` or ``50``);
+            ``None`` serves every stored level (one item per model and level). VD has one level.
+        split: ``"train"``, ``"val"`` or ``"test"`` (by model, fixed when the store was built),
+            or ``None`` for every model.
+        root: the folder holding stores by zoo name (default: the cache directory).
+        download: fetch the store from the Hugging Face Hub when it is not there yet (only the
+            original and ``method`` populations); a store already present is used offline.
+        view: how a state is shaped: ``"flat"`` ([P]), ``"layers"`` (per-layer tensors in module
+            shapes) or ``"tokens"`` (one token per output neuron); see ``loaders.views``.
+        transform: called with each item dict (after ``target_transform``); its result is the item.
+        target_transform: called with ``twin_properties`` (the usual prediction targets); its
+            result replaces them in the item.
+        apply_mask: serve twin weights with pruned entries zeroed (True), or as trained (False:
+            for VD the dense mean weights, the input of the paper's hyper-representation).
+"""
 
-class _TwinDatasetBase(Dataset):
-    """Shared set-up: open the store, choose the units, build the weight view."""
+
+class _TwinDataset(Dataset):
+    """Items of (original, twin) pairs; ``epochs`` is one resolved epoch (int) or every epoch (slice)."""
+
+    schema = ITEM_SCHEMA
 
     def __init__(
         self,
@@ -39,29 +60,22 @@ class _TwinDatasetBase(Dataset):
         download: bool,
         view: str,
         transform: Callable[[Item], Any] | None,
+        target_transform: Callable[[dict[str, torch.Tensor]], Any] | None,
         apply_mask: bool,
+        epoch: int | None,
     ):
         self.store = open_store(zoo, root, download, populations=("original", method))
-        self.apply_mask = apply_mask
         self.index = TwinIndex(self.store, method, level, split)
-        self.method = method
+        self.method, self.split = method, split
+        self.epochs: int | slice = slice(None) if epoch is None else self.index.resolve_epoch(epoch)
+        self.view_name = view
         self.view = make_view(view, self.store.layout)
-        self.transform = transform
+        self.transform, self.target_transform = transform, target_transform
+        self.apply_mask = apply_mask
         self._arrays = self.store.population(method).arrays
-        self._where = {  # (population, model) -> (shard file, row): no manifest search per read
-            (p, m): (shard.file, row)
-            for p in ("original", method)
-            for shard in self.store.population(p).shards
-            for row, m in enumerate(shard.model_ids)
-        }
-        self._level_index = {round(lv, 6): i for i, lv in enumerate(self.store.population(method).levels)}
-        self._reset_process_state()
-
-    def _reset_process_state(self) -> None:
-        """h5py objects and caches belong to one process; a forked DataLoader worker starts afresh."""
-        self._shards: dict[str, dict[str, h5py.Dataset]] = {}
-        self._originals: dict[int, torch.Tensor] = {}
-        self._pid = os.getpid()
+        whole = torch.arange(self.index.num_states)
+        self._epoch_ids = torch.tensor(self.epochs) if isinstance(self.epochs, int) else whole
+        self._originals: dict[int, torch.Tensor] = {}  # final states, read once: plain tensors, fork-safe
 
     def __len__(self) -> int:
         return len(self.index.units)
@@ -70,11 +84,29 @@ class _TwinDatasetBase(Dataset):
     def model_ids(self) -> list[int]:
         return self.index.model_ids
 
-    def _twin_arrays(self, model_id: int, level: float, epoch: int | slice) -> dict[str, torch.Tensor]:
+    def __getitem__(self, i: int) -> Any:
+        model_id, level_index = self.index.units[i]
+        item: Item = {
+            "model_id": torch.tensor(model_id),
+            "level": torch.tensor(self.index.info.levels[level_index], dtype=torch.float32),
+            "epoch": self._epoch_ids.clone(),
+            "factors": dict(self.index.factors[model_id]),
+            "original_properties": self._props("original", self.index.properties("original", model_id, 0)[-1]),
+            "original": self._original(model_id),
+        }
+        item.update(self._twin_arrays(model_id, level_index))
+        twin = self.index.properties(self.method, model_id, level_index)[self.epochs]
+        item["twin_properties"] = self._props(self.method, twin)
+        if self.target_transform is not None:
+            item["twin_properties"] = self.target_transform(item["twin_properties"])
+        return self.transform(item) if self.transform is not None else item
+
+    def _twin_arrays(self, model_id: int, level_index: int) -> dict[str, torch.Tensor]:
         """Twin weights (pruned entries as exact zeros unless ``apply_mask`` is off), mask, (VD) log-alpha."""
-        arrays, row = self._locate(self.method, model_id)
-        li = self._level_index[round(level, 6)]
-        read = {name: torch.from_numpy(self._read(arrays[name], row, li, epoch)) for name in self._arrays}
+        read = {
+            name: torch.from_numpy(self.store.read(self.method, name, model_id, level_index, self.epochs))
+            for name in self._arrays
+        }
         if "masks" in read and self.apply_mask:
             read["weights"].masked_fill_(~read["masks"], 0.0)
         out = {"twin": self.view(read["weights"])}
@@ -87,64 +119,45 @@ class _TwinDatasetBase(Dataset):
     def _original(self, model_id: int) -> torch.Tensor:
         """The original's final state, read once per process: every level and epoch of a model shares it."""
         if model_id not in self._originals:
-            arrays, row = self._locate("original", model_id)
-            self._originals[model_id] = torch.from_numpy(self._read(arrays["weights"], row, 0, -1))
+            self._originals[model_id] = torch.from_numpy(self.store.read("original", "weights", model_id, 0, -1))
         return self.view(self._originals[model_id].clone())  # a copy: transforms may work in place
 
-    @staticmethod
-    def _read(dataset: h5py.Dataset, row: int, level_index: int, epoch: int | slice) -> np.ndarray:
-        try:
-            return read_unit(dataset, row, level_index, epoch)
-        except OSError as exc:  # a damaged chunk (h5py names neither file nor cure)
-            raise StoreError(f"shard {dataset.file.filename} is corrupt ({exc}); re-download or rebuild it") from None
-
-    def _locate(self, population: str, model_id: int) -> tuple[dict[str, h5py.Dataset], int]:
-        """The h5py datasets of the unit's shard (opened once per shard and process) and its row.
-
-        Going through ``ZooStore.array`` on every read costs about as much as the read itself;
-        the store still owns the file handles (and reopens them after a fork).
-        """
-        if os.getpid() != self._pid:
-            self._reset_process_state()
-        file, row = self._where[(population, model_id)]
-        if file not in self._shards:
-            f = self.store.open_shard(file)
-            self._shards[file] = {name: f[name] for name in self.store.population(population).arrays}
-        return self._shards[file], row
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_shards"], state["_originals"] = {}, {}  # h5py objects never cross processes
-        return state
-
-    def _props(self, values: np.ndarray) -> dict[str, torch.Tensor]:
+    def _props(self, population: str, values: np.ndarray) -> dict[str, torch.Tensor]:
         columns = torch.from_numpy(values.copy()).unbind(-1)  # one tensor per property, one copy in all
-        return dict(zip(self.index.property_names, columns, strict=True))
+        return dict(zip(self.index.property_names[population], columns, strict=True))
 
-    def _header(self, model_id: int, level: float) -> Item:
-        return {
-            "model_id": torch.tensor(model_id),
-            "level": torch.tensor(level, dtype=torch.float32),
-            "factors": dict(self.index.factors[model_id]),
-            "original_properties": self._props(self.index.properties("original", model_id, 0.0)[-1]),
-        }
+    def __repr__(self) -> str:
+        levels = ", ".join(f"{lv:g}" for lv in self.index.levels)
+        epochs = f"{self.epochs} of 0..{self.index.num_states - 1}" if isinstance(self.epochs, int) else (
+            f"all ({self.index.num_states}: 0..{self.index.num_states - 1})"
+        )
+        lines = [
+            f"Dataset {type(self).__name__}",
+            f"    Number of datapoints: {len(self)}",
+            f"    Root location: {self.store.zoo_dir}",
+            f"    Zoo: {self.store.manifest.zoo}",
+            f"    Method: {self.method}",
+            f"    Level: {levels}",
+            f"    Split: {self.split if self.split is not None else 'all'}",
+            f"    Epochs: {epochs}",
+            f"    View: {self.view_name}",
+            f"    Masked: {self.apply_mask}",
+        ]
+        if self.transform is not None:
+            lines.append(f"    Transform: {self.transform!r}")
+        if self.target_transform is not None:
+            lines.append(f"    Target transform: {self.target_transform!r}")
+        return "\n".join(lines)
 
-    def _finish(self, item: Item) -> Any:
-        return self.transform(item) if self.transform is not None else item
 
-
-class ZooTwinDataset(_TwinDatasetBase):
-    """One item per (model, twin): the original's final state and the twin at ``epoch``.
+class ZooTwinDataset(_TwinDataset):
+    __doc__ = f"""One item per (model, twin): the original's final state and the twin at ``epoch``.
 
     ``ZooTwinDataset("digits_seed", method="mp", level=None, split="train", epoch=-1, root="stores")``.
-    An item is a dict: ``model_id``, ``level``, ``epoch``, ``original`` and ``twin`` weights in the
-    chosen view (twin weights with pruned entries as zeros), ``mask``, ``log_alpha`` (VD),
-    ``original_properties`` / ``twin_properties`` (accuracies, ggap, sparsity per layer,
-    agreement...), and ``factors`` (seed, activation, optimizer...).
-
-    ``apply_mask=False`` serves the twin weights as trained instead: for VD the dense mean weights
-    (entries with ``log_alpha >= threshold`` not zeroed), the input of the paper's
-    hyper-representation autoencoder; MP weights are stored pruned, so they are the same either way.
+    An item is a dict; ``ZooTwinDataset.schema`` (``loaders.items.ITEM_SCHEMA``) says what each key
+    holds. MP and VD items differ in keys: batch them together with ``loaders.collate_shared``.
+    {ARGUMENTS}
+        epoch: the twin's recorded epoch, an int (``0`` = the start state, ``-1`` = the last).
     """
 
     def __init__(
@@ -159,24 +172,22 @@ class ZooTwinDataset(_TwinDatasetBase):
         view: str = "flat",
         transform: Callable[[Item], Any] | None = None,
         apply_mask: bool = True,
+        target_transform: Callable[[dict[str, torch.Tensor]], Any] | None = None,
     ):
-        super().__init__(zoo, method, level, split, root, download, view, transform, apply_mask)
-        self.epoch = self.index.resolve_epoch(epoch)
+        super().__init__(zoo, method, level, split, root, download, view, transform, target_transform,
+                         apply_mask, epoch)
 
-    def __getitem__(self, i: int) -> Any:
-        model_id, level = self.index.units[i]
-        item = self._header(model_id, level)
-        item["epoch"] = torch.tensor(self.epoch)
-        item["original"] = self._original(model_id)
-        item.update(self._twin_arrays(model_id, level, self.epoch))
-        item["twin_properties"] = self._props(self.index.properties(self.method, model_id, level)[self.epoch])
-        return self._finish(item)
+    @property
+    def epoch(self) -> int:
+        return int(self.epochs)  # type: ignore[arg-type]
 
 
-class ZooTrajectoryDataset(_TwinDatasetBase):
-    """One item per twin with every recorded epoch stacked: ``twin`` [E+1, ...], ``mask``,
-    ``log_alpha`` (VD), ``twin_properties`` [E+1] per property, plus the original's final state.
-    ``apply_mask`` as in :class:`ZooTwinDataset`."""
+class ZooTrajectoryDataset(_TwinDataset):
+    __doc__ = f"""One item per twin with every recorded epoch stacked: ``twin``, ``mask``, ``log_alpha``
+    (VD) as ``[E+1, ...]`` (epoch 0 = the start state), ``twin_properties`` as ``[E+1]`` tensors,
+    ``epoch`` = ``arange(E+1)``, plus the original's final state (the twin's starting point).
+    Otherwise as :class:`ZooTwinDataset`.
+    {ARGUMENTS}"""
 
     def __init__(
         self,
@@ -189,14 +200,7 @@ class ZooTrajectoryDataset(_TwinDatasetBase):
         view: str = "flat",
         transform: Callable[[Item], Any] | None = None,
         apply_mask: bool = True,
+        target_transform: Callable[[dict[str, torch.Tensor]], Any] | None = None,
     ):
-        super().__init__(zoo, method, level, split, root, download, view, transform, apply_mask)
-
-    def __getitem__(self, i: int) -> Any:
-        model_id, level = self.index.units[i]
-        item = self._header(model_id, level)
-        item["epoch"] = torch.arange(self.index.num_states)
-        item["original"] = self._original(model_id)
-        item.update(self._twin_arrays(model_id, level, slice(None)))
-        item["twin_properties"] = self._props(self.index.properties(self.method, model_id, level))
-        return self._finish(item)
+        super().__init__(zoo, method, level, split, root, download, view, transform, target_transform,
+                         apply_mask, None)

@@ -1,47 +1,113 @@
-"""Export twin pairs to a Hugging Face ``datasets.Dataset`` (tables + flat weights) for that API's users."""
+"""Export twin pairs as a typed Hugging Face ``DatasetDict`` (train / validation / test), and as parquet.
+
+Weights are fixed-length float32 features (``List(float32, length=P)``, or ``Array2D([E+1, P])``
+with every epoch), masks bool, properties float32: the Arrow table is as large as the data, and
+``datasets``, the Hub's viewer and Croissant readers see the shapes and types without guessing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .datasets import ZooTwinDataset
+from zoo_dataset.store.tables import SPLITS
+
+from .datasets import ZooTrajectoryDataset, ZooTwinDataset, _TwinDataset
+from .twins import FACTORS
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict, Features
+
+HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # store split -> Hub split name
+FACTOR_TYPES = {"seed": "int64", "lr": "float64", "weight_decay": "float64", "dropout": "float64"}
 
 
 def to_hf_dataset(
     zoo: str | Path,
     method: str = "mp",
     level: float | None = None,
-    split: str | None = "train",
-    epoch: int = -1,
+    epoch: int | None = -1,
     root: str | Path | None = None,
     cache_dir: str | Path | None = None,
-):
-    """One row per (model, twin): ids, factors, both states' properties as columns, flat weight lists.
+) -> DatasetDict:
+    """One row per (model, twin) in each of ``train``, ``validation``, ``test`` (the store's model split).
 
-    Rows are written through ``datasets``' Arrow cache (``cache_dir``, default the ``datasets``
-    cache), so zoos larger than memory export too; ``.with_format("torch")`` gives tensors back.
+    ``epoch`` picks the twin's state (``-1`` = last); ``None`` stores every epoch (``twin`` as
+    ``[E+1, P]``, twin properties as ``[E+1]``). Columns: ``model_id``, ``level``, ``epoch``, the
+    generating factors, ``original_<property>`` and ``twin_<property>``, and the flat weight
+    vectors ``original``, ``twin``, ``mask`` (and ``log_alpha`` for VD). Rows go through the
+    ``datasets`` Arrow cache (``cache_dir``, default the ``datasets`` cache), so zoos larger than
+    memory export too; ``.with_format("torch")`` gives tensors back.
     """
-    from datasets import Dataset  # deferred: importing datasets is slow and most users do not need it
+    from datasets import Dataset, DatasetDict  # deferred: importing datasets is slow, few need it
 
-    pairs = ZooTwinDataset(zoo, method=method, level=level, split=split, epoch=epoch, root=root)
-    return Dataset.from_generator(
-        _rows, gen_kwargs={"pairs": pairs}, cache_dir=str(cache_dir) if cache_dir else None
-    )
+    if epoch is None:
+        pairs: _TwinDataset = ZooTrajectoryDataset(zoo, method=method, level=level, split=None, root=root)
+    else:
+        pairs = ZooTwinDataset(zoo, method=method, level=level, split=None, epoch=epoch, root=root)
+    features = pair_features(pairs)
+    split_of = dict(zip(pairs.store.models().model_id, pairs.store.models().split, strict=True))
+    parts = {}
+    for split in SPLITS:
+        rows = [i for i, (model_id, _) in enumerate(pairs.index.units) if split_of[model_id] == split]
+        parts[HUB_SPLITS[split]] = Dataset.from_generator(
+            _rows, gen_kwargs={"pairs": pairs, "rows": rows}, features=features,
+            cache_dir=str(cache_dir) if cache_dir else None,
+        ) if rows else Dataset.from_dict({name: [] for name in features}, features=features)
+    return DatasetDict(parts)
 
 
-def _rows(pairs: ZooTwinDataset) -> Iterator[dict[str, Any]]:
-    for item in pairs:
+def write_parquet(dataset: DatasetDict, folder: Path | str) -> dict[str, Path]:
+    """One parquet file per split, ``folder/<split>-00000-of-00001.parquet``, features in its metadata."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, part in dataset.items():
+        paths[split] = folder / f"{split}-00000-of-00001.parquet"
+        part.to_parquet(str(paths[split]))
+    return paths
+
+
+def pair_features(pairs: _TwinDataset) -> Features:
+    """The typed schema of :func:`to_hf_dataset`'s rows for one dataset of pairs."""
+    from datasets import Array2D, Features, List, Value
+
+    n_params, n_states = pairs.store.layout.num_params, pairs.index.num_states
+    every = not isinstance(pairs.epochs, int)
+
+    def state(dtype: str) -> Any:
+        return Array2D((n_states, n_params), dtype) if every else List(Value(dtype), length=n_params)
+
+    columns: dict[str, Any] = {
+        "model_id": Value("int64"),
+        "level": Value("float32"),
+        "epoch": List(Value("int64"), length=n_states) if every else Value("int64"),
+        **{f: Value(FACTOR_TYPES.get(f, "string")) for f in FACTORS},
+        **{f"original_{p}": Value("float32") for p in pairs.index.property_names["original"]},
+        **{f"twin_{p}": List(Value("float32"), length=n_states) if every else Value("float32")
+           for p in pairs.index.property_names[pairs.method]},
+        "original": List(Value("float32"), length=n_params),
+        "twin": state("float32"),
+        "mask": state("bool"),
+    }
+    if "log_alpha" in pairs.store.population(pairs.method).arrays:
+        columns["log_alpha"] = state("float32")
+    return Features(columns)
+
+
+def _rows(pairs: _TwinDataset, rows: list[int]) -> Iterator[dict[str, Any]]:
+    for i in rows:
+        item = pairs[i]
         row: dict[str, Any] = {
             "model_id": int(item["model_id"]),
             "level": float(item["level"]),
-            "epoch": int(item["epoch"]),
+            "epoch": item["epoch"].numpy(),
             **item["factors"],
         }
         for side in ("original", "twin"):
-            row.update({f"{side}_{k}": float(v) for k, v in item[f"{side}_properties"].items()})
+            row.update({f"{side}_{k}": v.numpy() for k, v in item[f"{side}_properties"].items()})
         for array in ("original", "twin", "mask", "log_alpha"):
             if array in item:
-                row[array] = item[array].tolist()
+                row[array] = item[array].numpy()
         yield row

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from zoo_dataset.errors import StoreError, ZooSpecError
+from zoo_dataset.errors import StoreError, ZooSpecError, ZooTypeError
 from zoo_dataset.store import ZooStore
+from zoo_dataset.store.reader import match_level
 from zoo_dataset.store.tables import SPLITS
 
 METHODS = ("mp", "vd")
@@ -34,9 +35,13 @@ class TwinIndex:
         self.info = store.population(method)
         self.levels = self._levels(level)
         self.model_ids = self._models(split)
-        self.units = [(m, lv) for m in self.model_ids for lv in self.levels]
+        self.level_indices = [store.level_index(method, lv) for lv in self.levels]
+        self.units = [(m, li) for m in self.model_ids for li in self.level_indices]
         self.factors = self._factors()
-        self.property_names, self._properties = self._load_properties()
+        self.property_names: dict[str, list[str]] = {}
+        self._properties: dict[tuple[str, int, int], np.ndarray] = {}
+        for population in ("original", method):
+            self.property_names[population] = self._load_properties(population)
 
     @property
     def num_states(self) -> int:
@@ -45,30 +50,36 @@ class TwinIndex:
 
     def resolve_epoch(self, epoch: int) -> int:
         n = self.num_states
-        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer):
-            raise TypeError(f"epoch must be an int (-1 = last), got {epoch!r}")
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+            raise ZooTypeError(
+                f"epoch must be an int (-1 = last), not type {type(epoch).__name__}; "
+                "ZooTrajectoryDataset serves every epoch"
+            )
         if not -n <= epoch < n:
             raise StoreError(
                 f"epoch {epoch} out of range: {self.method} twins record epochs 0..{n - 1} (or -1 = last)"
             )
         return int(epoch) % n
 
-    def properties(self, population: str, model_id: int, level: float) -> np.ndarray:
-        """[states, properties] float32 for one unit (original: level 0)."""
-        return self._properties[(population, model_id, round(float(level), 6))]
+    def properties(self, population: str, model_id: int, level_index: int) -> np.ndarray:
+        """[states, properties] float32 for one unit (original: level index 0)."""
+        return self._properties[(population, model_id, level_index)]
 
     def _levels(self, level: float | None) -> list[float]:
         levels = self.info.levels
         if level is None:
             return list(levels)
+        if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
+            raise ZooTypeError(f"level must be a number (0.5 or 50) or None, not type {type(level).__name__}")
         level = float(level) / 100 if float(level) > 1 else float(level)
-        matches = [lv for lv in levels if abs(lv - level) < 1e-6]
-        if not matches:
+        if match_level(levels, level) is None:
             raise StoreError(f"level {level} not recorded for {self.method} twins (levels: {levels})")
-        return matches
+        return [levels[match_level(levels, level)]]
 
     def _models(self, split: str | None) -> list[int]:
         models = self.store.models()
+        if split is not None and not isinstance(split, str):
+            raise ZooTypeError(f"split must be a str ({', '.join(SPLITS)}) or None, not type {type(split).__name__}")
         if split is not None:
             if split not in SPLITS:
                 raise ZooSpecError(
@@ -91,19 +102,23 @@ class TwinIndex:
         # to_dict gives plain Python values (not numpy scalars): items need no conversion per read
         return table.loc[self.model_ids, list(FACTORS)].to_dict("index")
 
-    def _load_properties(self) -> tuple[list[str], dict[tuple[str, int, float], np.ndarray]]:
-        frames = [self.store.states(p) for p in ("original", self.method)]
-        states = pd.concat(frames, ignore_index=True)
-        states = states[states.model_id.isin(self.model_ids)].sort_values(
-            ["population", "model_id", "level", "epoch"]
-        )
+    def _load_properties(self, population: str) -> list[str]:
+        """Index the population's per-state properties by unit; returns the property names.
+
+        A property the population does not record for these models (NaN, e.g. an original's
+        agreement with itself) is left out rather than served as a placeholder.
+        """
+        states = self.store.states(population)
+        states = states[states.model_id.isin(self.model_ids)].sort_values(["model_id", "level", "epoch"])
         names = [
-            c for c in states.columns if c not in NOT_PROPERTIES and pd.api.types.is_numeric_dtype(states[c])
+            c for c in states.columns
+            if c not in NOT_PROPERTIES and pd.api.types.is_numeric_dtype(states[c]) and states[c].notna().all()
         ]
-        keys = [states[c].to_numpy() for c in ("population", "model_id", "level")]
+        levels = self.store.population(population).levels
+        level_of = {lv: match_level(levels, lv) for lv in states.level.unique()}
+        keys = np.stack([states.model_id.to_numpy(), states.level.map(level_of).to_numpy()], axis=1)
         values = states[names].to_numpy(np.float32)
-        starts = np.flatnonzero(np.any([k[1:] != k[:-1] for k in keys], axis=0)) + 1  # rows sorted by unit
-        table = {}
+        starts = np.flatnonzero(np.any(keys[1:] != keys[:-1], axis=1)) + 1  # rows sorted by unit
         for lo, hi in zip(np.r_[0, starts], np.r_[starts, len(values)], strict=True):
-            table[(str(keys[0][lo]), int(keys[1][lo]), round(float(keys[2][lo]), 6))] = values[lo:hi]
-        return names, table
+            self._properties[(population, int(keys[lo, 0]), int(keys[lo, 1]))] = values[lo:hi]
+        return names

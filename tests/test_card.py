@@ -32,9 +32,8 @@ def test_card_front_matter_and_statistics_come_from_the_store(store, tmp_path):
     path = write_card(store, copy_dir=tmp_path / "cards")
     card = DatasetCard.load(path)
     assert card.data.license and card.data.pretty_name
-    configs = {c["config_name"]: c["data_files"] for c in card.data.configs}
-    assert configs["models"] == "models.parquet"
-    assert {f"states_{p}" for p in store.populations} <= set(configs)
+    configs = {c["config_name"]: c for c in card.data.configs}
+    assert {"models", *(f"states_{p}" for p in store.populations), "pairs_mp", "pairs_vd"} == set(configs)
     states = store.states("vd")
     last = states[states.epoch == states.epoch.max()]
     row = next(line for line in card.text.splitlines() if line.startswith("| vd | - |"))
@@ -74,7 +73,8 @@ def test_zoo_publish_uploads_the_listed_files_as_a_dataset_repo(store, monkeypat
     publish.publish_hub(store, "org/digits-twins")
     assert calls["create"][1]["repo_type"] == calls["upload"]["repo_type"] == "dataset"
     files = calls["upload"]["allow_patterns"]
-    assert files[-1] == "manifest.json" and "README.md" in files
+    assert files[-1] == "manifest.json" and {"README.md", "croissant.json"} <= set(files)
+    assert "data/pairs_vd/validation-00000-of-00001.parquet" in files
     assert all((store.zoo_dir / f).exists() for f in files)
 
 

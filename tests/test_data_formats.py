@@ -240,3 +240,29 @@ def test_stl10_binary_orientation_and_malformed(tmp_path):
     write_stl(folder, "test", images[:2], [0, 1])
     with pytest.raises(DataFormatError, match="out of range"):
         load_dataset("stl10", 28, tmp_path)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fmnist", "svhn", "usps", "cifar10", "stl10"])
+def test_a_torchvision_root_is_a_data_dir(tmp_path, dataset):
+    """Files where torchvision's dataset classes keep them under ``root`` are found as they are."""
+    root = tmp_path / "torchvision"
+    if dataset in ("mnist", "fmnist"):
+        make_idx(root / {"mnist": "MNIST", "fmnist": "FashionMNIST"}[dataset] / "raw", compress=True)
+        other = {"mnist": "fmnist", "fmnist": "mnist"}[dataset]
+        assert not is_available(other, root)  # MNIST's files are not taken for Fashion-MNIST's
+    elif dataset == "svhn":
+        make_svhn(root)  # torchvision.datasets.SVHN keeps the .mat files in root itself
+    elif dataset == "usps":
+        root.mkdir()
+        for name, n in (("usps.bz2", N_TRAIN), ("usps.t.bz2", N_TEST)):
+            (root / name).write_bytes(bz2.compress(libsvm_lines(np.zeros((n, 16, 16)), labels(n, 1, 11))))
+    elif dataset == "cifar10":
+        make_cifar(root / "cifar-10-batches-py")
+    else:
+        folder = root / "stl10_binary"
+        folder.mkdir(parents=True)
+        images = np.zeros((4, 3, 96, 96), dtype=np.uint8)
+        write_stl(folder, "train", images, [1, 2, 3, 10])
+        write_stl(folder, "test", images[:2], [10, 1])
+    assert is_available(dataset, root)
+    assert len(load_dataset(dataset, 28, root).test_y) > 0

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from _fixtures_loader import SPEC, shared_loader_store
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 
-from loaders import VIEWS, ZooTrajectoryDataset, ZooTwinDataset, make_view
+from loaders import ITEM_SCHEMA, VIEWS, ZooTrajectoryDataset, ZooTwinDataset, collate_shared, make_view
 from zoo_dataset.architectures import INPUT_SIZE, build_model
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import StoreError, UnknownZooError, ZooSpecError
@@ -170,13 +170,110 @@ def test_clear_errors(zoo, tmp_path):
         ZooTwinDataset(zoo, method="mp", level=0.3)
 
 
-def test_export_to_hf_datasets(zoo, tmp_path):
-    from loaders.hf_export import to_hf_dataset
+@pytest.mark.parametrize("epoch", [-1, None])
+def test_export_to_hf_datasets_is_typed_and_split_by_model(zoo, tmp_path, epoch):
+    import datasets
 
-    table = to_hf_dataset(zoo, method="vd", split=None, cache_dir=tmp_path)
-    ds = ZooTwinDataset(zoo, method="vd", split=None)
-    assert len(table) == len(ds)
-    row = table[0]
-    assert row["model_id"] == int(ds[0]["model_id"])
-    np.testing.assert_array_equal(np.asarray(row["log_alpha"], dtype=np.float32), ds[0]["log_alpha"].numpy())
-    assert row["twin_test_acc"] == pytest.approx(float(ds[0]["twin_properties"]["test_acc"]))
+    from loaders.hf_export import to_hf_dataset, write_parquet
+
+    table = to_hf_dataset(zoo, method="vd", epoch=epoch, cache_dir=tmp_path / "cache")
+    assert list(table) == ["train", "validation", "test"]
+    store = ZooStore(zoo)
+    n_params, n_states = store.layout.num_params, store.population("vd").epochs + 1
+    features = table["train"].features
+    if epoch is None:
+        assert features["twin"] == datasets.Array2D((n_states, n_params), "float32")
+        assert features["mask"] == datasets.Array2D((n_states, n_params), "bool")
+        assert features["twin_test_acc"] == datasets.List(datasets.Value("float32"), length=n_states)
+    else:
+        assert features["twin"] == datasets.List(datasets.Value("float32"), length=n_params)
+        assert features["twin_test_acc"] == datasets.Value("float32")
+    assert features["original"] == datasets.List(datasets.Value("float32"), length=n_params)
+    assert "original_agreement" not in features
+    for split, hub_split in (("train", "train"), ("val", "validation"), ("test", "test")):
+        make = ZooTwinDataset if epoch is not None else ZooTrajectoryDataset
+        ds = make(zoo, method="vd", split=split)
+        rows = table[hub_split].with_format("numpy")
+        assert [int(m) for m in rows["model_id"]] == [int(item["model_id"]) for item in ds]
+        for row, item in zip(rows, ds, strict=True):
+            for array in ("twin", "mask", "log_alpha", "original"):
+                np.testing.assert_array_equal(row[array], item[array].numpy())
+                assert row[array].dtype == item[array].numpy().dtype
+            np.testing.assert_array_equal(row["twin_test_acc"], item["twin_properties"]["test_acc"].numpy())
+    files = write_parquet(table, tmp_path / "parquet")
+    again = datasets.load_dataset("parquet", data_files={s: str(p) for s, p in files.items()},
+                                  cache_dir=str(tmp_path / "cache2"))
+    assert again["train"].features == features
+    assert again["validation"].num_rows == table["validation"].num_rows
+
+
+def test_datasets_describe_themselves(zoo):
+    ds = ZooTwinDataset(zoo, method="mp", level=50, split="train", view="tokens")
+    text = repr(ds)
+    assert text.startswith("Dataset ZooTwinDataset\n")
+    for line in (f"Number of datapoints: {len(ds)}", f"Root location: {zoo}", "Zoo: digits_seed", "Method: mp",
+                 "Level: 0.5", "Split: train", "Epochs: 1 of 0..1", "View: tokens"):
+        assert line in text
+    trajectories = repr(ZooTrajectoryDataset(zoo, method="vd", split=None))
+    assert "Split: all" in trajectories and "Epochs: all (2: 0..1)" in trajectories
+    for cls in (ZooTwinDataset, ZooTrajectoryDataset):
+        for argument in ("zoo", "method", "level", "split", "root", "download", "view", "transform",
+                         "target_transform", "apply_mask"):
+            assert f"{argument}:" in cls.__doc__
+    assert "epoch:" in ZooTwinDataset.__doc__
+
+
+@pytest.mark.parametrize("method", ["mp", "vd"])
+def test_items_follow_the_documented_schema_without_nan(zoo, method):
+    for cls in (ZooTwinDataset, ZooTrajectoryDataset):
+        dataset = cls(zoo, method=method, split=None)
+        item = dataset[0]
+        assert set(item) == set(ITEM_SCHEMA) - ({"log_alpha"} if method == "mp" else set())
+        for side in ("original_properties", "twin_properties"):
+            assert not any(torch.isnan(v).any() for v in item[side].values())
+        assert "agreement" not in item["original_properties"]
+        assert "agreement" in item["twin_properties"]
+
+
+def test_target_transform_maps_the_twin_properties(zoo):
+    ds = ZooTwinDataset(zoo, method="mp", split=None, target_transform=lambda props: props["test_acc"] * 100)
+    plain = ZooTwinDataset(zoo, method="mp", split=None)
+    assert float(ds[1]["twin_properties"]) == pytest.approx(100 * float(plain[1]["twin_properties"]["test_acc"]))
+    assert "Target transform" in repr(ds)
+
+
+def test_mp_and_vd_items_share_one_dataloader(zoo):
+    mp, vd = ZooTwinDataset(zoo, method="mp", split=None), ZooTwinDataset(zoo, method="vd", split=None)
+    with pytest.raises(KeyError, match="log_alpha"):  # what default_collate does with a VD item first
+        list(DataLoader(ConcatDataset([vd, mp]), batch_size=len(mp) + len(vd)))
+    for mixed in (ConcatDataset([vd, mp]), ConcatDataset([mp, vd])):
+        batch = next(iter(DataLoader(mixed, batch_size=len(mixed), collate_fn=collate_shared)))
+        assert batch["twin"].shape[0] == len(mixed) and "log_alpha" not in batch
+        assert sorted(batch["level"].tolist()) == sorted([float(i["level"]) for i in mixed])
+
+
+@pytest.mark.parametrize("epoch", [5.0, slice(0, 2), "1", True])
+def test_wrong_types_say_type(zoo, epoch):
+    with pytest.raises(TypeError, match=f"epoch must be an int .*not type {type(epoch).__name__}"):
+        ZooTwinDataset(zoo, method="mp", epoch=epoch)
+
+
+def test_wrong_level_and_split_types_say_type(zoo):
+    with pytest.raises(TypeError, match="level must be a number .*not type str"):
+        ZooTwinDataset(zoo, method="mp", level="50")
+    with pytest.raises(TypeError, match="split must be a str .*not type int"):
+        ZooTwinDataset(zoo, method="mp", split=1)
+
+
+def test_loaders_use_only_the_public_store_reader():
+    """The fast path lives in ZooStore: no loader module imports a private name of the store package."""
+    import ast
+    from pathlib import Path
+
+    import loaders
+
+    for module in Path(loaders.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("zoo_dataset.store"):
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{module.name} imports {private} from {node.module}"

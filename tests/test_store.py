@@ -11,7 +11,7 @@ import pytest
 from zoo_dataset.errors import ChecksumError, StoreError
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.layout_on_disk import unit_path
-from zoo_dataset.store.reader import read_unit
+from zoo_dataset.store.reader import _read_unit as read_unit
 from zoo_dataset.training import JobResult, UnitKey
 
 
@@ -27,7 +27,7 @@ def test_store_tables_and_manifest(original_store, small_spec):
     info = store.population("original")
     assert info.status == "complete" and sum(s.rows for s in info.shards) == 4
     manifest = json.loads((store.zoo_dir / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1 and manifest["spec"]["name"] == "digits_seed"
+    assert manifest["schema_version"] == 2 and manifest["spec"]["name"] == "digits_seed"
     assert not (store.zoo_dir / "_staging").exists()  # packed units and their folders are cleaned up
     store.verify()
 

@@ -46,3 +46,9 @@ class ChecksumError(StoreError):
 
 class WorkerError(ZooError):
     """A training worker process died (killed, out of memory); finished units are kept."""
+
+
+class ZooTypeError(ZooError, TypeError):
+    """An argument has the wrong type (``epoch=5.0``, a slice where an int is expected...)."""
+
+    exit_code = USAGE_EXIT

@@ -1,29 +1,39 @@
-"""The card stage: a Hugging Face dataset card (README.md) for the store, from what it holds.
+"""The card stage: a Hugging Face dataset card (README.md) and croissant.json for the store.
 
-It runs last and trains nothing: front matter (license, tags, size category, parquet configs)
-plus the template in ``dataset_cards/template.md`` filled with the spec and statistics computed
-from the stored states, so the card never disagrees with the data.
+It runs last and trains nothing. It writes the parquet configs (``builders.hub_tables``: tables
+and weights split by model into train / validation / test), the card's front matter (license,
+task categories, source datasets, size category, tags, those configs and their ``dataset_info``
+features, made with ``huggingface_hub``'s and ``datasets``' own card writers), the template in
+``dataset_cards/template.md`` filled with the spec and statistics computed from the stored states,
+and the Croissant description of the same files (``builders.croissant``). So the card never
+disagrees with the data.
 """
 
 from __future__ import annotations
 
+import json
 from importlib.resources import files
 from pathlib import Path
 from string import Template
 
 import pandas as pd
 
+from loaders.download import default_repo_id
 from zoo_dataset.store import POPULATIONS, ZooStore
 from zoo_dataset.store.files import atomic_write_text
-from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.tables import SPLITS
 
 from ..context import BuildContext
+from ..croissant import CROISSANT, croissant
+from ..hub_tables import HubConfig, write_hub_tables
 from .base import StageReport
 
 TEMPLATE = files("dataset_cards") / "template.md"  # package data: found in wheels and editable installs
 CARD = "README.md"
-LICENSE = "cc-by-4.0"  # the license of the original model zoos these twins derive from
+LICENSE = "cc-by-4.0"  # the license of the original model zoos these twins derive from (a Hub license id)
+# Hub task ids: predicting properties (accuracy, ggap) and factors (activation, optimizer) from weights
+TASK_CATEGORIES = ["tabular-regression", "tabular-classification"]
+SOURCE_DATASETS = ["original"]  # the weights are new data, not an extension of a Hub dataset
 SIZE_BOUNDS = (
     (1_000, "n<1K"),
     (10_000, "1K<n<10K"),
@@ -46,22 +56,34 @@ class CardStage:
         return StageReport(self.name, 1, 1)
 
 
-def write_card(store: ZooStore, copy_dir: Path | None = None) -> Path:
-    """Write ``README.md`` into the store (and ``copy_dir/<zoo>/README.md`` if given)."""
-    text = render_card(store)
+def write_card(store: ZooStore, copy_dir: Path | None = None, repo_id: str | None = None) -> Path:
+    """Write the configs' parquet files, ``README.md`` and ``croissant.json`` into the store
+    (and the card to ``copy_dir/<zoo>/README.md`` if given). ``repo_id``: the Hub dataset repo the
+    store is published to, named in the snippets (default: the downloader's default repo) and, only
+    when given, as the Croissant ``url``."""
+    configs = write_hub_tables(store)
+    text = render_card(store, configs, repo_id or default_repo_id(store.manifest.zoo))
     atomic_write_text(store.zoo_dir / CARD, text)
+    description = store.spec.description or _pretty_name(store)
+    url = f"https://huggingface.co/datasets/{repo_id}" if repo_id else None
+    atomic_write_text(store.zoo_dir / CROISSANT, json.dumps(croissant(store, configs, description, url), indent=1))
     if copy_dir is not None:
         atomic_write_text(Path(copy_dir) / store.manifest.zoo / CARD, text)
     return store.zoo_dir / CARD
 
 
-def render_card(store: ZooStore) -> str:
+def render_card(store: ZooStore, configs: list[HubConfig], repo_id: str) -> str:
+    """The card's text: YAML front matter the Hub accepts, then the filled template."""
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCardData  # deferred: only the card needs the Hub client
 
     states = {p: store.states(p) for p in POPULATIONS if p in store.populations}
     front = DatasetCardData(
         license=LICENSE,
         pretty_name=_pretty_name(store),
+        task_categories=TASK_CATEGORIES,
+        source_datasets=SOURCE_DATASETS,
         tags=[
             "model-zoo",
             "weight-space-learning",
@@ -71,14 +93,27 @@ def render_card(store: ZooStore) -> str:
             "pytorch",
         ],
         size_categories=[_size_category(sum(len(s) for s in states.values()))],
-        configs=[{"config_name": "models", "data_files": MODELS_TABLE, "default": True}]
-        + [{"config_name": f"states_{p}", "data_files": f"{p}/*.states.parquet"} for p in states],
+        configs=[
+            {
+                "config_name": c.name,
+                "data_files": [{"split": split, "path": path} for split, path in c.files.items()],
+                **({"default": True} if c.name == "models" else {}),
+            }
+            for c in configs
+        ],
     )
-    body = Template(TEMPLATE.read_text()).substitute(_fields(store, states))
+    DatasetInfosDict({
+        c.name: DatasetInfo(
+            description=c.description, features=c.features, config_name=c.name,
+            splits=SplitDict({split: SplitInfo(name=split, num_examples=n) for split, n in c.rows.items()}),
+        )
+        for c in configs
+    }).to_dataset_card_data(front)
+    body = Template(TEMPLATE.read_text()).substitute(_fields(store, states, configs), repo_id=repo_id)
     return f"---\n{front.to_yaml()}\n---\n\n{body}"
 
 
-def _fields(store: ZooStore, states: dict[str, pd.DataFrame]) -> dict[str, object]:
+def _fields(store: ZooStore, states: dict[str, pd.DataFrame], configs: list[HubConfig]) -> dict[str, object]:
     spec, manifest, layout = store.spec, store.manifest, store.layout
     models = store.models()
     counts = models.split.value_counts()
@@ -104,6 +139,11 @@ def _fields(store: ZooStore, states: dict[str, pd.DataFrame]) -> dict[str, objec
         "statistics": "\n".join(_statistics_rows(states)),
         "vd_threshold": spec.vd.threshold,
         "example_method": twins[0] if twins else "mp",
+        "example_level": "" if not twins or twins[0] != "mp" else f", level={store.population('mp').levels[-1]:g}",
+        "configs": "\n".join(f"| `{c.name}` | {c.description} | "
+                             f"{', '.join(f'{s} {n}' for s, n in c.rows.items())} |" for c in configs),
+        "example_config": next((c.name for c in configs if c.name.startswith("pairs_")), "models"),
+        "example_shard": store.population(twins[0] if twins else "original").shards[0].file,
     }
 
 

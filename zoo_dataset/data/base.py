@@ -7,14 +7,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import platformdirs
 import torch
 
 DATA_DIR_ENV = "ZOO_TWINS_DATA"
 
 
 def default_data_dir() -> Path:
-    """``$ZOO_TWINS_DATA`` or ``~/.cache/zoo_twins/data``: where dataset files are looked for."""
-    return Path(os.environ.get(DATA_DIR_ENV, Path.home() / ".cache" / "zoo_twins" / "data"))
+    """``$ZOO_TWINS_DATA``, else ``data/`` in the platform's user cache folder for zoo_twins
+    (``platformdirs``: ``$XDG_CACHE_HOME/zoo_twins`` or ``~/.cache/zoo_twins`` on Linux,
+    ``~/Library/Caches/zoo_twins`` on macOS, ``%LOCALAPPDATA%\\zoo_twins\\Cache`` on Windows)."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    return platformdirs.user_cache_path("zoo_twins", appauthor=False) / "data"
 
 
 @dataclass

@@ -45,9 +45,10 @@ class FileSource:
     prep: Preprocessing
     url: str
     hub: HubEntry
+    torchvision: tuple[str, ...] = ()  # where torchvision's dataset class keeps the files under its root
 
     def folders(self, data_dir: Path | None) -> list[Path]:
-        return candidate_folders(self.name, data_dir, self.reader.subfolders)
+        return candidate_folders(self.name, data_dir, self.reader.subfolders, self.torchvision)
 
     def is_available(self, data_dir: Path | None = None) -> bool:
         """Cheap: the files are present, or the Hub copy is prepared in the HF cache."""
@@ -76,25 +77,25 @@ IMAGE_SOURCES: dict[str, FileSource] = {
         FileSource("mnist", 1, 1, IdxReader(),
                    Preprocessing(**MNIST_NORM, official_train=60000, zoo_train=50000),
                    "https://ossci-datasets.s3.amazonaws.com/mnist/ (mirror of yann.lecun.com/exdb/mnist)",
-                   HubEntry("ylecun/mnist", "mnist")),
+                   HubEntry("ylecun/mnist", "mnist"), ("MNIST/raw",)),
         FileSource("fmnist", 1, 1, IdxReader(), Preprocessing(**HALF, official_train=60000, zoo_train=50000),
                    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-                   HubEntry("zalando-datasets/fashion_mnist", "fashion_mnist")),
+                   HubEntry("zalando-datasets/fashion_mnist", "fashion_mnist"), ("FashionMNIST/raw",)),
         FileSource("svhn", 1, 3, SvhnReader(),
                    Preprocessing(**HALF, official_train=73257, zoo_train=60000, greyscale=True, crop=True),
                    "http://ufldl.stanford.edu/housenumbers/",
-                   HubEntry("ufldl-stanford/svhn", "cropped_digits")),
+                   HubEntry("ufldl-stanford/svhn", "cropped_digits"), ("SVHN", "")),
         FileSource("usps", 1, 1, UspsReader(),
                    Preprocessing(**MNIST_NORM, official_train=7291, zoo_train=6000),
                    "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps",
-                   HubEntry("flwrlabs/usps")),
+                   HubEntry("flwrlabs/usps"), ("USPS", "")),
         FileSource("cifar10", 3, 3, CifarReader(),
                    Preprocessing(**HALF_RGB, official_train=50000, zoo_train=42000),
                    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (unpacked)",
-                   HubEntry("uoft-cs/cifar10", "plain_text", image="img")),
+                   HubEntry("uoft-cs/cifar10", "plain_text", image="img"), ("cifar-10-batches-py",)),
         FileSource("stl10", 3, 3, Stl10Reader(),
                    Preprocessing(**HALF_RGB, official_train=5000, zoo_train=4200),
                    "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz (unpacked)",
-                   HubEntry("tanganke/stl10")),
+                   HubEntry("tanganke/stl10"), ("stl10_binary",)),
     )
 }

@@ -28,10 +28,15 @@ def dataset_folder(dataset: str, data_dir: Path | None) -> Path:
     return Path(data_dir or default_data_dir()).expanduser() / dataset
 
 
-def candidate_folders(dataset: str, data_dir: Path | None, subfolders: Sequence[str] = ()) -> list[Path]:
-    """The dataset folder and the sub-folders an unpacked official archive creates in it."""
+def candidate_folders(
+    dataset: str, data_dir: Path | None, subfolders: Sequence[str] = (), torchvision: Sequence[str] = ()
+) -> list[Path]:
+    """The dataset folder, the sub-folders an unpacked official archive creates in it, and the
+    folders torchvision's datasets keep under their ``root`` (so a data dir that is a torchvision
+    root is found as it is: ``MNIST/raw``, ``cifar-10-batches-py``, ...; ``""`` is the root itself)."""
     base = dataset_folder(dataset, data_dir)
-    return [base, *(base / s for s in subfolders)]
+    root = base.parent
+    return [base, *(base / s for s in subfolders), *(root / t for t in torchvision)]
 
 
 def find_file(folder: Path, names: Sequence[str]) -> Path | None:
@@ -64,5 +69,6 @@ def missing_error(
     return DataUnavailableError(
         f"{dataset} data not found: expected {', '.join(files)} in {dataset_folder(dataset, data_dir)} "
         f"(official files: {url}); put them there, or pass --data-dir DIR / set ${DATA_DIR_ENV}=DIR with "
-        f"the files in DIR/{dataset}/, or set {SOURCE_ENV}=hub to load {hub_id} from the Hugging Face Hub"
+        f"the files in DIR/{dataset}/ or a torchvision root DIR, or set {SOURCE_ENV}=hub to load {hub_id} "
+        "from the Hugging Face Hub"
     )

@@ -19,7 +19,8 @@ from ..layout import ParameterLayout
 from ..specs import ZooSpec
 from .files import atomic_write_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every shard dataset is row-aligned (first axis = the shard's models)
+READABLE_VERSIONS = (1, 2)  # 1: ``level`` was [levels]; `zoo-build --migrate` rewrites such shards
 MANIFEST = "manifest.json"
 
 
@@ -45,12 +46,6 @@ class PopulationInfo:
     arrays: list[str]  # datasets in each shard: weights, masks, log_alpha
     status: str = "partial"  # "partial" | "complete"
     shards: list[ShardInfo] = field(default_factory=list)
-
-    def shard_for(self, model_id: int) -> tuple[ShardInfo, int]:
-        for shard in self.shards:
-            if model_id in shard.model_ids:
-                return shard, shard.model_ids.index(model_id)
-        raise StoreError(f"model {model_id} is not in any finished shard of this population")
 
 
 @dataclass
@@ -93,10 +88,10 @@ class Manifest:
         if not isinstance(raw, dict):
             kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(raw), "a number")
             raise StoreError(f"{path} is corrupt: it holds {kind}, not a manifest object")
-        if raw.get("schema_version") != SCHEMA_VERSION:
+        if raw.get("schema_version") not in READABLE_VERSIONS:
             raise StoreError(
                 f"{path} has schema version {raw.get('schema_version')}; "
-                f"this toolkit reads version {SCHEMA_VERSION}"
+                f"this toolkit reads versions {', '.join(map(str, READABLE_VERSIONS))}"
             )
         try:
             pops = {

@@ -1,7 +1,10 @@
 """Reading a store: tables with pandas, states by (population, model, level, epoch).
 
-Shard files open lazily and are reopened after a fork (one handle set per process), so a reader
-can be shared with DataLoader workers.
+One reader serves every consumer (loaders, analysis, builders) with three rules kept here only:
+where a unit lives (:meth:`ZooStore.where`: population and model -> shard file and row, from the
+manifest), which stored level a requested level is (:func:`level_index`), and which process owns
+the open files (h5py handles and datasets are dropped and reopened after a fork, so a reader can
+be shared with DataLoader workers).
 """
 
 from __future__ import annotations
@@ -25,9 +28,15 @@ from .manifest import MANIFEST, Manifest, PopulationInfo
 from .tables import configs_from_table
 
 CHUNK_CACHE_BYTES = 16 << 20
+LEVEL_TOLERANCE = 1e-6  # levels are stored as float64 fractions; requests may come through float32
 
 
-def read_unit(dataset: h5py.Dataset, row: int, level_index: int, epoch: int | slice) -> np.ndarray:
+def match_level(levels: list[float], level: float) -> int | None:
+    """Position of ``level`` (a fraction) in ``levels``, or None: the one level-matching rule."""
+    return next((i for i, lv in enumerate(levels) if abs(lv - float(level)) < LEVEL_TOLERANCE), None)
+
+
+def _read_unit(dataset: h5py.Dataset, row: int, level_index: int, epoch: int | slice) -> np.ndarray:
     """``dataset[row, level_index, epoch]`` of a ``[models, levels, states, P]`` array.
 
     Boolean arrays (masks, an HDF5 enum) are read as uint8 through h5py's low-level API: h5py's
@@ -66,9 +75,15 @@ class ZooStore:
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             raise StoreError(f"{self.zoo_dir / MANIFEST} is corrupt: its spec or layout is unreadable "
                              f"({type(exc).__name__})") from None
-        self._handles: dict[str, h5py.File] = {}
-        self._pid = os.getpid()
         self._configs: dict[int, ModelConfig] | None = None
+        self._rows: dict[str, dict[int, tuple[str, int]]] = {}
+        self._forget_handles()
+
+    def _forget_handles(self) -> None:
+        """h5py handles belong to the process that opened them; start afresh (init, fork, unpickle)."""
+        self._handles: dict[str, h5py.File] = {}
+        self._datasets: dict[tuple[str, str], h5py.Dataset] = {}
+        self._pid = os.getpid()
 
     # ------------------------------------------------------------------ tables
     @property
@@ -117,7 +132,7 @@ class ZooStore:
     def open_shard(self, relative: str) -> h5py.File:
         """The open shard file ``relative`` to the zoo directory (one handle per process)."""
         if os.getpid() != self._pid:  # forked: h5py handles must not be shared
-            self._handles, self._pid = {}, os.getpid()
+            self._forget_handles()
         if relative not in self._handles:
             path = self.zoo_dir / relative
             if not path.exists():
@@ -128,20 +143,49 @@ class ZooStore:
                 raise StoreError(f"shard {path} is corrupt or truncated ({exc}); re-download or rebuild it") from exc
         return self._handles[relative]
 
+    def where(self, population: str, model_id: int) -> tuple[str, int]:
+        """(shard file, row) of a model in a population: the one lookup rule, indexed once per reader."""
+        rows = self._rows.get(population)
+        if rows is None:
+            info = self.population(population)
+            rows = {m: (shard.file, row) for shard in info.shards for row, m in enumerate(shard.model_ids)}
+            self._rows[population] = rows
+        try:
+            return rows[int(model_id)]
+        except KeyError:
+            raise StoreError(f"model {model_id} is not in any finished shard of population {population}") from None
+
+    def level_index(self, population: str, level: float | None) -> int:
+        """Index of ``level`` (a fraction) among the population's stored levels."""
+        levels = self.population(population).levels
+        if level is None:
+            if len(levels) > 1:
+                raise StoreError(f"population {population} has levels {levels}: pass level=")
+            return 0
+        index = match_level(levels, level)
+        if index is None:
+            raise StoreError(f"level {level} not in population {population} (levels: {levels})")
+        return index
+
     def locate(self, population: str, model_id: int, level: float | None = None) -> tuple[h5py.File, int, int]:
         """(open shard, row, level index) of one unit."""
-        info = self.population(population)
-        shard, row = info.shard_for(int(model_id))
-        if level is None:
-            if len(info.levels) > 1:
-                raise StoreError(f"population {population} has levels {info.levels}: pass level=")
-            li = 0
-        else:
-            matches = [i for i, lv in enumerate(info.levels) if abs(lv - level) < 1e-6]
-            if not matches:
-                raise StoreError(f"level {level} not in population {population} (levels: {info.levels})")
-            li = matches[0]
-        return self.open_shard(shard.file), row, li
+        file, row = self.where(population, model_id)
+        return self.open_shard(file), row, self.level_index(population, level)
+
+    def read(self, population: str, name: str, model_id: int, level_index: int, epoch: int | slice) -> np.ndarray:
+        """The fast path: array ``name`` of one unit, the level given by index, no range checks.
+
+        Loaders call it per item: going through :meth:`array` on every read cost about as much as
+        the read itself. h5py datasets are opened once per shard, array and process.
+        """
+        file, row = self.where(population, model_id)
+        dataset = self._datasets.get((file, name)) if os.getpid() == self._pid else None
+        if dataset is None:
+            dataset = self._datasets[(file, name)] = self.open_shard(file)[name]
+        try:
+            return _read_unit(dataset, row, level_index, epoch)
+        except OSError as exc:  # a damaged chunk: h5py names neither the file nor the cure
+            raise StoreError(f"shard {self.zoo_dir / file} is corrupt ({exc}); re-download or rebuild it") from None
 
     def array(self, name: str, population: str, model_id: int, epoch: int | slice = -1,
               level: float | None = None) -> np.ndarray:
@@ -150,14 +194,10 @@ class ZooStore:
         if name not in f:
             stored = ", ".join(k for k in f if k not in ("model_id", "level"))
             raise StoreError(f"population {population} stores no {name!r} (it has {stored})")
-        ds = f[name]
-        n_states = ds.shape[2]
+        n_states = f[name].shape[2]
         if isinstance(epoch, int) and not -n_states <= epoch < n_states:
             raise StoreError(f"epoch {epoch} out of range: population {population} records epochs 0..{n_states - 1}")
-        try:
-            return read_unit(ds, row, li, epoch)
-        except OSError as exc:
-            raise StoreError(f"shard {f.filename} is corrupt ({exc}); re-download or rebuild it") from exc
+        return self.read(population, name, model_id, li, epoch)
 
     def weights(self, population: str, model_id: int, epoch: int = -1, level: float | None = None) -> np.ndarray:
         return self.array("weights", population, model_id, epoch, level)
@@ -187,11 +227,11 @@ class ZooStore:
     def close(self) -> None:
         for f in self._handles.values():
             f.close()
-        self._handles = {}
+        self._forget_handles()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_datasets"] = {}, {}  # h5py objects never cross processes
         return state
 
     def __repr__(self) -> str:

@@ -22,7 +22,7 @@ from ..specs import ZooSpec
 from ..training.jobs import JobResult, UnitKey
 from .files import atomic_path, remove_stale_tmp, sha256_file
 from .layout_on_disk import MODELS_TABLE, STAGING, shard_name, states_name, unit_path
-from .manifest import Manifest, PopulationInfo, ShardInfo
+from .manifest import SCHEMA_VERSION, Manifest, PopulationInfo, ShardInfo
 from .tables import models_table
 
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
@@ -46,6 +46,11 @@ class StoreWriter:
         zoo_dir = Path(root) / spec.name
         if (zoo_dir / "manifest.json").exists():
             manifest = Manifest.load(zoo_dir)
+            if manifest.schema_version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{zoo_dir} has store schema {manifest.schema_version}; convert it first with "
+                    f"`zoo-build --migrate --zoo {spec.name} --out {root}` (lossless), then build on"
+                )
             wanted = json.loads(json.dumps(spec.to_dict()))  # tuples -> lists, as stored
             if manifest.spec != wanted:
                 changed = sorted(k for k, v in wanted.items() if manifest.spec.get(k) != v)
@@ -148,9 +153,9 @@ class PopulationWriter:
         rows = []
         shard_path = self.zoo_dir / shard_name(self.name, index)
         with atomic_path(shard_path) as tmp, h5py.File(tmp, "w") as out:
-            out.attrs.update({"population": self.name, "levels": levels, "epochs": epochs, "schema_version": 1})
+            out.attrs.update(shard_attrs(self.name, levels, epochs))
             out["model_id"] = np.asarray(model_ids, dtype=np.int64)
-            out["level"] = np.asarray(levels, dtype=np.float64)
+            out["level"] = level_rows(levels, len(model_ids))
             dtypes = {"weights": np.float32, "masks": bool, "log_alpha": np.float32}
             datasets = {a: out.create_dataset(a, shape=shape, dtype=dtypes[a], chunks=chunks, **COMPRESSION)
                         for a in self.info.arrays}
@@ -175,6 +180,16 @@ class PopulationWriter:
         for model_id in model_ids:  # only now is the staged work redundant
             for level in levels:
                 unit_path(self.zoo_dir, self.name, model_id, level).unlink()
+
+
+def shard_attrs(population: str, levels: list[float], epochs: int) -> dict[str, object]:
+    return {"population": population, "levels": levels, "epochs": epochs, "schema_version": SCHEMA_VERSION}
+
+
+def level_rows(levels: list[float], rows: int) -> np.ndarray:
+    """The ``level`` dataset: [models, levels], one row per model, so that every dataset of a shard
+    is row-aligned and ``datasets.load_dataset("hdf5", ...)`` reads the shard as it is."""
+    return np.tile(np.asarray(levels, dtype=np.float64), (rows, 1))
 
 
 def _key(key: UnitKey) -> tuple[int, float]:
