@@ -29,7 +29,7 @@ NUMERIC_TESTS := tests/test_engine.py tests/test_vd.py tests/test_mp.py tests/te
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/zoo-build --zoo digits_seed --out stores --resume --workers $(WORKERS)
+	$(VENV)/bin/zoo-build --zoo digits_seed --root stores --resume --workers $(WORKERS)
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n $(JOBS) --durations=15

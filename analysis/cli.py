@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from loaders.resolve import open_store
@@ -12,8 +10,6 @@ from zoo_dataset.cli_support import Command, check_percentage, one_line_errors, 
 from .report import build_report, summary, write_report
 from .tables import DEFAULT_SPARSITY
 
-DEFAULT_ROOT = Path("stores")
-
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option()
@@ -21,12 +17,10 @@ DEFAULT_ROOT = Path("stores")
 @click.option(
     "--root",
     type=click.Path(file_okay=False),
-    default=str(DEFAULT_ROOT),
-    show_default=True,
-    help="Root directory of stores.",
+    help="Where stores live [default: $ZOO_TWINS_CACHE, else the cache dir].",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False), help="Output directory [default: ROOT/<zoo>-report]."
+    "--out", type=click.Path(file_okay=False), help="Output directory [default: ./<zoo>-report]."
 )
 @click.option(
     "--sparsity",
@@ -36,11 +30,11 @@ DEFAULT_ROOT = Path("stores")
     callback=check_percentage,
     help="Sparsity at which twins are compared with originals (Tables 1, 2, 9); 0.8 or 80.",
 )
-def main(zoo: str, root: str, out: str | None, sparsity: float) -> None:
+def main(zoo: str, root: str | None, out: str | None, sparsity: float) -> None:
     """Write markdown tables, CSVs and PNG figures of a zoo store and print a summary."""
     with one_line_errors():
         store = open_store(zoo, root)
-        out_dir = writable_dir(out or store.zoo_dir.parent / f"{store.zoo_dir.name}-report", "--out")
+        out_dir = writable_dir(out or f"{store.zoo_dir.name}-report", "--out")
         report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
         path = write_report(report, out_dir)
         click.echo(summary(report))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from loaders.cache import store_root
 from zoo_dataset.architectures import INPUT_SIZE, build_model
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import ZooSpecError
@@ -17,8 +18,6 @@ from zoo_dataset.training.engine import PopulationEngine
 from .context import BuildContext
 from .stages import STAGES, StageReport
 
-DEFAULT_ROOT = Path("stores")
-
 
 def layout_for(spec: ZooSpec) -> ParameterLayout:
     channels = get_source(spec.dataset).channels
@@ -27,7 +26,7 @@ def layout_for(spec: ZooSpec) -> ParameterLayout:
 
 def build_zoo(
     spec: ZooSpec,
-    root: Path | str = DEFAULT_ROOT,
+    root: Path | str | None = None,
     stages: Sequence[str] | None = None,
     resume: bool = False,
     device: str = "cpu",
@@ -35,7 +34,11 @@ def build_zoo(
     trainer: Trainer | None = None,
     progress: bool = True,
 ) -> tuple[ZooStore, list[StageReport]]:
-    """Run ``stages`` (default: all registered) of ``spec`` into ``root/<zoo>``; returns a reader."""
+    """Run ``stages`` (default: all registered) of ``spec`` into ``<root>/<zoo>``; returns a reader.
+
+    ``root`` defaults to the store root every command shares (:func:`loaders.cache.store_root`).
+    """
+    root = store_root(root)
     stages = list(stages or STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -44,7 +47,7 @@ def build_zoo(
     if "original" in stages and not resume and not source.is_available(Path(data_dir) if data_dir else None):
         # fail before a new store is created; a resumed (or ingested) store loads data only if a stage needs it
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
-    writer = StoreWriter.open(Path(root), spec, layout_for(spec), resume=resume, create="original" in stages)
+    writer = StoreWriter.open(root, spec, layout_for(spec), resume=resume, create="original" in stages)
     ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
                        trainer=trainer or PopulationEngine(device), progress=progress)
     reports = [STAGES[name].run(ctx) for name in stages]

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import click
 
+from loaders.cache import store_root
 from zoo_dataset.cli_support import EPOCHS, Command, check_device, one_line_errors, version_option, writable_dir
 from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.specs import VD_KL_OBJECTIVES, check_levels, get_spec, registry
 from zoo_dataset.store import ZooStore
-from zoo_dataset.store.manifest import SCHEMA_VERSION
+from zoo_dataset.store.manifest import MANIFEST, SCHEMA_VERSION, Manifest
 from zoo_dataset.store.migrate import migrate_store
 
-from .build import DEFAULT_ROOT, build_zoo
+from .build import build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
 from .ingest import ingest_original
 from .stages import STAGES, StageReport, TrainingStage
@@ -74,6 +75,14 @@ def parse_levels(text: str) -> tuple[float, ...]:
         raise ZooSpecError(f"{text!r} is not a list of numbers such as 0.5,0.9 or 50,90") from None
 
 
+def existing_spec(root: Path, zoo: str):
+    """The spec a store under ``root`` already records (an ingested or downloaded zoo keeps the models
+    and epochs it was published with), else the registry's: twins build on top with no further flags."""
+    if (root / zoo / MANIFEST).exists() and zoo in registry():
+        return Manifest.load(root / zoo).zoo_spec
+    return get_spec(zoo)
+
+
 def list_zoos(data_dir: str | None) -> None:
     header = f"{'zoo':18} {'dataset':8} {'arch':6} {'variant':7} {'models':>6} {'epochs':>6}  data"
     click.echo(header)
@@ -109,8 +118,9 @@ def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None
 @click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
 @click.option("--stages", default=",".join(STAGES), show_default=True, callback=_as_bad_parameter(parse_stages),
               help="Comma-separated stages to run.")
-@click.option("--out", type=click.Path(file_okay=False), default=str(DEFAULT_ROOT), show_default=True,
-              help="Root directory of stores; the zoo goes to OUT/<zoo>.")
+@click.option("--root", "--out", "root", type=click.Path(file_okay=False),
+              help="Where stores live; the zoo goes to ROOT/<zoo> [default: $ZOO_TWINS_CACHE, else the cache dir]. "
+              "--out is the old name of this option.")
 @click.option("--models", callback=_as_bad_parameter(parse_models), help="Subset of model ids, e.g. 0-9,12.")
 @click.option("--epochs", type=EPOCHS,
               help="Override the original training epochs (1 to 10000; not with --from-original).")
@@ -136,9 +146,9 @@ def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Local executor: train in this many processes, one engine each (e.g. one per core).")
 @click.option("--migrate", is_flag=True,
-              help="Convert the store OUT/<zoo> from an older store schema to the current one (lossless), then stop.")
+              help="Convert the store ROOT/<zoo> from an older store schema to the current one (lossless), then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device, data_dir,
+def main(zoo, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device, data_dir,
          resume, from_original, engine, executor, address, workers, migrate, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     with one_line_errors():
@@ -147,10 +157,11 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
             return
         if not zoo:
             raise click.UsageError("--zoo NAME is required (or --list)")
+        root = store_root(root)
         if migrate:
             report = None if quiet else lambda file: click.echo(f"migrated {file}")
-            rewritten = migrate_store(Path(out) / zoo, progress=report)
-            click.echo(f"{Path(out) / zoo}: store schema {SCHEMA_VERSION} ({rewritten} shards rewritten)")
+            rewritten = migrate_store(root / zoo, progress=report)
+            click.echo(f"{root / zoo}: store schema {SCHEMA_VERSION} ({rewritten} shards rewritten)")
             return
         if from_original and epochs is not None:
             raise click.UsageError("--epochs cannot be combined with --from-original: an ingested zoo keeps the "
@@ -162,15 +173,16 @@ def main(zoo, show_list, stages, out, models, epochs, mp_epochs, mp_levels, vd_e
             "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs, "vd_kl_objective": vd_kl,
             "model_subset": models, "mp_levels": mp_levels,
         }.items() if v is not None})
-        spec = get_spec(zoo).with_overrides(**overrides)
+        spec = existing_spec(root, zoo).with_overrides(**overrides)
         trainer = make_trainer(executor, engine, device, address, workers=workers)
-        writable_dir(out, "--out")
+        writable_dir(root, "--root")
         started = time.time()
         if from_original:  # the original stage then finds every ingested model done
-            spec, resume = ingest_original(spec, from_original, out).spec, True
-        store, reports = build_zoo(spec, out, stages=stages, resume=resume, device=device, data_dir=data_dir,
+            spec, resume = ingest_original(spec, from_original, root).spec, True
+        store, reports = build_zoo(spec, root, stages=stages, resume=resume, device=device, data_dir=data_dir,
                                    progress=not quiet, trainer=trainer)
         summary(store, time.time() - started, reports)
+
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,6 @@ from zoo_dataset.store.files import atomic_path, atomic_write_text
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.manifest import MANIFEST
 
-from .build import DEFAULT_ROOT
 from .croissant import CROISSANT
 from .hub_tables import hub_files
 from .stages.card import CARD, write_card
@@ -79,9 +78,7 @@ def publish_hub(store: ZooStore, repo_id: str, private: bool = False) -> str:
 @click.option(
     "--root",
     type=click.Path(file_okay=False),
-    default=str(DEFAULT_ROOT),
-    show_default=True,
-    help="Root directory of built stores.",
+    help="Where stores live [default: $ZOO_TWINS_CACHE, else the cache dir].",
 )
 @click.option("--repo-id", help="Hub dataset repo to upload to, e.g. ORG/NAME (needs a write token).")
 @click.option("--private", is_flag=True, help="Create the Hub repo as private.")

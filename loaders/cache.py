@@ -2,7 +2,9 @@
 
 The cache directory is ``$ZOO_TWINS_CACHE`` if set, else ``zoo-twins/`` inside the Hugging Face
 home as ``huggingface_hub`` resolves it (``$HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else
-``~/.cache/huggingface``), so one setting moves every downloaded artefact of a machine.
+``~/.cache/huggingface``), so one setting moves every downloaded artefact of a machine. It is also
+the default store root of every command (built and downloaded stores alike): an explicit root
+wins, nothing else is looked at.
 """
 
 from __future__ import annotations
@@ -26,12 +28,18 @@ def cache_dir() -> Path:
     return Path(constants.HF_HOME).expanduser() / "zoo-twins"
 
 
+def store_root(root: str | Path | None = None) -> Path:
+    """Where stores live, one rule for every command and the loader: an explicit ``root``, else
+    ``$ZOO_TWINS_CACHE``, else ``zoo-twins/`` in the Hugging Face home (see :func:`cache_dir`)."""
+    return Path(root).expanduser() if root is not None else cache_dir()
+
+
 def zoo_dir(zoo: str | Path, root: str | Path | None = None) -> Path:
-    """Directory a zoo lives (or would live) in: a path as given, else ``root/<zoo>`` or the cache."""
+    """Directory a zoo lives (or would live) in: a path as given, else ``<store root>/<zoo>``."""
     as_path = Path(zoo).expanduser()
     if (as_path / MANIFEST).exists():
         return as_path
-    return Path(root).expanduser() / str(zoo) if root is not None else cache_dir() / str(zoo)
+    return store_root(root) / str(zoo)
 
 
 def check_known(zoo: str | Path, directory: Path) -> None:
@@ -43,6 +51,7 @@ def check_known(zoo: str | Path, directory: Path) -> None:
         raise UnknownZooError(f"unknown zoo {name!r}: neither a registered zoo nor a store directory")
     raise StoreError(
         f"zoo {name!r} is not at {directory}; build it with "
-        f"`zoo-build --zoo {name} --out {directory.parent}`, "
-        f"fetch it with `zoo-download --zoo {name}`, or pass download=True"
+        f"`zoo-build --zoo {name} --root {directory.parent}`, "
+        f"fetch it with `zoo-download --zoo {name} --root {directory.parent}` (--source modelzoos for the "
+        "published Model Zoos), or pass download=True"
     )

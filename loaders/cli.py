@@ -1,35 +1,50 @@
-"""``zoo-download``: fetch a published store into the cache (or ``--root``)."""
+"""``zoo-download``: fetch a published store (or the published Model Zoos, converted) into the store root."""
 
 from __future__ import annotations
 
 import click
 
 from zoo_dataset.cli_support import Command, one_line_errors, version_option, writable_dir
+from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.store import ZooStore
 
-from .cache import cache_dir
+from .cache import store_root
 from .download import download_zoo
+from .sources import SOURCE_ENV
+
+
+def parse_files(values: tuple[str, ...]) -> dict[str, str]:
+    """``("original=a.zip", "vd=b.zip")`` -> ``{"original": "a.zip", "vd": "b.zip"}``."""
+    files = {}
+    for value in values:
+        population, sep, name = value.partition("=")
+        if not sep or not population.strip() or not name.strip():
+            raise ZooSpecError(f"--file {value!r} is not POPULATION=NAME, e.g. original=mnist_seed.zip")
+        files[population.strip()] = name.strip()
+    return files
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option()
-@click.option("--zoo", required=True, help="Zoo name, e.g. digits_seed.")
+@click.option("--zoo", required=True, help="Zoo name, e.g. mnist_seed.")
 @click.option(
     "--source",
-    default="hf",
-    show_default=True,
-    help="hf (Hugging Face Hub), mirror (HTTP mirror) or the path of a local store or mirror.",
+    help=f"hub (Hugging Face Hub), modelzoos (the published Model Zoos on Zenodo, converted), mirror, "
+    f"a mirror URL, or the path of a local store or mirror [default: ${SOURCE_ENV}, else hub].",
 )
 @click.option("--repo-id", help="Hub dataset repo (default zoo-twins/<zoo>, org from $ZOO_TWINS_HF_ORG).")
-@click.option("--url", help="Mirror base URL (default $ZOO_TWINS_MIRROR); files at URL/<zoo>/...")
-@click.option("--root", type=click.Path(file_okay=False), help="Where stores go (default: the cache dir).")
-@click.option("--populations", help="Comma-separated populations to fetch, e.g. original,vd (default: all).")
+@click.option("--url", help="Mirror base URL for --source mirror (default $ZOO_TWINS_MIRROR); files at URL/<zoo>/...")
+@click.option("--root", type=click.Path(file_okay=False),
+              help="Where stores live [default: $ZOO_TWINS_CACHE, else the cache dir].")
+@click.option("--populations", help="Comma-separated populations to fetch, e.g. original,vd (default: all published).")
 @click.option("--revision", help="Hub revision (branch, tag or commit).")
+@click.option("--file", "files", multiple=True, metavar="POPULATION=NAME",
+              help="modelzoos: the Zenodo zip of a population where its record holds several.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(zoo, source, repo_id, url, root, populations, revision, quiet):
-    """Download a zoo-twins store, verify every shard's sha256, and print where it is."""
+def main(zoo, source, repo_id, url, root, populations, revision, files, quiet):
+    """Download a zoo-twins store, verify every file's checksum, and print where it is."""
     with one_line_errors():
-        root = writable_dir(root or cache_dir(), "--root")
+        root = writable_dir(store_root(root), "--root")
         pops = [p.strip() for p in populations.split(",") if p.strip()] if populations else None
         path = download_zoo(
             zoo,
@@ -39,6 +54,7 @@ def main(zoo, source, repo_id, url, root, populations, revision, quiet):
             root=root,
             populations=pops,
             revision=revision,
+            files=parse_files(files),
             progress=not quiet,
         )
         store = ZooStore(path)

@@ -25,16 +25,16 @@ Item = dict[str, Any]
 
 ARGUMENTS = """
     Args:
-        zoo: a zoo name (looked up as ``root/<zoo>``, or in the cache directory without ``root``)
-            or the path of a store directory.
+        zoo: a zoo name (looked up as ``<root>/<zoo>``) or the path of a store directory.
         method: the twins to serve: ``"mp"`` (magnitude pruning) or ``"vd"`` (variational dropout).
         level: the sparsity level of MP twins as a fraction or percent (``0.5`` or ``50``);
             ``None`` serves every stored level (one item per model and level). VD has one level.
         split: ``"train"``, ``"val"`` or ``"test"`` (by model, fixed when the store was built),
             or ``None`` for every model.
-        root: the folder holding stores by zoo name (default: the cache directory).
-        download: fetch the store from the Hugging Face Hub when it is not there yet (only the
-            original and ``method`` populations); a store already present is used offline.
+        root: the folder holding stores by zoo name (default: the store root every command uses,
+            ``$ZOO_TWINS_CACHE``, else the cache directory).
+        download: fetch the store, or the populations it lacks (only the original and ``method``
+            populations), from ``source``; a store that holds them is used offline.
         view: how a state is shaped: ``"flat"`` ([P]), ``"layers"`` (per-layer tensors in module
             shapes) or ``"tokens"`` (one token per output neuron); see ``loaders.views``.
         transform: called with each item dict (after ``target_transform``); its result is the item.
@@ -42,6 +42,10 @@ ARGUMENTS = """
             result replaces them in the item.
         apply_mask: serve twin weights with pruned entries zeroed (True), or as trained (False:
             for VD the dense mean weights, the input of the paper's hyper-representation).
+        source: where ``download`` fetches from: ``"hub"`` (Hugging Face Hub), ``"modelzoos"``
+            (the published Model Zoos on Zenodo, converted), a mirror URL or a local path;
+            default ``$ZOO_TWINS_SOURCE``, else ``"hub"``.
+        revision: the Hub revision (branch, tag or commit) ``download`` fetches.
 """
 
 
@@ -63,8 +67,10 @@ class _TwinDataset(Dataset):
         target_transform: Callable[[dict[str, torch.Tensor]], Any] | None,
         apply_mask: bool,
         epoch: int | None,
+        source: str | None = None,
+        revision: str | None = None,
     ):
-        self.store = open_store(zoo, root, download, populations=("original", method))
+        self.store = open_store(zoo, root, download, ("original", method), source, revision)
         self.index = TwinIndex(self.store, method, level, split)
         self.method, self.split = method, split
         self.epochs: int | slice = slice(None) if epoch is None else self.index.resolve_epoch(epoch)
@@ -173,9 +179,11 @@ class ZooTwinDataset(_TwinDataset):
         transform: Callable[[Item], Any] | None = None,
         apply_mask: bool = True,
         target_transform: Callable[[dict[str, torch.Tensor]], Any] | None = None,
+        source: str | None = None,
+        revision: str | None = None,
     ):
         super().__init__(zoo, method, level, split, root, download, view, transform, target_transform,
-                         apply_mask, epoch)
+                         apply_mask, epoch, source, revision)
 
     @property
     def epoch(self) -> int:
@@ -201,6 +209,8 @@ class ZooTrajectoryDataset(_TwinDataset):
         transform: Callable[[Item], Any] | None = None,
         apply_mask: bool = True,
         target_transform: Callable[[dict[str, torch.Tensor]], Any] | None = None,
+        source: str | None = None,
+        revision: str | None = None,
     ):
         super().__init__(zoo, method, level, split, root, download, view, transform, target_transform,
-                         apply_mask, None)
+                         apply_mask, None, source, revision)

@@ -1,4 +1,5 @@
-"""Fetch a published store into the cache: from the Hugging Face Hub, an HTTP mirror or a local copy.
+"""Fetch a published store into the cache: from the Hugging Face Hub, an HTTP mirror, a local copy,
+or the published Model Zoos on Zenodo (``modelzoos``, converted by :mod:`loaders.modelzoos`).
 
 Every shard and states table is checked against the sha256 in the store's manifest before it is
 kept; a file that fails is deleted and reported. The manifest is written last, so an interrupted
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 from urllib.request import Request, urlopen
 
 import pandas as pd
@@ -28,11 +29,10 @@ from zoo_dataset.store.files import sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.manifest import MANIFEST, Manifest
 
-from .cache import cache_dir
+from .cache import store_root
+from .sources import SOURCE_MODELZOOS, check_origin, source_origin
+from .sources import default_repo_id as default_repo_id  # re-exported: older imports name this module
 
-HF_ORG_ENV = "ZOO_TWINS_HF_ORG"
-DEFAULT_HF_ORG = "zoo-twins"
-MIRROR_ENV = "ZOO_TWINS_MIRROR"
 CARD = "README.md"
 PART = ".part"
 RETRIES = 4
@@ -45,50 +45,51 @@ class Fetcher(Protocol):
     def fetch(self, relative: str, dest: Path) -> None: ...
 
 
-def default_repo_id(zoo: str) -> str:
-    return f"{os.environ.get(HF_ORG_ENV, DEFAULT_HF_ORG)}/{zoo}"
-
-
 def download_zoo(
     zoo: str,
-    source: str = "hf",
+    source: str | None = None,
     *,
     repo_id: str | None = None,
     url: str | None = None,
     root: str | Path | None = None,
     populations: tuple[str, ...] | list[str] | None = None,
     revision: str | None = None,
+    files: dict[str, str] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Fetch ``zoo`` into ``root/<zoo>`` (default: the cache dir) and return that directory.
+    """Fetch ``zoo`` into ``<root>/<zoo>`` (root: :func:`~loaders.cache.store_root`) and return that directory.
 
-    ``source`` is ``"hf"`` (Hub dataset ``repo_id``, default ``zoo-twins/<zoo>``), ``"mirror"``
-    (``url``, default ``$ZOO_TWINS_MIRROR``, serving ``<url>/<zoo>/manifest.json`` and the files it
-    lists) or the path of a local store. ``populations`` limits which shards are fetched.
+    ``source`` (default ``$ZOO_TWINS_SOURCE``, else ``hub``): see :func:`loaders.sources.source_origin`. Hub
+    downloads are pinned by ``revision`` (branch, tag or commit). ``populations`` limits what is
+    fetched; populations missing from a store of the same origin are added to it. ``files`` names
+    the Zenodo zip per population where a record holds several (modelzoos only).
     """
-    target = (Path(root).expanduser() if root is not None else cache_dir()) / zoo
-    if source == "hf":
-        fetcher: Fetcher = HubFetcher(repo_id or default_repo_id(zoo), revision, populations)
-    elif source == "mirror":
-        base = url or os.environ.get(MIRROR_ENV)
-        if not base:
-            raise ZooSpecError(f"no mirror URL: pass --url or set {MIRROR_ENV}")
-        parsed = urlparse(base)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ZooSpecError(f"mirror URL {base!r} is not an http(s) URL such as https://host/zoos")
-        fetcher = HttpFetcher(f"{base.rstrip('/')}/{quote(zoo)}", progress)
+    target = store_root(root) / zoo
+    origin = source_origin(zoo, source, repo_id, url, revision)
+    local = _local_store(Path(origin["location"]), zoo) if origin["source"] == "local" else None
+    if local is not None and local.resolve() == target.resolve():
+        raise ZooSpecError(f"--source {source} is the download's own target {target}; choose another --root")
+    check_origin(target, origin)
+    if origin["source"] == SOURCE_MODELZOOS:
+        from .modelzoos import fetch_modelzoos  # deferred: conversion code only when needed
+
+        return fetch_modelzoos(zoo, store_root(root), populations, files, progress)
+    if origin["source"] == "hub":
+        fetcher: Fetcher = HubFetcher(origin["location"], revision, populations)
+    elif origin["source"] == "mirror":
+        fetcher = HttpFetcher(f"{origin['location']}/{quote(zoo)}", progress)
     else:
-        local = _local_store(Path(source).expanduser(), zoo)
-        if local.resolve() == target.resolve():
-            raise ZooSpecError(f"--source {source} is the download's own target {target}; choose another --root")
         fetcher = LocalFetcher(local)
-    return install(fetcher, target, populations)
+    return install(fetcher, target, populations, origin)
 
 
-def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[str] | None = None) -> Path:
+def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[str] | None = None,
+            origin: dict | None = None) -> Path:
     """Fetch, verify and place the files of the selected populations; the manifest goes last."""
     target.mkdir(parents=True, exist_ok=True)
     manifest = _remote_manifest(fetcher, target)
+    upstream = manifest.origin
+    manifest.origin = {**(origin or {"source": str(fetcher)}), **({"upstream": upstream} if upstream else {})}
     published = [name for name, info in manifest.populations.items() if info.shards]
     wanted = list(populations) if populations else published
     missing = [p for p in wanted if p not in published]

@@ -1,4 +1,4 @@
-"""Open a store by zoo name or path, downloading it first when asked."""
+"""Open a store by zoo name or path, downloading it (or its missing populations) first when asked."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zoo_dataset.store import ZooStore
-from zoo_dataset.store.manifest import MANIFEST
+from zoo_dataset.store.manifest import MANIFEST, Manifest
 
 from .cache import check_known, zoo_dir
 
@@ -16,16 +16,26 @@ def open_store(
     root: str | Path | None = None,
     download: bool = False,
     populations: Sequence[str] | None = None,
+    source: str | None = None,
+    revision: str | None = None,
 ) -> ZooStore:
-    """A reader over ``zoo`` (a name under ``root`` or the cache dir, or a store path).
+    """A reader over ``zoo`` (a name under the store root, or a store path).
 
-    ``download=True`` fetches a missing store from the Hugging Face Hub (``populations`` limits
-    which shards are fetched); a store already present is used as is, so this works offline.
+    ``download=True`` fetches a missing store, or the ``populations`` a present store lacks, from
+    ``source`` (default ``$ZOO_TWINS_SOURCE``, else the Hub; see :func:`loaders.sources.source_origin`)
+    at ``revision``; a store that holds what is asked is used as is, so this works offline.
     """
     directory = zoo_dir(zoo, root)
-    if download and not (directory / MANIFEST).exists():
+    if download and _lacks(directory, populations):
         from .download import download_zoo  # deferred: network code only when needed
 
-        directory = download_zoo(str(zoo), root=root, populations=populations)
+        directory = download_zoo(str(zoo), source, root=root, populations=populations, revision=revision)
     check_known(zoo, directory)
     return ZooStore(directory)
+
+
+def _lacks(directory: Path, populations: Sequence[str] | None) -> bool:
+    if not (directory / MANIFEST).exists():
+        return True
+    present = {n for n, p in Manifest.load(directory).populations.items() if p.status == "complete"}
+    return bool(set(populations or ()) - present)

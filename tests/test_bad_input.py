@@ -108,7 +108,7 @@ def test_build_on_cuda_without_a_gpu_leaves_no_store(tmp_path):
 def test_out_under_a_file_is_one_usage_line(tmp_path):
     (tmp_path / "file").write_text("x")
     line = one_error_line(invoke("zoo-build", "--zoo", ZOO, "--out", tmp_path / "file" / "stores"), 2)
-    assert "lies under the file" in line and "'--out'" in line
+    assert "lies under the file" in line and "'--root'" in line
 
 
 def test_read_only_destination_is_named(tmp_path, monkeypatch):

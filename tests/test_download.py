@@ -107,6 +107,15 @@ def test_mirror_download_continues_a_part_file_left_by_a_killed_run(store, mirro
     assert len(ZooTwinDataset(ZOO, method="vd", split=None, root=tmp_path / "cache")) == len(store.models())
 
 
+def test_mirror_url_as_source_records_its_origin_and_adds_missing_populations(store, mirror, tmp_path):
+    _, _, url = mirror
+    path = download_zoo(ZOO, url, root=tmp_path / "cache", populations=["original"], progress=False)
+    assert ZooStore(path).manifest.origin == {"source": "mirror", "location": url, "revision": None}
+    ds = ZooTwinDataset(ZOO, method="mp", split=None, root=tmp_path / "cache", download=True, source=url)
+    assert set(ds.store.populations) == {"original", "mp"}
+    _same_arrays(store, ds.store, "mp")
+
+
 def test_corrupt_shard_is_rejected_and_not_kept(store, mirror, tmp_path):
     _, directory, url = mirror
     shard = store.population("mp").shards[0]
@@ -158,7 +167,9 @@ def test_hub_download_from_an_offline_cache_via_the_cli(store, offline_hub, tmp_
     assert set(got.populations) == {"original", "mp"}
     got.verify()
     _same_arrays(store, got, "mp")
-    missing = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--repo-id", "testorg/other"])
+    mixed = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--repo-id", "testorg/other"])
+    assert mixed.exit_code == 1 and "it is not mixed with hub testorg/other" in mixed.output  # another source
+    missing = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--repo-id", "testorg/other", "--root", str(tmp_path / "o")])
     assert missing.exit_code == 1 and missing.output.startswith("error: cannot get dataset testorg/other")
 
 

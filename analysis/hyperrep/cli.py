@@ -14,12 +14,15 @@ from .data import HELD_OUT, load_samples
 from .probes import probe_r2
 from .train import TrainConfig, Trained, encode, reconstruction_r2, train_autoencoder
 
-
-def _checkpoint(zoo: str, root: str, path: str | None) -> Path:
-    return Path(path) if path else Path(root) / f"{Path(zoo).name}-hyperrep.pt"
+ROOT_HELP = "Where stores live [default: $ZOO_TWINS_CACHE, else the cache dir]."
 
 
-def evaluate(trained: Trained, zoo: str, root: str) -> str:
+def _checkpoint(zoo: str, path: str | None) -> Path:
+    """The autoencoder checkpoint: an output, so by default in the working directory, not in the store root."""
+    return Path(path) if path else Path(f"{Path(zoo).name}-hyperrep.pt")
+
+
+def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     """Reconstruction R^2 (weights, alphas) and probe R^2 per property on held-out models, as text."""
     train = load_samples(zoo, root, ("train",))
     held_out = load_samples(zoo, root, HELD_OUT)
@@ -51,9 +54,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--zoo", required=True, help="Zoo name under ROOT, or a store directory.")
-@click.option("--root", default="stores", show_default=True, type=click.Path(file_okay=False))
+@click.option("--root", type=click.Path(file_okay=False), help=ROOT_HELP)
 @click.option(
-    "--out", type=click.Path(dir_okay=False), help="Checkpoint path [default: ROOT/<zoo>-hyperrep.pt]."
+    "--out", type=click.Path(dir_okay=False), help="Checkpoint path [default: ./<zoo>-hyperrep.pt]."
 )
 @click.option("--epochs", type=EPOCHS, default=TrainConfig.epochs, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
@@ -63,7 +66,7 @@ def main() -> None:
 def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
     """Train on the train split's VD trajectories, save a checkpoint, and evaluate on held-out models."""
     with one_line_errors():
-        path = _checkpoint(zoo, root, out)
+        path = _checkpoint(zoo, out)
         writable_dir(path.parent, "--out")  # before training, not after
         samples = load_samples(zoo, root, ("train",))
         click.echo(f"training on {len(samples)} VD states of {len(set(samples.model_ids))} models ({device})")
@@ -87,13 +90,13 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
 
 @main.command(name="eval")
 @click.option("--zoo", required=True, help="Zoo name under ROOT, or a store directory.")
-@click.option("--root", default="stores", show_default=True, type=click.Path(file_okay=False))
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="[default: ROOT/<zoo>-hyperrep.pt]")
+@click.option("--root", type=click.Path(file_okay=False), help=ROOT_HELP)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="[default: ./<zoo>-hyperrep.pt]")
 @click.option("--device", default="cpu", show_default=True, callback=check_device)
 def evaluate_command(zoo, root, checkpoint, device) -> None:
     """Reconstruction R^2 and linear-probe R^2 per property on held-out models."""
     with one_line_errors():
-        path = _checkpoint(zoo, root, checkpoint)
+        path = _checkpoint(zoo, checkpoint)
         if not path.exists():
             raise StoreError(f"no checkpoint at {path}; run `zoo-hyperrep train --zoo {zoo}` first")
         click.echo(evaluate(Trained.load(path, device), zoo, root))

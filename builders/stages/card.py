@@ -18,7 +18,7 @@ from string import Template
 
 import pandas as pd
 
-from loaders.download import default_repo_id
+from loaders.sources import default_repo_id
 from zoo_dataset.store import POPULATIONS, ZooStore
 from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.tables import SPLITS

@@ -2,7 +2,8 @@
 
 It holds the schema version, the zoo spec the store was built from, the parameter layout, the
 model ids, and per population (original, mp, vd) its levels, epochs, status and shard list with
-sha256 and row counts. Readers trust only what the manifest lists.
+sha256 and row counts, and for a downloaded store its ``origin`` (source, revision and the
+checksums of the files it came from). Readers trust only what the manifest lists.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Manifest:
     model_ids: list[int]
     models_per_shard: int
     populations: dict[str, PopulationInfo] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)  # empty for a store built here
     schema_version: int = SCHEMA_VERSION
     code_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))

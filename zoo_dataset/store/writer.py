@@ -56,7 +56,7 @@ class StoreWriter:
                 changed = sorted(k for k, v in wanted.items() if manifest.spec.get(k) != v)
                 raise StoreError(
                     f"{zoo_dir} was built with different settings ({', '.join(changed)}); "
-                    "use the same options, or another --out"
+                    "use the same options, or another --root"
                 )
             remove_stale_tmp(zoo_dir)
             return cls(zoo_dir, manifest, resume)
@@ -96,7 +96,7 @@ class StoreWriter:
         elif not self.resume and _has_work(self.zoo_dir, name, info):
             raise StoreError(
                 f"population {name} of {self.zoo_dir} already holds a build; pass --resume to continue it "
-                "or choose another --out"
+                "or choose another --root"
             )
         return PopulationWriter(self, name, info)
 

@@ -1,0 +1,158 @@
+"""The published Model Zoos (modelzoos.cc) as stores: Zenodo zips in, ``original`` and ``vd`` populations out.
+
+Which Zenodo record holds which zoo is data (``zoo_dataset/modelzoos.toml``). The raw zips are the
+source: the records' ``.pt`` files are pickled Python objects and are never downloaded or unpickled.
+A new store is assembled in a staging folder next to its final place and renamed into place only
+when every requested population converted; adding ``vd`` to a store of the same origin converts
+in place, shard by shard (a reader never sees a half-written shard), and running the download
+again continues a conversion that was cut or left partial.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import click
+import tomllib
+
+from zoo_dataset.errors import DataFormatError, StoreError
+from zoo_dataset.specs import get_spec
+from zoo_dataset.store.manifest import MANIFEST, Manifest
+
+from .cache import cache_dir
+from .zenodo import ZenodoClient, ZenodoFile
+
+SOURCE = "modelzoos"
+POPULATIONS = ("original", "vd")
+DOWNLOADS = "downloads"
+
+
+@dataclass(frozen=True)
+class PublishedZip:
+    population: str
+    record: int
+    match: tuple[str, ...]
+
+
+def table() -> dict:
+    return tomllib.loads(resources.files("zoo_dataset").joinpath("modelzoos.toml").read_text())
+
+
+def published(zoo: str) -> dict[str, PublishedZip]:
+    """The populations of ``zoo`` on modelzoos.cc and their Zenodo records."""
+    zoos = table()["zoo"]
+    if zoo not in zoos:
+        raise StoreError(f"zoo {zoo!r} is not published on modelzoos.cc (published: {', '.join(zoos)}); "
+                         f"build it with `zoo-build --zoo {zoo}`")
+    return {p: PublishedZip(p, int(e["record"]), tuple(m.lower() for m in e.get("match", ())))
+            for p, e in zoos[zoo].items()}
+
+
+def downloads_dir() -> Path:
+    """Verified Zenodo files, shared by every store root: ``<cache>/downloads``."""
+    return cache_dir() / DOWNLOADS
+
+
+def choose_zip(files: list[ZenodoFile], entry: PublishedZip, zoo: str, chosen: str | None = None) -> ZenodoFile:
+    """The record's zip holding this population: the one named, the only one, or the one name match."""
+    zips = [f for f in files if f.key.lower().endswith(".zip")]
+    if chosen:
+        hits = [f for f in files if f.key == chosen]
+    elif len(zips) == 1:
+        hits = zips
+    else:
+        hits = [f for f in zips if any(m in f.key.lower() for m in entry.match)]
+    if len(hits) == 1:
+        return hits[0]
+    what = f"no file {chosen!r}" if chosen else (f"{len(hits)} zips matching" if hits else "no zip matching")
+    listing = ", ".join(f.key for f in files) or "no files"
+    raise StoreError(
+        f"Zenodo record {entry.record} has {what} {'' if chosen else list(entry.match)} for the {entry.population} "
+        f"population of {zoo} (it holds: {listing}); choose one with --file {entry.population}=NAME"
+    )
+
+
+def fetch_modelzoos(
+    zoo: str,
+    root: Path,
+    populations: Sequence[str] | None = None,
+    files: dict[str, str] | None = None,
+    progress: bool = True,
+    client: ZenodoClient | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Path:
+    """Download and convert the published populations of ``zoo`` into ``root/<zoo>``; returns that folder."""
+    from builders.ingest import ingest_original  # deferred: conversion code only when needed
+    from builders.vd_twins import convert_vd_folder, detect_epochs, twin_trials
+    from zoo_dataset.safe_extract import safe_extract
+
+    echo = echo or (lambda line: click.echo(line, err=True))
+    entries = published(zoo)
+    wanted = list(populations or entries)
+    unpublished = [p for p in wanted if p not in entries]
+    if unpublished:
+        raise StoreError(f"modelzoos.cc publishes the {', '.join(entries)} population(s) of {zoo}, not "
+                         f"{', '.join(unpublished)}; build them with `zoo-build --zoo {zoo} --stages mp,vd` "
+                         "on top of the downloaded originals")
+    target = Path(root) / zoo
+    if (target / MANIFEST).exists():
+        present = {n for n, p in Manifest.load(target).populations.items() if p.status == "complete"}
+    elif target.exists() and any(target.iterdir()):
+        raise StoreError(f"{target} exists but holds no store (no {MANIFEST}); move it away or pass another --root")
+    else:
+        present = set()
+    todo = [p for p in POPULATIONS if p not in present and (p in wanted or (p == "original" and "vd" in wanted))]
+    if not todo:
+        return target
+    client = client or ZenodoClient(progress=progress)
+    archives: dict[str, tuple[ZenodoFile, Path]] = {}
+    for population in todo:
+        entry = entries[population]
+        chosen = choose_zip(client.files(entry.record), entry, zoo, (files or {}).get(population))
+        archives[population] = (chosen, client.download(chosen, downloads_dir()))
+    spec = get_spec(zoo)
+    if "vd" in entries:  # the published twins followed the original code's KL ramp
+        spec = spec.with_overrides(vd_kl_objective="original")
+    with tempfile.TemporaryDirectory(prefix="zoo-modelzoos-", dir=_mkdir(root)) as tmp:
+        twins = None
+        if "vd" in archives:
+            twins = safe_extract(archives["vd"][1], Path(tmp) / "vd")
+            try:
+                trials = twin_trials(twins)
+            except DataFormatError:
+                raise DataFormatError(f"{archives['vd'][0].key} (Zenodo record {archives['vd'][0].record}) holds "
+                                      "no VD twin trial folders (params.json with model::type *_ARD)") from None
+            spec = spec.with_overrides(vd_epochs=detect_epochs(trials, spec.vd.epochs + 1))
+        zoo_dir = target
+        if "original" in archives:  # a new store: assembled aside, renamed into place when complete
+            staging = Path(tmp) / "store"
+            ingest_original(spec, archives["original"][1], staging, echo=echo)
+            zoo_dir = staging / zoo
+        if twins is not None:
+            for line in convert_vd_folder(twins, zoo_dir).lines(zoo):
+                echo(line)
+        record_origin(zoo_dir, client.base_url, {p: f for p, (f, _) in archives.items()})
+        if zoo_dir != target:
+            if target.exists():  # an empty folder (checked above)
+                target.rmdir()
+            zoo_dir.rename(target)
+    return target
+
+
+def record_origin(zoo_dir: Path, location: str, files: dict[str, ZenodoFile]) -> None:
+    """The manifest names the source and every Zenodo file (record, name, size, md5) it came from."""
+    manifest = Manifest.load(zoo_dir)
+    known = dict(manifest.origin.get("files", {}))
+    known.update({p: {"record": f.record, "doi": f"10.5281/zenodo.{f.record}", "file": f.key, "size": f.size,
+                      "md5": f.md5} for p, f in files.items()})
+    manifest.origin = {"source": SOURCE, "location": location, "revision": None, "files": known}
+    manifest.save(zoo_dir)
+
+
+def _mkdir(path: Path) -> Path:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
