@@ -34,7 +34,7 @@ def main(zoo: str, root: str | None, out: str | None, sparsity: float) -> None:
     """Write markdown tables, CSVs and PNG figures of a zoo store and print a summary."""
     with one_line_errors():
         store = open_store(zoo, root)
-        out_dir = writable_dir(out or f"{store.zoo_dir.name}-report", "--out")
+        out_dir = writable_dir(out or f"{store.manifest.zoo}-report", "--out")
         report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
         path = write_report(report, out_dir)
         click.echo(summary(report))

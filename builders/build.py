@@ -12,6 +12,8 @@ from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.specs import ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
+from zoo_dataset.store.lock import writer_lock
+from zoo_dataset.store.paths import check_zoo_name
 from zoo_dataset.training import Trainer
 from zoo_dataset.training.engine import PopulationEngine
 
@@ -37,6 +39,7 @@ def build_zoo(
     """Run ``stages`` (default: all registered) of ``spec`` into ``<root>/<zoo>``; returns a reader.
 
     ``root`` defaults to the store root every command shares (:func:`loaders.cache.store_root`).
+    The store's writer lock is held throughout: a second build of the same store is refused.
     """
     root = store_root(root)
     stages = list(stages or STAGES)
@@ -47,8 +50,9 @@ def build_zoo(
     if "original" in stages and not resume and not source.is_available(Path(data_dir) if data_dir else None):
         # fail before a new store is created; a resumed (or ingested) store loads data only if a stage needs it
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
-    writer = StoreWriter.open(root, spec, layout_for(spec), resume=resume, create="original" in stages)
-    ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
-                       trainer=trainer or PopulationEngine(device), progress=progress)
-    reports = [STAGES[name].run(ctx) for name in stages]
+    with writer_lock(root / check_zoo_name(spec.name)):
+        writer = StoreWriter.open(root, spec, layout_for(spec), resume=resume, create="original" in stages)
+        ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
+                           trainer=trainer or PopulationEngine(device), progress=progress)
+        reports = [STAGES[name].run(ctx) for name in stages]
     return ZooStore(writer.zoo_dir), reports

@@ -13,8 +13,10 @@ from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.specs import VD_KL_OBJECTIVES, check_levels, get_spec, registry
 from zoo_dataset.store import ZooStore
+from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST, SCHEMA_VERSION, Manifest
 from zoo_dataset.store.migrate import migrate_store
+from zoo_dataset.store.paths import check_zoo_name
 
 from .build import build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
@@ -158,6 +160,7 @@ def main(zoo, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_
         if not zoo:
             raise click.UsageError("--zoo NAME is required (or --list)")
         root = store_root(root)
+        check_zoo_name(zoo)
         if migrate:
             report = None if quiet else lambda file: click.echo(f"migrated {file}")
             rewritten = migrate_store(root / zoo, progress=report)
@@ -177,10 +180,11 @@ def main(zoo, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_
         trainer = make_trainer(executor, engine, device, address, workers=workers)
         writable_dir(root, "--root")
         started = time.time()
-        if from_original:  # the original stage then finds every ingested model done
-            spec, resume = ingest_original(spec, from_original, root).spec, True
-        store, reports = build_zoo(spec, root, stages=stages, resume=resume, device=device, data_dir=data_dir,
-                                   progress=not quiet, trainer=trainer)
+        with writer_lock(root / spec.name):  # one lock over ingest and build
+            if from_original:  # the original stage then finds every ingested model done
+                spec, resume = ingest_original(spec, from_original, root).spec, True
+            store, reports = build_zoo(spec, root, stages=stages, resume=resume, device=device, data_dir=data_dir,
+                                       progress=not quiet, trainer=trainer)
         summary(store, time.time() - started, reports)
 
 

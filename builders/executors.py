@@ -52,6 +52,17 @@ def make_trainer(executor: str = "local", engine: str = "population", device: st
 
 
 
+def run_chunks(trainer: Trainer, chunks: Sequence[Sequence[TrainJob]], data: ImageData,
+               on_epoch: EpochCallback | None = None) -> Iterator[JobResult]:
+    """Train each chunk of jobs as one whole (never grouped with another chunk's jobs): in parallel
+    where the trainer can (``run_chunks``: worker processes, Ray tasks), else chunk after chunk."""
+    if hasattr(trainer, "run_chunks"):
+        yield from trainer.run_chunks(chunks, data, on_epoch)
+        return
+    for chunk in chunks:
+        yield from trainer.run(chunk, data, on_epoch=on_epoch)
+
+
 _progress_queue = None  # in a worker process: where epoch progress goes to the driver
 
 
@@ -73,16 +84,16 @@ def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData
 
 
 class ProcessTrainer:
-    """Trains each batch of jobs split over ``workers`` local processes, one engine each.
+    """Trains jobs in ``workers`` local processes, one engine each.
 
     Tiny CNNs scale poorly over threads, so one engine per core beats one engine with every
-    thread (docs/performance.md); this is the Ray executor's layout without Ray. Jobs are sorted
-    as the engine groups them and dealt out in equal contiguous shares, so a worker's groups are
-    those a single engine with ``max_models`` = the share would form. The data reaches the workers
-    through shared memory (torch.multiprocessing); results come back as each share finishes and
-    are staged by this process, and the workers' finished epochs reach ``on_epoch`` meanwhile.
-    Workers are spawned, so a script that uses this trainer must start under
-    ``if __name__ == "__main__":`` (the ``zoo-build`` command does).
+    thread (docs/performance.md); this is the Ray executor's layout without Ray. Stages call
+    :meth:`run_chunks`: each training chunk trains whole in one worker, so a worker's groups are
+    those a single engine forms (a plain :meth:`run` deals equal shares of the engine's group
+    order instead). The data reaches the workers through shared memory (torch.multiprocessing);
+    results come back as each chunk finishes and are staged by this process, and the workers'
+    finished epochs reach ``on_epoch`` meanwhile. Workers are spawned, so a script that uses this
+    trainer must start under ``if __name__ == "__main__":`` (the ``zoo-build`` command does).
     """
 
     def __init__(self, engine: str = "population", device: str = "cpu", workers: int = 2):
@@ -112,8 +123,16 @@ class ProcessTrainer:
         """Yield results share by share; ``on_epoch`` hears every epoch a worker finishes."""
         jobs = sorted(jobs, key=group_key)
         share = -(-len(jobs) // self.workers) if jobs else 1
-        pending = {self._executor().submit(_train_batch, self.engine, self.device, jobs[i : i + share], data)
-                   for i in range(0, len(jobs), share)}
+        yield from self._run_batches([jobs[i : i + share] for i in range(0, len(jobs), share)], data, on_epoch)
+
+    def run_chunks(self, chunks: Sequence[Sequence[TrainJob]], data: ImageData,
+                   on_epoch: EpochCallback | None = None) -> Iterator[JobResult]:
+        """Each chunk trains whole in one worker (one engine call), chunks spread over the workers."""
+        yield from self._run_batches([list(c) for c in chunks if c], data, on_epoch)
+
+    def _run_batches(self, batches: list[list[TrainJob]], data: ImageData,
+                     on_epoch: EpochCallback | None) -> Iterator[JobResult]:
+        pending = {self._executor().submit(_train_batch, self.engine, self.device, batch, data) for batch in batches}
         try:
             while pending:
                 done, pending = wait(pending, timeout=PROGRESS_POLL_S, return_when=FIRST_COMPLETED)
@@ -177,9 +196,17 @@ class RayTrainer:
         self._connect()
         jobs = list(jobs)
         size = self.task_size(len(jobs))
+        yield from self._run_batches([jobs[i : i + size] for i in range(0, len(jobs), size)], data)
+
+    def run_chunks(self, chunks: Sequence[Sequence[TrainJob]], data: ImageData,
+                   on_epoch: EpochCallback | None = None) -> Iterator[JobResult]:
+        """One Ray task per chunk: a chunk trains whole, as it would in one local engine."""
+        self._connect()
+        yield from self._run_batches([list(c) for c in chunks if c], data)
+
+    def _run_batches(self, batches: list[list[TrainJob]], data: ImageData) -> Iterator[JobResult]:
         data_ref = self.ray.put(data)
-        pending = [self.task.remote(self.engine, self.device, jobs[i : i + size], data_ref)
-                   for i in range(0, len(jobs), size)]
+        pending = [self.task.remote(self.engine, self.device, batch, data_ref) for batch in batches]
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)
             yield from self.ray.get(done[0])

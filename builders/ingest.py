@@ -4,14 +4,17 @@ Layout read (docs/research/original-zoos.md, section 3): one trial folder per mo
 ``params.json`` (the generating factors), ``result.json`` (one JSON line per epoch) and
 ``checkpoint_<NNNNNN>/checkpoints`` (a bare state dict with ``module_list.<i>.weight|bias`` keys).
 Checkpoints are read with ``torch.load(weights_only=True)`` only. Trials that cannot be matched to
-a model of the zoo, or whose checkpoints are missing or faulty, are reported and skipped.
+a model of the zoo, whose checkpoints are missing, faulty or beyond the zoo's epochs, or whose
+files are symbolic links or not regular files, are reported and skipped; links are never followed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,6 +32,8 @@ from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import ModelConfig, ZooSpec
 from zoo_dataset.store import StoreWriter
 from zoo_dataset.store.files import atomic_write_text
+from zoo_dataset.store.lock import writer_lock
+from zoo_dataset.store.paths import check_zoo_name
 from zoo_dataset.training import JobResult, UnitKey
 
 from .build import layout_for
@@ -38,6 +43,8 @@ CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
 PARAM_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias)")
 MISSING_METRIC = -999  # the originals' placeholder for train metrics of the untrained state
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+MAX_JSON_BYTES = 64 << 20  # params.json / result.json of a trial: kilobytes in the published zoos
+MAX_CHECKPOINT_BYTES = 1 << 30
 
 
 @dataclass
@@ -81,16 +88,41 @@ class IngestReport:
     skipped: list[str] = field(default_factory=list)  # one line per trial left out
 
 
+def regular_file(path: Path, limit: int) -> Path:
+    """``path`` if it is a regular file (not a link, device or folder) of at most ``limit`` bytes;
+    else ValueError naming the problem. Checked before anything reads it."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path.name} is missing") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise ValueError(f"{path.name} is a symbolic link (not followed)")
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path.name} is not a regular file")
+    if info.st_size > limit:
+        raise ValueError(f"{path.name} is larger than {limit >> 20} MiB")
+    return path
+
+
+def read_text(path: Path, limit: int = MAX_JSON_BYTES) -> str:
+    """A small regular file's text, never through a link (O_NOFOLLOW) and never past ``limit``."""
+    regular_file(path, limit)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(limit + 1)[:limit].decode()
+
+
 def find_trials(root: Path) -> list[Trial]:
-    """Every folder holding a params.json, in name order (Ray's trial index order)."""
+    """Every folder holding a params.json, in name order (Ray's trial index order); linked folders
+    are not entered (``rglob`` and the checkpoint scan skip them)."""
     trials = []
     for params in sorted(Path(root).rglob("params.json")):
         folder = params.parent
         checkpoints = {int(m.group(1)): d / "checkpoints" for d in folder.iterdir()
-                       if d.is_dir() and (m := CHECKPOINT_DIR.fullmatch(d.name))}
+                       if d.is_dir() and not d.is_symlink() and (m := CHECKPOINT_DIR.fullmatch(d.name))}
         try:
-            trials.append(Trial(folder, json.loads(params.read_text()), checkpoints))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            trials.append(Trial(folder, json.loads(read_text(params)), checkpoints))
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, OSError):
             trials.append(Trial(folder, {}, checkpoints))
     return sorted(trials, key=lambda t: t.label)
 
@@ -151,10 +183,10 @@ def flat_state(state: object, layout: ParameterLayout) -> np.ndarray:
 def read_results(trial: Trial) -> dict[int, dict]:
     """result.json rows by epoch (``training_iteration``, else line order)."""
     path = trial.folder / "result.json"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {}
     try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"result.json is not JSON lines ({type(exc).__name__})") from None
     by_epoch = {}
@@ -190,6 +222,10 @@ def initial_state(spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -
 def load_checkpoint(path: Path, layout: ParameterLayout) -> np.ndarray:
     """One checkpoint as a flat vector; ValueError names the checkpoint folder and the problem."""
     try:
+        regular_file(path, MAX_CHECKPOINT_BYTES)
+    except ValueError as exc:
+        raise ValueError(f"{path.parent.name}: {exc}") from None
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused, truncated, not a torch file...
         raise ValueError(f"{path.parent.name}: unreadable checkpoint ({type(exc).__name__})") from exc
@@ -221,7 +257,8 @@ def ingest_original(
     source = Path(source)
     if not source.exists():
         raise DataUnavailableError(f"--from-original {source}: no such folder or zip")
-    with tempfile.TemporaryDirectory(prefix="zoo-ingest-") as tmp:
+    with (writer_lock(Path(root) / check_zoo_name(spec.name)),
+          tempfile.TemporaryDirectory(prefix="zoo-ingest-") as tmp):
         folder = safe_extract(source, Path(tmp)) if source.is_file() else source
         report = _ingest_folder(spec, folder, Path(root), label=str(source))
     for line in report.skipped:
@@ -241,6 +278,13 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path, label: str) -> Inges
     if not matched:
         raise DataFormatError(f"{label}: none of {len(trials)} trials matches a model of zoo {spec.name} "
                               f"(is --zoo right?); first: {skipped[0]}")
+    for model_id, trial in list(matched.items()):  # a stray checkpoint costs its trial, not the ingest
+        beyond = [e for e in trial.checkpoints if e > spec.epochs]
+        if beyond:
+            skipped.append(f"{trial.label}: checkpoint_{min(beyond):06d} is beyond the zoo's {spec.epochs} epochs")
+            del matched[model_id]
+    if not matched:
+        raise DataFormatError(f"{label}: none of {len(trials)} trials could be ingested; first problem: {skipped[0]}")
     epochs = max((max(t.checkpoints, default=0) for t in matched.values()), default=0)
     if epochs == 0:
         raise DataFormatError(f"{label}: the {len(matched)} matching trials hold no checkpoint_<N> folders")

@@ -19,6 +19,7 @@ from zoo_dataset.errors import StoreError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path, atomic_write_text
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
+from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST
 
 from .croissant import CROISSANT
@@ -39,11 +40,13 @@ def published_files(store: ZooStore) -> list[str]:
 
 
 def publish_mirror(store: ZooStore, mirror: Path) -> Path:
-    """Copy the store to ``mirror/<zoo>/`` (the layout ``zoo-download --source mirror`` reads)."""
+    """Copy the store to ``mirror/<zoo>/`` (the layout ``zoo-download --source mirror`` reads), under
+    that copy's writer lock."""
     target = Path(mirror) / store.manifest.zoo
-    for relative in published_files(store):
-        with atomic_path(target / relative) as tmp:
-            shutil.copyfile(store.zoo_dir / relative, tmp)
+    with writer_lock(target):
+        for relative in published_files(store):
+            with atomic_path(target / relative) as tmp:
+                shutil.copyfile(store.zoo_dir / relative, tmp)
     index_path = Path(mirror) / MIRROR_INDEX
     index = json.loads(index_path.read_text()) if index_path.exists() else {"zoos": []}
     index["zoos"] = sorted(set(index["zoos"]) | {store.manifest.zoo})
@@ -100,15 +103,16 @@ def main(zoo, root, repo_id, private, mirror, cards_dir):
                 writable_dir(path, option)
         directory = zoo_dir(zoo, root)
         check_known(zoo, directory)
-        store = ZooStore(directory)
-        if not store.populations:
-            raise StoreError(f"{directory} holds no finished shards yet; build it first")
-        store.verify()
-        write_card(store, Path(cards_dir) if cards_dir else None, repo_id)
-        if mirror:
-            click.echo(f"mirror: {publish_mirror(store, Path(mirror))}")
-        if repo_id:
-            click.echo(f"hub: {publish_hub(store, repo_id, private)}")
+        with writer_lock(directory):  # the card is written into the store; no build may change it meanwhile
+            store = ZooStore(directory)
+            if not store.populations:
+                raise StoreError(f"{directory} holds no finished shards yet; build it first")
+            store.verify()
+            write_card(store, Path(cards_dir) if cards_dir else None, repo_id)
+            if mirror:
+                click.echo(f"mirror: {publish_mirror(store, Path(mirror))}")
+            if repo_id:
+                click.echo(f"hub: {publish_hub(store, repo_id, private)}")
 
 
 if __name__ == "__main__":

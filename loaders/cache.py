@@ -15,6 +15,7 @@ from pathlib import Path
 from zoo_dataset.errors import StoreError, UnknownZooError
 from zoo_dataset.specs import registry
 from zoo_dataset.store.manifest import MANIFEST
+from zoo_dataset.store.paths import check_zoo_name
 
 CACHE_ENV = "ZOO_TWINS_CACHE"
 
@@ -34,12 +35,17 @@ def store_root(root: str | Path | None = None) -> Path:
     return Path(root).expanduser() if root is not None else cache_dir()
 
 
+def is_path(zoo: str | Path) -> bool:
+    """A store directory rather than a zoo name: a Path, or text with a folder separator or '~'."""
+    return isinstance(zoo, Path) or "/" in zoo or os.sep in zoo or zoo.startswith("~")
+
+
 def zoo_dir(zoo: str | Path, root: str | Path | None = None) -> Path:
-    """Directory a zoo lives (or would live) in: a path as given, else ``<store root>/<zoo>``."""
-    as_path = Path(zoo).expanduser()
-    if (as_path / MANIFEST).exists():
-        return as_path
-    return store_root(root) / str(zoo)
+    """Directory a zoo lives (or would live) in: a store path as given, else ``<store root>/<zoo>``
+    (the only place looked at, never the working directory)."""
+    if is_path(zoo):
+        return Path(zoo).expanduser()
+    return store_root(root) / check_zoo_name(zoo)
 
 
 def check_known(zoo: str | Path, directory: Path) -> None:
@@ -47,7 +53,7 @@ def check_known(zoo: str | Path, directory: Path) -> None:
     if (directory / MANIFEST).exists():
         return
     name = str(zoo)
-    if name not in registry() and not Path(name).exists():
+    if not is_path(zoo) and name not in registry():
         raise UnknownZooError(f"unknown zoo {name!r}: neither a registered zoo nor a store directory")
     raise StoreError(
         f"zoo {name!r} is not at {directory}; build it with "

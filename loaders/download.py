@@ -1,20 +1,24 @@
 """Fetch a published store into the cache: from the Hugging Face Hub, an HTTP mirror, a local copy,
 or the published Model Zoos on Zenodo (``modelzoos``, converted by :mod:`loaders.modelzoos`).
 
-Every shard and states table is checked against the sha256 in the store's manifest before it is
-kept; a file that fails is deleted and reported. The manifest is written last, so an interrupted
-download never looks like a store, and running the same download again resumes it: files already
-verified are kept, and an HTTP transfer continues from its ``.part`` file with a Range request.
+A download holds the store's writer lock and assembles the whole new store in a folder beside the
+target (``<root>/.<zoo>.download``): the manifest's every entry is checked to stay inside the store,
+every file is read no further than the size the manifest declares and checked against its sha256
+(a file that fails is deleted and reported), files of the local copy that are still current are
+linked rather than fetched, and only when everything is verified does the new folder replace the
+target in one rename. A failed download therefore leaves the old store exactly as it was; running
+it again resumes from the staging folder (an HTTP transfer continues its ``.part`` file with a
+Range request). The result is always one published version: populations of the local copy are
+brought to the source's version along with the ones asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
-import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Protocol
 from urllib.error import HTTPError, URLError
@@ -27,7 +31,9 @@ from tqdm.auto import tqdm
 from zoo_dataset.errors import ChecksumError, StoreError, ZooSpecError
 from zoo_dataset.store.files import sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
-from zoo_dataset.store.manifest import MANIFEST, Manifest
+from zoo_dataset.store.lock import writer_lock
+from zoo_dataset.store.manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
+from zoo_dataset.store.paths import check_zoo_name, inside
 
 from .cache import store_root
 from .sources import SOURCE_MODELZOOS, check_origin, source_origin
@@ -37,12 +43,15 @@ CARD = "README.md"
 PART = ".part"
 RETRIES = 4
 CHUNK = 1 << 20
+MAX_UNDECLARED_BYTES = 1 << 30  # files whose size the manifest does not state (tables of older stores)
+MAX_CARD_BYTES = 16 << 20
 
 
 class Fetcher(Protocol):
-    """Puts one file of the published store (path relative to the zoo directory) at ``dest``."""
+    """Puts one file of the published store (path relative to the zoo directory) at ``dest``,
+    reading no more than ``limit`` bytes (a longer file raises StoreError)."""
 
-    def fetch(self, relative: str, dest: Path) -> None: ...
+    def fetch(self, relative: str, dest: Path, limit: int) -> None: ...
 
 
 def download_zoo(
@@ -64,7 +73,7 @@ def download_zoo(
     fetched; populations missing from a store of the same origin are added to it. ``files`` names
     the Zenodo zip per population where a record holds several (modelzoos only).
     """
-    target = store_root(root) / zoo
+    target = store_root(root) / check_zoo_name(zoo)
     origin = source_origin(zoo, source, repo_id, url, revision)
     local = _local_store(Path(origin["location"]), zoo) if origin["source"] == "local" else None
     if local is not None and local.resolve() == target.resolve():
@@ -73,8 +82,12 @@ def download_zoo(
     if origin["source"] == SOURCE_MODELZOOS:
         from .modelzoos import fetch_modelzoos  # deferred: conversion code only when needed
 
-        return fetch_modelzoos(zoo, store_root(root), populations, files, progress)
-    if origin["source"] == "hub":
+        with writer_lock(target):
+            return fetch_modelzoos(zoo, store_root(root), populations, files, progress)
+    if origin["source"] == "hub":  # the snapshot must also hold the populations a local copy has (refreshed too)
+        present = _local_manifest(target)
+        if populations and present:
+            populations = sorted(set(populations) | {n for n, p in present.populations.items() if p.shards})
         fetcher: Fetcher = HubFetcher(origin["location"], revision, populations)
     elif origin["source"] == "mirror":
         fetcher = HttpFetcher(f"{origin['location']}/{quote(zoo)}", progress)
@@ -85,11 +98,39 @@ def download_zoo(
 
 def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[str] | None = None,
             origin: dict | None = None) -> Path:
-    """Fetch, verify and place the files of the selected populations; the manifest goes last."""
-    target.mkdir(parents=True, exist_ok=True)
-    manifest = _remote_manifest(fetcher, target)
-    upstream = manifest.origin
-    manifest.origin = {**(origin or {"source": str(fetcher)}), **({"upstream": upstream} if upstream else {})}
+    """Fetch and verify the selected populations into a staging folder, then swap it in for ``target``."""
+    target = Path(target)
+    with writer_lock(target):
+        _recover_swap(target)
+        old = _local_manifest(target)
+        staging = target.with_name(f".{target.name}.download")
+        staging.mkdir(parents=True, exist_ok=True)
+        manifest = _remote_manifest(fetcher, staging)
+        if manifest.zoo != target.name:
+            raise StoreError(f"{fetcher} holds zoo {manifest.zoo!r}, not {target.name!r}; refusing it")
+        upstream = manifest.origin
+        manifest.origin = {**(origin or {"source": str(fetcher)}), **({"upstream": upstream} if upstream else {})}
+        keep = _populations(manifest, old, populations)
+        manifest.populations = {n: p for n, p in manifest.populations.items() if n in keep}
+        files = {}
+        for info in manifest.populations.values():
+            for shard in info.shards:
+                files[shard.file] = (shard.sha256, shard.bytes)
+                files[shard.states_file] = (shard.states_sha256, shard.states_bytes or MAX_UNDECLARED_BYTES)
+        for relative, (sha256, size) in files.items():
+            _place(fetcher, staging, target, relative, sha256, size)
+        _fetch_models_table(fetcher, staging, manifest)
+        with contextlib.suppress(FileNotFoundError):  # the card is documentation; a store without one loads
+            _fetch_to(fetcher, CARD, staging / CARD, MAX_CARD_BYTES)
+        _remove_unlisted(staging, {*files, MODELS_TABLE, CARD})
+        manifest.save(staging)  # its origin marks a downloaded store: readers verify shards on first open
+        _swap_in(staging, target)
+    return target
+
+
+def _populations(manifest: Manifest, old: Manifest | None,
+                 populations: tuple[str, ...] | list[str] | None) -> set[str]:
+    """Those asked for plus those the local copy holds (refreshed too, so the store stays one version)."""
     published = [name for name, info in manifest.populations.items() if info.shards]
     wanted = list(populations) if populations else published
     missing = [p for p in wanted if p not in published]
@@ -98,39 +139,68 @@ def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[
             f"the published {manifest.zoo} has no {', '.join(missing)} population "
             f"(it has: {', '.join(published)})"
         )
-    for name in wanted:
-        for shard in manifest.populations[name].shards:
-            _fetch_verified(fetcher, target, shard.file, shard.sha256)
-            _fetch_verified(fetcher, target, shard.states_file, shard.states_sha256)
-    _fetch_models_table(fetcher, target, manifest)
-    with contextlib.suppress(FileNotFoundError):  # the card is documentation; a store without one loads
-        fetcher.fetch(CARD, target / CARD)
-    keep = set(wanted) | _present_populations(target)
-    manifest.populations = {n: p for n, p in manifest.populations.items() if n in keep}
-    manifest.save(target)
-    return target
+    present = {n for n, p in old.populations.items() if p.shards} if old else set()
+    gone = present - set(published)
+    if gone:
+        raise StoreError(f"the local copy holds {', '.join(sorted(gone))}, which the source no longer publishes; "
+                         "download into another --root to keep both")
+    return set(wanted) | present
 
 
-def _remote_manifest(fetcher: Fetcher, target: Path) -> Manifest:
-    with tempfile.TemporaryDirectory(dir=target) as tmp:
+def _local_manifest(target: Path) -> Manifest | None:
+    """The manifest of the store already at ``target`` (None when there is none)."""
+    if (target / MANIFEST).exists():
         try:
-            fetcher.fetch(MANIFEST, Path(tmp) / MANIFEST)
-        except FileNotFoundError:
-            raise StoreError(f"{fetcher} has no {MANIFEST}: is the zoo published there?") from None
-        try:
-            return Manifest.load(Path(tmp))
-        except StoreError as exc:  # name the source, not the temporary folder that is about to go
-            raise StoreError(str(exc).replace(str(Path(tmp) / MANIFEST), f"{MANIFEST} of {fetcher}")) from None
+            return Manifest.load(target)
+        except StoreError:
+            return None  # a damaged local copy is replaced whole, nothing of it reused
+    if target.exists() and any(target.iterdir()):
+        raise StoreError(f"{target} exists but holds no store (no {MANIFEST}); move it away or use another --root")
+    return None
 
 
-def _fetch_verified(fetcher: Fetcher, target: Path, relative: str, sha256: str) -> None:
-    dest = target / relative
+def _remote_manifest(fetcher: Fetcher, staging: Path) -> Manifest:
+    part = staging / (MANIFEST + PART)
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()  # always fetched afresh: the source may have moved on
+    try:
+        _fetch_to(fetcher, MANIFEST, part, MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
+        raise StoreError(f"{fetcher} has no {MANIFEST}: is the zoo published there?") from None
+    os.replace(part, staging / MANIFEST)
+    try:
+        return Manifest.load(staging)
+    except StoreError as exc:  # named as the source's, not by the staging path that is about to go
+        reason = str(exc).replace(str(staging / MANIFEST), MANIFEST)
+        raise StoreError(f"the manifest from {fetcher} is refused: {reason}") from None
+    finally:
+        (staging / MANIFEST).unlink()  # the manifest goes in last, after every file it lists
+
+
+def _fetch_to(fetcher: Fetcher, relative: str, dest: Path, limit: int) -> None:
+    """Fetch into ``dest``; a failed fetch that got cut by its size limit leaves nothing behind."""
+    try:
+        fetcher.fetch(relative, dest, limit)
+    except StoreError:
+        with contextlib.suppress(FileNotFoundError):
+            dest.unlink()
+        raise
+
+
+def _place(fetcher: Fetcher, staging: Path, target: Path, relative: str, sha256: str, size: int) -> None:
+    """Put ``relative`` into the staging folder: kept if already verified there, linked from the
+    local copy where that is current, else fetched (at most ``size`` bytes) and checked."""
+    dest = inside(staging, relative, "manifest entry")
     if dest.exists() and sha256_file(dest) == sha256:
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
+    current = inside(target, relative, "manifest entry")
+    if current.is_file() and sha256_file(current) == sha256:
+        _link_or_copy(current, dest)
+        return
     part = dest.with_name(dest.name + PART)
     try:
-        fetcher.fetch(relative, part)
+        _fetch_to(fetcher, relative, part, size)
     except FileNotFoundError:
         raise StoreError(f"{fetcher} lacks {relative}, which its manifest lists") from None
     got = sha256_file(part)
@@ -143,11 +213,33 @@ def _fetch_verified(fetcher: Fetcher, target: Path, relative: str, sha256: str) 
     os.replace(part, dest)
 
 
-def _fetch_models_table(fetcher: Fetcher, target: Path, manifest: Manifest) -> None:
-    """The models table has no manifest checksum; it must parse and list every model of the manifest."""
-    dest = target / MODELS_TABLE
+def _link_or_copy(source: Path, dest: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        dest.unlink()
+    if source.is_symlink():  # a Hub store's file: link to the same cached blob
+        dest.symlink_to(os.readlink(source))
+        return
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+
+
+def _fetch_models_table(fetcher: Fetcher, staging: Path, manifest: Manifest) -> None:
+    """The models table, checked against the manifest's sha256 (older stores: it must parse and list
+    every model of the manifest)."""
+    dest = staging / MODELS_TABLE
     part = dest.with_name(dest.name + PART)
-    fetcher.fetch(MODELS_TABLE, part)
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()
+    _fetch_to(fetcher, MODELS_TABLE, part, MAX_UNDECLARED_BYTES)
+    if manifest.models_sha256 is not None:
+        if sha256_file(part) != manifest.models_sha256:
+            part.unlink()
+            raise ChecksumError(f"{MODELS_TABLE} from {fetcher} is corrupt (sha256 differs from the manifest's); "
+                                "discarded")
+        os.replace(part, dest)
+        return
     try:
         ids = set(pd.read_parquet(part).model_id.astype(int))
     except Exception as exc:  # pyarrow raises several types for a damaged file
@@ -161,11 +253,51 @@ def _fetch_models_table(fetcher: Fetcher, target: Path, manifest: Manifest) -> N
     os.replace(part, dest)
 
 
-def _present_populations(target: Path) -> set[str]:
-    """Populations a previous download already placed (kept when another population is added)."""
-    if not (target / MANIFEST).exists():
-        return set()
-    return set(json.loads((target / MANIFEST).read_text()).get("populations", {}))
+def _remove_unlisted(staging: Path, keep: set[str]) -> None:
+    """The staging folder becomes the store: drop leftovers of earlier attempts (other versions)."""
+    for path in sorted(staging.rglob("*"), reverse=True):
+        relative = path.relative_to(staging).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif relative not in keep:
+            path.unlink()
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Make ``staging`` the store at ``target`` in one rename; the replaced copy is then deleted."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    if not _exchange(staging, target):  # no atomic exchange here: two renames, undone by _recover_swap
+        os.rename(target, _replaced(target))
+        os.rename(staging, target)
+        staging = _replaced(target)
+    shutil.rmtree(staging)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _replaced(target: Path) -> Path:
+    return target.with_name(f".{target.name}.replaced")
+
+
+def _recover_swap(target: Path) -> None:
+    """Finish or undo a two-rename swap that a killed download left half done."""
+    replaced = _replaced(target)
+    if replaced.exists():
+        if target.exists():
+            shutil.rmtree(replaced)
+        else:
+            os.rename(replaced, target)
 
 
 def _local_store(path: Path, zoo: str) -> Path:
@@ -181,11 +313,17 @@ class LocalFetcher:
     def __init__(self, zoo_dir: Path):
         self.zoo_dir = zoo_dir
 
-    def fetch(self, relative: str, dest: Path) -> None:
-        source = self.zoo_dir / relative
-        if not source.exists():
+    def fetch(self, relative: str, dest: Path, limit: int) -> None:
+        source = inside(self.zoo_dir, relative, "manifest entry")
+        if not source.is_file():
             raise FileNotFoundError(source)
-        shutil.copyfile(source, dest)
+        with open(source, "rb") as src, open(dest, "wb") as out:
+            copied = 0
+            while block := src.read(min(CHUNK, limit + 1 - copied)):
+                copied += len(block)
+                if copied > limit:
+                    raise StoreError(f"{source} is larger than the {limit} bytes the manifest declares; refusing it")
+                out.write(block)
 
     def __str__(self) -> str:
         return str(self.zoo_dir)
@@ -197,12 +335,12 @@ class HttpFetcher:
     def __init__(self, base_url: str, progress: bool = True):
         self.base_url, self.progress = base_url, progress
 
-    def fetch(self, relative: str, dest: Path) -> None:
+    def fetch(self, relative: str, dest: Path, limit: int) -> None:
         url = f"{self.base_url}/{quote(relative)}"
         error: Exception | None = None
         for _ in range(RETRIES):
             try:
-                if self._transfer(url, relative, dest):
+                if self._transfer(url, relative, dest, limit):
                     return
                 error = ConnectionError("the connection closed before the whole file arrived")
             except HTTPError as exc:
@@ -217,14 +355,19 @@ class HttpFetcher:
             f"download of {url} failed after {RETRIES} tries ({error}); run the same command again to resume"
         )
 
-    def _transfer(self, url: str, relative: str, dest: Path) -> bool:
-        """One request; True when the file is complete, False when the connection was cut."""
+    def _transfer(self, url: str, relative: str, dest: Path, limit: int) -> bool:
+        """One request of at most ``limit`` bytes in all; True when the file is complete, False when
+        the connection was cut."""
         have = dest.stat().st_size if dest.exists() else 0
+        if have > limit:
+            have = 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         with urlopen(Request(url, headers=headers), timeout=60) as response:
             if have and response.status != 206:  # the server ignored the range: start over
                 have = 0
             total = have + int(response.headers.get("Content-Length", 0))
+            if total > limit:
+                raise StoreError(f"{url} announces {total} bytes, more than the {limit} its manifest declares")
             with (
                 open(dest, "ab" if have else "wb") as fh,
                 tqdm(
@@ -237,7 +380,12 @@ class HttpFetcher:
                     leave=False,
                 ) as bar,
             ):
-                while block := response.read(CHUNK):
+                written = have
+                while block := response.read(min(CHUNK, limit + 1 - written)):
+                    written += len(block)
+                    if written > limit:
+                        raise StoreError(f"{url} sends more than the {limit} bytes its manifest declares; "
+                                         "refusing it")
                     fh.write(block)
                     bar.update(len(block))
         return not total or dest.stat().st_size >= total
@@ -265,11 +413,13 @@ class HubFetcher:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"cannot get dataset {repo_id} from the Hugging Face Hub: {first}") from None
 
-    def fetch(self, relative: str, dest: Path) -> None:
+    def fetch(self, relative: str, dest: Path, limit: int) -> None:
         """Link the cached file into the store (copy where links are not allowed)."""
-        source = self.snapshot / relative
+        source = inside(self.snapshot, relative, "manifest entry")
         if not source.exists():
             raise FileNotFoundError(source)
+        if source.stat().st_size > limit:
+            raise StoreError(f"{source} is larger than the {limit} bytes the manifest declares; refusing it")
         if dest.is_symlink() or dest.exists():
             dest.unlink()
         try:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from zoo_dataset.errors import StoreError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.manifest import MANIFEST, Manifest
 
-from .cache import check_known, zoo_dir
+from .cache import check_known, is_path, zoo_dir
 
 
 def open_store(
@@ -23,7 +24,8 @@ def open_store(
 
     ``download=True`` fetches a missing store, or the ``populations`` a present store lacks, from
     ``source`` (default ``$ZOO_TWINS_SOURCE``, else the Hub; see :func:`loaders.sources.source_origin`)
-    at ``revision``; a store that holds what is asked is used as is, so this works offline.
+    at ``revision``; a store that holds what is asked is used as is, so this works offline. A store
+    found by name must say in its manifest that it is that zoo.
     """
     directory = zoo_dir(zoo, root)
     if download and _lacks(directory, populations):
@@ -31,7 +33,10 @@ def open_store(
 
         directory = download_zoo(str(zoo), source, root=root, populations=populations, revision=revision)
     check_known(zoo, directory)
-    return ZooStore(directory)
+    store = ZooStore(directory)
+    if not is_path(zoo) and store.manifest.zoo != zoo:
+        raise StoreError(f"{directory} holds zoo {store.manifest.zoo!r}, not {zoo!r}; refusing it")
+    return store
 
 
 def _lacks(directory: Path, populations: Sequence[str] | None) -> bool:

@@ -95,7 +95,7 @@ def test_mirror_download_resumes_a_cut_transfer(store, mirror, tmp_path):
 def test_mirror_download_continues_a_part_file_left_by_a_killed_run(store, mirror, tmp_path):
     server, _, url = mirror
     shard = store.population("vd").shards[0]
-    dest = tmp_path / "cache" / ZOO / shard.file
+    dest = tmp_path / "cache" / f".{ZOO}.download" / shard.file  # the staging folder beside the target
     dest.parent.mkdir(parents=True)
     data = (store.zoo_dir / shard.file).read_bytes()
     dest.with_name(dest.name + ".part").write_bytes(data[:1000])

@@ -17,7 +17,7 @@ from builders.build import build_zoo
 from builders.ingest import ingest_original
 from builders.stages import STAGES
 from zoo_dataset.architectures import parametrised_layers, seeded_model
-from zoo_dataset.errors import DataFormatError
+from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store import ZooStore
@@ -246,3 +246,93 @@ def test_zip_that_matches_no_model_of_the_zoo_names_the_zip(tmp_path):
     assert message.startswith(f"{archive}: none of 5 trials matches a model of zoo mnist_seed (is --zoo right?)")
     assert "zoo-ingest-" not in message and "\n" not in message
     assert not (tmp_path / "stores").exists()
+
+
+def _ingested_ids(tmp_path, zoo):
+    report = ingest_original(spec(), zoo, tmp_path / "stores", echo=lambda line: None)
+    return report, sorted(report.trials)
+
+
+def test_a_trial_with_an_out_of_range_checkpoint_is_skipped_not_the_ingest(tmp_path):
+    """checkpoint_000000001000000000 once built a list of ~1e9 epochs; checkpoint_000060 in a 10-epoch
+    zoo made every good trial 'miss' epochs 3..60. Now only that trial is left out, with a line."""
+    zoo = tmp_path / "zoo"
+    write_trial(zoo, 1, 0)
+    write_trial(zoo, 2, 1, lambda epoch, path: (path.parent.parent / "checkpoint_000000001000000000").mkdir()
+                if epoch == 0 else None)
+    write_trial(zoo, 4, 2, lambda epoch, path: shutil.copytree(path.parent, path.parent.parent / "checkpoint_000060")
+                if epoch == 2 else None)
+    report, ids = _ingested_ids(tmp_path, zoo)
+    assert ids == [0]
+    assert report.spec.epochs == EPOCHS
+    assert sum("checkpoint_1000000000 is beyond the zoo's 10 epochs" in line for line in report.skipped) == 1
+    assert sum("checkpoint_000060 is beyond" in line for line in report.skipped) == 1
+
+
+def test_linked_trial_files_are_not_followed(tmp_path):
+    """result.json -> a file outside the zoo (once /dev/zero: an endless read), a linked checkpoint:
+    the trial is skipped and the link never read."""
+    zoo = tmp_path / "zoo"
+    write_trial(zoo, 1, 0)
+    secret = tmp_path / "outside.json"
+    secret.write_text(json.dumps({"training_iteration": 1, "test_acc": 0.99}) + "\n")
+    folder = zoo / next(p.name for p in zoo.iterdir())
+    (folder / "result.json").unlink()
+    (folder / "result.json").symlink_to(secret)
+    write_trial(zoo, 2, 1)
+    other = sorted(zoo.iterdir())[1]
+    checkpoint = other / "checkpoint_000001" / "checkpoints"
+    checkpoint.rename(tmp_path / "moved")
+    checkpoint.symlink_to(tmp_path / "moved")
+    write_trial(zoo, 4, 2)
+    report, ids = _ingested_ids(tmp_path, zoo)
+    assert ids == [3]
+    assert sum("symbolic link" in line for line in report.skipped) == 2
+
+
+def bomb(path, members):
+    """A zip whose members are zeros: tiny on disk, ``size`` bytes each once unpacked."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, size in members:
+            with zf.open(name, "w") as fh:
+                for _ in range(size >> 20):
+                    fh.write(bytes(1 << 20))
+    return path
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path):
+    archive = bomb(tmp_path / "bomb.zip", [("zoo/params.json", 40 << 20)])
+    assert archive.stat().st_size < 1 << 20  # 40 MiB of zeros in well under 1 MiB
+    with pytest.raises(DataFormatError, match="expands .*x, more than 200x"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(DataFormatError, match="refusing"):
+        ingest_original(spec(), archive, tmp_path / "stores")
+    assert not (tmp_path / "stores").exists()
+
+
+def test_extraction_is_bounded_by_total_size_and_ratio(tmp_path):
+    """Many members each under the per-member floor still add up: the archive as a whole is judged."""
+    archive = bomb(tmp_path / "many.zip", [(f"zoo/{i}.bin", 1 << 20) for i in range(300)])
+    with pytest.raises(DataFormatError, match="refusing to unpack"):
+        safe_extract(archive, tmp_path / "out")
+    random = tmp_path / "random.zip"
+    with zipfile.ZipFile(random, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zoo/a.bin", np.random.default_rng(0).bytes(3 << 20))
+    with pytest.raises(DataFormatError, match="refusing to unpack"):
+        safe_extract(random, tmp_path / "out", max_bytes=2 << 20)
+    assert not (tmp_path / "out").exists()
+    assert (safe_extract(random, tmp_path / "out") / "zoo" / "a.bin").stat().st_size == 3 << 20
+
+
+def test_a_lost_shard_of_ingested_originals_is_not_retrained(tmp_path):
+    """Retraining would put new models where published ones were: the resume says to re-ingest."""
+    zoo = tmp_path / "zoo"
+    write_trial(zoo, 1, 0)
+    report = ingest_original(spec(), zoo, tmp_path / "stores", echo=lambda line: None)
+    store = ZooStore(tmp_path / "stores" / "digits_seed")
+    (store.zoo_dir / store.population("original").shards[0].file).unlink()
+    with pytest.raises(StoreError, match="ingest them again with zoo-build --from-original"):
+        build_zoo(report.spec, tmp_path / "stores", stages=["original"], resume=True, progress=False)
+    ingest_original(spec(), zoo, tmp_path / "stores", echo=lambda line: None)
+    ZooStore(store.zoo_dir).verify()

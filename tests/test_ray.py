@@ -13,13 +13,13 @@ from builders.executors import RayTrainer
 from zoo_dataset.specs import get_spec
 from zoo_dataset.training.engine import PopulationEngine
 
-# a grouped convolution's rounding depends on how many models share it (and Adam amplifies it),
-# so the local engine batches models exactly as the Ray tasks do; then stores agree bit for bit
-MODELS_PER_BATCH = 2
+# a grouped convolution's rounding depends on how many models share it (and Adam amplifies it); models
+# train in the store's fixed chunks (here [0, 1] and [2]) wherever they run, so stores agree bit for bit
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'zoo-twins[ray]'); not installed")
 
-SPEC = {"model_subset": range(3), "epochs": 1, "mp_epochs": 1, "mp_levels": (0.5,), "vd_epochs": 1}
+SPEC = {"model_subset": range(3), "epochs": 1, "mp_epochs": 1, "mp_levels": (0.5,), "vd_epochs": 1,
+        "models_per_shard": 2}
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +31,8 @@ def local_ray():
 
 def test_ray_build_equals_local_build(local_ray, tmp_path):
     spec = get_spec("digits_seed").with_overrides(**SPEC)
-    local, _ = build_zoo(spec, tmp_path / "local", progress=False,
-                         trainer=PopulationEngine(max_models=MODELS_PER_BATCH))
-    remote, _ = build_zoo(spec, tmp_path / "ray", progress=False, trainer=RayTrainer(models_per_task=MODELS_PER_BATCH))
+    local, _ = build_zoo(spec, tmp_path / "local", progress=False, trainer=PopulationEngine())
+    remote, _ = build_zoo(spec, tmp_path / "ray", progress=False, trainer=RayTrainer())
     assert remote.populations == local.populations == ["original", "mp", "vd"]
     for population in local.populations:
         levels = local.population(population).levels

@@ -1,8 +1,11 @@
 """The stage pipeline: each stage turns a zoo spec plus what earlier stages stored into a population.
 
-A :class:`TrainingStage` lists its units (model, level), skips the finished ones, asks the trainer
-for the rest in batches and stages each result the moment it arrives. Stages differ only in
-which units exist and how a unit becomes a :class:`TrainJob`.
+A :class:`TrainingStage` lists its units (model, level) in fixed training chunks (runs of the
+manifest's ``chunk_size`` model ids), asks the trainer for every chunk that is not finished, whole,
+and stages each result the moment it arrives. A trainer never groups models across chunks, so
+which models train together depends on the zoo and the recorded chunk size only: a resumed build,
+one with more ``--workers`` or on Ray, computes every unit exactly as an uninterrupted one.
+Stages differ only in which units exist and how a unit becomes a :class:`TrainJob`.
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import click
+
 from zoo_dataset.errors import StoreError
+from zoo_dataset.store import PopulationWriter
 from zoo_dataset.training import TrainJob, UnitKey
 
 from ..context import BuildContext
+from ..executors import run_chunks
 from ..progress import stage_progress
 
-UNITS_PER_BATCH = 64  # units handed to the trainer at once: enough for the engine to batch well
+UNITS_PER_BATCH = 64  # at least this many units (whole chunks) per trainer call: work for every worker
 
 
 @dataclass
@@ -59,21 +66,41 @@ class TrainingStage:
                 f"hold complete; run `zoo-build --zoo {ctx.spec.name} --stages {self.requires}` (or ingest it) first"
             )
 
+    def check_repairable(self, ctx: BuildContext, population: PopulationWriter) -> None:
+        """Raise if shards a resume found damaged (``population.dropped``) cannot be retrained."""
+
     def run(self, ctx: BuildContext) -> StageReport:
         self.check_ready(ctx)
-        population = ctx.store.population(self.population, self.levels(ctx), self.epochs(ctx), self.arrays)
+        levels = self.levels(ctx)
+        population = ctx.store.population(self.population, levels, self.epochs(ctx), self.arrays)
+        self.check_repairable(ctx, population)
+        for line in population.dropped:
+            click.echo(f"{line}; rebuilding it", err=True)
         population.pack_ready()  # units staged by a killed run whose shard was never packed
-        keys = [UnitKey(m.model_id, lv) for m in ctx.spec.models() for lv in self.levels(ctx)]
-        todo = [k for k in keys if not population.is_done(k)]
-        unit = "model" if len(self.levels(ctx)) == 1 else "model-level"
-        with stage_progress(self.name, len(keys), len(keys) - len(todo), unit, ctx.progress) as bar:
+        chunks = [[UnitKey(m, lv) for m in ids for lv in levels] for ids in ctx.store.manifest.training_chunks()]
+        total = sum(len(c) for c in chunks)
+        unfinished = [c for c in chunks if not all(population.is_done(k) for k in c)]
+        todo = sum(not population.is_done(k) for c in unfinished for k in c)
+        unit = "model" if len(levels) == 1 else "model-level"
+        with stage_progress(self.name, total, total - todo, unit, ctx.progress) as bar:
             def show_epoch(epoch: int, epochs: int, models: int) -> None:
                 bar.set_postfix_str(f"epoch {epoch}/{epochs} of {models} model(s) in training", refresh=True)
 
-            batch = max(UNITS_PER_BATCH, ctx.spec.models_per_shard * len(self.levels(ctx)))
-            for start in range(0, len(todo), batch):
-                jobs = self.jobs(ctx, todo[start : start + batch])
-                for result in ctx.trainer.run(jobs, ctx.data, on_epoch=show_epoch):
-                    population.stage(result)
-                    bar.update(1)
-        return StageReport(self.name, len(keys), len(todo))
+            for call in _calls(unfinished):
+                jobs = iter(self.jobs(ctx, [k for chunk in call for k in chunk]))  # in key order
+                job_chunks = [[next(jobs) for _ in chunk] for chunk in call]
+                for result in run_chunks(ctx.trainer, job_chunks, ctx.data, on_epoch=show_epoch):
+                    if not population.is_done(result.key):  # its chunk's finished units train again, unstaged
+                        population.stage(result)
+                        bar.update(1)
+        return StageReport(self.name, total, todo)
+
+
+def _calls(chunks: list[list[UnitKey]]) -> list[list[list[UnitKey]]]:
+    """Whole chunks, gathered until a call holds at least UNITS_PER_BATCH units."""
+    calls: list[list[list[UnitKey]]] = [[]]
+    for chunk in chunks:
+        if sum(len(c) for c in calls[-1]) >= UNITS_PER_BATCH:
+            calls.append([])
+        calls[-1].append(chunk)
+    return [c for c in calls if c]

@@ -1,9 +1,11 @@
 """``manifest.json``: the one index of a store, written last and atomically.
 
 It holds the schema version, the zoo spec the store was built from, the parameter layout, the
-model ids, and per population (original, mp, vd) its levels, epochs, status and shard list with
-sha256 and row counts, and for a downloaded store its ``origin`` (source, revision and the
-checksums of the files it came from). Readers trust only what the manifest lists.
+model ids, the models table's sha256, the training chunk size, and per population (original, mp,
+vd) its levels, epochs, status and shard list with sha256 and sizes, and for a downloaded store its
+``origin`` (source, revision and the checksums of the files it came from). Readers trust only what
+the manifest lists, and only after :meth:`Manifest.check` found every entry well-formed and inside
+the store.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from ..errors import StoreError
 from ..layout import ParameterLayout
 from ..specs import ZooSpec
 from .files import atomic_write_text
+from .layout_on_disk import POPULATIONS
+from .paths import check_relative, check_zoo_name
 
 SCHEMA_VERSION = 2  # 2: every shard dataset is row-aligned (first axis = the shard's models)
 READABLE_VERSIONS = (1, 2)  # 1: ``level`` was [levels]; `zoo-build --migrate` rewrites such shards
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 64 << 20  # a 1000-model zoo's manifest is well under 1 MB
+SHA256 = 64
 
 
 @dataclass
@@ -34,6 +40,7 @@ class ShardInfo:
     model_ids: list[int]
     states_file: str
     states_sha256: str
+    states_bytes: int | None = None  # absent in stores written before it was recorded
 
     @property
     def rows(self) -> int:
@@ -60,6 +67,8 @@ class Manifest:
     origin: dict[str, Any] = field(default_factory=dict)  # empty for a store built here
     schema_version: int = SCHEMA_VERSION
     code_version: str = __version__
+    models_sha256: str | None = None  # of models.parquet; absent in older stores
+    train_chunk: int | None = None  # models per training chunk (None: models_per_shard, older stores)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -75,6 +84,42 @@ class Manifest:
         ids, n = self.model_ids, self.models_per_shard
         return [ids[i : i + n] for i in range(0, len(ids), n)]
 
+    @property
+    def chunk_size(self) -> int:
+        """Models per training chunk: the engine's groups are formed inside these fixed runs of ids."""
+        return self.train_chunk or self.models_per_shard
+
+    def training_chunks(self) -> list[list[int]]:
+        """Model ids per training chunk: consecutive runs of :attr:`chunk_size` models."""
+        ids, n = self.model_ids, self.chunk_size
+        return [ids[i : i + n] for i in range(0, len(ids), n)]
+
+    def check(self) -> Manifest:
+        """Refuse a manifest whose names or paths could lead outside its store, or that lists a file,
+        or a model within one population, twice; returns ``self``."""
+        check_zoo_name(self.zoo)
+        if self.models_per_shard < 1 or (self.train_chunk is not None and self.train_chunk < 1):
+            raise StoreError(f"manifest of {self.zoo}: models_per_shard and train_chunk must be positive")
+        known, seen = set(self.model_ids), set()
+        for name, info in self.populations.items():
+            if name not in POPULATIONS:
+                raise StoreError(f"manifest of {self.zoo} lists an unknown population {name!r}")
+            in_population: set[int] = set()
+            for shard in info.shards:
+                for rel, digest in ((shard.file, shard.sha256), (shard.states_file, shard.states_sha256)):
+                    check_relative(rel, f"{name} shard entry")
+                    if rel in seen:
+                        raise StoreError(f"manifest of {self.zoo} lists {rel} twice; refusing the store")
+                    seen.add(rel)
+                    if not isinstance(digest, str) or len(digest) != SHA256:
+                        raise StoreError(f"manifest of {self.zoo}: {rel} has no valid sha256")
+                ids = set(shard.model_ids)
+                if not ids <= known or ids & in_population or len(ids) != len(shard.model_ids):
+                    raise StoreError(f"manifest of {self.zoo}: shard {shard.file} lists models that are not "
+                                     f"the store's, or that another {name} shard holds")
+                in_population |= ids
+        return self
+
     def save(self, zoo_dir: Path) -> None:
         atomic_write_text(Path(zoo_dir) / MANIFEST, json.dumps(asdict(self), indent=1))
 
@@ -83,6 +128,8 @@ class Manifest:
         path = Path(zoo_dir) / MANIFEST
         if not path.exists():
             raise StoreError(f"no store at {zoo_dir}: {MANIFEST} is missing (build it with zoo-build or download it)")
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise StoreError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest of this toolkit")
         try:
             raw = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -100,6 +147,6 @@ class Manifest:
                 name: PopulationInfo(**{**p, "shards": [ShardInfo(**s) for s in p["shards"]]})
                 for name, p in raw.pop("populations").items()
             }
-            return cls(**raw, populations=pops)
+            return cls(**raw, populations=pops).check()
         except (TypeError, KeyError, AttributeError) as exc:
             raise StoreError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None

@@ -16,6 +16,7 @@ import h5py
 
 from ..errors import ChecksumError
 from .files import atomic_path, sha256_file
+from .lock import writer_lock
 from .manifest import SCHEMA_VERSION, Manifest, ShardInfo
 from .writer import level_rows, shard_attrs
 
@@ -23,7 +24,11 @@ from .writer import level_rows, shard_attrs
 def migrate_store(zoo_dir: Path | str, progress: Callable[[str], None] | None = None) -> int:
     """Bring the store at ``zoo_dir`` to the current schema; returns how many shards were rewritten."""
     zoo_dir = Path(zoo_dir)
-    manifest = Manifest.load(zoo_dir)
+    with writer_lock(zoo_dir):
+        return _migrate(zoo_dir, Manifest.load(zoo_dir), progress)
+
+
+def _migrate(zoo_dir: Path, manifest: Manifest, progress: Callable[[str], None] | None) -> int:
     rewritten = 0
     for name, info in manifest.populations.items():
         for shard in info.shards:

@@ -4,7 +4,10 @@ One reader serves every consumer (loaders, analysis, builders) with three rules 
 where a unit lives (:meth:`ZooStore.where`: population and model -> shard file and row, from the
 manifest), which stored level a requested level is (:func:`level_index`), and which process owns
 the open files (h5py handles and datasets are dropped and reopened after a fork, so a reader can
-be shared with DataLoader workers).
+be shared with DataLoader workers). What is checked when (docs/store-format.md, "Guarantees"):
+opening the store checks the manifest and the models table's sha256; the first open of a shard
+checks its ``model_id`` and ``level`` datasets, array shapes and stored chunks against the manifest
+(and, with ``verify_checksums``, its sha256); every states table read is checked for its rows.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from ..layout import ParameterLayout
 from ..specs import ModelConfig, ZooSpec
 from .files import sha256_file
 from .layout_on_disk import MODELS_TABLE
-from .manifest import MANIFEST, Manifest, PopulationInfo
+from .manifest import MANIFEST, Manifest, PopulationInfo, ShardInfo
+from .paths import inside
 from .tables import configs_from_table
 
 CHUNK_CACHE_BYTES = 16 << 20
@@ -63,10 +67,28 @@ def _read_unit(dataset: h5py.Dataset, row: int, level_index: int, epoch: int | s
     return out.view(np.bool_)
 
 
-class ZooStore:
-    """A built (or downloaded) zoo: ``ZooStore(root / "digits_seed")``."""
+def _all_chunks_stored(dataset: h5py.Dataset) -> bool:
+    """Every chunk of a chunked dataset is in the file (milliseconds for thousands of chunks)."""
+    if dataset.chunks is None:
+        return True
+    expected = int(np.prod([-(-n // c) for n, c in zip(dataset.shape, dataset.chunks, strict=True)]))
+    return dataset.id.get_num_chunks() == expected
 
-    def __init__(self, zoo_dir: Path | str):
+
+def _levels_match(stored: np.ndarray, levels: list[float], models: int) -> bool:
+    """A shard's ``level`` dataset holds the manifest's levels: [K] (schema 1) or one row per model (2)."""
+    shape_ok = (stored.ndim == 1 and stored.shape == (len(levels),)) or stored.shape == (models, len(levels))
+    return shape_ok and bool(np.all(np.abs(stored - np.asarray(levels)) < LEVEL_TOLERANCE))
+
+
+class ZooStore:
+    """A built (or downloaded) zoo: ``ZooStore(root / "digits_seed")``.
+
+    ``verify_checksums`` hashes each shard on its first open in this process tree (about the cost
+    of reading the file once); ``None`` turns it on for downloaded stores only.
+    """
+
+    def __init__(self, zoo_dir: Path | str, verify_checksums: bool | None = None):
         self.zoo_dir = Path(zoo_dir)
         self.manifest = Manifest.load(self.zoo_dir)
         try:
@@ -76,6 +98,12 @@ class ZooStore:
             raise StoreError(f"{self.zoo_dir / MANIFEST} is corrupt: its spec or layout is unreadable "
                              f"({type(exc).__name__})") from None
         self._configs: dict[int, ModelConfig] | None = None
+        self._shards = {s.file: (name, s) for name, p in self.manifest.populations.items() for s in p.shards}
+        self._checked: set[str] = set()  # shards whose contents matched the manifest (kept across forks)
+        if verify_checksums is None:  # a downloaded store (it records its origin) proves its shards once
+            verify_checksums = bool(self.manifest.origin)
+        self.verify_checksums = verify_checksums
+        self._check_models_table()
         self._rows: dict[str, dict[int, tuple[str, int]]] = {}
         self._forget_handles()
 
@@ -100,11 +128,37 @@ class ZooStore:
     def models(self) -> pd.DataFrame:
         return self._table(MODELS_TABLE)
 
+    def _check_models_table(self) -> None:
+        path = self.zoo_dir / MODELS_TABLE
+        if not path.is_file():
+            raise StoreError(f"{path} is missing; re-download the store")
+        expected = self.manifest.models_sha256
+        if expected is not None and sha256_file(path) != expected:
+            raise ChecksumError(f"checksum mismatch for {path}: the models table was changed or damaged; "
+                                "re-download the store")
+
     def states(self, population: str | None = None) -> pd.DataFrame:
         """One row per recorded state, across all finished shards of one or all populations."""
         names = [population] if population else self.populations
-        frames = [self._table(s.states_file) for n in names for s in self.population(n).shards]
+        frames = [self._states_table(n, s) for n in names for s in self.population(n).shards]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _states_table(self, population: str, shard: ShardInfo) -> pd.DataFrame:
+        """One shard's states table, refused unless it holds exactly one row per unit and epoch."""
+        path = inside(self.zoo_dir, shard.states_file, "states table")
+        try:
+            table = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise StoreError(f"{path} is missing or unreadable ({type(exc).__name__}); re-download or rebuild it"
+                             ) from None
+        info = self.manifest.populations[population]
+        expected = len(shard.model_ids) * len(info.levels) * (info.epochs + 1)
+        keys = ["model_id", "level", "epoch"]
+        if (len(table) != expected or not set(keys) <= set(table.columns) or table.duplicated(keys).any()
+                or set(table.model_id) != set(shard.model_ids)):
+            raise StoreError(f"{path} does not hold one row per model, level and epoch of its shard; "
+                             "re-download or rebuild it")
+        return table
 
     def _table(self, relative: str) -> pd.DataFrame:
         """A parquet table of the store; a missing or damaged one is a StoreError that says what to do."""
@@ -134,14 +188,51 @@ class ZooStore:
         if os.getpid() != self._pid:  # forked: h5py handles must not be shared
             self._forget_handles()
         if relative not in self._handles:
-            path = self.zoo_dir / relative
+            if relative not in self._shards:
+                raise StoreError(f"{relative} is not a shard the manifest of {self.zoo_dir} lists")
+            path = inside(self.zoo_dir, relative, "shard")
             if not path.exists():
                 raise StoreError(f"shard {path} is missing; re-download the store or rebuild with zoo-build --resume")
+            population, shard = self._shards[relative]
+            if self.verify_checksums and relative not in self._checked and sha256_file(path) != shard.sha256:
+                raise ChecksumError(f"checksum mismatch for {path}: the file is corrupt; re-download or rebuild it")
             try:
-                self._handles[relative] = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+                f = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
             except OSError as exc:
                 raise StoreError(f"shard {path} is corrupt or truncated ({exc}); re-download or rebuild it") from exc
+            if relative not in self._checked:
+                try:
+                    self._check_shard(f, population, shard)
+                except BaseException:
+                    f.close()
+                    raise
+                self._checked.add(relative)
+            self._handles[relative] = f
         return self._handles[relative]
+
+    def _check_shard(self, f: h5py.File, population: str, shard: ShardInfo) -> None:
+        """The shard's own ids, levels and array shapes must be what the manifest says it holds."""
+        info = self.manifest.populations[population]
+        shape = (len(shard.model_ids), len(info.levels), info.epochs + 1, self.layout.num_params)
+        try:
+            ids = f["model_id"][()].tolist() if "model_id" in f else None
+            levels = np.asarray(f["level"][()]) if "level" in f else np.empty(0)
+            problem = None
+            if ids != list(shard.model_ids):
+                problem = f"holds models {ids}, the manifest says {shard.model_ids}"
+            elif not _levels_match(levels, info.levels, len(ids)):
+                problem = f"holds levels {levels.tolist()}, the manifest says {info.levels}"
+            else:
+                bad = [a for a in info.arrays if a not in f or f[a].shape != shape]
+                missing = [a for a in info.arrays if a not in bad and not _all_chunks_stored(f[a])]
+                if bad:
+                    problem = f"its {', '.join(bad)} array(s) lack the shape {shape}"
+                elif missing:  # HDF5 would serve fill values (zeros) for those states
+                    problem = f"lacks chunks of its {', '.join(missing)} array(s)"
+        except OSError as exc:
+            problem = f"is unreadable ({exc})"
+        if problem:
+            raise StoreError(f"shard {f.filename} {problem}; re-download the store or rebuild it")
 
     def where(self, population: str, model_id: int) -> tuple[str, int]:
         """(shard file, row) of a model in a population: the one lookup rule, indexed once per reader."""
@@ -184,7 +275,7 @@ class ZooStore:
             dataset = self._datasets[(file, name)] = self.open_shard(file)[name]
         try:
             return _read_unit(dataset, row, level_index, epoch)
-        except OSError as exc:  # a damaged chunk: h5py names neither the file nor the cure
+        except OSError as exc:  # a chunk failed its zlib (adler32) check
             raise StoreError(f"shard {self.zoo_dir / file} is corrupt ({exc}); re-download or rebuild it") from None
 
     def array(self, name: str, population: str, model_id: int, epoch: int | slice = -1,
@@ -214,15 +305,22 @@ class ZooStore:
 
     # ------------------------------------------------------------------ integrity
     def verify(self) -> None:
-        """Check every listed file against the manifest's sha256; raises ChecksumError."""
+        """Check every file of the store: each shard and states table against the manifest's sha256,
+        the models table against its recorded sha256 (older stores: that it lists every model), and
+        each shard's and table's contents against the manifest. Raises StoreError / ChecksumError."""
+        self._check_models_table()
+        if not set(self.manifest.model_ids) <= set(self.models().model_id.astype(int)):
+            raise StoreError(f"{self.zoo_dir / MODELS_TABLE} does not list every model of the manifest")
         for name in self.populations:
             for shard in self.population(name).shards:
                 for rel, expected in ((shard.file, shard.sha256), (shard.states_file, shard.states_sha256)):
-                    path = self.zoo_dir / rel
+                    path = inside(self.zoo_dir, rel, "shard entry")
                     if not path.exists():
                         raise StoreError(f"{path} is missing; re-download the store")
                     if sha256_file(path) != expected:
                         raise ChecksumError(f"checksum mismatch for {path}: the file is corrupt; re-download it")
+                self.open_shard(shard.file)
+                self._states_table(name, shard)
 
     def close(self) -> None:
         for f in self._handles.values():

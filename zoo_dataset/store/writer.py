@@ -21,11 +21,18 @@ from ..layout import ParameterLayout
 from ..specs import ZooSpec
 from ..training.jobs import JobResult, UnitKey
 from .files import atomic_path, remove_stale_tmp, sha256_file
-from .layout_on_disk import MODELS_TABLE, STAGING, shard_name, states_name, unit_path
+from .layout_on_disk import MODELS_TABLE, POPULATIONS, STAGING, shard_name, states_name, unit_path
 from .manifest import SCHEMA_VERSION, Manifest, PopulationInfo, ShardInfo
+from .paths import check_zoo_name
 from .tables import models_table
 
+# gzip's zlib stream ends in an adler32 of the chunk, which HDF5 checks on every read: a flipped chunk
+# raises. (HDF5's fletcher32 filter on top corrupted the heap on multi-chunk reads with h5py 3.16 /
+# HDF5 2.0.0, so it is not used; docs/store-format.md.)
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+SHARD_LIBVER = "v110"  # HDF5 1.10 formats: checksummed object headers and chunk indexes
+# where a store writes files (data/<config>: the card stage's Hub tables)
+STORE_FOLDERS = ["", *POPULATIONS, *(f"{STAGING}/{p}" for p in POPULATIONS), "data/*"]
 
 
 class StoreWriter:
@@ -42,8 +49,9 @@ class StoreWriter:
 
         ``resume`` allows continuing populations that already hold work; new populations can be
         added to an existing store without it (e.g. ``--stages mp`` after ``--stages original``).
+        The caller holds the store's writer lock (:func:`~.lock.writer_lock`).
         """
-        zoo_dir = Path(root) / spec.name
+        zoo_dir = Path(root) / check_zoo_name(spec.name)
         if (zoo_dir / "manifest.json").exists():
             manifest = Manifest.load(zoo_dir)
             if manifest.schema_version != SCHEMA_VERSION:
@@ -58,7 +66,7 @@ class StoreWriter:
                     f"{zoo_dir} was built with different settings ({', '.join(changed)}); "
                     "use the same options, or another --root"
                 )
-            remove_stale_tmp(zoo_dir)
+            remove_stale_tmp(zoo_dir, STORE_FOLDERS)
             return cls(zoo_dir, manifest, resume)
         if not create:
             raise StoreError(
@@ -71,19 +79,25 @@ class StoreWriter:
             layout=layout.to_dict(),
             model_ids=[m.model_id for m in spec.models()],
             models_per_shard=spec.models_per_shard,
+            train_chunk=spec.models_per_shard,  # a chunk completes a shard: a resume redoes at most one
         )
-        with atomic_path(zoo_dir / MODELS_TABLE) as tmp:
-            models_table(spec).to_parquet(tmp, index=False)
-        manifest.save(zoo_dir)
-        return cls(zoo_dir, manifest, resume)
+        writer = cls(zoo_dir, manifest, resume)
+        writer.write_models_table(models_table(spec))
+        return writer
+
+    def write_models_table(self, table: pd.DataFrame) -> None:
+        """Write ``models.parquet`` and record its sha256 in the manifest (which is saved)."""
+        path = self.zoo_dir / MODELS_TABLE
+        with atomic_path(path) as tmp:
+            table.to_parquet(tmp, index=False)
+        self.manifest.models_sha256 = sha256_file(path)
+        self.manifest.save(self.zoo_dir)
 
     def record_seeds(self, seeds: dict[int, int]) -> None:
         """Replace the models table's seeds of some models (ingest: the seeds a published zoo used)."""
-        path = self.zoo_dir / MODELS_TABLE
-        table = pd.read_parquet(path)
+        table = pd.read_parquet(self.zoo_dir / MODELS_TABLE)
         table["seed"] = [int(seeds.get(m, s)) for m, s in zip(table.model_id, table.seed, strict=True)]
-        with atomic_path(path) as tmp:
-            table.to_parquet(tmp, index=False)
+        self.write_models_table(table)
 
     def population(self, name: str, levels: list[float], epochs: int, arrays: list[str]) -> PopulationWriter:
         info = self.manifest.populations.get(name)
@@ -98,7 +112,10 @@ class StoreWriter:
                 f"population {name} of {self.zoo_dir} already holds a build; pass --resume to continue it "
                 "or choose another --root"
             )
-        return PopulationWriter(self, name, info)
+        writer = PopulationWriter(self, name, info)
+        if self.resume:
+            writer.drop_damaged_shards()
+        return writer
 
 
 class PopulationWriter:
@@ -106,10 +123,28 @@ class PopulationWriter:
 
     def __init__(self, store: StoreWriter, name: str, info: PopulationInfo):
         self.store, self.name, self.info = store, name, info
+        self.dropped: list[str] = []  # shards a resume found damaged and will rebuild
 
     @property
     def zoo_dir(self) -> Path:
         return self.store.zoo_dir
+
+    def drop_damaged_shards(self) -> list[str]:
+        """Forget listed shards whose files are missing or fail their sha256, so a resume retrains
+        their models (the repair the reader advises); returns one line per shard dropped."""
+        dropped = []
+        for shard in list(self.info.shards):
+            for rel, expected in ((shard.file, shard.sha256), (shard.states_file, shard.states_sha256)):
+                path = self.zoo_dir / rel
+                if not path.is_file() or sha256_file(path) != expected:
+                    dropped.append(f"{self.name} shard {shard.index}: {rel} is missing or damaged")
+                    self.info.shards.remove(shard)
+                    break
+        if dropped:
+            self.info.status = "partial"
+            self.store.manifest.save(self.zoo_dir)
+        self.dropped = dropped
+        return dropped
 
     def packed_models(self) -> set[int]:
         return {m for s in self.info.shards for m in s.model_ids}
@@ -152,9 +187,9 @@ class PopulationWriter:
         chunks = (1, 1, 1, n_params)  # one state per chunk: random single-state reads dominate
         rows = []
         shard_path = self.zoo_dir / shard_name(self.name, index)
-        with atomic_path(shard_path) as tmp, h5py.File(tmp, "w") as out:
+        with atomic_path(shard_path) as tmp, h5py.File(tmp, "w", libver=SHARD_LIBVER) as out:
             out.attrs.update(shard_attrs(self.name, levels, epochs))
-            out["model_id"] = np.asarray(model_ids, dtype=np.int64)
+            out["model_id"] = np.asarray(model_ids, dtype=np.int64)  # checked against the manifest on open
             out["level"] = level_rows(levels, len(model_ids))
             dtypes = {"weights": np.float32, "masks": bool, "log_alpha": np.float32}
             datasets = {a: out.create_dataset(a, shape=shape, dtype=dtypes[a], chunks=chunks, **COMPRESSION)
@@ -174,6 +209,7 @@ class PopulationWriter:
             index=index, file=shard_name(self.name, index), sha256=sha256_file(shard_path),
             bytes=shard_path.stat().st_size, model_ids=list(model_ids),
             states_file=states_name(self.name, index), states_sha256=sha256_file(states_path),
+            states_bytes=states_path.stat().st_size,
         ))
         self.info.shards.sort(key=lambda s: s.index)
         self.store.manifest.save(self.zoo_dir)

@@ -1,0 +1,47 @@
+"""Every path a store names must stay inside it: zoo names and manifest entries are checked here.
+
+A manifest comes from a builder, a mirror or the Hub, so its ``file`` and ``states_file`` entries
+are untrusted input: each must be a relative path without ``..`` that resolves inside the store
+(symbolic links included). A zoo name becomes a folder under a root, so it must be one plain path
+component. Builders, downloads and readers all call these functions before they touch a file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+from ..errors import StoreError
+
+ZOO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_zoo_name(name: object) -> str:
+    """``name`` as a zoo name (one folder under a root); raises StoreError for '', paths, '..'."""
+    if not isinstance(name, str) or not ZOO_NAME.fullmatch(name) or ".." in name:
+        raise StoreError(
+            f"zoo name {name!r} is not a plain name (letters, digits, '.', '_', '-'; no '/', no '..')"
+        )
+    return name
+
+
+def check_relative(relative: object, what: str = "path") -> str:
+    """A manifest entry's form alone: a non-empty relative path, no '..', no drive, no backslash."""
+    if not isinstance(relative, str) or not relative or "\\" in relative or "\0" in relative:
+        raise StoreError(f"{what} {relative!r} is not a relative path inside the store; refusing the store")
+    parts = PurePosixPath(relative).parts
+    if relative.startswith("/") or ".." in parts or (parts and parts[0].endswith(":")):
+        raise StoreError(f"{what} {relative!r} points outside the store; refusing the store")
+    return relative
+
+
+def inside(root: Path, relative: object, what: str = "path") -> Path:
+    """``root / relative`` after checking that its folder lies inside ``root``; else StoreError.
+
+    Folders are resolved (a linked folder cannot lead out); the file itself may be a link, as the
+    Hub route links files into the Hub cache. Writers replace files by rename, never through a link.
+    """
+    path = Path(root) / check_relative(relative, what)
+    if not path.parent.resolve().is_relative_to(Path(root).resolve()):
+        raise StoreError(f"{what} {relative!r} resolves outside {root} (a linked folder?); refusing the store")
+    return path
