@@ -200,7 +200,7 @@ def test_loader_on_a_missing_or_corrupt_table_is_a_store_error(copy, damage, tab
         path.unlink()
     else:
         path.write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(StoreError, match=f"table .* is {'missing' if damage == 'missing' else 'corrupt'}"):
+    with pytest.raises(StoreError, match="is missing|unreadable|checksum mismatch"):
         ZooTwinDataset(copy, method="vd", split=None)
 
 
@@ -245,9 +245,9 @@ def test_download_of_a_damaged_manifest_names_the_source_not_a_temp_folder(copy,
 
 
 def test_download_that_keeps_being_cut_names_the_cause(tmp_path, monkeypatch):
-    monkeypatch.setattr(download.HttpFetcher, "_transfer", lambda self, url, relative, dest: False)
+    monkeypatch.setattr(download.HttpFetcher, "_transfer", lambda self, *args: False)
     with pytest.raises(StoreError) as info:
-        download.HttpFetcher("http://127.0.0.1:9/zoo").fetch("manifest.json", tmp_path / "m")
+        download.HttpFetcher("http://127.0.0.1:9/zoo").fetch("manifest.json", tmp_path / "m", 1 << 20)
     assert "(None)" not in str(info.value) and "connection closed" in str(info.value)
 
 

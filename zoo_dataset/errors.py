@@ -40,6 +40,12 @@ class StoreError(ZooError):
     """A store is missing, corrupt, truncated, or does not match the requested build."""
 
 
+class ZooNameError(StoreError):
+    """A zoo name that is not a plain folder name ('', '..', a path): a usage error."""
+
+    exit_code = USAGE_EXIT
+
+
 class ChecksumError(StoreError):
     """A shard's sha256 does not match the manifest."""
 
