@@ -6,6 +6,7 @@ import click
 
 from loaders.resolve import open_store
 from zoo_dataset.cli_support import Command, check_percentage, one_line_errors, version_option, writable_dir
+from zoo_dataset.specs import parse_level
 
 from .report import build_report, summary, write_report
 from .tables import DEFAULT_SPARSITY
@@ -35,7 +36,7 @@ def main(zoo: str, root: str | None, out: str | None, sparsity: float) -> None:
     with one_line_errors():
         store = open_store(zoo, root)
         out_dir = writable_dir(out or f"{store.manifest.zoo}-report", "--out")
-        report = build_report(store, sparsity / 100 if sparsity > 1 else sparsity)
+        report = build_report(store, parse_level(sparsity))
         path = write_report(report, out_dir)
         click.echo(summary(report))
         click.echo(f"\nreport: {path}")

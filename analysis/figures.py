@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from .tables import layer_columns  # noqa: E402
 
@@ -23,18 +23,22 @@ def _population_lines(ax, states: pd.DataFrame, column: str, color: str, label: 
     ax.plot(mean.index, 100 * mean.to_numpy(), color=color, lw=2.2, label=label)
 
 
-def trajectories(original: pd.DataFrame | None, vd: pd.DataFrame | None, zoo: str) -> Figure:
-    """Figure 2: test accuracy over original training (left); VD accuracy and sparsity (right)."""
+def trajectories(original: pd.DataFrame | None, twin: pd.DataFrame | None, twin_label: str | None,
+                 zoo: str) -> Figure:
+    """Figure 2: test accuracy over original training (left); a twin method's accuracy and sparsity
+    per epoch (right: VD in the paper)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     if original is not None:
         _population_lines(left, original, "test_acc", "tab:blue", "test accuracy")
     left.set(title=f"{zoo}: original training", xlabel="epoch", ylabel="%")
-    if vd is not None:
-        _population_lines(right, vd, "test_acc", "tab:blue", "test accuracy")
-        _population_lines(right, vd, "sparsity", "tab:red", "sparsity")
+    if twin is not None:
+        _population_lines(right, twin, "test_acc", "tab:blue", "test accuracy")
+        _population_lines(right, twin, "sparsity", "tab:red", "sparsity")
     else:
-        right.text(0.5, 0.5, "no VD twins in this store", ha="center", va="center", transform=right.transAxes)
-    right.set(title=f"{zoo}: VD sparsification", xlabel="VD epoch", ylabel="%")
+        right.text(0.5, 0.5, "no twins trained to sparsity in this store", ha="center", va="center",
+                   transform=right.transAxes)
+    label = twin_label or "twin"
+    right.set(title=f"{zoo}: {label} sparsification", xlabel=f"{label} epoch", ylabel="%")
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
@@ -93,6 +97,10 @@ def layer_size_vs_sparsity(states: pd.DataFrame, layer_sizes: dict[str, int], ep
         mean, std = at.mean().to_numpy(), at.std(ddof=0).to_numpy()
         ax.errorbar(sizes, 100 * mean, yerr=100 * std, marker="o", capsize=3, ls="-", label=f"epoch {epoch}")
     ax.set(xscale="log", yscale="log", xlabel="layer size (weights)", ylabel="mean sparsity (%)", title=title)
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers (60, 200, 1000), not "6x10^1"
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(NullFormatter())
     names: dict[int, list[str]] = {}
     for size, column in zip(sizes, columns, strict=True):
         names.setdefault(int(size), []).append(column.removeprefix("sparsity_"))
@@ -113,21 +121,21 @@ def layer_size_vs_sparsity(states: pd.DataFrame, layer_sizes: dict[str, int], ep
     return fig
 
 
-def accuracy_vs_sparsity(mp: pd.DataFrame | None, vd: pd.DataFrame | None, title: str) -> Figure:
-    """Figure 5: mean accuracy over mean sparsity; MP per level (after fine-tuning), VD per epoch."""
+def accuracy_vs_sparsity(twins: dict[str, pd.DataFrame], title: str) -> Figure:
+    """Figure 5: mean accuracy over mean sparsity for every twin method (``label -> states``).
+
+    A method with several levels is drawn per level after fine-tuning (its last epoch); a method
+    with one level per epoch, as its sparsity grows in training.
+    """
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    if mp is not None:
-        final = mp[mp.epoch == mp.epoch.max()].groupby("level")[["sparsity", "test_acc"]].mean()
-        ax.plot(
-            100 * final.sparsity,
-            100 * final.test_acc,
-            "o-",
-            color="tab:green",
-            label="MP (after fine-tuning)",
-        )
-    if vd is not None:
-        by_epoch = vd.groupby("epoch")[["sparsity", "test_acc"]].mean()
-        ax.plot(100 * by_epoch.sparsity, 100 * by_epoch.test_acc, "s-", color="tab:purple", label="VD (per epoch)")
+    for (label, states), marker in zip(twins.items(), "os^Dv<>p*", strict=False):
+        if states.level.nunique() > 1:
+            points = states[states.epoch == states.epoch.max()].groupby("level")[["sparsity", "test_acc"]].mean()
+            label = f"{label} (after fine-tuning)"
+        else:
+            points = states.groupby("epoch")[["sparsity", "test_acc"]].mean()
+            label = f"{label} (per epoch)"
+        ax.plot(100 * points.sparsity.to_numpy(), 100 * points.test_acc.to_numpy(), f"{marker}-", label=label)
     ax.set(xlabel="mean sparsity (%)", ylabel="mean test accuracy (%)", title=title)
     ax.legend()
     ax.grid(alpha=0.3)

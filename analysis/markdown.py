@@ -1,4 +1,5 @@
-"""Render the numeric tables as the paper prints them: metrics as "mean (std)" in %."""
+"""Render the numeric tables as the paper prints them: metrics as "mean (std)" in %, correlation
+coefficients as they are."""
 
 from __future__ import annotations
 
@@ -12,21 +13,22 @@ PERCENT_PREFIXES = (
     "ggap",
     "sparsity",
     "agreement",
-    "pearson_r",
-    "kendall_tau",
     "level",
 )
+COEFFICIENTS = ("pearson_r", "kendall_tau")  # printed as they are, to three decimals
 
 
 def _is_percent(column: str) -> bool:
     return column.startswith(PERCENT_PREFIXES)
 
 
-def _cell(value: object, percent: bool) -> str:
+def _cell(value: object, percent: bool, decimals: int | None = None) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
-        return f"{100 * value:.1f}" if percent else f"{value:g}"
+        if percent:
+            return f"{100 * value:.1f}"
+        return f"{value:.{decimals}f}" if decimals is not None else f"{value:g}"
     return str(value)
 
 
@@ -43,7 +45,8 @@ def paper_columns(frame: pd.DataFrame) -> pd.DataFrame:
                 for m, s in zip(frame[column], frame[f"{base}_std"], strict=True)
             ]
         else:
-            out[column] = [_cell(v, _is_percent(column)) for v in frame[column]]
+            decimals = 3 if column in COEFFICIENTS else None
+            out[column] = [_cell(v, _is_percent(column), decimals) for v in frame[column]]
     return pd.DataFrame(out)
 
 

@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from zoo_dataset.methods import Method, methods, twin_methods
+from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
 
 from . import figures, tables
 from .frequency import pruned_frequency
 from .markdown import to_markdown
 
-FREQUENCY_ROWS = 4  # epochs shown in Figure 3
-SIZE_EPOCHS = (5, 10, 15, 20)  # Figure 4 (the paper leaves out epoch 25)
+PAPER_EPOCHS = (5, 10, 15, 20, 25)  # the epochs the paper shows for twins trained to sparsity
 
 
 @dataclass
@@ -45,67 +46,183 @@ def spread_epochs(recorded: list[int], wanted: tuple[int, ...], count: int) -> l
     return sorted({int(round(x)) for x in np.linspace(recorded[0], recorded[-1], min(count, len(recorded)))})
 
 
+@dataclass(frozen=True)
+class Context:
+    """What every entry of the report reads: the store, its states per population, the sparsity."""
+
+    store: ZooStore
+    populations: dict[str, pd.DataFrame]
+    sparsity: float
+
+    @property
+    def zoo(self) -> str:
+        return self.store.manifest.zoo
+
+    def twins(self) -> list[Method]:
+        return [m for m in twin_methods() if m.name in self.populations]
+
+    def pruned(self) -> list[Method]:
+        """Twin methods pruned at fixed levels (MP-like)."""
+        return [m for m in self.twins() if tables.pruned_at_levels(self.populations[m.name])]
+
+    def trained(self) -> list[Method]:
+        """Twin methods whose sparsity grows in training (VD-like)."""
+        return [m for m in self.twins() if not tables.pruned_at_levels(self.populations[m.name])]
+
+    def present(self) -> list[Method]:
+        return [m for m in methods().values() if m.name in self.populations]
+
+    def root(self) -> pd.DataFrame | None:
+        """The states of the population every twin starts from (the originals), if packed."""
+        return next((self.states(m) for m in self.present() if m.requires is None), None)
+
+    def states(self, method: Method) -> pd.DataFrame:
+        return self.populations[method.name]
+
+    def start(self, method: Method) -> pd.DataFrame | None:
+        """The states of the population ``method``'s twins start from (the originals)."""
+        return self.populations.get(method.requires)
+
+    def epochs(self, method: Method) -> list[int]:
+        """The one epoch selection of Table 7 and Figures 3 and 4: the paper's epochs where
+        recorded, else five epochs spread over the run (epoch 0, the start, left out)."""
+        recorded = sorted(int(e) for e in self.states(method).epoch.unique())[1:]
+        return spread_epochs(recorded, PAPER_EPOCHS, len(PAPER_EPOCHS))
+
+
+Made = pd.DataFrame | Figure | None  # None: the store cannot show it (the entry's ``missing`` says why)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One table or figure of the report: for which methods, its caption, how to make it.
+
+    ``methods`` picks the twin methods it is made for (one entry each, ``{name}`` in the key is
+    the method's name) or, with ``one=True``, says whether it is made at all (once, for all).
+    """
+
+    key: str
+    methods: Callable[[Context], list[Method]]
+    caption: Callable[[Context, Method | None], str]
+    make: Callable[[Context, Method | None], Made]
+    missing: str
+    one: bool = False
+
+
+def _first(pick: Callable[[Context], list[Method]]) -> Callable[[Context], list[Method]]:
+    return lambda ctx: pick(ctx)[:1]
+
+
+def _frequency_source(ctx: Context) -> list[Method]:
+    """Figure 3 shows the first twin trained to sparsity, else the first pruned at levels."""
+    return (ctx.trained() or ctx.pruned())[:1]
+
+
+def _frequency(ctx: Context, m: Method) -> Figure:
+    if m in ctx.trained():
+        frequency = pruned_frequency(ctx.store, m.name, ctx.epochs(m))
+        return figures.frequency_maps(frequency, f"{ctx.zoo}: {m.label} sparsification frequency per weight")
+    states = ctx.states(m)
+    level = tables.closest_level(states, ctx.sparsity)
+    frequency = pruned_frequency(ctx.store, m.name, [int(states.epoch.max())], level)
+    return figures.frequency_maps(frequency, f"{ctx.zoo}: {m.label} pruning frequency at {level:.0%}")
+
+
+def _frequency_caption(ctx: Context, m: Method) -> str:
+    if m in ctx.trained():
+        return f"Figure 3: fraction of {m.label} twins with each weight pruned, epochs {ctx.epochs(m)}"
+    level = tables.closest_level(ctx.states(m), ctx.sparsity)
+    return f"Figure 3 ({m.label}, no twins trained to sparsity): fraction of models with each weight pruned " \
+           f"at level {level:.0%}"
+
+
+def _layer_table(ctx: Context, m: Method) -> pd.DataFrame | None:
+    table = tables.mp_layer_sparsity(ctx.states(m))
+    return None if table.empty else table
+
+
+def _trajectories(ctx: Context, m: Method | None) -> Figure:
+    twin = (ctx.trained() or [None])[0]
+    return figures.trajectories(ctx.root(), ctx.states(twin) if twin else None, twin.label if twin else None,
+                                ctx.zoo)
+
+
+ENTRIES: list[Entry] = [
+    Entry("table5_{name}_performance", Context.pruned,
+          lambda ctx, m: f"Table 5: {m.label} accuracy and ggap per level, before (epoch 0) and after "
+                         "fine-tuning (last epoch)",
+          lambda ctx, m: tables.mp_performance(ctx.states(m)), "Table 5 needs twins pruned at levels (MP)"),
+    Entry("table8_{name}_layer_sparsity", Context.pruned,
+          lambda ctx, m: f"Table 8: {m.label} per-layer sparsity after fine-tuning",
+          _layer_table, "Table 8: none of the levels 50/70/90 % were built"),
+    Entry("table6_{name}_performance", Context.trained,
+          lambda ctx, m: f"Table 6: {m.label} accuracy, sparsity and ggap per epoch",
+          lambda ctx, m: tables.vd_performance(ctx.states(m)), "Table 6 needs twins trained to sparsity (VD)"),
+    Entry("table7_{name}_layer_sparsity", Context.trained,
+          lambda ctx, m: f"Table 7: {m.label} per-layer sparsity at epochs {ctx.epochs(m)}",
+          lambda ctx, m: tables.vd_layer_sparsity(ctx.states(m), ctx.epochs(m)),
+          "Table 7 needs twins trained to sparsity (VD)"),
+    Entry("table1_agreement", Context.twins,
+          lambda ctx, m: "Tables 1/9: twin accuracy, sparsity and agreement with the original, each method at "
+                         f"the level or epoch closest to {ctx.sparsity:.0%} sparsity (column chosen)",
+          lambda ctx, m: tables.agreement(ctx.populations, ctx.sparsity), "Tables 1/9 need twins", one=True),
+    Entry("table2_correlation", lambda ctx: [m for m in ctx.twins() if ctx.start(m) is not None],
+          lambda ctx, m: "Table 2: Pearson r and Kendall tau (coefficients, not %) between original and twin "
+                         f"accuracy, each method at the level or epoch closest to {ctx.sparsity:.0%} sparsity",
+          lambda ctx, m: tables.correlation(ctx.populations, ctx.sparsity),
+          "Table 2 needs twins and their originals", one=True),
+    Entry("figure2_trajectories", Context.present,
+          lambda ctx, m: "Figure 2: test accuracy over original training (left); twin test accuracy and "
+                         "sparsity per epoch (right). Thin lines: models; bold: mean.",
+          _trajectories, "Figure 2 needs a population", one=True),
+    Entry("figure3_frequency", _frequency_source, _frequency_caption, _frequency,
+          "Figures 3 and 4 need MP or VD twins"),
+    Entry("figure4_layer_size", _first(Context.trained),
+          lambda ctx, m: f"Figure 4: layer size vs {m.label} sparsity (log-log), epochs {ctx.epochs(m)}",
+          lambda ctx, m: figures.layer_size_vs_sparsity(ctx.states(m), _layer_sizes(ctx.store), ctx.epochs(m),
+                                                        f"{ctx.zoo}: layer size vs {m.label} sparsity"),
+          "Figure 4 needs twins trained to sparsity (VD)"),
+    Entry("figure5_acc_vs_sparsity", Context.twins,
+          lambda ctx, m: f"Figure 5: mean accuracy over mean sparsity: {', '.join(t.label for t in ctx.twins())}",
+          lambda ctx, m: figures.accuracy_vs_sparsity({t.label: ctx.states(t) for t in ctx.twins()},
+                                                      f"{ctx.zoo}: accuracy vs sparsity"),
+          "Figure 5 needs twins", one=True),
+]
+
+
 def build_report(store: ZooStore, sparsity: float = tables.DEFAULT_SPARSITY) -> Report:
-    """Compute what the store's populations allow; list what is missing."""
+    """Make every entry the store's populations allow; list what is missing and why."""
     pops = {name: store.states(name) for name in store.populations}
     report = Report(store.manifest.zoo, pops)
     report.missing += _population_gaps(store)
-    mp, vd, original = pops.get("mp"), pops.get("vd"), pops.get("original")
-    add = report.tables.append
-    if mp is not None:
-        add(
-            Table(
-                "table5_mp_performance",
-                "Table 5: MP accuracy and ggap per level, before (epoch 0) and after fine-tuning (last epoch)",
-                tables.mp_performance(mp),
-            )
-        )
-        layer = tables.mp_layer_sparsity(mp)
-        if layer.empty:
-            report.missing.append("Table 8: none of the MP levels 50/70/90 % were built")
-        else:
-            add(Table("table8_mp_layer_sparsity", "Table 8: MP per-layer sparsity after fine-tuning", layer))
-    if vd is not None:
-        add(
-            Table(
-                "table6_vd_performance",
-                "Table 6: VD accuracy, sparsity and ggap per epoch",
-                tables.vd_performance(vd),
-            )
-        )
-        epochs = spread_epochs(sorted(vd.epoch.unique()), tables.VD_LAYER_EPOCHS, len(tables.VD_LAYER_EPOCHS))
-        add(
-            Table(
-                "table7_vd_layer_sparsity",
-                f"Table 7: VD per-layer sparsity at epochs {epochs}",
-                tables.vd_layer_sparsity(vd, epochs),
-            )
-        )
-    twins = {k: v for k, v in pops.items() if k in ("mp", "vd")}
-    if twins:
-        add(
-            Table(
-                "table1_agreement",
-                f"Tables 1/9: twin accuracy, sparsity and agreement with the original near {sparsity:.0%} sparsity",
-                tables.agreement(twins, sparsity),
-            )
-        )
-    if twins and original is not None:
-        add(
-            Table(
-                "table2_correlation",
-                f"Table 2: Pearson r and Kendall tau between original and twin accuracy near {sparsity:.0%} sparsity",
-                tables.correlation(pops, sparsity),
-            )
-        )
-    _add_figures(report, store, sparsity)
+    ctx = Context(store, pops, sparsity)
+    for entry in ENTRIES:
+        chosen = entry.methods(ctx)
+        targets = [None] if entry.one and chosen else chosen
+        made = [(m, entry.make(ctx, m)) for m in targets]
+        if not any(thing is not None for _, thing in made):
+            if entry.missing not in report.missing:
+                report.missing.append(entry.missing)
+            continue
+        for m, thing in made:
+            if thing is None:
+                continue
+            key = entry.key.format(name=m.name if m else "")
+            caption = entry.caption(ctx, m)
+            if isinstance(thing, Figure):
+                report.figures[key] = (caption, thing)
+            else:
+                report.tables.append(Table(key, caption, thing))
+    absent = [m.label for m in twin_methods() if m.default and m.name not in pops]
+    if ctx.twins() and absent:
+        report.missing.append(f"Figure 5 has no {', '.join(absent)} twins")
     return report
 
 
 def _population_gaps(store: ZooStore) -> list[str]:
     """Populations that are absent, or only partly packed (the report then covers the packed shards)."""
     gaps, shards = [], len(store.manifest.shard_groups())
-    for name in ("original", "mp", "vd"):
+    for name in (m.name for m in methods().values() if m.default or m.name in store.manifest.populations):
         info = store.manifest.populations.get(name)
         done = len(info.shards) if info else 0
         if done < shards:
@@ -117,63 +234,6 @@ def _population_gaps(store: ZooStore) -> list[str]:
     return gaps
 
 
-def _add_figures(report: Report, store: ZooStore, sparsity: float) -> None:
-    pops, zoo = report.populations, report.zoo
-    mp, vd, original = pops.get("mp"), pops.get("vd"), pops.get("original")
-
-    def figure(key: str, caption: str, make: Callable[[], Figure]) -> None:
-        report.figures[key] = (caption, make())
-
-    if original is not None or vd is not None:
-        figure(
-            "figure2_trajectories",
-            "Figure 2: test accuracy over original training (left); VD test accuracy "
-            "and sparsity per epoch (right). Thin lines: models; bold: mean.",
-            lambda: figures.trajectories(original, vd, zoo),
-        )
-    source = "vd" if vd is not None else "mp" if mp is not None else None
-    if source == "vd":
-        epochs = spread_epochs(sorted(vd.epoch.unique()), tables.VD_LAYER_EPOCHS[1:], FREQUENCY_ROWS)
-        figure(
-            "figure3_frequency",
-            f"Figure 3: fraction of VD twins with each weight pruned, epochs {epochs}",
-            lambda: figures.frequency_maps(
-                pruned_frequency(store, "vd", epochs), f"{zoo}: VD sparsification frequency per weight"
-            ),
-        )
-        size_epochs = spread_epochs(sorted(vd.epoch.unique())[1:], SIZE_EPOCHS, len(SIZE_EPOCHS))
-        figure(
-            "figure4_layer_size",
-            f"Figure 4: layer size vs VD sparsity (log-log), epochs {size_epochs}",
-            lambda: figures.layer_size_vs_sparsity(
-                vd, _layer_sizes(store), size_epochs, f"{zoo}: layer size vs VD sparsity"
-            ),
-        )
-    elif source == "mp":
-        level = tables.closest_mp_level(mp, sparsity)
-        last = int(mp.epoch.max())
-        figure(
-            "figure3_frequency",
-            f"Figure 3 (MP, no VD twins): fraction of models with each weight pruned at level {level:.0%}",
-            lambda: figures.frequency_maps(
-                pruned_frequency(store, "mp", [last], level), f"{zoo}: MP pruning frequency at {level:.0%}"
-            ),
-        )
-        report.missing.append("Figure 4 needs VD twins")
-    else:
-        report.missing.append("Figures 3 and 4 need MP or VD twins")
-    if mp is not None or vd is not None:
-        figure(
-            "figure5_acc_vs_sparsity",
-            "Figure 5: mean accuracy over mean sparsity, MP against VD",
-            lambda: figures.accuracy_vs_sparsity(mp, vd, f"{zoo}: accuracy vs sparsity"),
-        )
-        if mp is None or vd is None:
-            report.missing.append(
-                f"Figure 5 shows only {'VD' if mp is None else 'MP'} (no {'MP' if mp is None else 'VD'} twins)"
-            )
-
-
 def _layer_sizes(store: ZooStore) -> dict[str, int]:
     return {e.layer: e.size for e in store.layout.weight_entries()}
 
@@ -182,7 +242,8 @@ def write_report(report: Report, out: Path) -> Path:
     """``report.md`` with every table and figure, one CSV per table, one PNG per figure."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Zoo report: {report.zoo}", "", "Values are mean (std over models) in %.", ""]
+    lines = [f"# Zoo report: {report.zoo}", "", "Accuracies, ggap, sparsity, agreement and levels are in %, as mean "
+             "(std over models); correlation coefficients are printed as they are.", ""]
     for name, states in report.populations.items():
         lines.append(
             f"- {name}: {states.model_id.nunique()} models, levels "
@@ -204,15 +265,12 @@ def write_report(report: Report, out: Path) -> Path:
 def summary(report: Report) -> str:
     """A one-page terminal summary: populations, headline numbers, what is missing."""
     lines = [f"zoo {report.zoo}"]
-    for name, states in report.populations.items():
-        last = states[states.epoch == states.epoch.max()]
-        for level, at in last.groupby("level"):
-            tag = name + (f" @ {level:.0%}" if name == "mp" else "")
-            lines.append(
-                f"  {tag:12} {at.model_id.nunique():4d} models  epoch {int(states.epoch.max()):3d}  "
-                f"acc {100 * at.test_acc.mean():5.1f} ({100 * at.test_acc.std(ddof=0):4.1f})  "
-                f"sparsity {100 * at.sparsity.mean():5.1f}  ggap {100 * at.ggap.mean():5.1f}"
-            )
+    for r in last_epoch_summary(report.populations).itertuples():
+        tag = r.population + (f" @ {r.level:.0%}" if r.level > 0 else "")
+        lines.append(
+            f"  {tag:12} {r.models:4d} models  epoch {r.epoch:3d}  acc {percent(r.test_acc_mean, r.test_acc_std)}  "
+            f"sparsity {100 * r.sparsity_mean:5.1f}  ggap {100 * r.ggap_mean:5.1f}"
+        )
     for table in report.tables:
         if table.key in ("table1_agreement", "table2_correlation"):
             lines += ["", table.title, to_markdown(table.frame)]

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from zoo_dataset.methods import get_method, twin_methods
+
 MP_LAYER_LEVELS = (0.5, 0.7, 0.9)  # Table 8
-VD_LAYER_EPOCHS = (0, 5, 10, 15, 20, 25)  # Table 7
+VD_LAYER_EPOCHS = (0, 5, 10, 15, 20, 25)  # Table 7 of the paper
 DEFAULT_SPARSITY = 0.8  # Tables 1/2/9: the paper's MP level for most zoos
 
 
@@ -60,39 +62,53 @@ def vd_layer_sparsity(vd: pd.DataFrame, epochs: Sequence[int] = VD_LAYER_EPOCHS)
     return _mean_std(vd[vd.epoch.isin(list(epochs))], ["epoch"], [*layer_columns(vd), "test_acc", "ggap"])
 
 
-def closest_mp_level(mp: pd.DataFrame, sparsity: float) -> float:
-    levels = np.sort(mp.level.unique())
+def closest_level(states: pd.DataFrame, sparsity: float) -> float:
+    """The recorded level nearest to ``sparsity`` (for twins pruned at fixed levels)."""
+    levels = np.sort(states.level.unique())
     return float(levels[np.argmin(np.abs(levels - sparsity))])
 
 
-def closest_vd_epoch(vd: pd.DataFrame, sparsity: float) -> int:
-    """The VD epoch whose mean sparsity is closest to ``sparsity`` (VD has no fixed levels)."""
-    means = vd.groupby("epoch").sparsity.mean()
+def closest_epoch(states: pd.DataFrame, sparsity: float) -> int:
+    """The epoch whose mean sparsity is closest to ``sparsity`` (for twins whose sparsity grows in training)."""
+    means = states.groupby("epoch").sparsity.mean()
     return int((means - sparsity).abs().idxmin())
 
 
-def twin_states_at(populations: dict[str, pd.DataFrame], sparsity: float) -> dict[str, pd.DataFrame]:
-    """Per method, the twin states compared in Tables 1/2/9: MP at the closest level after
-    fine-tuning, VD at the epoch closest in mean sparsity."""
+def pruned_at_levels(states: pd.DataFrame) -> bool:
+    """Twins pruned at fixed levels (MP-like: one unit per level) rather than sparsified by training."""
+    return bool((states.level > 0).any())
+
+
+def twins_of(populations: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The twin populations among ``populations`` (those of registered twin methods)."""
+    names = {m.name for m in twin_methods()}
+    return {name: states for name, states in populations.items() if name in names}
+
+
+def twin_states_at(populations: dict[str, pd.DataFrame], sparsity: float) -> dict[str, tuple[pd.DataFrame, str]]:
+    """Per twin method, the states compared in Tables 1/2/9 and how they were chosen: twins pruned at
+    levels at the closest level after fine-tuning, others at the epoch closest in mean sparsity."""
     out = {}
-    if "mp" in populations:
-        mp = populations["mp"]
-        level = closest_mp_level(mp, sparsity)
-        out["mp"] = mp[(mp.epoch == _last_epoch(mp)) & np.isclose(mp.level, level)]
-    if "vd" in populations:
-        vd = populations["vd"]
-        out["vd"] = vd[vd.epoch == closest_vd_epoch(vd, sparsity)]
+    for method, states in twins_of(populations).items():
+        if pruned_at_levels(states):
+            level = closest_level(states, sparsity)
+            at = states[(states.epoch == _last_epoch(states)) & np.isclose(states.level, level)]
+            out[method] = (at, f"level closest to {sparsity:.0%}, last epoch")
+        else:
+            at = states[states.epoch == closest_epoch(states, sparsity)]
+            out[method] = (at, f"epoch closest to {sparsity:.0%} mean sparsity")
     return out
 
 
 def agreement(populations: dict[str, pd.DataFrame], sparsity: float = DEFAULT_SPARSITY) -> pd.DataFrame:
-    """Tables 1/9: twin accuracy, sparsity and agreement with the original at a chosen sparsity."""
+    """Tables 1/9: twin accuracy, sparsity and agreement with the original near a chosen sparsity."""
     rows = []
-    for method, at in twin_states_at(populations, sparsity).items():
+    for method, (at, chosen) in twin_states_at(populations, sparsity).items():
         row = _mean_std(at.assign(method=method), ["method"], ["test_acc", "sparsity", "agreement"]).iloc[0]
         rows.append(
             {
                 "method": method,
+                "chosen": chosen,
                 "level": float(at.level.iloc[0]),
                 "epoch": int(at.epoch.iloc[0]),
                 **row.drop("method").to_dict(),
@@ -102,11 +118,14 @@ def agreement(populations: dict[str, pd.DataFrame], sparsity: float = DEFAULT_SP
 
 
 def correlation(populations: dict[str, pd.DataFrame], sparsity: float = DEFAULT_SPARSITY) -> pd.DataFrame:
-    """Table 2: Pearson r and Kendall tau between each model's original (last epoch) and twin accuracy."""
-    original = populations["original"]
-    final = original[original.epoch == _last_epoch(original)].set_index("model_id").test_acc
+    """Table 2: Pearson r and Kendall tau between each model's start (the last epoch of the population
+    its twin started from) and twin accuracy."""
     rows = []
-    for method, at in twin_states_at(populations, sparsity).items():
+    for method, (at, chosen) in twin_states_at(populations, sparsity).items():
+        start = populations.get(get_method(method).requires)
+        if start is None:
+            continue
+        final = start[start.epoch == _last_epoch(start)].set_index("model_id").test_acc
         twin = at.set_index("model_id").test_acc
         ids = twin.index.intersection(final.index)
         a, b = final.loc[ids].to_numpy(), twin.loc[ids].to_numpy()
@@ -114,6 +133,7 @@ def correlation(populations: dict[str, pd.DataFrame], sparsity: float = DEFAULT_
         rows.append(
             {
                 "method": method,
+                "chosen": chosen,
                 "level": float(at.level.iloc[0]),
                 "epoch": int(at.epoch.iloc[0]),
                 "sparsity_mean": float(at.sparsity.mean()),

@@ -27,7 +27,7 @@ from builders.executors import make_trainer
 from zoo_dataset.architectures import INPUT_SIZE, build_model
 from zoo_dataset.data import load_dataset
 from zoo_dataset.layout import ParameterLayout
-from zoo_dataset.sparsify.magnitude import global_magnitude_mask
+from zoo_dataset.methods import methods
 from zoo_dataset.specs import get_spec
 from zoo_dataset.training import TrainJob, UnitKey
 from zoo_dataset.training.engine import PopulationEngine
@@ -98,26 +98,21 @@ def models_per_second(trainer: str, jobs: list[TrainJob], data, device: str, pro
 
 
 def stage_jobs(spec, n_models: int, channels: int, data, device: str) -> dict[str, list[TrainJob]]:
-    """One epoch of original training; MP (level 0.5) and VD twins start from those originals."""
+    """One epoch of every registered method's jobs; twins (MP-like ones at level 0.5) start from
+    one-epoch originals."""
     base = spec.models()[0]
-    configs = [replace(base, model_id=i, seed=base.seed + i) for i in range(n_models)]
-    original = [TrainJob(key=UnitKey(c.model_id), config=c, architecture=spec.architecture, kind="plain", epochs=1,
-                         lr=c.lr, batch_size=spec.batch_size, seed=c.seed) for c in configs]
-    starts = {r.key.model_id: r for r in PopulationEngine(device).run(original, data)}
+    configs = {i: replace(base, model_id=i, seed=base.seed + i) for i in range(n_models)}
     layout = ParameterLayout.from_module(build_model(spec.architecture, channels, "tanh"))
-    twins = {}
-    for kind in ("masked", "vd"):
-        twins[kind] = [replace(
-            job, key=UnitKey(job.key.model_id, MP_LEVEL if kind == "masked" else 0.0), kind=kind,
-            initial=starts[job.key.model_id].weights[-1], seed=job.seed + 1,
-            mask=global_magnitude_mask(starts[job.key.model_id].weights[-1], layout, MP_LEVEL) if kind == "masked"
-            else None,
-            reference_predictions=starts[job.key.model_id].test_predictions,
-            options={"threshold": spec.vd.threshold, "kl_warmup_epochs": spec.vd.kl_warmup_epochs,
-                     "kl_objective": spec.vd.kl_objective} if kind == "vd"
-            else {},
-        ) for job in original]
-    return {"plain": original, **twins}
+    out, starts = {}, {}
+    for method in methods().values():
+        level = MP_LEVEL if len(method.levels(spec)) > 1 else 0.0
+        keys = [UnitKey(i, level) for i in configs]
+        jobs = [replace(j, epochs=1) for j in method.jobs(spec, keys, configs, starts, layout)]
+        if method.requires is None:
+            results = PopulationEngine(device).run(jobs, data)
+            starts = {r.key.model_id: (r.weights[-1], r.test_predictions) for r in results}
+        out[method.name] = jobs
+    return out
 
 
 def main() -> None:
@@ -126,7 +121,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=32, help="models the engine trains per stage")
     parser.add_argument("--reference-models", type=int, default=2, help="models the reference trains per stage")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--stages", default="plain,masked,vd", help="recipe kinds to time")
+    parser.add_argument("--stages", default="original,mp,vd", help="methods to time")
     parser.add_argument("--processes", type=int, default=1, help="worker processes per trainer (one per core)")
     args = parser.parse_args()
     device = torch.device(args.device)

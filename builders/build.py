@@ -10,6 +10,7 @@ from zoo_dataset.architectures import INPUT_SIZE, build_model
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.methods import methods
 from zoo_dataset.specs import ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.lock import writer_lock
@@ -18,7 +19,7 @@ from zoo_dataset.training import Trainer
 from zoo_dataset.training.engine import PopulationEngine
 
 from .context import BuildContext
-from .stages import STAGES, StageReport
+from .stages import DEFAULT_STAGES, STAGES, StageReport
 
 
 def layout_for(spec: ZooSpec) -> ParameterLayout:
@@ -36,23 +37,26 @@ def build_zoo(
     trainer: Trainer | None = None,
     progress: bool = True,
 ) -> tuple[ZooStore, list[StageReport]]:
-    """Run ``stages`` (default: all registered) of ``spec`` into ``<root>/<zoo>``; returns a reader.
+    """Run ``stages`` (default: the default methods and the card) of ``spec`` into ``<root>/<zoo>``;
+    returns a reader.
 
     ``root`` defaults to the store root every command shares (:func:`loaders.cache.store_root`).
     The store's writer lock is held throughout: a second build of the same store is refused.
     """
     root = store_root(root)
-    stages = list(stages or STAGES)
+    stages = list(stages or DEFAULT_STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ZooSpecError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(STAGES)}")
+    # a stage of a method that starts from nothing (the original training) may create the store
+    creates = any(m.requires is None for name, m in methods().items() if name in stages)
     source = get_source(spec.dataset)
-    if "original" in stages and not resume and not source.is_available(Path(data_dir) if data_dir else None):
+    if creates and not resume and not source.is_available(Path(data_dir) if data_dir else None):
         # fail before a new store is created; a resumed (or ingested) store loads data only if a stage needs it
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
     with writer_lock(root / check_zoo_name(spec.name)):
-        writer = StoreWriter.open(root, spec, layout_for(spec), resume=resume, create="original" in stages)
-        ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None, device=device,
+        writer = StoreWriter.open(root, spec, layout_for(spec), resume=resume, create=creates)
+        ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None,
                            trainer=trainer or PopulationEngine(device), progress=progress)
         reports = [STAGES[name].run(ctx) for name in stages]
     return ZooStore(writer.zoo_dir), reports

@@ -11,7 +11,8 @@ from loaders.cache import store_root
 from zoo_dataset.cli_support import EPOCHS, Command, check_device, one_line_errors, version_option, writable_dir
 from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
-from zoo_dataset.specs import VD_KL_OBJECTIVES, check_levels, get_spec, registry
+from zoo_dataset.specs import VD_KL_OBJECTIVES, check_levels, get_spec, load_specs, registry
+from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST, SCHEMA_VERSION, Manifest
@@ -21,7 +22,9 @@ from zoo_dataset.store.paths import check_zoo_name
 from .build import build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
 from .ingest import ingest_original
-from .stages import STAGES, StageReport, TrainingStage
+from .stages import DEFAULT_STAGES, STAGES, MethodStage, StageReport
+
+OPT_IN = [name for name in STAGES if name not in DEFAULT_STAGES]
 
 PRESETS = {
     "paper": {},
@@ -77,18 +80,19 @@ def parse_levels(text: str) -> tuple[float, ...]:
         raise ZooSpecError(f"{text!r} is not a list of numbers such as 0.5,0.9 or 50,90") from None
 
 
-def existing_spec(root: Path, zoo: str):
+def existing_spec(root: Path, zoo: str, spec_file: str | None = None):
     """The spec a store under ``root`` already records (an ingested or downloaded zoo keeps the models
-    and epochs it was published with), else the registry's: twins build on top with no further flags."""
-    if (root / zoo / MANIFEST).exists() and zoo in registry():
+    and epochs it was published with), else the registry's: twins build on top with no further flags.
+    A user's spec file is read as given (a store built from it refuses changed settings)."""
+    if spec_file is None and (root / zoo / MANIFEST).exists() and zoo in registry():
         return Manifest.load(root / zoo).zoo_spec
-    return get_spec(zoo)
+    return get_spec(zoo, spec_file)
 
 
-def list_zoos(data_dir: str | None) -> None:
+def list_zoos(data_dir: str | None, spec_file: str | None = None) -> None:
     header = f"{'zoo':18} {'dataset':8} {'arch':6} {'variant':7} {'models':>6} {'epochs':>6}  data"
     click.echo(header)
-    for name, spec in registry().items():
+    for name, spec in (registry() if spec_file is None else load_specs(spec_file)).items():
         data = "available" if is_available(spec.dataset, data_dir) else "missing"
         click.echo(
             f"{name:18} {spec.dataset:8} {spec.architecture:6} {spec.variant:7} {spec.size:>6} {spec.epochs:>6}  {data}"
@@ -97,29 +101,26 @@ def list_zoos(data_dir: str | None) -> None:
 
 def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None:
     size = sum(p.stat().st_size for p in store.zoo_dir.rglob("*") if p.is_file())
-    trained = sum(r.units_trained for r in reports if isinstance(STAGES[r.stage], TrainingStage))
+    trained = sum(r.units_trained for r in reports if isinstance(STAGES[r.stage], MethodStage))
     done = f"built in {seconds:.0f} s" if trained else "nothing to train: every requested unit was already built"
     click.echo(f"\nstore: {store.zoo_dir}  ({size / 1e6:.1f} MB, {done})")
-    for population in store.populations:
-        states = store.states(population)
-        last = states[states.epoch == states.epoch.max()]
-        levels = sorted(last.level.unique())
-        for level in levels:
-            at = last[last.level == level]
-            tag = f"{population}" + (f" @ {level:.0%}" if population == "mp" else "")
-            click.echo(
-                f"  {tag:12} models {at.model_id.nunique():5d}  epochs {int(states.epoch.max()):3d}  "
-                f"test acc {100 * at.test_acc.mean():5.1f} ({100 * at.test_acc.std(ddof=0):.1f}) %  "
-                f"sparsity {100 * at.sparsity.mean():5.1f} %"
-            )
+    table = last_epoch_summary({p: store.states(p) for p in store.populations})
+    for row in table.itertuples():
+        tag = f"{row.population}" + (f" @ {row.level:.0%}" if row.level > 0 else "")
+        click.echo(
+            f"  {tag:12} models {row.models:5d}  epochs {row.epoch:3d}  "
+            f"test acc {percent(row.test_acc_mean, row.test_acc_std)} %  sparsity {100 * row.sparsity_mean:5.1f} %"
+        )
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option()
 @click.option("--zoo", help="Zoo name (see --list).")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False),
+              help="A TOML file of your own zoos (the schema of the packaged zoos.toml); --zoo names one of them.")
 @click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
-@click.option("--stages", default=",".join(STAGES), show_default=True, callback=_as_bad_parameter(parse_stages),
-              help="Comma-separated stages to run.")
+@click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True, callback=_as_bad_parameter(parse_stages),
+              help="Comma-separated stages to run; opt-in methods (" + ", ".join(OPT_IN) + ") only when named.")
 @click.option("--root", "--out", "root", type=click.Path(file_okay=False),
               help="Where stores live; the zoo goes to ROOT/<zoo> [default: $ZOO_TWINS_CACHE, else the cache dir]. "
               "--out is the old name of this option.")
@@ -150,12 +151,12 @@ def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None
 @click.option("--migrate", is_flag=True,
               help="Convert the store ROOT/<zoo> from an older store schema to the current one (lossless), then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(zoo, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset, device, data_dir,
-         resume, from_original, engine, executor, address, workers, migrate, quiet):
+def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset,
+         device, data_dir, resume, from_original, engine, executor, address, workers, migrate, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     with one_line_errors():
         if show_list:
-            list_zoos(data_dir)
+            list_zoos(data_dir, spec_file)
             return
         if not zoo:
             raise click.UsageError("--zoo NAME is required (or --list)")
@@ -176,7 +177,7 @@ def main(zoo, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_
             "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs, "vd_kl_objective": vd_kl,
             "model_subset": models, "mp_levels": mp_levels,
         }.items() if v is not None})
-        spec = existing_spec(root, zoo).with_overrides(**overrides)
+        spec = existing_spec(root, zoo, spec_file).with_overrides(**overrides)
         trainer = make_trainer(executor, engine, device, address, workers=workers)
         writable_dir(root, "--root")
         started = time.time()

@@ -19,10 +19,11 @@ from zoo_dataset.training.engine import PopulationEngine
 
 @dataclass
 class BuildContext:
+    """What the stages of one build share; the data is loaded once, on first use."""
+
     spec: ZooSpec
     store: StoreWriter
     data_dir: Path | None = None
-    device: str = "cpu"
     trainer: Trainer = field(default_factory=PopulationEngine)
     progress: bool = True
 
@@ -40,13 +41,13 @@ class BuildContext:
         read once per build: no stage changes the models table."""
         return self.reader().model_configs()
 
-    def original_final_states(self, model_ids: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Last original state and its test predictions (for agreement) of each model."""
+    def final_states(self, population: str, model_ids: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Last state of each model in ``population`` and its test predictions (for agreement)."""
         reader = self.reader()
         out = {}
         for model_id in model_ids:
-            model = reader.model("original", model_id, epoch=-1)
+            model = reader.model(population, model_id, epoch=-1)
             _, _, predictions = evaluate(model, self.data.test_x, self.data.test_y)
-            out[model_id] = (reader.weights("original", model_id, epoch=-1), predictions)
+            out[model_id] = (reader.weights(population, model_id, epoch=-1), predictions)
         reader.close()
         return out

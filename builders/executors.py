@@ -20,9 +20,9 @@ import torch.multiprocessing
 
 from zoo_dataset.data import ImageData
 from zoo_dataset.errors import WorkerError, ZooSpecError
+from zoo_dataset.jobs import EpochCallback
 from zoo_dataset.training import JobResult, ReferenceTrainer, Trainer, TrainJob
 from zoo_dataset.training.engine import PopulationEngine, group_key
-from zoo_dataset.training.jobs import EpochCallback
 
 ENGINES: dict[str, Callable[[str], Trainer]] = {"population": PopulationEngine, "reference": ReferenceTrainer}
 EXECUTORS = ("local", "ray")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import pyarrow.parquet as pq
 
 from loaders.hf_export import HUB_SPLITS, to_hf_dataset
+from zoo_dataset.methods import twin_methods
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path
 
@@ -84,7 +85,7 @@ def _write_all(store: ZooStore) -> list[HubConfig]:
         })
         for name, (description, table) in tables.items()
     ]
-    for method in (p for p in store.populations if p != "original"):
+    for method in (m.name for m in twin_methods() if m.name in store.populations):
         with tempfile.TemporaryDirectory() as cache:
             pairs = to_hf_dataset(store.zoo_dir, method=method, epoch=-1, cache_dir=cache)
             configs.append(_write(store, f"pairs_{method}", (

@@ -28,17 +28,19 @@ from zoo_dataset.architectures import seeded_model
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import DataFormatError, DataUnavailableError
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.methods import get_method
 from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import ModelConfig, ZooSpec
 from zoo_dataset.store import StoreWriter
 from zoo_dataset.store.files import atomic_write_text
+from zoo_dataset.store.layout_on_disk import INGEST_RECORD
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.paths import check_zoo_name
 from zoo_dataset.training import JobResult, UnitKey
 
 from .build import layout_for
 
-POPULATION = "original"
+METHOD = get_method("original")  # an ingested zoo is this method's population
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
 PARAM_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias)")
 MISSING_METRIC = -999  # the originals' placeholder for train metrics of the untrained state
@@ -304,12 +306,12 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path, label: str) -> Inges
     ingested = spec.with_overrides(model_subset=sorted(results), epochs=epochs)
     writer = StoreWriter.open(root, ingested, layout, resume=True)
     writer.record_seeds({i: configs[i].seed for i in results})
-    population = writer.population(POPULATION, [0.0], epochs, ["weights"])
+    population = writer.population(METHOD.name, [0.0], epochs, list(METHOD.arrays))
     for result in results.values():
         if not population.is_done(result.key):
             population.stage(result)
     report = IngestReport(ingested, {i: matched[i].label for i in results}, skipped)
     provenance = {"source": label, "trials": {str(k): v for k, v in report.trials.items()},
                   "seeds": {str(i): matched[i].factors()["seed"] for i in results}, "skipped": skipped}
-    atomic_write_text(writer.zoo_dir / "ingest.json", json.dumps(provenance, indent=1))
+    atomic_write_text(writer.zoo_dir / INGEST_RECORD, json.dumps(provenance, indent=1))
     return report

@@ -32,15 +32,18 @@ import torch
 
 from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.methods import get_method
 from zoo_dataset.safe_extract import safe_extract
-from zoo_dataset.sparsify.variational import BIAS_LOG_ALPHA, DEFAULT_THRESHOLD, LOG_SIGMA2_INIT
+from zoo_dataset.sparsify.variational import BIAS_LOG_ALPHA, LOG_SIGMA2_INIT
+from zoo_dataset.specs import VD_THRESHOLD
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.files import atomic_write_text
+from zoo_dataset.store.layout_on_disk import INGEST_RECORD
 from zoo_dataset.training import JobResult, UnitKey
 
 from .ingest import Trial, find_trials, flat_state, metric_row, read_results
 
-POPULATION = "vd"
+METHOD = get_method("vd")  # the published twins are this method's population
 ARD_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias|log_sigma2|log_sigma2_bias)")
 ARD_SUFFIX = "_ARD"
 INIT_PATH_KEY = "training::init_checkpoint_path"
@@ -189,7 +192,7 @@ def twin_result(model_id: int, trial: Trial, epochs: int, original_final: np.nda
 
 def originals_by_label(store: ZooStore) -> dict[str, int]:
     """Trial folder name -> model id of an ingested original population (from its ingest.json)."""
-    path = store.zoo_dir / "ingest.json"
+    path = store.zoo_dir / INGEST_RECORD
     if not path.exists():
         raise StoreError(f"{store.zoo_dir} has no ingest.json: its originals were not ingested from the published "
                          "zoo, so the published twins cannot be matched to them")
@@ -197,7 +200,7 @@ def originals_by_label(store: ZooStore) -> dict[str, int]:
     return {label: int(model_id) for model_id, label in trials.items()}
 
 
-def convert_vd_folder(folder: Path, zoo_dir: Path, threshold: float = DEFAULT_THRESHOLD) -> TwinReport:
+def convert_vd_folder(folder: Path, zoo_dir: Path, threshold: float = VD_THRESHOLD) -> TwinReport:
     """Write the twins found under ``folder`` into the store at ``zoo_dir`` as its ``vd`` population."""
     store = ZooStore(zoo_dir)
     if "original" not in store.populations:
@@ -228,7 +231,7 @@ def convert_vd_folder(folder: Path, zoo_dir: Path, threshold: float = DEFAULT_TH
         raise DataFormatError(f"none of {len(trials)} published VD twins could be converted; first problem: "
                               f"{report.skipped[0]}")
     writer = StoreWriter.open(zoo_dir.parent, spec, layout, resume=True, create=False)
-    population = writer.population(POPULATION, [0.0], report.epochs, ["weights", "masks", "log_alpha"])
+    population = writer.population(METHOD.name, [0.0], report.epochs, list(METHOD.arrays))
     for result in results.values():
         if not population.is_done(result.key):
             population.stage(result)

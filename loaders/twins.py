@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 
 from zoo_dataset.errors import StoreError, ZooSpecError, ZooTypeError
+from zoo_dataset.methods import twin_methods
+from zoo_dataset.specs import parse_level
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.reader import match_level
 from zoo_dataset.store.tables import SPLITS
 
-METHODS = ("mp", "vd")
 FACTORS = ("seed", "activation", "optimizer", "lr", "weight_decay", "dropout", "init")
 NOT_PROPERTIES = {"model_id", "population", "level", "shard", "row"}
 
@@ -23,10 +24,11 @@ class TwinIndex:
     """
 
     def __init__(self, store: ZooStore, method: str, level: float | None, split: str | None):
-        if method not in METHODS:
-            raise ZooSpecError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        twins = [m.name for m in twin_methods()]
+        if method not in twins:
+            raise ZooSpecError(f"unknown method {method!r}; choose one of {', '.join(twins)}")
         if method not in store.populations:
-            have = ", ".join(p for p in store.populations if p in METHODS) or "none"
+            have = ", ".join(p for p in store.populations if p in twins) or "none"
             raise StoreError(
                 f"{store.zoo_dir} holds no {method} twins (twins it has: {have}); "
                 f"build them with `zoo-build --stages {method}`"
@@ -71,7 +73,7 @@ class TwinIndex:
             return list(levels)
         if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
             raise ZooTypeError(f"level must be a number (0.5 or 50) or None, not type {type(level).__name__}")
-        level = float(level) / 100 if float(level) > 1 else float(level)
+        level = 0.0 if float(level) == 0 else parse_level(level)  # 0: the one level of twins without levels
         if match_level(levels, level) is None:
             raise StoreError(f"level {level} not recorded for {self.method} twins (levels: {levels})")
         return [levels[match_level(levels, level)]]

@@ -14,12 +14,13 @@ import pytest
 
 from zoo_dataset.architectures import build_model
 from zoo_dataset.data import ImageData, load_dataset
+from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.methods import Method, methods
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask
-from zoo_dataset.specs import ModelConfig
-from zoo_dataset.training import RECIPES, ReferenceTrainer, TrainJob, UnitKey
+from zoo_dataset.specs import VD_THRESHOLD, ModelConfig
+from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
 from zoo_dataset.training.engine import PopulationEngine
-from zoo_dataset.training.recipes import PlainRecipe
 
 EPOCHS = 2
 WEIGHT_ATOL = 1e-4  # float rounding (grouped vs per-model conv) compounds over the steps
@@ -54,11 +55,11 @@ def configs(activation: str = "tanh", optimizer: str = "adam", dropout: float = 
 
 
 def plain_jobs(cfgs: list[ModelConfig], architecture: str = "cnn_s") -> list[TrainJob]:
-    return [TrainJob(key=UnitKey(c.model_id), config=c, architecture=architecture, kind="plain", epochs=EPOCHS,
+    return [TrainJob(key=UnitKey(c.model_id), config=c, architecture=architecture, method="original", epochs=EPOCHS,
                      lr=c.lr, batch_size=10, seed=c.seed) for c in cfgs]
 
 
-def twin_jobs(kind: str, cfgs: list[ModelConfig], data: ImageData, kl_objective: str = "elbo") -> list[TrainJob]:
+def twin_jobs(method: str, cfgs: list[ModelConfig], data: ImageData, kl_objective: str = "elbo") -> list[TrainJob]:
     """Masked / VD jobs that start from briefly trained originals, as the MP and VD stages do."""
     originals = {r.key.model_id: r for r in ReferenceTrainer().run(plain_jobs(cfgs), data)}
     layout = ParameterLayout.from_module(build_model("cnn_s", 1, "tanh"))
@@ -67,11 +68,12 @@ def twin_jobs(kind: str, cfgs: list[ModelConfig], data: ImageData, kl_objective:
         start = originals[c.model_id]
         weights = start.weights[-1]
         jobs.append(TrainJob(
-            key=UnitKey(c.model_id, 0.5 if kind == "masked" else 0.0), config=c, architecture="cnn_s", kind=kind,
+            key=UnitKey(c.model_id, 0.5 if method == "mp" else 0.0), config=c, architecture="cnn_s", method=method,
             epochs=EPOCHS, lr=c.lr, batch_size=10, seed=c.seed + 100, initial=weights,
-            mask=global_magnitude_mask(weights, layout, 0.5) if kind == "masked" else None,
+            mask=global_magnitude_mask(weights, layout, 0.5) if method == "mp" else None,
             reference_predictions=start.test_predictions,
-            options={"threshold": 3.0, "kl_warmup_epochs": 1, "kl_objective": kl_objective} if kind == "vd" else {},
+            options={"threshold": VD_THRESHOLD, "kl_warmup_epochs": 1, "kl_objective": kl_objective}
+            if method == "vd" else {},
         ))
     return jobs
 
@@ -121,7 +123,7 @@ def test_cnn_l_matches_reference():
 
 
 def test_masked_finetuning_matches_reference_and_keeps_pruned_weights_zero(data):
-    jobs = twin_jobs("masked", configs("tanh", "sgd"), data)
+    jobs = twin_jobs("mp", configs("tanh", "sgd"), data)
     pairs = run_both(jobs, data)
     assert_same_training(pairs)
     for job, (ref, eng) in zip(jobs, pairs, strict=True):
@@ -149,12 +151,25 @@ def test_mixed_jobs_are_grouped_and_all_returned(data):
     assert sorted(r.key.model_id for r in results) == [0, 1, 10, 11]
 
 
-def test_kinds_without_batched_form_fall_back_to_reference(data, monkeypatch):
-    monkeypatch.setitem(RECIPES, "plain_copy", PlainRecipe())
-    jobs = [replace(j, kind="plain_copy") for j in plain_jobs(configs()[:1])]
-    (engine,) = PopulationEngine().run(jobs, data)
+class UnbatchedMethod(Method):
+    """A registered method that gives the engine no hooks: its per-model recipe is the plain one."""
+
+    name = "unbatched"
+    label = description = "test method without a batched form"
+
+    def build(self, job, channels):
+        return methods()["original"].build(job, channels)
+
+
+def test_methods_without_batched_form_are_refused_by_the_engine(data, monkeypatch):
+    """No silent ~5x slower fallback: the engine says so in one line, the reference still trains it."""
+    monkeypatch.setitem(methods(), "unbatched", UnbatchedMethod())
+    jobs = [replace(j, method="unbatched") for j in plain_jobs(configs()[:1])]
+    with pytest.raises(ZooSpecError, match="no batched form.*--engine reference"):
+        list(PopulationEngine().run(jobs, data))
     (reference,) = ReferenceTrainer().run(jobs, data)
-    np.testing.assert_array_equal(engine.weights, reference.weights)
+    (original,) = ReferenceTrainer().run(plain_jobs(configs()[:1]), data)
+    np.testing.assert_array_equal(reference.weights, original.weights)
 
 
 def test_groups_split_into_equal_chunks(data, monkeypatch):

@@ -18,11 +18,12 @@ from builders.cli import main
 from zoo_dataset.architectures import parametrised_layers, seeded_model
 from zoo_dataset.data import load_dataset
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.methods import get_method
 from zoo_dataset.metrics import agreement, evaluate
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask, prune_count
 from zoo_dataset.specs import get_spec
-from zoo_dataset.training import RECIPES, ReferenceTrainer, TrainJob, UnitKey
-from zoo_dataset.training.recipes import make_optimizer
+from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
+from zoo_dataset.training.optimizers import make_optimizer
 
 LEVELS = (0.5, 0.9)
 
@@ -108,18 +109,18 @@ def masked_job(optimizer: str, weight_decay: float, level: float = 0.7, epochs: 
     layout = ParameterLayout.from_module(model)
     flat = layout.flatten_module(model).numpy()
     mask = global_magnitude_mask(flat, layout, level)
-    return TrainJob(key=UnitKey(0, level), config=config, architecture="cnn_s", kind="masked", epochs=epochs,
+    return TrainJob(key=UnitKey(0, level), config=config, architecture="cnn_s", method="mp", epochs=epochs,
                     lr=1e-2, batch_size=10, seed=5, initial=flat, mask=mask)
 
 
 @pytest.mark.parametrize("optimizer,weight_decay", [("adam", 1e-2), ("sgd", 1e-2)])
 def test_optimizer_state_never_touches_pruned_weights(optimizer, weight_decay):
     job = masked_job(optimizer, weight_decay)
-    recipe = RECIPES["masked"]
+    recipe = get_method("mp")
     model, order = recipe.build(job, channels=1)
     opt = make_optimizer(optimizer, list(model.parameters()), job.lr, weight_decay)
     data = small_digits()
-    start = model.layout.flatten_module(model.layout_module).numpy()
+    start = model.layout.flatten_module(model.plain).numpy()
     for idx in torch.randperm(50, generator=order).split(10):
         loss = recipe.loss(model, model(data.train_x[idx]), data.train_y[idx], 50, 1)
         opt.zero_grad()
@@ -130,7 +131,7 @@ def test_optimizer_state_never_touches_pruned_weights(optimizer, weight_decay):
     assert (weights[~job.mask] == 0.0).all()
     assert (weights[job.mask] != start[job.mask]).mean() > 0.5  # the kept weights did train
     buffers = ["exp_avg", "exp_avg_sq"] if optimizer == "adam" else ["momentum_buffer"]
-    params = dict(model.layout_module.named_parameters())
+    params = dict(model.plain.named_parameters())
     for name, keep in model.param_masks().items():
         pruned, param = ~keep, params[name]
         assert pruned.any()

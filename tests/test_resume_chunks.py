@@ -27,7 +27,7 @@ class KillDuringVD:
 
     def run(self, jobs, data, on_epoch=None):
         for result in self.engine.run(jobs, data, on_epoch):
-            if jobs[0].kind == "vd":
+            if jobs[0].method == "vd":
                 if self.after == 0:
                     raise Killed
                 self.after -= 1

@@ -216,7 +216,7 @@ def _tiny_job(arch: str, activation: str, dropout: float, init: str) -> tuple[Tr
         key=UnitKey(0),
         config=config,
         architecture=arch,
-        kind="vd",
+        method="vd",
         epochs=2,
         lr=1e-2,
         batch_size=10,

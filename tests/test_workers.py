@@ -60,7 +60,7 @@ def test_cli_reports_bad_workers_in_one_line(tmp_path):
 def test_workers_report_their_epochs():
     """Progress does not stall while shares train: every epoch a worker finishes reaches on_epoch."""
     spec = get_spec("digits_seed")
-    jobs = [TrainJob(key=UnitKey(c.model_id), config=c, architecture=spec.architecture, kind="plain", epochs=2,
+    jobs = [TrainJob(key=UnitKey(c.model_id), config=c, architecture=spec.architecture, method="original", epochs=2,
                      lr=c.lr, batch_size=spec.batch_size, seed=c.seed) for c in spec.models()[:2]]
     heard = []
     trainer = ProcessTrainer(workers=2)
@@ -109,7 +109,7 @@ def test_abandoned_run_stops_its_workers_at_once():
     shares: the workers are terminated mid-share."""
     spec = get_spec("digits_seed")
     configs = spec.models()[:4]
-    jobs = [TrainJob(key=UnitKey(c.model_id), config=c, architecture=spec.architecture, kind="plain",
+    jobs = [TrainJob(key=UnitKey(c.model_id), config=c, architecture=spec.architecture, method="original",
                      epochs=1 if c.model_id >= 2 else 30, lr=c.lr, batch_size=spec.batch_size, seed=c.seed)
             for c in configs]  # the two 1-epoch jobs group together: their share finishes first
     trainer = ProcessTrainer(workers=2)

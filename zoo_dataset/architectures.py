@@ -8,7 +8,6 @@ so that state-dict keys read as layer names. The parametrised layers are always
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,12 +16,6 @@ from .errors import ZooSpecError
 
 BIAS_INIT = 0.01
 LAYER_NAMES = ("conv1", "conv2", "conv3", "fc1", "fc2")
-
-
-@dataclass(frozen=True)
-class InputShape:
-    channels: int
-    size: int  # square images, size x size
 
 
 INPUT_SIZE = {"cnn_s": 28, "cnn_l": 32}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
 import re
 import sys
@@ -16,8 +15,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import RUNTIME_EXIT, USAGE_EXIT, ZooError
-from .specs import MAX_EPOCHS
+from .errors import RUNTIME_EXIT, USAGE_EXIT, ZooError, ZooSpecError
+from .specs import MAX_EPOCHS, parse_level
 
 EPOCHS = click.IntRange(1, MAX_EPOCHS)
 _TMP_NAME = re.compile(r"\.\d+\.tmp$")  # files.atomic_path's temporary sibling, removed when a write fails
@@ -90,9 +89,11 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 def check_percentage(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """A sparsity given as a fraction (0.8) or a percentage (80): within [0, 100], not NaN."""
-    if value is not None and (math.isnan(value) or not 0 <= value <= 100):
-        raise click.BadParameter(f"{value} is not a sparsity: give a fraction (0.8) or a percentage (80)")
+    """A sparsity given as a fraction (0.8) or a percentage (80), by the specs' one rule (``parse_level``)."""
+    try:
+        parse_level(value)
+    except ZooSpecError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 

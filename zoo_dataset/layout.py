@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from .architectures import parametrised_layers
 class LayoutEntry:
     name: str  # state-dict key, e.g. "conv1.weight"
     layer: str  # e.g. "conv1"
-    kind: str  # "weight" | "bias"
+    kind: Literal["weight", "bias"]
     shape: tuple[int, ...]
     offset: int
 

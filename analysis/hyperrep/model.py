@@ -16,6 +16,8 @@ from torch import nn
 
 @dataclass(frozen=True)
 class AEConfig:
+    """Sizes of the autoencoder: ``tokens`` x ``width`` input, transformer width, depth and bottleneck."""
+
     tokens: int
     width: int
     d_model: int = 64
@@ -41,6 +43,12 @@ def _transformer(config: AEConfig) -> nn.TransformerEncoder:
 
 
 class HyperAE(nn.Module):
+    """Encodes a twin's weight tokens (and its VD alphas) to ``z`` and decodes both streams back.
+
+    ``forward`` returns the reconstructions and the projection used by the contrastive loss;
+    ``encode`` gives the embedding ``z`` that the downstream probes read.
+    """
+
     def __init__(self, config: AEConfig):
         super().__init__()
         self.config = config

@@ -1,13 +1,11 @@
-"""Registered stages, in pipeline order. A new stage adds one entry."""
+"""The stages of a build, in pipeline order: one per registered method, then the card."""
 
-from .base import Stage, StageReport, TrainingStage
+from zoo_dataset.methods import default_methods, methods
+
+from .base import MethodStage, Stage, StageReport
 from .card import CardStage
-from .mp import MPStage
-from .original import OriginalStage
-from .vd import VDStage
 
-STAGES: dict[str, Stage] = {
-    "original": OriginalStage(), "mp": MPStage(), "vd": VDStage(), "card": CardStage(),
-}
+STAGES: dict[str, Stage] = {**{name: MethodStage(m) for name, m in methods().items()}, "card": CardStage()}
+DEFAULT_STAGES: tuple[str, ...] = (*(m.name for m in default_methods()), "card")
 
-__all__ = ["STAGES", "Stage", "StageReport", "TrainingStage"]
+__all__ = ["DEFAULT_STAGES", "MethodStage", "STAGES", "Stage", "StageReport"]

@@ -1,11 +1,12 @@
 """The stage pipeline: each stage turns a zoo spec plus what earlier stages stored into a population.
 
-A :class:`TrainingStage` lists its units (model, level) in fixed training chunks (runs of the
-manifest's ``chunk_size`` model ids), asks the trainer for every chunk that is not finished, whole,
-and stages each result the moment it arrives. A trainer never groups models across chunks, so
-which models train together depends on the zoo and the recorded chunk size only: a resumed build,
-one with more ``--workers`` or on Ray, computes every unit exactly as an uninterrupted one.
-Stages differ only in which units exist and how a unit becomes a :class:`TrainJob`.
+A :class:`MethodStage` runs one registered method (:mod:`zoo_dataset.methods`): it lists the
+method's units (model, level) in fixed training chunks (runs of the manifest's ``chunk_size`` model
+ids), asks the trainer for every chunk that is not finished, whole, and stages each result the
+moment it arrives. A trainer never groups models across chunks, so which models train together
+depends on the zoo and the recorded chunk size only: a resumed build, one with more ``--workers``
+or on Ray, computes every unit exactly as an uninterrupted one. Which units exist and how a unit
+becomes a :class:`TrainJob` is the method's business.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Protocol
 import click
 
 from zoo_dataset.errors import StoreError
+from zoo_dataset.jobs import TrainJob, UnitKey
+from zoo_dataset.methods import Method
 from zoo_dataset.store import PopulationWriter
-from zoo_dataset.training import TrainJob, UnitKey
+from zoo_dataset.store.layout_on_disk import INGEST_RECORD
 
 from ..context import BuildContext
 from ..executors import run_chunks
@@ -39,40 +42,36 @@ class Stage(Protocol):
     def run(self, ctx: BuildContext) -> StageReport: ...
 
 
-class TrainingStage:
-    """Base of the stages that train a population (original, mp, vd)."""
+class MethodStage:
+    """The stage that builds one method's population."""
 
-    name: str = ""
-    population: str = ""
-    arrays: list[str] = ["weights"]
-    requires: str | None = None  # population that must be complete first
-
-    def levels(self, ctx: BuildContext) -> list[float]:
-        return [0.0]
-
-    def epochs(self, ctx: BuildContext) -> int:
-        raise NotImplementedError
-
-    def jobs(self, ctx: BuildContext, keys: list[UnitKey]) -> list[TrainJob]:
-        raise NotImplementedError
+    def __init__(self, method: Method):
+        self.method = method
+        self.name = method.name
 
     def check_ready(self, ctx: BuildContext) -> None:
-        if self.requires is None:
+        requires = self.method.requires
+        if requires is None:
             return
-        info = ctx.store.manifest.populations.get(self.requires)
+        info = ctx.store.manifest.populations.get(requires)
         if info is None or info.status != "complete":
             raise StoreError(
-                f"stage {self.name} needs the {self.requires} population, which {ctx.store.zoo_dir} does not "
-                f"hold complete; run `zoo-build --zoo {ctx.spec.name} --stages {self.requires}` (or ingest it) first"
+                f"stage {self.name} needs the {requires} population, which {ctx.store.zoo_dir} does not "
+                f"hold complete; run `zoo-build --zoo {ctx.spec.name} --stages {requires}` (or ingest it) first"
             )
 
     def check_repairable(self, ctx: BuildContext, population: PopulationWriter) -> None:
-        """Raise if shards a resume found damaged (``population.dropped``) cannot be retrained."""
+        """Raise if shards a resume found damaged (``population.dropped``) cannot be retrained: an
+        ingested zoo's lost originals would be replaced by models trained here, not the published ones."""
+        if population.dropped and self.method.requires is None and (ctx.store.zoo_dir / INGEST_RECORD).exists():
+            raise StoreError(f"{ctx.store.zoo_dir} holds ingested originals and lost some of them "
+                             f"({'; '.join(population.dropped)}); ingest them again with zoo-build --from-original")
 
     def run(self, ctx: BuildContext) -> StageReport:
         self.check_ready(ctx)
-        levels = self.levels(ctx)
-        population = ctx.store.population(self.population, levels, self.epochs(ctx), self.arrays)
+        method, spec = self.method, ctx.spec
+        levels = method.levels(spec)
+        population = ctx.store.population(method.name, levels, method.epochs(spec), list(method.arrays))
         self.check_repairable(ctx, population)
         for line in population.dropped:
             click.echo(f"{line}; rebuilding it", err=True)
@@ -94,6 +93,12 @@ class TrainingStage:
                         population.stage(result)
                         bar.update(1)
         return StageReport(self.name, total, todo)
+
+    def jobs(self, ctx: BuildContext, keys: list[UnitKey]) -> list[TrainJob]:
+        """The method's jobs for ``keys`` (in key order), started from the required population's last states."""
+        requires = self.method.requires
+        starts = ctx.final_states(requires, sorted({k.model_id for k in keys})) if requires else {}
+        return self.method.jobs(ctx.spec, keys, ctx.model_configs, starts, ctx.store.manifest.parameter_layout)
 
 
 def _calls(chunks: list[list[UnitKey]]) -> list[list[list[UnitKey]]]:

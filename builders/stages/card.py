@@ -19,7 +19,9 @@ from string import Template
 import pandas as pd
 
 from loaders.sources import default_repo_id
-from zoo_dataset.store import POPULATIONS, ZooStore
+from zoo_dataset.methods import get_method, methods, twin_methods
+from zoo_dataset.statistics import last_epoch_summary, percent
+from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.tables import SPLITS
 
@@ -41,11 +43,6 @@ SIZE_BOUNDS = (
     (1_000_000, "100K<n<1M"),
     (10_000_000, "1M<n<10M"),
 )
-METHODS = {
-    "original": "the original models, trained from their generating factors",
-    "mp": "magnitude-pruning twins: global unstructured pruning of each original's last state, then fine-tuning",
-    "vd": "sparse variational-dropout twins trained from each original's last state",
-}
 
 
 class CardStage:
@@ -78,7 +75,7 @@ def render_card(store: ZooStore, configs: list[HubConfig], repo_id: str) -> str:
     from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCardData  # deferred: only the card needs the Hub client
 
-    states = {p: store.states(p) for p in POPULATIONS if p in store.populations}
+    states = {p: store.states(p) for p in methods() if p in store.populations}
     front = DatasetCardData(
         license=LICENSE,
         pretty_name=_pretty_name(store),
@@ -117,10 +114,13 @@ def _fields(store: ZooStore, states: dict[str, pd.DataFrame], configs: list[HubC
     spec, manifest, layout = store.spec, store.manifest, store.layout
     models = store.models()
     counts = models.split.value_counts()
-    twins = [p for p in states if p != "original"]
+    twins = [m.name for m in twin_methods() if m.name in states]
+    example = (twins or [m.name for m in twin_methods()])[0]
+    example_levels = store.population(example).levels if twins else []
     return {
         "pretty_name": _pretty_name(store),
         "description": spec.description,
+        "spec_source": spec.source,
         "zoo": manifest.zoo,
         "code_version": manifest.code_version,
         "schema_version": manifest.schema_version,
@@ -138,23 +138,20 @@ def _fields(store: ZooStore, states: dict[str, pd.DataFrame], configs: list[HubC
         "methods": "\n".join(f"| {p} | {_method(store, p)} | {_states_per_model(store, p)} |" for p in states),
         "statistics": "\n".join(_statistics_rows(states)),
         "vd_threshold": spec.vd.threshold,
-        "example_method": twins[0] if twins else "mp",
-        "example_level": "" if not twins or twins[0] != "mp" else f", level={store.population('mp').levels[-1]:g}",
+        "example_method": example,
+        "example_level": f", level={example_levels[-1]:g}" if len(example_levels) > 1 else "",
         "configs": "\n".join(f"| `{c.name}` | {c.description} | "
                              f"{', '.join(f'{s} {n}' for s, n in c.rows.items())} |" for c in configs),
         "example_config": next((c.name for c in configs if c.name.startswith("pairs_")), "models"),
-        "example_shard": store.population(twins[0] if twins else "original").shards[0].file,
+        "example_shard": store.population(twins[0] if twins else next(iter(states))).shards[0].file,
     }
 
 
 def _method(store: ZooStore, population: str) -> str:
-    info = store.population(population)
-    text = METHODS.get(population, population)
-    if population == "mp":
-        text += f" (levels {', '.join(f'{lv:.0%}' for lv in info.levels)}, {info.epochs} epochs)"
-    elif population != "original":
-        text += f" ({info.epochs} epochs)"
-    return text
+    info, method = store.population(population), get_method(population)
+    if method.requires is None:
+        return method.description
+    return f"{method.description} ({method.details(info.levels, info.epochs)})"
 
 
 def _states_per_model(store: ZooStore, population: str) -> str:
@@ -164,21 +161,15 @@ def _states_per_model(store: ZooStore, population: str) -> str:
 
 def _statistics_rows(states: dict[str, pd.DataFrame]) -> list[str]:
     rows = []
-    for population, table in states.items():
-        last = table[table.epoch == table.epoch.max()]
-        for level, at in last.groupby("level"):
-            tag = f"{level:.0%}" if population == "mp" else "-"
-            agreement = f"{100 * at.agreement.mean():.1f}" if at.agreement.notna().any() else "-"
-            rows.append(
-                f"| {population} | {tag} | {at.model_id.nunique()} | {int((table.level == level).sum())} | "
-                f"{_mean_std(at.test_acc)} | {_mean_std(at.train_acc)} | {_mean_std(at.ggap)} | "
-                f"{100 * at.sparsity.mean():.1f} | {agreement} |"
-            )
+    for r in last_epoch_summary(states).itertuples():
+        tag = f"{r.level:.0%}" if r.level > 0 else "-"
+        agreement = "-" if pd.isna(r.agreement_mean) else f"{100 * r.agreement_mean:.1f}"
+        rows.append(
+            f"| {r.population} | {tag} | {r.models} | {r.states} | {percent(r.test_acc_mean, r.test_acc_std)} | "
+            f"{percent(r.train_acc_mean, r.train_acc_std)} | {percent(r.ggap_mean, r.ggap_std)} | "
+            f"{100 * r.sparsity_mean:.1f} | {agreement} |"
+        )
     return rows
-
-
-def _mean_std(values: pd.Series) -> str:
-    return f"{100 * values.mean():.1f} ({100 * values.std(ddof=0):.1f})"
 
 
 def _values(values: list) -> str:

@@ -21,12 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layout import ParameterLayout
-from ..specs import VD_KL_OBJECTIVES
+from ..specs import VD_KL_OBJECTIVES, VD_THRESHOLD, KLObjective
 
 LOG_SIGMA2_INIT = -10.0  # as the reference implementations (pytorch_ard, the original zoos' code)
 LOG_ALPHA_MIN, LOG_ALPHA_MAX = -10.0, 10.0  # one clip range for conv and linear layers
 BIAS_LOG_ALPHA = LOG_ALPHA_MIN  # what the flat log_alpha vector holds at bias positions
-DEFAULT_THRESHOLD = 3.0  # drop a weight where log_alpha >= 3
 THETA_EPS = 1e-8  # keeps log(theta^2) finite at theta = 0
 VAR_EPS = 1e-8  # keeps sqrt(variance) differentiable where the variance is 0
 ORIGINAL_KL_RAMP = 0.01 / 25  # per epoch: the original zoos' min(1, 0.01 * epoch / 25)
@@ -78,7 +77,7 @@ class _VariationalMixin:
 class VDConv2d(_VariationalMixin, nn.Conv2d):
     """Conv2d with sparse VD: one convolution for the mean, one for the variance."""
 
-    def __init__(self, *args, threshold: float = DEFAULT_THRESHOLD, **kwargs):
+    def __init__(self, *args, threshold: float = VD_THRESHOLD, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_variational(threshold)
 
@@ -93,7 +92,7 @@ class VDConv2d(_VariationalMixin, nn.Conv2d):
 class VDLinear(_VariationalMixin, nn.Linear):
     """Linear with sparse VD: the output's mean and variance, then one Gaussian sample."""
 
-    def __init__(self, *args, threshold: float = DEFAULT_THRESHOLD, **kwargs):
+    def __init__(self, *args, threshold: float = VD_THRESHOLD, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_variational(threshold)
 
@@ -132,7 +131,7 @@ class VariationalNet(nn.Sequential):
     """
 
     def __init__(self, children: OrderedDict[str, nn.Module], kl_warmup_epochs: int = 0,
-                 kl_objective: str = "elbo"):
+                 kl_objective: KLObjective = "elbo"):
         super().__init__(children)
         if kl_objective not in VD_KL_OBJECTIVES:
             raise ValueError(f"unknown VD KL objective {kl_objective!r}; choose one of {', '.join(VD_KL_OBJECTIVES)}")
@@ -163,7 +162,7 @@ class VariationalNet(nn.Sequential):
 
 
 def to_variational(
-    model: nn.Module, threshold: float = DEFAULT_THRESHOLD, kl_warmup_epochs: int = 0, kl_objective: str = "elbo"
+    model: nn.Module, threshold: float = VD_THRESHOLD, kl_warmup_epochs: int = 0, kl_objective: KLObjective = "elbo"
 ) -> VariationalNet:
     """A VD copy of a plain ``nn.Sequential`` CNN: same weights and biases, ``log_sigma2`` at -10."""
     children = OrderedDict(

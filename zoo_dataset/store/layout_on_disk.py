@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-POPULATIONS = ("original", "mp", "vd")
 MODELS_TABLE = "models.parquet"
 STAGING = "_staging"
+INGEST_RECORD = "ingest.json"  # an ingested zoo: its originals are published models, not trained here
 
 
 def shard_name(population: str, index: int) -> str:

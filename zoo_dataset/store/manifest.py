@@ -1,8 +1,8 @@
 """``manifest.json``: the one index of a store, written last and atomically.
 
 It holds the schema version, the zoo spec the store was built from, the parameter layout, the
-model ids, the models table's sha256, the training chunk size, and per population (original, mp,
-vd) its levels, epochs, status and shard list with sha256 and sizes, and for a downloaded store its
+model ids, the models table's sha256, the training chunk size, and per population (one per
+method) its levels, epochs, status and shard list with sha256 and sizes, and for a downloaded store its
 ``origin`` (source, revision and the checksums of the files it came from). Readers trust only what
 the manifest lists, and only after :meth:`Manifest.check` found every entry well-formed and inside
 the store.
@@ -14,14 +14,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .. import __version__
 from ..errors import StoreError
 from ..layout import ParameterLayout
+from ..methods import methods
 from ..specs import ZooSpec
 from .files import atomic_write_text
-from .layout_on_disk import POPULATIONS
 from .paths import check_relative, check_zoo_name
 
 SCHEMA_VERSION = 2  # 2: every shard dataset is row-aligned (first axis = the shard's models)
@@ -52,12 +52,17 @@ class PopulationInfo:
     levels: list[float]
     epochs: int  # recorded states per unit = epochs + 1 (epoch 0 included)
     arrays: list[str]  # datasets in each shard: weights, masks, log_alpha
-    status: str = "partial"  # "partial" | "complete"
+    status: Literal["partial", "complete"] = "partial"  # complete: every shard packed
     shards: list[ShardInfo] = field(default_factory=list)
 
 
 @dataclass
 class Manifest:
+    """The index of one store: what it is (zoo, spec, layout, models) and which files hold it.
+
+    Readers trust only what it lists; the writer saves it last and atomically after each shard.
+    """
+
     zoo: str
     spec: dict[str, Any]
     layout: list[dict[str, Any]]
@@ -102,7 +107,7 @@ class Manifest:
             raise StoreError(f"manifest of {self.zoo}: models_per_shard and train_chunk must be positive")
         known, seen = set(self.model_ids), set()
         for name, info in self.populations.items():
-            if name not in POPULATIONS:
+            if name not in methods():
                 raise StoreError(f"manifest of {self.zoo} lists an unknown population {name!r}")
             in_population: set[int] = set()
             for shard in info.shards:

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StoreError
+from ..jobs import JobResult, UnitKey
 from ..layout import ParameterLayout
+from ..methods import methods
 from ..specs import ZooSpec
-from ..training.jobs import JobResult, UnitKey
 from .files import atomic_path, remove_stale_tmp, sha256_file
-from .layout_on_disk import MODELS_TABLE, POPULATIONS, STAGING, shard_name, states_name, unit_path
+from .layout_on_disk import MODELS_TABLE, STAGING, shard_name, states_name, unit_path
 from .manifest import SCHEMA_VERSION, Manifest, PopulationInfo, ShardInfo
 from .paths import check_zoo_name
 from .tables import models_table
@@ -31,8 +32,12 @@ from .tables import models_table
 # HDF5 2.0.0, so it is not used; docs/store-format.md.)
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 SHARD_LIBVER = "v110"  # HDF5 1.10 formats: checksummed object headers and chunk indexes
-# where a store writes files (data/<config>: the card stage's Hub tables)
-STORE_FOLDERS = ["", *POPULATIONS, *(f"{STAGING}/{p}" for p in POPULATIONS), "data/*"]
+
+
+def store_folders() -> list[str]:
+    """Where a store writes files: one folder per method's population (and its staging), and
+    data/<config> for the card stage's Hub tables."""
+    return ["", *methods(), *(f"{STAGING}/{p}" for p in methods()), "data/*"]
 
 
 class StoreWriter:
@@ -60,13 +65,14 @@ class StoreWriter:
                     f"`zoo-build --migrate --zoo {spec.name} --out {root}` (lossless), then build on"
                 )
             wanted = json.loads(json.dumps(spec.to_dict()))  # tuples -> lists, as stored
-            if manifest.spec != wanted:
-                changed = sorted(k for k, v in wanted.items() if manifest.spec.get(k) != v)
+            # where the spec was read from is provenance, not a setting: a moved spec file may resume
+            changed = sorted(k for k, v in wanted.items() if k != "source" and manifest.spec.get(k) != v)
+            if changed:
                 raise StoreError(
                     f"{zoo_dir} was built with different settings ({', '.join(changed)}); "
                     "use the same options, or another --root"
                 )
-            remove_stale_tmp(zoo_dir, STORE_FOLDERS)
+            remove_stale_tmp(zoo_dir, store_folders())
             return cls(zoo_dir, manifest, resume)
         if not create:
             raise StoreError(
@@ -119,7 +125,7 @@ class StoreWriter:
 
 
 class PopulationWriter:
-    """Stages units of one population (original, mp or vd) and packs them into shards."""
+    """Stages units of one population and packs them into shards."""
 
     def __init__(self, store: StoreWriter, name: str, info: PopulationInfo):
         self.store, self.name, self.info = store, name, info

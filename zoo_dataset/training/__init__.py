@@ -1,7 +1,6 @@
-"""Training: one job shape for every stage, a reference trainer, and shared recipes."""
+"""Training: the per-model reference trainer and the batched population engine, over any method."""
 
-from .jobs import JobResult, Trainer, TrainJob, UnitKey
-from .recipes import RECIPES, Recipe
+from ..jobs import JobResult, Trainer, TrainJob, UnitKey
 from .reference import ReferenceTrainer
 
-__all__ = ["JobResult", "RECIPES", "Recipe", "ReferenceTrainer", "TrainJob", "Trainer", "UnitKey"]
+__all__ = ["JobResult", "ReferenceTrainer", "TrainJob", "Trainer", "UnitKey"]

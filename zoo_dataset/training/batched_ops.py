@@ -7,7 +7,7 @@ which made a CPU training epoch ~1.6x faster than NCHW, mostly in pooling), line
 batched matmuls over ``[M, batch, features]``. Pooling and activations act per channel, so they
 need no change. Randomness inside the forward pass (dropout masks, VD noise) is drawn per model
 from that model's own generator, in the order the per-model reference draws it, so both paths see
-the same numbers.
+the same numbers. What a method changes (VD's layers, MP's masks) comes in through its hooks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layout import ParameterLayout
-from ..sparsify.variational import BIAS_LOG_ALPHA, VAR_EPS, kl_approx, log_alpha_of
+from ..methods import LayerOp, PopulationHooks
 
 
 @dataclass(frozen=True)
@@ -39,42 +39,40 @@ class Noise:
 class PopulationNet:
     """``M`` models with the architecture of ``template``, parameters stacked along a model axis.
 
-    ``variational`` adds a stacked ``log_sigma2`` per layer and switches the conv/linear layers to
-    sparse VD (local reparameterisation in training, thresholded mean weights in eval).
+    ``hooks`` are the method's batched form (:class:`~zoo_dataset.methods.PopulationHooks`): extra
+    stacked parameters trained with the weights, the weight used outside training and a layer's
+    training output (VD's local reparameterisation).
     """
 
     def __init__(self, template: nn.Module, states: torch.Tensor, device: torch.device,
-                 log_sigma2: torch.Tensor | None = None, threshold: float = 3.0):
+                 hooks: PopulationHooks | None = None):
         self.layout = ParameterLayout.from_module(template)
         self.children = list(template.named_children())
         self.device = device
         self.size = int(states.shape[0])
-        # Storage is one [M, P] tensor (and [M, weights] for VD) that the optimizer updates in a few
-        # ops; autograd sees one leaf per layer tensor, a view of that storage. Slicing a single flat
-        # leaf instead made backward scatter every layer's gradient into a zeroed [M, P] (~8 % of a
-        # CPU step).
+        self.hooks = hooks or PopulationHooks()
+        # Storage is one [M, P] tensor (and [M, weights] per extra parameter) that the optimizer
+        # updates in a few ops; autograd sees one leaf per layer tensor, a view of that storage.
+        # Slicing a single flat leaf instead made backward scatter every layer's gradient into a
+        # zeroed [M, P] (~8 % of a CPU step).
         self.flat_params = states.to(device).clone()
-        self.flat_log_sigma2 = None if log_sigma2 is None else log_sigma2.to(device).clone()
-        self.threshold = threshold
+        self.flat_extras = {name: t.to(device).clone() for name, t in self.hooks.extra_parameters().items()}
         self.leaves = {e.name: _leaf(self.flat_params[:, e.slice], e.shape) for e in self.layout.entries}
-        self.sigma_leaves: dict[str, torch.Tensor] = {}
-        if self.flat_log_sigma2 is not None:
-            offset = 0
+        self.extra_leaves: dict[str, dict[str, torch.Tensor]] = {}
+        for name, storage in self.flat_extras.items():
+            offset, leaves = 0, {}
             for e in self.layout.weight_entries():
-                self.sigma_leaves[e.layer] = _leaf(self.flat_log_sigma2[:, offset : offset + e.size], e.shape)
+                leaves[e.layer] = _leaf(storage[:, offset : offset + e.size], e.shape)
                 offset += e.size
-
-    @property
-    def variational(self) -> bool:
-        return self.flat_log_sigma2 is not None
+            self.extra_leaves[name] = leaves
 
     def parameters(self) -> list[torch.Tensor]:
         """The storage tensors the optimizer updates, in the order :meth:`gradients` returns."""
-        return [self.flat_params] + ([self.flat_log_sigma2] if self.variational else [])
+        return [self.flat_params, *self.flat_extras.values()]
 
     def gradients(self, loss: torch.Tensor) -> list[torch.Tensor]:
         """Gradients of ``loss`` laid out like :meth:`parameters`."""
-        groups = [list(self.leaves.values())] + ([list(self.sigma_leaves.values())] if self.variational else [])
+        groups = [list(self.leaves.values())] + [list(leaves.values()) for leaves in self.extra_leaves.values()]
         grads = iter(torch.autograd.grad(loss, [leaf for group in groups for leaf in group]))
         return [torch.cat([next(grads).reshape(self.size, -1) for _ in group], dim=1) for group in groups]
 
@@ -82,8 +80,9 @@ class PopulationNet:
         """One named parameter of all models, [M, *shape], a view of the flat storage."""
         return self.leaves[name]
 
-    def log_sigma2(self, layer: str) -> torch.Tensor:
-        return self.sigma_leaves[layer]
+    def extra(self, name: str, layer: str) -> torch.Tensor:
+        """One layer's slice of an extra parameter (e.g. VD's ``log_sigma2``), [M, *weight shape]."""
+        return self.extra_leaves[name][layer]
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, noise: Noise | None) -> torch.Tensor:
@@ -107,11 +106,9 @@ class PopulationNet:
         return h
 
     def _weight(self, layer: str, noise: Noise | None) -> torch.Tensor:
-        """The weight the layer computes with: VD eval mode drops weights at the threshold."""
+        """The weight the layer computes with: the method's choice outside training."""
         w = self.param(f"{layer}.weight")
-        if self.variational and noise is None:
-            return torch.where(self.log_alpha(layer) < self.threshold, w, torch.zeros_like(w))
-        return w
+        return self.hooks.eval_weight(self, layer, w) if noise is None else w
 
     def _conv(self, layer: str, module: nn.Conv2d, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
         w, b = self._weight(layer, noise), self.param(f"{layer}.bias")
@@ -125,21 +122,18 @@ class PopulationNet:
                             stride=module.stride, padding=module.padding, groups=groups)
 
         mean = conv(h, w, b).contiguous(memory_format=torch.channels_last)
-        if not (self.variational and noise is not None):
+        if noise is None:
             return mean
-        var_w = torch.exp(self.log_alpha(layer)) * w * w
-        variance = conv(h * h, var_w, None)
-        eps = noise.normal(tuple(mean.shape[:1]) + (module.out_channels, *mean.shape[2:]), self.device)
-        return mean + torch.sqrt(variance + VAR_EPS) * torch.cat(eps, dim=1)
+        op = LayerOp(conv, (mean.shape[0], module.out_channels, *mean.shape[2:]), lambda t: torch.cat(t, dim=1))
+        return self.hooks.noisy_output(self, layer, op, h, w, mean, noise)
 
     def _linear(self, layer: str, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
         w, b = self._weight(layer, noise), self.param(f"{layer}.bias")
-        mean = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-        if not (self.variational and noise is not None):
+        mean = _batched_linear(h, w, b)
+        if noise is None:
             return mean
-        variance = torch.bmm(h * h, (torch.exp(self.log_alpha(layer)) * w * w).transpose(1, 2))
-        eps = torch.stack(noise.normal(tuple(mean.shape[1:]), self.device))
-        return mean + torch.sqrt(variance + VAR_EPS) * eps
+        op = LayerOp(_batched_linear, tuple(mean.shape[1:]), torch.stack)
+        return self.hooks.noisy_output(self, layer, op, h, w, mean, noise)
 
     def _dropout(self, p: float, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
         if noise is None or p == 0:
@@ -151,32 +145,17 @@ class PopulationNet:
             masks = torch.stack(noise.bernoulli(tuple(h.shape[1:]), 1 - p, self.device))
         return h * masks.div_(1 - p)
 
-    # ------------------------------------------------------------------ VD terms and state
-    def log_alpha(self, layer: str) -> torch.Tensor:
-        return log_alpha_of(self.param(f"{layer}.weight"), self.log_sigma2(layer))
-
-    def kl(self) -> torch.Tensor:
-        """Per-model summed KL of all VD layers, [M]."""
-        total = torch.zeros(self.size, device=self.device)
-        for layer in self.sigma_leaves:
-            total = total + torch.vmap(kl_approx)(self.log_alpha(layer))
-        return total
-
     @torch.no_grad()
     def flat(self) -> torch.Tensor:
         """Stacked parameters as flat vectors [M, P] in the plain layout."""
         return self.flat_params.cpu().clone()
 
-    @torch.no_grad()
-    def flat_log_alpha(self) -> torch.Tensor:
-        """[M, P] log_alpha in the plain layout; bias positions hold BIAS_LOG_ALPHA."""
-        parts = []
-        for e in self.layout.entries:
-            if e.kind == "weight":
-                parts.append(self.log_alpha(e.layer).reshape(self.size, -1))
-            else:
-                parts.append(torch.full((self.size, e.size), BIAS_LOG_ALPHA, device=self.device))
-        return torch.cat(parts, dim=1).cpu()
+
+def _batched_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``h @ w.T (+ b)`` per model: [M, batch, in] x [M, out, in] -> [M, batch, out]."""
+    if b is None:
+        return torch.bmm(h, w.transpose(1, 2))
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
 
 def _leaf(storage_slice: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .recipes import SGD_MOMENTUM
+from .optimizers import SGD_MOMENTUM
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8

@@ -4,9 +4,11 @@ It implements the :class:`~.jobs.Trainer` protocol like the per-model reference 
 parts wherever they fix the numbers: each job's model and data-order generator come from the
 recipe's ``build`` (same init, same seeds), batches from :func:`~.reference.epoch_batches`,
 recorded rows from :func:`~.reference.state_metrics`. Jobs that can share one computation (same
-recipe, architecture, activation, dropout rate, optimizer kind, epochs, batch size and recipe
+method, architecture, activation, dropout rate, optimizer kind, epochs, batch size and method
 options) form a group; learning rate, weight decay, data order, start state, mask and noise stay
-per model. Kinds without a batched form fall back to the reference trainer.
+per model. What a method changes comes in through its :class:`~zoo_dataset.methods.PopulationHooks`;
+a method without them is refused with one line (it would silently run ~5x slower otherwise), and
+trains with the reference trainer only.
 """
 
 from __future__ import annotations
@@ -19,15 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from ..data import ImageData
+from ..jobs import EpochCallback, JobResult, TrainJob
 from ..layout import ParameterLayout
-from ..sparsify.variational import VariationalNet
+from ..methods import get_method
 from .batched_ops import Noise, PopulationNet, per_model_input
 from .batched_optim import BatchedOptimizer
-from .jobs import EpochCallback, JobResult, TrainJob
-from .recipes import RECIPES
-from .reference import ReferenceTrainer, epoch_batches, state_metrics
+from .reference import epoch_batches, state_metrics
 
-BATCHED_KINDS = ("plain", "masked", "vd")
 DEFAULT_MAX_MODELS = 64  # models per batched computation; bounds memory, not speed
 EVAL_CHUNK = 32  # samples per evaluation forward pass (shared by all models); small stays in cache
 
@@ -35,7 +35,7 @@ EVAL_CHUNK = 32  # samples per evaluation forward pass (shared by all models); s
 def group_key(job: TrainJob) -> tuple:
     """Jobs with equal keys run as one batched computation."""
     c = job.config
-    return (job.kind, job.architecture, c.activation, c.dropout, c.optimizer, job.epochs, job.batch_size,
+    return (job.method, job.architecture, c.activation, c.dropout, c.optimizer, job.epochs, job.batch_size,
             tuple(sorted(job.options.items())))
 
 
@@ -50,11 +50,8 @@ class PopulationEngine:
         self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
     ) -> Iterator[JobResult]:
         tensors = [t.to(self.device) for t in (data.train_x, data.train_y, data.test_x, data.test_y)]
-        for key, group in groupby(sorted(jobs, key=group_key), key=group_key):
+        for _, group in groupby(sorted(jobs, key=group_key), key=group_key):
             group = list(group)
-            if key[0] not in BATCHED_KINDS:
-                yield from ReferenceTrainer(str(self.device)).run(group, data, on_epoch)
-                continue
             # equal chunks of at most max_models: 72 jobs train as 36 + 36, not as 64 + an inefficient 8
             chunk = -(-len(group) // -(-len(group) // self.max_models))
             for start in range(0, len(group), chunk):
@@ -65,22 +62,22 @@ class PopulationEngine:
         on_epoch: EpochCallback | None = None,
     ) -> list[JobResult]:
         """Train jobs that share a :func:`group_key` together; returns their results in job order."""
-        recipe = RECIPES[jobs[0].kind]
-        built = [recipe.build(job, channels) for job in jobs]
+        method = get_method(jobs[0].method)
+        built = [method.build(job, channels) for job in jobs]
         models, orders = [m for m, _ in built], [g for _, g in built]
-        net, keep = _population(models, self.device)
+        hooks = method.population_hooks(models, jobs, self.device)
+        plain = [method.layout_module(m) for m in models]
+        layout = ParameterLayout.from_module(plain[0])
+        net = PopulationNet(plain[0], torch.stack([layout.flatten_module(m) for m in plain]), self.device, hooks)
         size = len(jobs)
         optimizer = BatchedOptimizer(
             jobs[0].config.optimizer, net.parameters(),
             lr=torch.tensor([j.lr for j in jobs], device=self.device),
             weight_decay=torch.tensor([j.config.weight_decay for j in jobs], device=self.device),
         )
-        random = net.variational or jobs[0].config.dropout > 0
+        random = hooks.draws_noise or jobs[0].config.dropout > 0
         noise = Noise([torch.Generator().manual_seed(int(j.seed)) for j in jobs]) if random else None
-        # the masked recipe masks weights only; biases always train
-        weights = torch.from_numpy(net.layout.weight_mask())
-        keep_flat = None if keep is None else (keep | ~weights).to(self.device, torch.float32)
-        recorder = _Recorder(net, jobs, keep, train_x, train_y, test_x, test_y)
+        recorder = _Recorder(net, jobs, train_x, train_y, test_x, test_y)
         recorder.record()
         for epoch in range(1, jobs[0].epochs + 1):
             batches = [epoch_batches(len(train_x), jobs[0].batch_size, g) for g in orders]
@@ -89,46 +86,24 @@ class PopulationEngine:
                 logits = net.forward(per_model_input(train_x[idx]), noise)
                 loss = F.cross_entropy(logits.flatten(0, 1), train_y[idx].flatten(), reduction="none")
                 loss = loss.view(size, -1).mean(dim=1).sum()  # each model's gradient is that of its own mean
-                if net.variational:
-                    loss = loss + models[0].kl_factor(epoch, len(train_x)) * net.kl().sum()
+                extra = hooks.loss_term(net, epoch, len(train_x))
+                if extra is not None:
+                    loss = loss + extra
                 grads = net.gradients(loss)
-                if keep_flat is not None:  # as the masked recipe: no gradient, no weight where pruned
-                    grads[0].mul_(keep_flat)
+                hooks.project_gradients(net, grads)
                 optimizer.step(grads)
-                if keep_flat is not None:
-                    with torch.no_grad():
-                        net.flat_params.mul_(keep_flat)
+                hooks.project(net)
             recorder.record()
             if on_epoch:
                 on_epoch(epoch, jobs[0].epochs, size)
         return recorder.results()
 
 
-def _population(
-    models: list[torch.nn.Module], device: torch.device
-) -> tuple[PopulationNet, torch.Tensor | None]:
-    """Stack built models into a :class:`PopulationNet`; also returns the stacked keep-masks (MP)."""
-    plain = [getattr(m, "layout_module", m) for m in models]
-    template = plain[0]
-    layout = ParameterLayout.from_module(template)
-    layout_states = torch.stack([layout.flatten_module(m) for m in plain])
-    if isinstance(models[0], VariationalNet):
-        layers = [dict(m.vd_layers()) for m in models]
-        log_sigma2 = torch.stack([torch.cat([ly[e.layer].log_sigma2.detach().reshape(-1)
-                                             for e in layout.weight_entries()]) for ly in layers])
-        threshold = next(iter(layers[0].values())).threshold
-        return PopulationNet(template, layout_states, device, log_sigma2, threshold), None
-    keep = torch.stack([m.keep for m in models]) if hasattr(models[0], "keep") else None
-    return PopulationNet(template, layout_states, device), keep
-
-
 class _Recorder:
     """Evaluates and records every model's state after each epoch, as the reference does."""
 
-    def __init__(self, net: PopulationNet, jobs: list[TrainJob], keep: torch.Tensor | None, train_x, train_y,
-                 test_x, test_y):
+    def __init__(self, net: PopulationNet, jobs: list[TrainJob], train_x, train_y, test_x, test_y):
         self.net, self.jobs = net, jobs
-        self.keep = None if keep is None else keep.cpu().numpy().astype(bool)
         self.train, self.test = (train_x, train_y), (test_x, test_y)
         self.weights: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
@@ -139,10 +114,8 @@ class _Recorder:
     def record(self) -> None:
         net, layout = self.net, self.net.layout
         weights = net.flat().numpy().astype(np.float32)
-        masks = self.keep
-        if net.variational:
-            log_alpha = net.flat_log_alpha().numpy().astype(np.float32)
-            masks = np.where(layout.weight_mask(), log_alpha < net.threshold, True)
+        masks, log_alpha = net.hooks.recorded(net)
+        if log_alpha is not None:
             self.log_alpha.append(log_alpha)
         train_loss, train_acc, _ = evaluate_population(net, *self.train)
         test_loss, test_acc, test_pred = evaluate_population(net, *self.test)

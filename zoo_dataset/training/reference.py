@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from ..data import ImageData
+from ..jobs import EpochCallback, JobResult, TrainJob
 from ..layout import ParameterLayout
+from ..methods import get_method
 from ..metrics import agreement, evaluate
-from .jobs import EpochCallback, JobResult, TrainJob
-from .recipes import RECIPES, make_optimizer
+from .optimizers import make_optimizer
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -61,11 +62,11 @@ class ReferenceTrainer:
     def run_one(
         self, job: TrainJob, channels: int, train_x, train_y, test_x, test_y, on_epoch: EpochCallback | None = None
     ) -> JobResult:
-        recipe = RECIPES[job.kind]
+        recipe = get_method(job.method)
         model, order = recipe.build(job, channels)
         model = model.to(self.device)
         torch.manual_seed(job.seed)  # dropout noise and any sampling inside the model
-        layout = ParameterLayout.from_module(_plain_view(model))
+        layout = ParameterLayout.from_module(recipe.layout_module(model))
         optimizer = make_optimizer(
             job.config.optimizer, [p for p in model.parameters() if p.requires_grad], job.lr, job.config.weight_decay
         )
@@ -105,7 +106,3 @@ class ReferenceTrainer:
             test_predictions=predictions,
         )
 
-
-def _plain_view(model: torch.nn.Module) -> torch.nn.Module:
-    """The module whose conv/linear children define the layout (VD models expose ``plain``)."""
-    return getattr(model, "layout_module", model)

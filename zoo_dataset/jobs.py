@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..data import ImageData
-from ..specs import ModelConfig
+from .specs import ModelConfig
+
+if TYPE_CHECKING:  # the readers stay unimported for code that only describes work (the store, the loaders)
+    from .data import ImageData
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,16 @@ class UnitKey:
 
 @dataclass
 class TrainJob:
+    """One unit of training: which model, which method, from which state, for how long.
+
+    ``method`` names a registered method (``zoo_dataset.methods``), which builds the model and
+    knows its loss; everything else here is per-unit data.
+    """
+
     key: UnitKey
     config: ModelConfig
     architecture: str
-    kind: str  # a recipe name: "plain", "masked", "vd"
+    method: str  # a registered method: "original", "mp", "vd", ...
     epochs: int
     lr: float
     batch_size: int
@@ -39,11 +47,13 @@ class TrainJob:
     initial: np.ndarray | None = None  # flat start state; None = initialise from config
     mask: np.ndarray | None = None  # fixed keep-mask over the flat vector (MP)
     reference_predictions: np.ndarray | None = None  # original's test predictions, for agreement
-    options: dict[str, Any] = field(default_factory=dict)  # recipe options (e.g. VD kl warm-up)
+    options: dict[str, Any] = field(default_factory=dict)  # method options (e.g. VD kl warm-up)
 
 
 @dataclass
 class JobResult:
+    """Every recorded state of one unit, epoch 0 first, and the metrics of each state."""
+
     key: UnitKey
     weights: np.ndarray  # [E+1, P] float32, epoch 0 first
     metrics: list[dict[str, float]]  # one row per epoch
@@ -56,6 +66,8 @@ EpochCallback = Callable[[int, int, int], None]  # (epoch done, epochs, models t
 
 
 class Trainer(Protocol):
+    """Turns jobs into results; where and how (one model at a time, batched, remote) is its business."""
+
     def run(
         self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
     ) -> Iterator[JobResult]:

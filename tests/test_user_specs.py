@@ -1,0 +1,98 @@
+"""User-defined zoos: a TOML file of the packaged schema, one parser and one validation for both."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from builders.cli import main
+from zoo_dataset.errors import ZooSpecError
+from zoo_dataset.specs import get_spec, load_specs, parse_level, registry
+
+USER_ZOOS = """
+[defaults]
+epochs = 1
+
+[zoo.tiny_digits]
+dataset = "digits"
+architecture = "cnn_s"
+variant = "fixed"
+description = "two activations, one seed"
+models_per_shard = 2
+mp = { lr = 1e-3, epochs = 1, levels = [50, 90] }
+vd = { lr = 1e-3, epochs = 1 }
+
+[zoo.tiny_digits.factors]
+seeds = [3]
+activation = ["tanh", "relu"]
+optimizer = ["adam"]
+lr = [1e-3]
+weight_decay = [0.0]
+dropout = [0.0]
+init = ["kaiming_uniform"]
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "my_zoos.toml"
+    path.write_text(USER_ZOOS)
+    return path
+
+
+def test_user_file_parses_like_the_packaged_zoos(spec_file):
+    spec = get_spec("tiny_digits", spec_file)
+    assert [m.activation for m in spec.models()] == ["tanh", "relu"]
+    assert spec.epochs == 1  # the user's default
+    assert spec.batch_size == registry()["digits_seed"].batch_size  # the packaged default
+    assert spec.mp.levels == (0.5, 0.9) and spec.vd.threshold == registry()["mnist_seed"].vd.threshold
+    assert spec.source == str(spec_file.resolve())
+    assert get_spec("digits_seed").source == "zoos.toml"
+    assert set(load_specs(spec_file)) == {"tiny_digits"}
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("architecture = \"cnn_s\"", "architecure = \"cnn_s\""), "unknown key 'architecure' (did you mean architecture?)"),
+    (("activation = [\"tanh\", \"relu\"]", "activation = [\"tanhh\"]"), "unknown activation 'tanhh'"),
+    (("levels = [50, 90]", "levels = [150]"), "sparsity level 150 out of range"),
+    (("epochs = 1\n\n", "epochs = -1\n\n"), "invalid epochs = -1"),
+    (("dataset = \"digits\"\n", ""), "missing dataset"),
+    (("[zoo.tiny_digits]", "[zoo.tiny_digits"), "is not valid TOML"),
+])
+def test_a_bad_user_file_is_one_clear_line(tmp_path, spec_file, edit, message):
+    spec_file.write_text(USER_ZOOS.replace(*edit, 1))
+    result = CliRunner().invoke(main, ["--spec", str(spec_file), "--zoo", "tiny_digits", "--root", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+def test_user_zoo_builds_and_its_store_records_the_file(tmp_path, spec_file):
+    result = CliRunner().invoke(main, ["--spec", str(spec_file), "--zoo", "tiny_digits", "--stages", "original,card",
+                                       "--root", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "tiny_digits" / "manifest.json").read_text())
+    assert manifest["spec"]["source"] == str(spec_file.resolve())
+    assert manifest["spec"]["factors"]["activation"] == ["tanh", "relu"]
+    assert str(spec_file.resolve()) in (tmp_path / "tiny_digits" / "README.md").read_text()
+
+
+def test_overrides_are_validated_like_files():
+    spec = get_spec("digits_seed")
+    with pytest.raises(ZooSpecError, match="invalid epochs = -1"):
+        spec.with_overrides(epochs=-1)
+    with pytest.raises(ZooSpecError, match="unknown activation"):
+        spec.with_overrides(factors=spec.factors.__class__(**{**spec.factors.__dict__, "activation": ("swish",)}))
+
+
+@pytest.mark.parametrize(("given", "level"), [(0.5, 0.5), (50, 0.5), ("80", 0.8), (99.9, 0.999)])
+def test_levels_are_fractions_or_percentages(given, level):
+    assert parse_level(given) == pytest.approx(level)
+
+
+@pytest.mark.parametrize("given", [0, 1.0, 100, -5, "half"])
+def test_levels_outside_zero_and_one_are_refused(given):
+    with pytest.raises(ZooSpecError, match="sparsity level"):
+        parse_level(given)

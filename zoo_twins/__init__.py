@@ -1,0 +1,69 @@
+"""The toolkit's public import path: ``from zoo_twins import ZooTwinDataset``.
+
+The dataset card's layout installs top-level packages named ``loaders``, ``builders`` and
+``analysis``; a research repository with its own ``loaders/`` folder on ``sys.path`` (common)
+shadows ours, and ``from loaders import ...`` then fails. This package finds the toolkit's
+loaders where they are installed, next to it, and loads them under its own name when the
+name ``loaders`` means something else, so this import path works whatever the current folder
+holds. (The loaders import each other relatively and the core as ``zoo_dataset``, which is
+distinctive, so they run unchanged under either name.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from zoo_dataset.methods import methods
+from zoo_dataset.specs import ZooSpec, get_spec, load_specs
+from zoo_dataset.store import ZooStore
+
+_LOADERS = Path(__file__).resolve().parent.parent / "loaders"
+
+
+def _toolkit_loaders() -> ModuleType:
+    """The toolkit's ``loaders`` package: the usual import when it is ours, else loaded by path."""
+    found = importlib.util.find_spec("loaders")
+    if found is not None and found.origin and Path(found.origin).resolve().parent == _LOADERS:
+        return importlib.import_module("loaders")
+    name = f"{__name__}._loaders"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, _LOADERS / "__init__.py", submodule_search_locations=[str(_LOADERS)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_loaders = _toolkit_loaders()
+ZooTwinDataset = _loaders.ZooTwinDataset
+ZooTrajectoryDataset = _loaders.ZooTrajectoryDataset
+open_store = _loaders.open_store
+make_view = _loaders.make_view
+cache_dir = _loaders.cache_dir
+
+
+def __getattr__(name: str) -> object:
+    """``download_zoo`` on first use: the network clients load only when a download is asked for."""
+    if name == "download_zoo":
+        return importlib.import_module(f"{_loaders.__name__}.download").download_zoo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = [
+    "ZooSpec",
+    "ZooStore",
+    "ZooTrajectoryDataset",
+    "ZooTwinDataset",
+    "cache_dir",
+    "download_zoo",
+    "get_spec",
+    "load_specs",
+    "make_view",
+    "methods",
+    "open_store",
+]
