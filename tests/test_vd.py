@@ -14,6 +14,7 @@ from zoo_dataset.architectures import build_model, initialize
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import StoreError
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.methods import vd as vd_method
 from zoo_dataset.metrics import evaluate
 from zoo_dataset.sparsify.variational import (
     BIAS_LOG_ALPHA,
@@ -30,7 +31,6 @@ from zoo_dataset.sparsify.variational import (
 )
 from zoo_dataset.specs import ModelConfig, get_spec
 from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
-from zoo_dataset.training.batched_ops import PopulationNet
 
 THRESHOLD = 3.0
 
@@ -359,8 +359,7 @@ def test_original_kl_objective_is_recorded_and_its_first_epoch_has_no_kl(tmp_pat
         build_zoo(spec, original_only, stages=["vd"], progress=False)
     store, _ = build_zoo(spec, tmp_path / "as-is", stages=["original", "vd"], progress=False)
     assert store.manifest.zoo_spec.vd.kl_objective == "original"
-    kl = PopulationNet.kl
-    monkeypatch.setattr(PopulationNet, "kl", lambda net: 1000 * kl(net))
+    monkeypatch.setattr(vd_method, "kl_approx", lambda log_alpha: 1000 * kl_approx(log_alpha))
     louder, _ = build_zoo(spec, tmp_path / "louder", stages=["original", "vd"], progress=False)
     for model_id in (0, 1):
         for name in ("weights", "log_alpha"):

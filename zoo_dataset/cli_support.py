@@ -16,8 +16,9 @@ import click
 
 from . import __version__
 from .errors import RUNTIME_EXIT, USAGE_EXIT, ZooError, ZooSpecError
-from .specs import MAX_EPOCHS, parse_level
+from .specs import parse_level
 
+MAX_EPOCHS = 10_000  # far above any zoo of the paper (at most a few hundred); catches typos such as 1e12
 EPOCHS = click.IntRange(1, MAX_EPOCHS)
 _TMP_NAME = re.compile(r"\.\d+\.tmp$")  # files.atomic_path's temporary sibling, removed when a write fails
 _REASONS = {
