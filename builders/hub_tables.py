@@ -78,13 +78,14 @@ def _write_all(store: ZooStore) -> list[HubConfig]:
         states = store.states(population).drop(columns=["shard", "row"], errors="ignore")
         states["split"] = states.model_id.map(split_of)
         tables[f"states_{population}"] = (f"one row per recorded state of the {population} population", states)
-    configs = [
-        _write(store, name, description, {
-            hub: Dataset.from_pandas(table[table.split == split].reset_index(drop=True), preserve_index=False)
+    configs = []
+    for name, (description, table) in tables.items():
+        features = Dataset.from_pandas(table, preserve_index=False).features  # one schema, even for an empty split
+        configs.append(_write(store, name, description, {
+            hub: Dataset.from_pandas(table[table.split == split].reset_index(drop=True), features=features,
+                                     preserve_index=False)
             for split, hub in HUB_SPLITS.items()
-        })
-        for name, (description, table) in tables.items()
-    ]
+        }))
     for method in (m.name for m in twin_methods() if m.name in store.populations):
         with tempfile.TemporaryDirectory() as cache:
             pairs = to_hf_dataset(store.zoo_dir, method=method, epoch=-1, cache_dir=cache)
@@ -95,8 +96,13 @@ def _write_all(store: ZooStore) -> list[HubConfig]:
 
 
 def _write(store: ZooStore, name: str, description: str, parts: dict[str, Dataset]) -> HubConfig:
+    """Write the non-empty splits (``datasets`` cannot read a parquet file without rows)."""
     files, rows = {}, {}
     for split, part in parts.items():
+        stale = store.zoo_dir / f"{DATA_DIR}/{name}/{split}-00000-of-00001.parquet"
+        if not part.num_rows:
+            stale.unlink(missing_ok=True)
+            continue
         relative = f"{DATA_DIR}/{name}/{split}-00000-of-00001.parquet"
         with atomic_path(store.zoo_dir / relative) as tmp:
             pq.write_table(part.flatten_indices().data.table, tmp)  # the features travel in its metadata

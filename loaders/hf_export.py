@@ -59,11 +59,14 @@ def to_hf_dataset(
 
 
 def write_parquet(dataset: DatasetDict, folder: Path | str) -> dict[str, Path]:
-    """One parquet file per split, ``folder/<split>-00000-of-00001.parquet``, features in its metadata."""
+    """One parquet file per non-empty split, ``folder/<split>-00000-of-00001.parquet``, features in its
+    metadata (a split without rows gets no file: ``datasets`` cannot read a parquet file without rows)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, part in dataset.items():
+        if not part.num_rows:
+            continue
         paths[split] = folder / f"{split}-00000-of-00001.parquet"
         part.to_parquet(str(paths[split]))
     return paths

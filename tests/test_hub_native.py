@@ -138,3 +138,21 @@ def test_the_cards_snippets_run(zoo, monkeypatch, tmp_path):
     exec(blocks[1].replace('"zoo-twins/digits_seed"', repr(str(zoo))), scope)
     assert list(scope["pairs"]) == ["train", "validation", "test"]
     assert scope["shard"].num_rows == len(ZooStore(zoo).manifest.model_ids)
+
+
+def test_an_empty_split_is_left_out_of_the_configs(original_store, tmp_path):
+    from builders.hub_tables import write_hub_tables
+
+    copy = tmp_path / "digits_seed"
+    shutil.copytree(original_store.zoo_dir, copy)
+    store = ZooStore(copy)
+    counts = store.models().split.value_counts()
+    assert set(counts.index) < {"train", "val", "test"}  # models 0-3: some split has none
+    configs = {c.name: c for c in write_hub_tables(store)}
+    empty = next(hub for split, hub in HUB_SPLITS.items() if split not in counts.index)
+    for name in ("models", "states_original"):
+        assert empty not in configs[name].files  # datasets cannot read a parquet file without rows
+        loaded = datasets.load_dataset("parquet", data_files={s: str(copy / p) for s, p in configs[name].files.items()},
+                                       cache_dir=str(tmp_path / "cache"))
+        assert set(loaded) == set(configs[name].files)
+        assert all(part.features == configs[name].features for part in loaded.values())

@@ -40,14 +40,16 @@ def match_level(levels: list[float], level: float) -> int | None:
     return next((i for i, lv in enumerate(levels) if abs(lv - float(level)) < LEVEL_TOLERANCE), None)
 
 
-def _read_unit(dataset: h5py.Dataset, row: int, level_index: int, epoch: int | slice) -> np.ndarray:
+def _read_unit(dataset: h5py.Dataset, row: int, level_index: int, epoch: int | slice,
+               boolean: bool | None = None) -> np.ndarray:
     """``dataset[row, level_index, epoch]`` of a ``[models, levels, states, P]`` array.
 
     Boolean arrays (masks, an HDF5 enum) are read as uint8 through h5py's low-level API: h5py's
     own bool conversion took ~150 us per state, 4x the decompression, and was the loader's largest
     cost. (Floats stay on h5py's indexing, which was faster than the low-level path for them.)
+    ``boolean``: whether the dataset is boolean, when the caller knows (h5py's ``dtype`` costs ~10 us).
     """
-    if dataset.dtype != np.bool_:
+    if not (dataset.dtype == np.bool_ if boolean is None else boolean):
         return dataset[row, level_index, epoch]
     n_states, size = dataset.shape[2], dataset.shape[3]
     if isinstance(epoch, slice):
@@ -110,7 +112,7 @@ class ZooStore:
     def _forget_handles(self) -> None:
         """h5py handles belong to the process that opened them; start afresh (init, fork, unpickle)."""
         self._handles: dict[str, h5py.File] = {}
-        self._datasets: dict[tuple[str, str], h5py.Dataset] = {}
+        self._datasets: dict[tuple[str, str], tuple[h5py.Dataset, bool]] = {}  # and whether it is boolean
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ tables
@@ -270,11 +272,12 @@ class ZooStore:
         the read itself. h5py datasets are opened once per shard, array and process.
         """
         file, row = self.where(population, model_id)
-        dataset = self._datasets.get((file, name)) if os.getpid() == self._pid else None
-        if dataset is None:
-            dataset = self._datasets[(file, name)] = self.open_shard(file)[name]
+        known = self._datasets.get((file, name)) if os.getpid() == self._pid else None
+        if known is None:
+            dataset = self.open_shard(file)[name]
+            known = self._datasets[(file, name)] = (dataset, dataset.dtype == np.bool_)
         try:
-            return _read_unit(dataset, row, level_index, epoch)
+            return _read_unit(known[0], row, level_index, epoch, known[1])
         except OSError as exc:  # a chunk failed its zlib (adler32) check
             raise StoreError(f"shard {self.zoo_dir / file} is corrupt ({exc}); re-download or rebuild it") from None
 
