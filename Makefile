@@ -23,7 +23,8 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 # Tests whose results come from training: run again with two torch threads and without AVX kernels
-NUMERIC_TESTS := tests/test_engine.py tests/test_vd.py tests/test_mp.py tests/test_build.py tests/test_workers.py
+NUMERIC_TESTS := tests/test_engine.py tests/test_vd.py tests/test_mp.py tests/test_methods.py tests/test_build.py \
+                 tests/test_resume_chunks.py tests/test_workers.py::test_two_worker_build_equals_a_local_build
 
 .PHONY: install demo test test-matrix lint
 install: $(VENV)/.installed
