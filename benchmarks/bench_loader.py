@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from builders.build import layout_for
 from loaders import ZooTwinDataset
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.training import JobResult, UnitKey
@@ -37,7 +38,7 @@ def write_store(root: Path, models: int, epochs: int) -> ZooStore:
         ("original", [0.0], ["weights"]),
         ("mp", list(spec.mp.levels), ["weights", "masks"]),
     ):
-        population = writer.population(name, levels, epochs, arrays)
+        population = writer.population(name, levels, epochs, arrays, GENERATOR)
         for config in spec.models():
             for level in levels:
                 weights = rng.standard_normal((epochs + 1, p), dtype=np.float32)

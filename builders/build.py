@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from loaders.cache import store_root
 from zoo_dataset.architectures import INPUT_SIZE, build_model
 from zoo_dataset.data import get_source
@@ -16,6 +18,7 @@ from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.paths import check_zoo_name
 from zoo_dataset.training import Trainer
+from zoo_dataset.training.device_memory import TRAIN_SAMPLES_BOUND, group_size
 from zoo_dataset.training.engine import PopulationEngine
 
 from .context import BuildContext
@@ -25,6 +28,15 @@ from .stages import DEFAULT_STAGES, STAGES, StageReport
 def layout_for(spec: ZooSpec) -> ParameterLayout:
     channels = get_source(spec.dataset).channels
     return ParameterLayout.from_module(build_model(spec.architecture, channels, "tanh"))
+
+
+def device_chunk(spec: ZooSpec, device: str) -> int | None:
+    """A new store's training chunk on ``device``: on CUDA the group its free memory holds (None on
+    CPU: the default, ``models_per_shard``)."""
+    if torch.device(device).type != "cuda":
+        return None
+    return group_size(device, spec.architecture, get_source(spec.dataset).channels, spec.batch_size,
+                      TRAIN_SAMPLES_BOUND)
 
 
 def build_zoo(
@@ -55,8 +67,12 @@ def build_zoo(
         # fail before a new store is created; a resumed (or ingested) store loads data only if a stage needs it
         source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
     with writer_lock(root / check_zoo_name(spec.name)):
-        writer = StoreWriter.open(root, spec, layout_for(spec), resume=resume, create=creates)
+        writer = StoreWriter.open(root, spec, layout_for(spec), resume=resume, create=creates,
+                                  train_chunk=device_chunk(spec, device))
+        trainer = trainer or PopulationEngine(device)
+        if torch.device(device).type == "cuda" and isinstance(trainer, PopulationEngine) and trainer.max_models is None:
+            trainer.max_models = writer.manifest.chunk_size  # the recorded groups, whatever memory is free now
         ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None,
-                           trainer=trainer or PopulationEngine(device), progress=progress)
+                           trainer=trainer, progress=progress)
         reports = [STAGES[name].run(ctx) for name in stages]
     return ZooStore(writer.zoo_dir), reports

@@ -41,6 +41,11 @@ def make_trainer(executor: str = "local", engine: str = "population", device: st
     """The trainer a build uses: ``engine`` run locally (in ``workers`` processes), or over a Ray cluster."""
     if workers < 1:
         raise ZooSpecError(f"--workers must be at least 1, got {workers}")
+    if torch.device(device).type == "cuda":
+        if not torch.cuda.is_available():
+            raise ZooSpecError(f"--device {device}: this torch {torch.__version__} sees no CUDA device")
+        if workers != 1:
+            raise ZooSpecError("--workers is for CPU builds; on cuda one engine trains groups sized to the device")
     if executor != "local" and workers != 1:
         raise ZooSpecError("--workers is for the local executor; Ray sizes its workers from the cluster")
     if executor == "local":

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from zoo_dataset.architectures import seeded_model
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import DataFormatError, DataUnavailableError
 from zoo_dataset.layout import ParameterLayout
@@ -216,8 +217,8 @@ def metric_row(epoch: int, result: dict, weights: np.ndarray, layout: ParameterL
 def initial_state(spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -> np.ndarray:
     """Epoch 0 replayed from the seed, for trials published without checkpoint_000000."""
     channels = get_source(spec.dataset).channels
-    model, _ = seeded_model(spec.architecture, channels, config.activation, config.dropout, config.init,
-                            config.seed)
+    model = seeded_model(spec.architecture, channels, config.activation, config.dropout, config.init,
+                         config.seed)
     return layout.flatten_module(model).numpy()
 
 
@@ -306,7 +307,7 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path, label: str) -> Inges
     ingested = spec.with_overrides(model_subset=sorted(results), epochs=epochs)
     writer = StoreWriter.open(root, ingested, layout, resume=True)
     writer.record_seeds({i: configs[i].seed for i in results})
-    population = writer.population(METHOD.name, [0.0], epochs, list(METHOD.arrays))
+    population = writer.population(METHOD.name, [0.0], epochs, list(METHOD.arrays), GENERATOR)
     for result in results.values():
         if not population.is_done(result.key):
             population.stage(result)

@@ -30,6 +30,7 @@ import click
 import numpy as np
 import torch
 
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method
@@ -231,7 +232,7 @@ def convert_vd_folder(folder: Path, zoo_dir: Path, threshold: float = VD_THRESHO
         raise DataFormatError(f"none of {len(trials)} published VD twins could be converted; first problem: "
                               f"{report.skipped[0]}")
     writer = StoreWriter.open(zoo_dir.parent, spec, layout, resume=True, create=False)
-    population = writer.population(METHOD.name, [0.0], report.epochs, list(METHOD.arrays))
+    population = writer.population(METHOD.name, [0.0], report.epochs, list(METHOD.arrays), GENERATOR)
     for result in results.values():
         if not population.is_done(result.key):
             population.stage(result)

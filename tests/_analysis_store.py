@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from builders.build import layout_for
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.training import JobResult, UnitKey
@@ -57,12 +58,12 @@ def synthetic_store(
     writer = StoreWriter.open(root, spec, layout, resume=False)
     ids = [m.model_id for m in spec.models()]
     if "original" in populations:
-        pop = writer.population("original", [0.0], original_epochs, ["weights"])
+        pop = writer.population("original", [0.0], original_epochs, ["weights"], GENERATOR)
         for m in ids:
             w = rng.normal(size=(original_epochs + 1, n_params)).astype(np.float32)
             pop.stage(JobResult(UnitKey(m, 0.0), w, _metrics(layout, w, None, rng, original_epochs + 1)))
     if "mp" in populations:
-        pop = writer.population("mp", list(mp_levels), mp_epochs, ["weights", "masks"])
+        pop = writer.population("mp", list(mp_levels), mp_epochs, ["weights", "masks"], GENERATOR)
         for m in ids:
             for level in mp_levels:
                 w = rng.normal(size=(mp_epochs + 1, n_params)).astype(np.float32)
@@ -72,7 +73,7 @@ def synthetic_store(
                     JobResult(UnitKey(m, level), w, _metrics(layout, w, masks, rng, mp_epochs + 1), masks)
                 )
     if "vd" in populations:
-        pop = writer.population("vd", [0.0], vd_epochs, ["weights", "masks", "log_alpha"])
+        pop = writer.population("vd", [0.0], vd_epochs, ["weights", "masks", "log_alpha"], GENERATOR)
         for m in ids:
             w = rng.normal(size=(vd_epochs + 1, n_params)).astype(np.float32)
             drift = np.linspace(-4, 5, vd_epochs + 1)[:, None]

@@ -132,7 +132,7 @@ def original_trials(zf: zipfile.ZipFile, experiment: str, spec, model_ids, chann
                   "optim::wd": config.weight_decay, "seed": config.seed, "training::batchsize": 10,
                   "dataset::dump": "/home/u/zoos/data/dataset.pt"}
         zf.writestr(f"{folder}/params.json", json.dumps(params))
-        model, _ = seeded_model("cnn_s", channels, config.activation, 0.0, config.init, config.seed)
+        model = seeded_model("cnn_s", channels, config.activation, 0.0, config.init, config.seed)
         lines = []
         for epoch in range(ORIGINAL_EPOCHS + 1):
             with torch.no_grad():

@@ -16,6 +16,7 @@ import numpy as np
 from builders.build import build_zoo, layout_for
 from builders.stages import STAGES
 from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.data import load_dataset
 from zoo_dataset.metrics import evaluate
 from zoo_dataset.specs import ZooSpec, get_spec
@@ -52,7 +53,7 @@ def _write_stand_in_twins(spec: ZooSpec, root: Path, method: str) -> None:
     reader = ZooStore(writer.zoo_dir)
     levels = list(spec.mp.levels) if method == "mp" else [0.0]
     arrays = ["weights", "masks"] + (["log_alpha"] if method == "vd" else [])
-    population = writer.population(method, levels, 1, arrays)
+    population = writer.population(method, levels, 1, arrays, GENERATOR)
     rng = np.random.default_rng(0)
     is_weight = layout.weight_mask()
     for config in spec.models():

@@ -12,10 +12,13 @@ from click.testing import CliRunner
 
 from builders.build import build_zoo
 from builders.cli import main
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.data import load_dataset
+from zoo_dataset.errors import StoreError
 from zoo_dataset.metrics import evaluate
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.layout_on_disk import STAGING
+from zoo_dataset.store.manifest import Manifest
 from zoo_dataset.training import ReferenceTrainer
 
 
@@ -110,3 +113,27 @@ def test_list_shows_every_zoo_and_data_availability():
     assert "digits_seed" in result.output and "cifar10_l_random" in result.output
     row = next(line for line in result.output.splitlines() if line.startswith("digits_seed"))
     assert row.rstrip().endswith("available")
+
+
+def test_store_records_the_generator_and_refuses_a_resume_with_another(tmp_path, small_spec):
+    spec = small_spec.with_overrides(model_subset=[0], epochs=1)
+    store, _ = build_zoo(spec, tmp_path, stages=["original"], progress=False)
+    assert store.manifest.populations["original"].generator == GENERATOR
+    # as if an older toolkit (per-model Mersenne Twisters) had started the population and was killed
+    manifest = Manifest.load(store.zoo_dir)
+    manifest.populations["original"].generator, manifest.populations["original"].status = None, "partial"
+    manifest.save(store.zoo_dir)
+    with pytest.raises(StoreError, match="started with the random generator per-model Mersenne.*another --root"):
+        build_zoo(spec, tmp_path, stages=["original"], resume=True, progress=False)
+
+
+def test_vd_twins_are_deterministic_run_to_run(tmp_path, small_spec):
+    """Counter-based noise: two builds of the same twins store the same bits."""
+    spec = small_spec.with_overrides(model_subset=[2], epochs=1, vd_epochs=1)
+    stores = [build_zoo(spec, tmp_path / run, stages=["original", "vd"], progress=False)[0] for run in "ab"]
+    whole = slice(None)
+    for name in ("weights", "log_alpha", "masks"):
+        np.testing.assert_array_equal(stores[0].array(name, "vd", 2, epoch=whole),
+                                      stores[1].array(name, "vd", 2, epoch=whole))
+    states = [s.states("vd").drop(columns=["shard", "row"]) for s in stores]
+    assert states[0].equals(states[1])

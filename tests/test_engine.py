@@ -11,6 +11,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from zoo_dataset.architectures import build_model
 from zoo_dataset.data import ImageData, load_dataset
@@ -20,7 +22,7 @@ from zoo_dataset.methods import Method, methods
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask
 from zoo_dataset.specs import VD_THRESHOLD, ModelConfig
 from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
-from zoo_dataset.training.engine import PopulationEngine
+from zoo_dataset.training.engine import PopulationEngine, TrainingGroup
 
 EPOCHS = 2
 WEIGHT_ATOL = 1e-4  # float rounding (grouped vs per-model conv) compounds over the steps
@@ -169,7 +171,10 @@ def test_methods_without_batched_form_are_refused_by_the_engine(data, monkeypatc
         list(PopulationEngine().run(jobs, data))
     (reference,) = ReferenceTrainer().run(jobs, data)
     (original,) = ReferenceTrainer().run(plain_jobs(configs()[:1]), data)
-    np.testing.assert_array_equal(reference.weights, original.weights)
+    # the same model and recipe; its data order is its own (the method names the counter stream)
+    np.testing.assert_array_equal(reference.weights[0], original.weights[0])
+    assert not np.array_equal(reference.weights[-1], reference.weights[0])
+    assert not np.array_equal(reference.weights[-1], original.weights[-1])
 
 
 def test_groups_split_into_equal_chunks(data, monkeypatch):
@@ -183,3 +188,41 @@ def test_groups_split_into_equal_chunks(data, monkeypatch):
     sizes.clear()
     list(PopulationEngine(max_models=6).run(plain_jobs(cfgs), data))
     assert sizes == [6]
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the tensor ops dispatched inside the block (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def synthetic_jobs(method: str, n: int) -> list[TrainJob]:
+    """``n`` jobs of one group (dropout on: every kind of draw), started from an untrained state."""
+    layout = ParameterLayout.from_module(build_model("cnn_s", 1, "tanh"))
+    start = layout.flatten_module(build_model("cnn_s", 1, "tanh")).numpy()
+    cfgs = [ModelConfig(m, seed=m + 1, activation="tanh", optimizer="adam", lr=1e-3, weight_decay=1e-4, dropout=0.5,
+                        init="uniform") for m in range(n)]
+    return [TrainJob(key=UnitKey(c.model_id, 0.5 if method == "mp" else 0.0), config=c, architecture="cnn_s",
+                     method=method, epochs=1, lr=c.lr, batch_size=10, seed=c.seed,
+                     initial=None if method == "original" else start,
+                     mask=global_magnitude_mask(start, layout, 0.5) if method == "mp" else None)
+            for c in cfgs]
+
+
+@pytest.mark.parametrize("method", ["original", "mp", "vd"])
+def test_a_training_step_dispatches_the_same_ops_for_any_number_of_models(data, method):
+    """No Python loop over models inside a step: its host-side work does not grow with the group."""
+    counts = []
+    for n in (2, 5):
+        group = TrainingGroup(synthetic_jobs(method, n), channels=1, device=torch.device("cpu"))
+        idx = group.rng.batches(len(data.train_x), 10, epoch=1)[0]
+        with _OpCounter() as counter:
+            group.step(data.train_x, data.train_y, idx, epoch=1, step=0)
+        counts.append(counter.ops)
+    assert counts[0] == counts[1] > 0

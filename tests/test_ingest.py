@@ -38,7 +38,7 @@ def write_trial(zoo, seed, index, checkpoint_hook=None, config=None):
               "model::dropout": config.dropout, "optim::optimizer": config.optimizer, "optim::lr": config.lr,
               "optim::wd": config.weight_decay, "seed": seed, "training::batchsize": 10}
     (folder / "params.json").write_text(json.dumps(params))
-    model, _ = seeded_model("cnn_s", 1, config.activation, 0.0, config.init, seed)
+    model = seeded_model("cnn_s", 1, config.activation, 0.0, config.init, seed)
     lines, finals = [], []
     for epoch in range(EPOCHS + 1):
         with torch.no_grad():
@@ -123,7 +123,7 @@ def test_missing_epoch0_checkpoint_is_replayed_from_the_seed(tmp_path):
     store = ZooStore(tmp_path / "stores" / "digits_seed")
     start = store.weights("original", 2, epoch=0)
     assert report.trials.keys() == {2}
-    model, _ = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", 3)
+    model = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", 3)
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
     assert np.allclose(start, flat)
 
@@ -142,7 +142,7 @@ def test_random_seed_zoo_keeps_the_published_seeds(tmp_path):
     assert report.trials.keys() == {5}
     assert store.models().set_index("model_id").seed[5] == published_seed
     assert store.model_config(5) == replace(config, seed=published_seed)
-    model, _ = seeded_model("cnn_s", 1, config.activation, 0.0, config.init, published_seed)
+    model = seeded_model("cnn_s", 1, config.activation, 0.0, config.init, published_seed)
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
     np.testing.assert_allclose(store.weights("original", 5, epoch=0), flat)
 

@@ -8,7 +8,7 @@ from zoo_dataset.layout import ParameterLayout
 
 
 def test_flatten_unflatten_round_trip():
-    model, _ = seeded_model("cnn_l", 3, "gelu", 0.0, "kaiming_normal", seed=2)
+    model = seeded_model("cnn_l", 3, "gelu", 0.0, "kaiming_normal", seed=2)
     layout = ParameterLayout.from_module(model)
     flat = layout.flatten_module(model)
     assert flat.shape == (layout.num_params,)

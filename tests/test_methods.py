@@ -47,7 +47,7 @@ def test_registry_holds_each_method_once_in_pipeline_order():
 
 @pytest.mark.parametrize("level", [0.1, 0.35, 0.5, 0.9])
 def test_local_masks_are_torch_l1_unstructured_per_layer(level):
-    model, _ = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", 7)
+    model = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", 7)
     layout = ParameterLayout.from_module(model)
     flat = layout.flatten_module(model).numpy()
     keep = get_method("mp_local").mask(flat, layout, level)
@@ -130,7 +130,7 @@ def test_local_engine_matches_reference():
     originals = list(ReferenceTrainer().run(
         get_method("original").jobs(spec, [UnitKey(i) for i in configs], configs, {}, None), data))
     starts = {r.key.model_id: (r.weights[-1], r.test_predictions) for r in originals}
-    layout = ParameterLayout.from_module(seeded_model("cnn_s", 1, "tanh", 0.0, "uniform", 1)[0])
+    layout = ParameterLayout.from_module(seeded_model("cnn_s", 1, "tanh", 0.0, "uniform", 1))
     jobs = get_method("mp_local").jobs(spec, [UnitKey(i, 0.7) for i in configs], configs, starts, layout)
     reference = {r.key: r for r in ReferenceTrainer().run(jobs, data)}
     engine = {r.key: r for r in PopulationEngine().run(jobs, data)}

@@ -82,7 +82,7 @@ def torch_prune_mask(model: torch.nn.Module, level: float) -> np.ndarray:
 ])
 @pytest.mark.parametrize("level", [0.1, 0.33, 0.5, 0.9])
 def test_mask_equals_torch_global_unstructured(architecture, init, seed, level):
-    model, _ = seeded_model(architecture, 3, "tanh", 0.0, init, seed)
+    model = seeded_model(architecture, 3, "tanh", 0.0, init, seed)
     layout = ParameterLayout.from_module(model)
     flat = layout.flatten_module(model).numpy()
     ours = global_magnitude_mask(flat, layout, level)
@@ -92,7 +92,7 @@ def test_mask_equals_torch_global_unstructured(architecture, init, seed, level):
 
 
 def test_ties_at_threshold_prune_earlier_weights_first():
-    model, _ = seeded_model("cnn_s", 1, "tanh", 0.0, "uniform", 1)
+    model = seeded_model("cnn_s", 1, "tanh", 0.0, "uniform", 1)
     layout = ParameterLayout.from_module(model)
     flat = np.full(layout.num_params, 0.5, dtype=np.float32)  # every weight ties
     keep = global_magnitude_mask(flat, layout, 0.25)
@@ -105,7 +105,7 @@ def test_ties_at_threshold_prune_earlier_weights_first():
 def masked_job(optimizer: str, weight_decay: float, level: float = 0.7, epochs: int = 2) -> TrainJob:
     first = get_spec("digits_seed").models()[0]
     config = dataclasses.replace(first, optimizer=optimizer, weight_decay=weight_decay)
-    model, _ = seeded_model("cnn_s", 1, config.activation, 0.0, config.init, config.seed)
+    model = seeded_model("cnn_s", 1, config.activation, 0.0, config.init, config.seed)
     layout = ParameterLayout.from_module(model)
     flat = layout.flatten_module(model).numpy()
     mask = global_magnitude_mask(flat, layout, level)
@@ -117,11 +117,11 @@ def masked_job(optimizer: str, weight_decay: float, level: float = 0.7, epochs: 
 def test_optimizer_state_never_touches_pruned_weights(optimizer, weight_decay):
     job = masked_job(optimizer, weight_decay)
     recipe = get_method("mp")
-    model, order = recipe.build(job, channels=1)
+    model = recipe.build(job, channels=1)
     opt = make_optimizer(optimizer, list(model.parameters()), job.lr, weight_decay)
     data = small_digits()
     start = model.layout.flatten_module(model.plain).numpy()
-    for idx in torch.randperm(50, generator=order).split(10):
+    for idx in torch.randperm(50, generator=torch.Generator().manual_seed(job.seed)).split(10):
         loss = recipe.loss(model, model(data.train_x[idx]), data.train_y[idx], 50, 1)
         opt.zero_grad()
         loss.backward()
@@ -143,7 +143,7 @@ def test_optimizer_state_never_touches_pruned_weights(optimizer, weight_decay):
 def test_trained_twin_keeps_zeros_mask_and_level(optimizer, weight_decay):
     job = masked_job(optimizer, weight_decay)
     result = next(ReferenceTrainer().run([job], small_digits()))
-    layout = ParameterLayout.from_module(seeded_model("cnn_s", 1, "tanh", 0.0, "uniform", 1)[0])
+    layout = ParameterLayout.from_module(seeded_model("cnn_s", 1, "tanh", 0.0, "uniform", 1))
     assert result.weights.shape[0] == job.epochs + 1
     assert (result.masks == job.mask).all()
     assert (result.weights[:, ~job.mask] == 0.0).all()

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.errors import ChecksumError, StoreError
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.layout_on_disk import unit_path
@@ -90,7 +91,7 @@ def test_staged_units_survive_and_shards_appear_only_when_complete(tmp_path, sma
     layout = layout_for(small_spec)
     spec = small_spec.with_overrides(models_per_shard=2)
     writer = StoreWriter.open(tmp_path, spec, layout, resume=False)
-    pop = writer.population("original", [0.0], epochs=1, arrays=["weights"])
+    pop = writer.population("original", [0.0], epochs=1, arrays=["weights"], generator=GENERATOR)
     pop.stage(fake_result(0, layout.num_params))
     assert unit_path(writer.zoo_dir, "original", 0, 0.0).exists()
     assert not (writer.zoo_dir / "original").exists()  # no half shard
@@ -99,7 +100,8 @@ def test_staged_units_survive_and_shards_appear_only_when_complete(tmp_path, sma
     assert not unit_path(writer.zoo_dir, "original", 0, 0.0).exists()
     # a second process resuming sees shard 0 done and the staged unit of model 2
     pop.stage(fake_result(2, layout.num_params))
-    again = StoreWriter.open(tmp_path, spec, layout, resume=True).population("original", [0.0], 1, ["weights"])
+    reopened = StoreWriter.open(tmp_path, spec, layout, resume=True)
+    again = reopened.population("original", [0.0], 1, ["weights"], GENERATOR)
     assert again.is_done(UnitKey(0)) and again.is_done(UnitKey(2)) and not again.is_done(UnitKey(3))
     again.stage(fake_result(3, layout.num_params))
     store = ZooStore(writer.zoo_dir)
@@ -114,7 +116,7 @@ def test_existing_store_needs_resume_and_matching_spec(original_store, small_spe
     root = original_store.zoo_dir.parent
     writer = StoreWriter.open(root, small_spec, layout_for(small_spec), resume=False)
     with pytest.raises(StoreError, match="pass --resume"):
-        writer.population("original", [0.0], small_spec.epochs, ["weights"])
+        writer.population("original", [0.0], small_spec.epochs, ["weights"], GENERATOR)
     with pytest.raises(StoreError, match="build its original population first"):
         StoreWriter.open(root / "elsewhere", small_spec, layout_for(small_spec), resume=False, create=False)
     with pytest.raises(StoreError, match="different settings"):

@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from .counter_rng import CounterDropout
 from .errors import ZooSpecError
 
 BIAS_INIT = 0.01
@@ -31,7 +32,7 @@ def activation_module(name: str) -> nn.Module:
 def _cnn_s(channels: int, activation: str, dropout: float) -> list[tuple[str, nn.Module]]:
     # CNN-s places dropout only where the rate is positive (the original zoos did the same).
     def drop(i: int) -> list[tuple[str, nn.Module]]:
-        return [(f"drop{i}", nn.Dropout(dropout))] if dropout > 0 else []
+        return [(f"drop{i}", CounterDropout(dropout))] if dropout > 0 else []
 
     return [
         ("conv1", nn.Conv2d(channels, 8, 5)), ("pool1", nn.MaxPool2d(2)), ("act1", activation_module(activation)),
@@ -50,14 +51,14 @@ def _cnn_l(channels: int, activation: str, dropout: float) -> list[tuple[str, nn
     # CNN-l always has a dropout module after each activation, even at rate 0.
     return [
         ("conv1", nn.Conv2d(channels, 16, 3)), ("pool1", nn.MaxPool2d(2)), ("act1", activation_module(activation)),
-        ("drop1", nn.Dropout(dropout)),
+        ("drop1", CounterDropout(dropout)),
         ("conv2", nn.Conv2d(16, 32, 3)), ("pool2", nn.MaxPool2d(2)), ("act2", activation_module(activation)),
-        ("drop2", nn.Dropout(dropout)),
+        ("drop2", CounterDropout(dropout)),
         ("conv3", nn.Conv2d(32, 15, 3)), ("pool3", nn.MaxPool2d(2)), ("act3", activation_module(activation)),
-        ("drop3", nn.Dropout(dropout)),
+        ("drop3", CounterDropout(dropout)),
         ("flatten", nn.Flatten()),
         ("fc1", nn.Linear(60, 20)), ("act4", activation_module(activation)),
-        ("drop4", nn.Dropout(dropout)),
+        ("drop4", CounterDropout(dropout)),
         ("fc2", nn.Linear(20, 10)),
     ]
 
@@ -98,19 +99,16 @@ def initialize(model: nn.Module, method: str) -> None:
             layer.bias.fill_(BIAS_INIT)
 
 
-def seeded_model(
-    architecture: str, channels: int, activation: str, dropout: float, init: str, seed: int
-) -> tuple[nn.Sequential, torch.Generator]:
-    """A model initialised from ``seed`` exactly as the original zoos did, and the RNG after it.
+def seeded_model(architecture: str, channels: int, activation: str, dropout: float, init: str,
+                 seed: int) -> nn.Sequential:
+    """A model initialised from ``seed`` exactly as the original zoos did.
 
     The originals seeded the global RNG, built the model (layer constructors draw from it), then
-    applied the init method. We replay that in a forked RNG, so the global state is untouched, and
-    return a generator positioned where the originals' epoch shuffling continued.
+    applied the init method. We replay that in a forked RNG, so the global state is untouched.
+    (Training randomness after the init is counter-based: :mod:`zoo_dataset.counter_rng`.)
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(architecture, channels, activation, dropout)
         initialize(model, method=init)
-        after = torch.Generator()
-        after.set_state(torch.get_rng_state())
-    return model, after
+    return model

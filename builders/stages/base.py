@@ -16,6 +16,7 @@ from typing import Protocol
 
 import click
 
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.errors import StoreError
 from zoo_dataset.jobs import TrainJob, UnitKey
 from zoo_dataset.methods import Method
@@ -71,7 +72,7 @@ class MethodStage:
         self.check_ready(ctx)
         method, spec = self.method, ctx.spec
         levels = method.levels(spec)
-        population = ctx.store.population(method.name, levels, method.epochs(spec), list(method.arrays))
+        population = ctx.store.population(method.name, levels, method.epochs(spec), list(method.arrays), GENERATOR)
         self.check_repairable(ctx, population)
         for line in population.dropped:
             click.echo(f"{line}; rebuilding it", err=True)

@@ -31,14 +31,11 @@ from ..layout import ParameterLayout
 from ..specs import ModelConfig, ZooSpec
 
 if TYPE_CHECKING:  # the engine's types; importing them here would pull training code into every reader
-    from ..training.batched_ops import Noise, PopulationNet
+    from ..counter_rng import StepDraws
+    from ..training.batched_ops import PopulationNet
 
 StartStates = dict[int, tuple[np.ndarray, np.ndarray]]  # model id -> (last state, its test predictions)
 RecordedState = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]  # (weights, keep-mask, log_alpha)
-
-
-def seeded_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
 
 
 def twin_seed(model_seed: int, level: float) -> int:
@@ -60,16 +57,17 @@ def plain_from_state(job: TrainJob, channels: int) -> nn.Module:
 class LayerOp:
     """How one stacked layer computes, handed to hooks that add to its output (VD's variance pass).
 
-    ``apply(input, weight, bias)`` runs the layer's op over all models; ``normal(noise, device)``
-    draws one standard-normal tensor per model in the layer's output layout.
+    ``apply(input, weight, bias)`` runs the layer's op over all models; ``normal(draws)`` draws
+    the step's next standard normals, one tensor of a model's output shape ``noise_shape`` per
+    model, and lays them out as the layer's output (``to_layer`` of ``[M, *noise_shape]``).
     """
 
     apply: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
     noise_shape: tuple[int, ...]
-    stack: Callable[[list[torch.Tensor]], torch.Tensor]
+    to_layer: Callable[[torch.Tensor], torch.Tensor]
 
-    def normal(self, noise: Noise, device: torch.device) -> torch.Tensor:
-        return self.stack(noise.normal(self.noise_shape, device))
+    def normal(self, draws: StepDraws) -> torch.Tensor:
+        return self.to_layer(draws.normal(self.noise_shape))
 
 
 class PopulationHooks:
@@ -81,7 +79,6 @@ class PopulationHooks:
     the reference trainer agree.
     """
 
-    draws_noise: bool = False  # the training forward pass samples noise even without dropout
 
     def extra_parameters(self) -> dict[str, torch.Tensor]:
         """Stacked per-weight parameters trained with the weights: name -> [M, weights of all layers]."""
@@ -92,7 +89,7 @@ class PopulationHooks:
         return weight
 
     def noisy_output(self, net: PopulationNet, layer: str, op: LayerOp, h: torch.Tensor, weight: torch.Tensor,
-                     mean: torch.Tensor, noise: Noise) -> torch.Tensor:
+                     mean: torch.Tensor, draws: StepDraws) -> torch.Tensor:
         """A layer's training output given its deterministic output ``mean`` (VD: a sampled output)."""
         return mean
 
@@ -146,9 +143,15 @@ class Method:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ per-model recipe
-    def build(self, job: TrainJob, channels: int) -> tuple[nn.Module, torch.Generator]:
-        """The model at epoch 0 (on CPU) and the generator that orders its training data."""
-        return plain_from_state(job, channels), seeded_generator(job.seed)
+    def build(self, job: TrainJob, channels: int) -> nn.Module:
+        """The model at epoch 0 (on CPU). Data order and noise are counter-based
+        (:mod:`zoo_dataset.counter_rng`), keyed by the job's seed, method and level."""
+        return plain_from_state(job, channels)
+
+    def noise_stream(self) -> str:
+        """The counter stream of the method's training randomness (data order, dropout masks, noise;
+        :mod:`zoo_dataset.counter_rng`): the method's name, unless it must draw as another does."""
+        return self.name
 
     def layout_module(self, model: nn.Module) -> nn.Module:
         """The module whose conv/linear children define the stored parameter layout."""

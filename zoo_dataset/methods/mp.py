@@ -22,7 +22,7 @@ from ..jobs import TrainJob, UnitKey
 from ..layout import ParameterLayout
 from ..sparsify.magnitude import global_magnitude_mask
 from ..specs import ModelConfig, ZooSpec
-from .base import Method, PopulationHooks, RecordedState, StartStates, plain_from_state, seeded_generator, twin_seed
+from .base import Method, PopulationHooks, RecordedState, StartStates, plain_from_state, twin_seed
 
 
 class MaskedNet(nn.Module):
@@ -111,10 +111,10 @@ class MagnitudePruning(Method):
             ))
         return jobs
 
-    def build(self, job: TrainJob, channels: int) -> tuple[nn.Module, torch.Generator]:
+    def build(self, job: TrainJob, channels: int) -> nn.Module:
         if job.mask is None:
             raise ZooSpecError(f"{job.method} job for model {job.key.model_id} needs a mask")
-        return MaskedNet(plain_from_state(job, channels), job.mask), seeded_generator(job.seed)
+        return MaskedNet(plain_from_state(job, channels), job.mask)
 
     def layout_module(self, model: MaskedNet) -> nn.Module:
         return model.plain

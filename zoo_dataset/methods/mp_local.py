@@ -27,6 +27,9 @@ class LocalMagnitudePruning(MagnitudePruning):
     default = False  # opt-in: `zoo-build --stages mp_local` (needs the original population)
     order = 11
 
+    def noise_stream(self) -> str:
+        return "mp"  # MP's data order at the same level and seed: the pair differs only in its mask
+
     def mask(self, flat: np.ndarray, layout: ParameterLayout, level: float) -> np.ndarray:
         keep = np.ones(layout.num_params, dtype=bool)
         for entry in layout.weight_entries():

@@ -33,9 +33,8 @@ class Original(Method):
             for k in keys
         ]
 
-    def build(self, job: TrainJob, channels: int) -> tuple[nn.Module, torch.Generator]:
-        """From scratch, init and data order follow the model's seed as in the original zoos; from a
-        given state, the order follows the job's own seed."""
+    def build(self, job: TrainJob, channels: int) -> nn.Module:
+        """From scratch, the init follows the model's seed as in the original zoos."""
         if job.initial is not None:
             return super().build(job, channels)
         c = job.config

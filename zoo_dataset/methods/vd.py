@@ -27,13 +27,12 @@ from ..sparsify.variational import (
     to_variational,
 )
 from ..specs import ModelConfig, VDSpec, ZooSpec
-from .base import LayerOp, Method, PopulationHooks, RecordedState, StartStates, plain_from_state, seeded_generator
+from .base import LayerOp, Method, PopulationHooks, RecordedState, StartStates, plain_from_state
 
 
 class VDHooks(PopulationHooks):
     """Sparse VD over stacked models, computing what :class:`VariationalNet` computes per model."""
 
-    draws_noise = True
 
     def __init__(self, log_sigma2: torch.Tensor, threshold: float, kl_factor: Callable[[int, int], float]):
         self.log_sigma2, self.threshold, self.kl_factor = log_sigma2, threshold, kl_factor
@@ -48,9 +47,9 @@ class VDHooks(PopulationHooks):
         return torch.where(self.log_alpha(net, layer) < self.threshold, weight, torch.zeros_like(weight))
 
     def noisy_output(self, net, layer: str, op: LayerOp, h: torch.Tensor, weight: torch.Tensor,
-                     mean: torch.Tensor, noise) -> torch.Tensor:
+                     mean: torch.Tensor, draws) -> torch.Tensor:
         variance = op.apply(h * h, torch.exp(self.log_alpha(net, layer)) * weight * weight, None)
-        return mean + torch.sqrt(variance + VAR_EPS) * op.normal(noise, net.device)
+        return mean + torch.sqrt(variance + VAR_EPS) * op.normal(draws)
 
     def loss_term(self, net, epoch: int, n_train: int) -> torch.Tensor:
         total = torch.zeros(net.size, device=net.device)  # per-model summed KL of all layers
@@ -95,7 +94,7 @@ class VariationalDropout(Method):
             for k in keys
         ]
 
-    def build(self, job: TrainJob, channels: int) -> tuple[nn.Module, torch.Generator]:
+    def build(self, job: TrainJob, channels: int) -> nn.Module:
         """Job options: ``threshold``, ``kl_warmup_epochs`` and ``kl_objective`` (see :class:`VDSpec`)."""
         model = to_variational(
             plain_from_state(job, channels),
@@ -103,7 +102,7 @@ class VariationalDropout(Method):
             kl_warmup_epochs=int(job.options.get("kl_warmup_epochs", VDSpec.kl_warmup_epochs)),
             kl_objective=str(job.options.get("kl_objective", VDSpec.kl_objective)),
         )
-        return model, seeded_generator(job.seed)
+        return model
 
     def loss(self, model: VariationalNet, logits: torch.Tensor, y: torch.Tensor, n_train: int,
              epoch: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..counter_rng import active_draws
 from ..layout import ParameterLayout
 from ..specs import VD_KL_OBJECTIVES, VD_THRESHOLD, KLObjective
 
@@ -71,7 +72,10 @@ class _VariationalMixin:
         return torch.where(self.keep_mask(), self.weight, torch.zeros_like(self.weight))
 
     def _sample(self, mean: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
-        return mean + torch.sqrt(variance + VAR_EPS) * torch.randn_like(mean)
+        """One Gaussian sample per output: the active step's draws (the trainers), else torch's RNG."""
+        draws = active_draws()
+        eps = torch.randn_like(mean) if draws is None else draws.normal(tuple(mean.shape))[0]
+        return mean + torch.sqrt(variance + VAR_EPS) * eps
 
 
 class VDConv2d(_VariationalMixin, nn.Conv2d):

@@ -54,6 +54,7 @@ class PopulationInfo:
     arrays: list[str]  # datasets in each shard: weights, masks, log_alpha
     status: Literal["partial", "complete"] = "partial"  # complete: every shard packed
     shards: list[ShardInfo] = field(default_factory=list)
+    generator: str | None = None  # training randomness (name/version); None: stores of older toolkits
 
 
 @dataclass

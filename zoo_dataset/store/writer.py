@@ -49,8 +49,10 @@ class StoreWriter:
         self.resume = resume
 
     @classmethod
-    def open(cls, root: Path, spec: ZooSpec, layout: ParameterLayout, resume: bool, create: bool = True) -> StoreWriter:
-        """The store of ``spec`` under ``root``: existing (same spec required) or, with ``create``, new.
+    def open(cls, root: Path, spec: ZooSpec, layout: ParameterLayout, resume: bool, create: bool = True,
+             train_chunk: int | None = None) -> StoreWriter:
+        """The store of ``spec`` under ``root``: existing (same spec required) or, with ``create``, new
+        (training chunks of ``train_chunk`` models, default ``models_per_shard``).
 
         ``resume`` allows continuing populations that already hold work; new populations can be
         added to an existing store without it (e.g. ``--stages mp`` after ``--stages original``).
@@ -85,7 +87,8 @@ class StoreWriter:
             layout=layout.to_dict(),
             model_ids=[m.model_id for m in spec.models()],
             models_per_shard=spec.models_per_shard,
-            train_chunk=spec.models_per_shard,  # a chunk completes a shard: a resume redoes at most one
+            # a chunk completes a shard, so a resume redoes at most one; a GPU build asks for its group size
+            train_chunk=train_chunk or spec.models_per_shard,
         )
         writer = cls(zoo_dir, manifest, resume)
         writer.write_models_table(models_table(spec))
@@ -105,10 +108,16 @@ class StoreWriter:
         table["seed"] = [int(seeds.get(m, s)) for m, s in zip(table.model_id, table.seed, strict=True)]
         self.write_models_table(table)
 
-    def population(self, name: str, levels: list[float], epochs: int, arrays: list[str]) -> PopulationWriter:
+    def population(self, name: str, levels: list[float], epochs: int, arrays: list[str],
+                   generator: str) -> PopulationWriter:
+        """The writer of population ``name``, trained with the random ``generator`` (name/version).
+
+        A partial population started with another generator is refused: its finished and its
+        remaining units would draw from different streams.
+        """
         info = self.manifest.populations.get(name)
         if info is None:
-            info = PopulationInfo(levels=[float(x) for x in levels], epochs=epochs, arrays=arrays)
+            info = PopulationInfo(levels=[float(x) for x in levels], epochs=epochs, arrays=arrays, generator=generator)
             self.manifest.populations[name] = info
             self.manifest.save(self.zoo_dir)
         elif info.levels != [float(x) for x in levels] or info.epochs != epochs:
@@ -118,6 +127,16 @@ class StoreWriter:
                 f"population {name} of {self.zoo_dir} already holds a build; pass --resume to continue it "
                 "or choose another --root"
             )
+        elif info.generator != generator and info.status != "complete":
+            if _has_work(self.zoo_dir, name, info):
+                started = info.generator or "per-model Mersenne Twister generators (an older toolkit)"
+                raise StoreError(
+                    f"population {name} of {self.zoo_dir} was started with the random generator {started}; "
+                    f"this toolkit draws with {generator}: finish it with the version that started it, "
+                    "or build into another --root"
+                )
+            info.generator = generator
+            self.manifest.save(self.zoo_dir)
         writer = PopulationWriter(self, name, info)
         if self.resume:
             writer.drop_damaged_shards()

@@ -5,35 +5,21 @@ layer into one op over all of them. Convolutions run as grouped convolutions ove
 ``[batch, M * channels, H, W]`` layout (model ``m`` owns channel block ``m``; channels-last memory,
 which made a CPU training epoch ~1.6x faster than NCHW, mostly in pooling), linear layers as
 batched matmuls over ``[M, batch, features]``. Pooling and activations act per channel, so they
-need no change. Randomness inside the forward pass (dropout masks, VD noise) is drawn per model
-from that model's own generator, in the order the per-model reference draws it, so both paths see
-the same numbers. What a method changes (VD's layers, MP's masks) comes in through its hooks.
+need no change. Randomness inside the forward pass (dropout masks, VD noise) comes from the
+step's counter-based draws (:class:`~zoo_dataset.counter_rng.StepDraws`), one batched op for all
+models, in the order the per-model reference draws it, so both paths see the same numbers. What a
+method changes (VD's layers, MP's masks) comes in through its hooks.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..counter_rng import StepDraws
 from ..layout import ParameterLayout
 from ..methods import LayerOp, PopulationHooks
-
-
-@dataclass(frozen=True)
-class Noise:
-    """Per-model generators for dropout and VD noise; ``None`` in eval mode (no randomness)."""
-
-    generators: Sequence[torch.Generator]
-
-    def bernoulli(self, shape: tuple[int, ...], keep: float, device: torch.device) -> list[torch.Tensor]:
-        return [torch.empty(shape).bernoulli_(keep, generator=g).to(device) for g in self.generators]
-
-    def normal(self, shape: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
-        return [torch.randn(shape, generator=g).to(device) for g in self.generators]
 
 
 class PopulationNet:
@@ -85,8 +71,8 @@ class PopulationNet:
         return self.extra_leaves[name][layer]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, noise: Noise | None) -> torch.Tensor:
-        """Logits [M, batch, classes].
+    def forward(self, x: torch.Tensor, draws: StepDraws | None) -> torch.Tensor:
+        """Logits [M, batch, classes]; in training (``draws`` given) or evaluation (``None``).
 
         ``x`` is either per-model input ``[batch, M * C, H, W]`` or one input shared by all models
         ``[batch, C, H, W]`` (evaluation); the first convolution tells them apart by channel count.
@@ -94,26 +80,26 @@ class PopulationNet:
         h = x.contiguous(memory_format=torch.channels_last)
         for name, module in self.children:
             if isinstance(module, nn.Conv2d):
-                h = self._conv(name, module, h, noise)
+                h = self._conv(name, module, h, draws)
             elif isinstance(module, nn.Linear):
-                h = self._linear(name, h, noise)
+                h = self._linear(name, h, draws)
             elif isinstance(module, nn.Flatten):
                 h = h.reshape(h.shape[0], self.size, -1).transpose(0, 1)
             elif isinstance(module, nn.Dropout):
-                h = self._dropout(module.p, h, noise)
+                h = self._dropout(module.p, h, draws)
             else:  # pooling and activations act per channel / element
                 h = module(h)
         return h
 
-    def _weight(self, layer: str, noise: Noise | None) -> torch.Tensor:
+    def _weight(self, layer: str, draws: StepDraws | None) -> torch.Tensor:
         """The weight the layer computes with: the method's choice outside training."""
         w = self.param(f"{layer}.weight")
-        return self.hooks.eval_weight(self, layer, w) if noise is None else w
+        return self.hooks.eval_weight(self, layer, w) if draws is None else w
 
-    def _conv(self, layer: str, module: nn.Conv2d, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
-        w, b = self._weight(layer, noise), self.param(f"{layer}.bias")
+    def _conv(self, layer: str, module: nn.Conv2d, h: torch.Tensor, draws: StepDraws | None) -> torch.Tensor:
+        w, b = self._weight(layer, draws), self.param(f"{layer}.bias")
         groups = h.shape[1] // module.in_channels  # 1 for a shared input, M otherwise
-        if groups == 1 and noise is None:
+        if groups == 1 and draws is None:
             return _shared_input_conv(module, h, w, b)
 
         def conv(inp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -122,28 +108,30 @@ class PopulationNet:
                             stride=module.stride, padding=module.padding, groups=groups)
 
         mean = conv(h, w, b).contiguous(memory_format=torch.channels_last)
-        if noise is None:
+        if draws is None:
             return mean
-        op = LayerOp(conv, (mean.shape[0], module.out_channels, *mean.shape[2:]), lambda t: torch.cat(t, dim=1))
-        return self.hooks.noisy_output(self, layer, op, h, w, mean, noise)
+        op = LayerOp(conv, (mean.shape[0], module.out_channels, *mean.shape[2:]), per_model_input)
+        return self.hooks.noisy_output(self, layer, op, h, w, mean, draws)
 
-    def _linear(self, layer: str, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
-        w, b = self._weight(layer, noise), self.param(f"{layer}.bias")
+    def _linear(self, layer: str, h: torch.Tensor, draws: StepDraws | None) -> torch.Tensor:
+        w, b = self._weight(layer, draws), self.param(f"{layer}.bias")
         mean = _batched_linear(h, w, b)
-        if noise is None:
+        if draws is None:
             return mean
-        op = LayerOp(_batched_linear, tuple(mean.shape[1:]), torch.stack)
-        return self.hooks.noisy_output(self, layer, op, h, w, mean, noise)
+        op = LayerOp(_batched_linear, tuple(mean.shape[1:]), lambda t: t)
+        return self.hooks.noisy_output(self, layer, op, h, w, mean, draws)
 
-    def _dropout(self, p: float, h: torch.Tensor, noise: Noise | None) -> torch.Tensor:
-        if noise is None or p == 0:
+    def _dropout(self, p: float, h: torch.Tensor, draws: StepDraws | None) -> torch.Tensor:
+        """As :class:`~zoo_dataset.counter_rng.CounterDropout` computes it for one model."""
+        if draws is None or p == 0:
             return h
+        keep = 1 - p
         if h.dim() == 4:  # [batch, M * C, H, W]
             shape = (h.shape[0], h.shape[1] // self.size, *h.shape[2:])
-            masks = torch.cat(noise.bernoulli(shape, 1 - p, self.device), dim=1)
+            masks = per_model_input(draws.keep_mask(shape, keep))
         else:  # [M, batch, features]
-            masks = torch.stack(noise.bernoulli(tuple(h.shape[1:]), 1 - p, self.device))
-        return h * masks.div_(1 - p)
+            masks = draws.keep_mask(tuple(h.shape[1:]), keep)
+        return h * (masks.to(h.dtype) / keep)
 
     @torch.no_grad()
     def flat(self) -> torch.Tensor:

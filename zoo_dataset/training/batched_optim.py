@@ -24,6 +24,7 @@ class BatchedOptimizer:
             raise ValueError(f"unknown optimizer {kind!r}")
         self.kind, self.params, self.steps = kind, params, 0
         self.lr, self.weight_decay = lr, weight_decay
+        self.decays = bool(weight_decay.any())  # known once: no host sync per step
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
 
     @staticmethod
@@ -35,7 +36,7 @@ class BatchedOptimizer:
         """One update of every parameter tensor with its gradient (same order as ``params``)."""
         self.steps += 1
         for p, grad, state in zip(self.params, grads, self.state, strict=True):
-            if bool(self.weight_decay.any()):
+            if self.decays:
                 grad = grad + self._per_model(self.weight_decay, p) * p
             lr = self._per_model(self.lr, p)
             if self.kind == "adam":

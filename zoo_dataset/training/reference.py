@@ -10,17 +10,13 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..counter_rng import CounterRNG, StepDraws, drawing
 from ..data import ImageData
 from ..jobs import EpochCallback, JobResult, TrainJob
 from ..layout import ParameterLayout
 from ..methods import get_method
 from ..metrics import agreement, evaluate
 from .optimizers import make_optimizer
-
-
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """One epoch's shuffled index batches; the generator makes the order a function of the seed."""
-    return list(torch.randperm(n, generator=generator).split(batch_size))
 
 
 def state_metrics(
@@ -63,9 +59,8 @@ class ReferenceTrainer:
         self, job: TrainJob, channels: int, train_x, train_y, test_x, test_y, on_epoch: EpochCallback | None = None
     ) -> JobResult:
         recipe = get_method(job.method)
-        model, order = recipe.build(job, channels)
-        model = model.to(self.device)
-        torch.manual_seed(job.seed)  # dropout noise and any sampling inside the model
+        model = recipe.build(job, channels).to(self.device)
+        rng = CounterRNG.for_jobs([job], recipe.noise_stream(), self.device)  # data order, masks and noise
         layout = ParameterLayout.from_module(recipe.layout_module(model))
         optimizer = make_optimizer(
             job.config.optimizer, [p for p in model.parameters() if p.requires_grad], job.lr, job.config.weight_decay
@@ -86,9 +81,9 @@ class ReferenceTrainer:
         predictions = record()
         model.train()
         for epoch in range(1, job.epochs + 1):
-            for idx in epoch_batches(len(train_x), job.batch_size, order):
-                idx = idx.to(self.device)
-                logits = model(train_x[idx])
+            for step, (idx,) in enumerate(rng.batches(len(train_x), job.batch_size, epoch)):
+                with drawing(StepDraws(rng, epoch, step)):  # the model's random layers draw from it
+                    logits = model(train_x[idx])
                 loss = recipe.loss(model, logits, train_y[idx], len(train_x), epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
