@@ -102,7 +102,7 @@ def test_build_refuses_nonsense_before_creating_anything(args, message, tmp_path
 def test_build_on_cuda_without_a_gpu_leaves_no_store(tmp_path):
     out = tmp_path / "out"
     line = one_error_line(invoke("zoo-build", "--zoo", ZOO, "--device", "cuda", "--out", out), 2)
-    assert "no CUDA GPU" in line and not out.exists()
+    assert "sees no CUDA device" in line and not out.exists()
 
 
 def test_out_under_a_file_is_one_usage_line(tmp_path):

@@ -78,7 +78,7 @@ def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(f"{value!r} is not a torch device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise click.BadParameter(f"{value!r}: no CUDA GPU is available on this machine; use cpu")
+            raise click.BadParameter(f"{value!r}: this torch {torch.__version__} sees no CUDA device; use cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise click.BadParameter(f"{value!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     elif device.type == "mps":
