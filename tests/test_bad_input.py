@@ -23,6 +23,7 @@ from loaders import ZooTrajectoryDataset, ZooTwinDataset, download
 from loaders import cli as download_cli
 from zoo_dataset import __version__
 from zoo_dataset.cli_support import describe_os_error, one_line_errors, writable_dir
+from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.errors import StoreError
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
@@ -160,7 +161,7 @@ def test_disk_full_while_packing_leaves_the_store_usable(tmp_path, monkeypatch, 
     spec = get_spec(ZOO).with_overrides(model_subset=[0, 1], epochs=1, models_per_shard=2)
     layout = layout_for(spec)
     writer = StoreWriter.open(tmp_path, spec, layout, resume=False)
-    population = writer.population("original", [0.0], 1, ["weights"])
+    population = writer.population("original", [0.0], 1, ["weights"], GENERATOR)
     rng = np.random.default_rng(0)
     results = [JobResult(UnitKey(m), rng.standard_normal((2, layout.num_params)).astype(np.float32),
                          [{"epoch": e, "test_acc": 0.5} for e in range(2)]) for m in (0, 1)]
@@ -179,7 +180,8 @@ def test_disk_full_while_packing_leaves_the_store_usable(tmp_path, monkeypatch, 
     assert (writer.zoo_dir / "manifest.json").read_text() == manifest
     assert not list(writer.zoo_dir.rglob("*.tmp"))
     monkeypatch.undo()
-    resumed = StoreWriter.open(tmp_path, spec, layout, resume=True).population("original", [0.0], 1, ["weights"])
+    resumed = StoreWriter.open(tmp_path, spec, layout, resume=True).population("original", [0.0], 1, ["weights"],
+                                                                               GENERATOR)
     assert resumed.pack_ready() == [0]
     ZooStore(writer.zoo_dir).verify()
 
