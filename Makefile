@@ -22,7 +22,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev,ray]" || echo "Ray could not be installed: its test will be skipped"
 	touch $@
 
-.PHONY: install demo test lint
+# Tests whose results come from training: run again with two torch threads and without AVX kernels
+NUMERIC_TESTS := tests/test_engine.py tests/test_vd.py tests/test_mp.py tests/test_methods.py tests/test_build.py \
+                 tests/test_resume_chunks.py tests/test_workers.py::test_two_worker_build_equals_a_local_build
+
+.PHONY: install demo test test-matrix lint
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -30,6 +34,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n $(JOBS) --durations=15
+
+test-matrix: $(VENV)/.installed-test
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -n $(JOBS) $(NUMERIC_TESTS)
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -n $(JOBS) $(NUMERIC_TESTS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from loaders.cache import store_root
-from zoo_dataset.cli_support import Command, one_line_errors
+from zoo_dataset.cli_support import EPOCHS, Command, check_device, one_line_errors, version_option, writable_dir
 from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
-from zoo_dataset.specs import VD_KL_OBJECTIVES, get_spec, load_specs, registry
+from zoo_dataset.specs import VD_KL_OBJECTIVES, check_levels, get_spec, load_specs, registry
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.lock import writer_lock
@@ -22,7 +22,7 @@ from zoo_dataset.store.paths import check_zoo_name
 from .build import build_zoo
 from .executors import ENGINES, EXECUTORS, make_trainer
 from .ingest import ingest_original
-from .stages import DEFAULT_STAGES, STAGES
+from .stages import DEFAULT_STAGES, STAGES, MethodStage, StageReport
 
 OPT_IN = [name for name in STAGES if name not in DEFAULT_STAGES]
 
@@ -33,18 +33,51 @@ PRESETS = {
 
 
 def parse_models(text: str) -> list[int]:
-    """'0-9,12,20-22' -> [0..9, 12, 20, 21, 22]."""
-    ids: list[int] = []
+    """'0-9,12,20-22' -> [0..9, 12, 20, 21, 22]; a reversed range or an empty list is refused."""
     try:
-        for part in text.split(","):
-            if "-" in part:
-                lo, hi = part.split("-")
-                ids.extend(range(int(lo), int(hi) + 1))
-            elif part.strip():
-                ids.append(int(part))
+        ranges = [tuple(int(x) for x in part.split("-")) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ZooSpecError(f"--models {text!r} is not a list of ids and ranges such as 0-9,12") from None
+        raise ZooSpecError(f"{text!r} is not a list of ids and ranges such as 0-9,12") from None
+    if any(len(r) > 2 for r in ranges):
+        raise ZooSpecError(f"{text!r} is not a list of ids and ranges such as 0-9,12")
+    backwards = [f"{r[0]}-{r[1]}" for r in ranges if len(r) == 2 and r[1] < r[0]]
+    if backwards:
+        raise ZooSpecError(f"{text!r}: the range {backwards[0]} runs backwards")
+    ids = [i for r in ranges for i in range(r[0], r[-1] + 1)]
+    if not ids:
+        raise ZooSpecError(f"{text!r} selects no model; give ids and ranges such as 0-9,12")
     return ids
+
+
+def _as_bad_parameter(parse):
+    """A click callback from a parser that raises ZooSpecError: the error is a usage error of the option."""
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ZooSpecError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return callback
+
+
+def parse_stages(text: str) -> list[str]:
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ZooSpecError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(STAGES)}")
+    if not stages:
+        raise ZooSpecError(f"no stage given; choose from {', '.join(STAGES)}")
+    return stages
+
+
+def parse_levels(text: str) -> tuple[float, ...]:
+    try:
+        return check_levels(float(x) for x in text.split(","))
+    except ValueError as exc:
+        if isinstance(exc, ZooSpecError):
+            raise
+        raise ZooSpecError(f"{text!r} is not a list of numbers such as 0.5,0.9 or 50,90") from None
 
 
 def existing_spec(root: Path, zoo: str, spec_file: str | None = None):
@@ -66,9 +99,11 @@ def list_zoos(data_dir: str | None, spec_file: str | None = None) -> None:
         )
 
 
-def summary(store: ZooStore, seconds: float) -> None:
+def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None:
     size = sum(p.stat().st_size for p in store.zoo_dir.rglob("*") if p.is_file())
-    click.echo(f"\nstore: {store.zoo_dir}  ({size / 1e6:.1f} MB, built in {seconds:.0f} s)")
+    trained = sum(r.units_trained for r in reports if isinstance(STAGES[r.stage], MethodStage))
+    done = f"built in {seconds:.0f} s" if trained else "nothing to train: every requested unit was already built"
+    click.echo(f"\nstore: {store.zoo_dir}  ({size / 1e6:.1f} MB, {done})")
     table = last_epoch_summary({p: store.states(p) for p in store.populations})
     for row in table.itertuples():
         tag = f"{row.population}" + (f" @ {row.level:.0%}" if row.level > 0 else "")
@@ -79,25 +114,29 @@ def summary(store: ZooStore, seconds: float) -> None:
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option()
 @click.option("--zoo", help="Zoo name (see --list).")
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False),
               help="A TOML file of your own zoos (the schema of the packaged zoos.toml); --zoo names one of them.")
 @click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
-@click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True,
+@click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True, callback=_as_bad_parameter(parse_stages),
               help="Comma-separated stages to run; opt-in methods (" + ", ".join(OPT_IN) + ") only when named.")
 @click.option("--root", "--out", "root", type=click.Path(file_okay=False),
               help="Where stores live; the zoo goes to ROOT/<zoo> [default: $ZOO_TWINS_CACHE, else the cache dir]. "
               "--out is the old name of this option.")
-@click.option("--models", help="Subset of model ids, e.g. 0-9,12.")
-@click.option("--epochs", type=int, help="Override the original training epochs.")
-@click.option("--mp-epochs", type=int, help="Override MP fine-tuning epochs.")
-@click.option("--mp-levels", help="Override MP sparsity levels, e.g. 0.5,0.9 or 50,90.")
-@click.option("--vd-epochs", type=int, help="Override VD training epochs.")
+@click.option("--models", callback=_as_bad_parameter(parse_models), help="Subset of model ids, e.g. 0-9,12.")
+@click.option("--epochs", type=EPOCHS,
+              help="Override the original training epochs (1 to 10000; not with --from-original).")
+@click.option("--mp-epochs", type=EPOCHS, help="Override MP fine-tuning epochs.")
+@click.option("--mp-levels", callback=_as_bad_parameter(parse_levels),
+              help="Override MP sparsity levels, e.g. 0.5,0.9 or 50,90 (distinct).")
+@click.option("--vd-epochs", type=EPOCHS, help="Override VD training epochs.")
 @click.option("--vd-kl", type=click.Choice(VD_KL_OBJECTIVES),
               help="VD KL weighting: elbo (KL / N_train, the default) or original (the original zoos' code's ramp).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
               help="smoke: 4 models, 2 epochs, a quick end-to-end check.")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, callback=check_device,
+              help="torch device, e.g. cpu or cuda.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files are (default $ZOO_TWINS_DATA).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build; finished models are kept.")
 @click.option("--from-original", type=click.Path(exists=True),
@@ -115,7 +154,7 @@ def summary(store: ZooStore, seconds: float) -> None:
 def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset,
          device, data_dir, resume, from_original, engine, executor, address, workers, migrate, quiet):
     """Build the original population of a zoo and its sparsified twins."""
-    with one_line_errors(ValueError):
+    with one_line_errors():
         if show_list:
             list_zoos(data_dir, spec_file)
             return
@@ -128,21 +167,26 @@ def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_
             rewritten = migrate_store(root / zoo, progress=report)
             click.echo(f"{root / zoo}: store schema {SCHEMA_VERSION} ({rewritten} shards rewritten)")
             return
+        if from_original and epochs is not None:
+            raise click.UsageError("--epochs cannot be combined with --from-original: an ingested zoo keeps the "
+                                   "epochs its checkpoints record")
+        if address and executor != "ray":
+            raise click.UsageError("--address is for --executor ray")
         overrides = dict(PRESETS[preset])
         overrides.update({k: v for k, v in {
             "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs, "vd_kl_objective": vd_kl,
-            "model_subset": parse_models(models) if models else None,
-            "mp_levels": mp_levels.split(",") if mp_levels else None,
+            "model_subset": models, "mp_levels": mp_levels,
         }.items() if v is not None})
         spec = existing_spec(root, zoo, spec_file).with_overrides(**overrides)
+        trainer = make_trainer(executor, engine, device, address, workers=workers)
+        writable_dir(root, "--root")
         started = time.time()
         with writer_lock(root / spec.name):  # one lock over ingest and build
             if from_original:  # the original stage then finds every ingested model done
                 spec, resume = ingest_original(spec, from_original, root).spec, True
-            store, _ = build_zoo(spec, root, stages=[s.strip() for s in stages.split(",") if s.strip()],
-                                 resume=resume, device=device, data_dir=data_dir, progress=not quiet,
-                                 trainer=make_trainer(executor, engine, device, address, workers=workers))
-        summary(store, time.time() - started)
+            store, reports = build_zoo(spec, root, stages=stages, resume=resume, device=device, data_dir=data_dir,
+                                       progress=not quiet, trainer=trainer)
+        summary(store, time.time() - started, reports)
 
 
 if __name__ == "__main__":

@@ -61,12 +61,27 @@ class Trial:
         return self.folder.name
 
     def factors(self) -> dict:
-        """params.json mapped to ModelConfig fields."""
+        """params.json mapped to ModelConfig fields; a value of the wrong kind raises ValueError (never coerced)."""
         p = self.params
-        return {"seed": int(p["seed"]), "activation": str(p["model::nlin"]).lower(),
-                "optimizer": str(p["optim::optimizer"]).lower(), "lr": float(p["optim::lr"]),
-                "weight_decay": float(p["optim::wd"]), "dropout": float(p["model::dropout"]),
-                "init": str(p["model::init_type"])}
+        return {"seed": whole_number(p["seed"], "seed"), "activation": str(p["model::nlin"]).lower(),
+                "optimizer": str(p["optim::optimizer"]).lower(), "lr": real_number(p["optim::lr"], "optim::lr"),
+                "weight_decay": real_number(p["optim::wd"], "optim::wd"),
+                "dropout": real_number(p["model::dropout"], "model::dropout"), "init": str(p["model::init_type"])}
+
+
+def real_number(value: object, name: str) -> float:
+    """A JSON number as float; booleans, strings, lists and objects are refused, not coerced."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} is {value!r}, not a number")
+    return float(value)
+
+
+def whole_number(value: object, name: str) -> int:
+    """A JSON integer (3 or 3.0, not 3.9 or true)."""
+    number = real_number(value, name)
+    if not number.is_integer():
+        raise ValueError(f"{name} is {value!r}, not a whole number")
+    return int(number)
 
 
 @dataclass
@@ -149,6 +164,11 @@ def flat_state(state: object, layout: ParameterLayout) -> np.ndarray:
     modules: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in state.items():
         if m := PARAM_KEY.fullmatch(str(key)):
+            if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+                kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+                raise ValueError(f"{key} is a {kind}, not a real-valued tensor")
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"{key} holds NaN or infinite values")
             modules.setdefault(int(m.group(1)), {})[m.group(2)] = tensor
     if len(modules) != len(layout.layers):
         raise ValueError(f"{len(modules)} parametrised modules, expected {len(layout.layers)}")
@@ -168,8 +188,16 @@ def read_results(trial: Trial) -> dict[int, dict]:
     path = trial.folder / "result.json"
     if not path.exists() and not path.is_symlink():
         return {}
-    rows = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
-    return {int(r.get("training_iteration", i)): r for i, r in enumerate(rows)}
+    try:
+        rows = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"result.json is not JSON lines ({type(exc).__name__})") from None
+    by_epoch = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"result.json line {i + 1} is a {type(row).__name__}, not an object")
+        by_epoch[whole_number(row.get("training_iteration", i), f"result.json line {i + 1}: training_iteration")] = row
+    return by_epoch
 
 
 def metric_row(epoch: int, result: dict, weights: np.ndarray, layout: ParameterLayout) -> dict[str, float]:
@@ -177,7 +205,8 @@ def metric_row(epoch: int, result: dict, weights: np.ndarray, layout: ParameterL
     row = {"epoch": epoch}
     for key in METRICS:
         value = result.get(key)
-        row[key] = float("nan") if value is None or value == MISSING_METRIC else float(value)
+        missing = value is None or value == MISSING_METRIC
+        row[key] = float("nan") if missing else real_number(value, f"result.json {key} of epoch {epoch}")
     row["ggap"] = row["train_acc"] - row["test_acc"]
     row["sparsity"] = float(layout.global_sparsity(weights))
     row.update({f"sparsity_{k}": float(v) for k, v in layout.layer_sparsity(weights).items()})
@@ -234,7 +263,7 @@ def ingest_original(
     with (writer_lock(Path(root) / check_zoo_name(spec.name)),
           tempfile.TemporaryDirectory(prefix="zoo-ingest-") as tmp):
         folder = safe_extract(source, Path(tmp)) if source.is_file() else source
-        report = _ingest_folder(spec, folder, Path(root))
+        report = _ingest_folder(spec, folder, Path(root), label=str(source))
     for line in report.skipped:
         echo(f"skipped {line}")
     echo(f"ingested {len(report.trials)} models ({report.spec.epochs} epochs) from {source}; "
@@ -242,19 +271,27 @@ def ingest_original(
     return report
 
 
-def _ingest_folder(spec: ZooSpec, folder: Path, root: Path) -> IngestReport:
+def _ingest_folder(spec: ZooSpec, folder: Path, root: Path, label: str) -> IngestReport:
+    """Ingest the trials under ``folder``; messages and provenance name ``label`` (the folder or zip given)."""
     trials = find_trials(folder)
     if not trials:
-        raise DataFormatError(f"{folder}: no Ray Tune trial folders (folders with params.json) found")
+        raise DataFormatError(f"{label}: no Ray Tune trial folders (folders with params.json) found")
     skipped: list[str] = []
     matched = match_models(spec, trials, skipped.append)
+    if not matched:
+        raise DataFormatError(f"{label}: none of {len(trials)} trials matches a model of zoo {spec.name} "
+                              f"(is --zoo right?); first: {skipped[0]}")
     for model_id, trial in list(matched.items()):  # a stray checkpoint costs its trial, not the ingest
         beyond = [e for e in trial.checkpoints if e > spec.epochs]
         if beyond:
             skipped.append(f"{trial.label}: checkpoint_{min(beyond):06d} is beyond the zoo's {spec.epochs} epochs")
             del matched[model_id]
+    if not matched:
+        raise DataFormatError(f"{label}: none of {len(trials)} trials could be ingested; first problem: {skipped[0]}")
     epochs = max((max(t.checkpoints, default=0) for t in matched.values()), default=0)
-    full = spec.with_overrides(model_subset=sorted(matched)) if matched else spec
+    if epochs == 0:
+        raise DataFormatError(f"{label}: the {len(matched)} matching trials hold no checkpoint_<N> folders")
+    full = spec.with_overrides(model_subset=sorted(matched))
     layout = layout_for(full)
     # a random-seed zoo's published seeds are its own draws, not the spec's: keep the published ones
     configs = {m.model_id: replace(m, seed=int(matched[m.model_id].factors()["seed"])) for m in full.models()}
@@ -265,7 +302,7 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path) -> IngestReport:
         except (ValueError, OSError) as exc:
             skipped.append(f"{trial.label}: {exc}")
     if not results:
-        raise DataFormatError(f"{folder}: none of {len(trials)} trials could be ingested; first problem: "
+        raise DataFormatError(f"{label}: none of {len(trials)} trials could be ingested; first problem: "
                               f"{skipped[0] if skipped else 'no checkpoints'}")
     ingested = spec.with_overrides(model_subset=sorted(results), epochs=epochs)
     writer = StoreWriter.open(root, ingested, layout, resume=True)
@@ -275,7 +312,7 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path) -> IngestReport:
         if not population.is_done(result.key):
             population.stage(result)
     report = IngestReport(ingested, {i: matched[i].label for i in results}, skipped)
-    provenance = {"source": str(folder), "trials": {str(k): v for k, v in report.trials.items()},
+    provenance = {"source": label, "trials": {str(k): v for k, v in report.trials.items()},
                   "seeds": {str(i): matched[i].factors()["seed"] for i in results}, "skipped": skipped}
     atomic_write_text(writer.zoo_dir / INGEST_RECORD, json.dumps(provenance, indent=1))
     return report

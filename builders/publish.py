@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from loaders.cache import check_known, zoo_dir
-from zoo_dataset.cli_support import Command, one_line_errors
+from zoo_dataset.cli_support import Command, one_line_errors, version_option, writable_dir
 from zoo_dataset.errors import StoreError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path, atomic_write_text
@@ -57,20 +57,26 @@ def publish_mirror(store: ZooStore, mirror: Path) -> Path:
 def publish_hub(store: ZooStore, repo_id: str, private: bool = False) -> str:
     """Upload the store as a Hub dataset repo; returns the commit URL."""
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi()
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    commit = api.upload_folder(
-        folder_path=store.zoo_dir,
-        repo_id=repo_id,
-        repo_type="dataset",
-        allow_patterns=published_files(store),
-        commit_message=f"zoo-twins store {store.manifest.zoo}",
-    )
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=store.zoo_dir,
+            repo_id=repo_id,
+            repo_type="dataset",
+            allow_patterns=published_files(store),
+            commit_message=f"zoo-twins store {store.manifest.zoo}",
+        )
+    except (HfHubHTTPError, OSError) as exc:  # offline, no token, no rights, network down
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"cannot publish to hf://datasets/{repo_id}: {first}") from None
     return str(getattr(commit, "commit_url", commit))
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option()
 @click.option("--zoo", required=True, help="Zoo name under --root, or the path of a store.")
 @click.option(
     "--root",
@@ -92,6 +98,9 @@ def main(zoo, root, repo_id, private, mirror, cards_dir):
     with one_line_errors():
         if not (repo_id or mirror or cards_dir):
             raise click.UsageError("give --repo-id, --mirror and/or --cards-dir")
+        for option, path in (("--mirror", mirror), ("--cards-dir", cards_dir)):
+            if path:
+                writable_dir(path, option)
         directory = zoo_dir(zoo, root)
         check_known(zoo, directory)
         with writer_lock(directory):  # the card is written into the store; no build may change it meanwhile

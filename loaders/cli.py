@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from zoo_dataset.cli_support import Command, one_line_errors
+from zoo_dataset.cli_support import Command, one_line_errors, version_option, writable_dir
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.store import ZooStore
 
+from .cache import store_root
 from .download import download_zoo
 from .sources import SOURCE_ENV
 
@@ -24,6 +25,7 @@ def parse_files(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option()
 @click.option("--zoo", required=True, help="Zoo name, e.g. mnist_seed.")
 @click.option(
     "--source",
@@ -42,6 +44,7 @@ def parse_files(values: tuple[str, ...]) -> dict[str, str]:
 def main(zoo, source, repo_id, url, root, populations, revision, files, quiet):
     """Download a zoo-twins store, verify every file's checksum, and print where it is."""
     with one_line_errors():
+        root = writable_dir(store_root(root), "--root")
         pops = [p.strip() for p in populations.split(",") if p.strip()] if populations else None
         path = download_zoo(
             zoo,

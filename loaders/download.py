@@ -28,7 +28,7 @@ from urllib.request import Request, urlopen
 import pandas as pd
 from tqdm.auto import tqdm
 
-from zoo_dataset.errors import ChecksumError, StoreError
+from zoo_dataset.errors import ChecksumError, StoreError, ZooSpecError
 from zoo_dataset.store.files import sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.lock import writer_lock
@@ -75,6 +75,9 @@ def download_zoo(
     """
     target = store_root(root) / check_zoo_name(zoo)
     origin = source_origin(zoo, source, repo_id, url, revision)
+    local = _local_store(Path(origin["location"]), zoo) if origin["source"] == "local" else None
+    if local is not None and local.resolve() == target.resolve():
+        raise ZooSpecError(f"--source {source} is the download's own target {target}; choose another --root")
     check_origin(target, origin)
     if origin["source"] == SOURCE_MODELZOOS:
         from .modelzoos import fetch_modelzoos  # deferred: conversion code only when needed
@@ -89,7 +92,7 @@ def download_zoo(
     elif origin["source"] == "mirror":
         fetcher = HttpFetcher(f"{origin['location']}/{quote(zoo)}", progress)
     else:
-        fetcher = LocalFetcher(_local_store(Path(origin["location"]), zoo))
+        fetcher = LocalFetcher(local)
     return install(fetcher, target, populations, origin)
 
 
@@ -167,8 +170,9 @@ def _remote_manifest(fetcher: Fetcher, staging: Path) -> Manifest:
     os.replace(part, staging / MANIFEST)
     try:
         return Manifest.load(staging)
-    except StoreError as exc:
-        raise StoreError(f"the manifest from {fetcher} is refused: {exc}") from None
+    except StoreError as exc:  # named as the source's, not by the staging path that is about to go
+        reason = str(exc).replace(str(staging / MANIFEST), MANIFEST)
+        raise StoreError(f"the manifest from {fetcher} is refused: {reason}") from None
     finally:
         (staging / MANIFEST).unlink()  # the manifest goes in last, after every file it lists
 
@@ -338,6 +342,7 @@ class HttpFetcher:
             try:
                 if self._transfer(url, relative, dest, limit):
                     return
+                error = ConnectionError("the connection closed before the whole file arrived")
             except HTTPError as exc:
                 if exc.code == 404:
                     raise FileNotFoundError(url) from None

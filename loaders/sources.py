@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from zoo_dataset.errors import StoreError, ZooSpecError
 from zoo_dataset.store.manifest import MANIFEST, Manifest
@@ -51,6 +52,9 @@ def source_origin(zoo: str, source: str | None, repo_id: str | None = None, url:
         base = source if source != "mirror" else url or os.environ.get(MIRROR_ENV)
         if not base:
             raise ZooSpecError(f"no mirror URL: pass --url or set {MIRROR_ENV}")
+        parsed = urlparse(base)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ZooSpecError(f"mirror URL {base!r} is not an http(s) URL such as https://host/zoos")
         return {"source": "mirror", "location": base.rstrip("/"), "revision": None}
     return {"source": "local", "location": str(Path(source).expanduser().resolve()), "revision": None}
 

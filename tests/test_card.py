@@ -82,4 +82,4 @@ def test_zoo_publish_reports_an_unbuilt_zoo_in_one_line(tmp_path):
     result = CliRunner().invoke(
         publish.main, ["--zoo", "digits_seed", "--root", str(tmp_path), "--mirror", "x"]
     )
-    assert result.exit_code == 2 and result.output.startswith("error: zoo 'digits_seed' is not at")
+    assert result.exit_code == 1 and result.output.startswith("error: zoo 'digits_seed' is not at")

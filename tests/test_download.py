@@ -168,9 +168,9 @@ def test_hub_download_from_an_offline_cache_via_the_cli(store, offline_hub, tmp_
     got.verify()
     _same_arrays(store, got, "mp")
     mixed = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--repo-id", "testorg/other"])
-    assert mixed.exit_code == 2 and "it is not mixed with hub testorg/other" in mixed.output  # another source
+    assert mixed.exit_code == 1 and "it is not mixed with hub testorg/other" in mixed.output  # another source
     missing = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--repo-id", "testorg/other", "--root", str(tmp_path / "o")])
-    assert missing.exit_code == 2 and missing.output.startswith("error: cannot get dataset testorg/other")
+    assert missing.exit_code == 1 and missing.output.startswith("error: cannot get dataset testorg/other")
 
 
 def test_dataset_download_true_uses_the_hub_cache(store, offline_hub, tmp_path):

@@ -166,7 +166,7 @@ def test_a_source_holding_another_zoo_is_refused(store, tmp_path):
     loader then served digits as mnist."""
     args = ["--zoo", "mnist_seed", "--source", str(store.zoo_dir), "--root", str(tmp_path / "cache"), "--quiet"]
     result = CliRunner().invoke(cli.main, args)
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.output == f"error: {store.zoo_dir} holds zoo 'digits_seed', not 'mnist_seed'; refusing it\n"
     assert not (tmp_path / "cache" / "mnist_seed").exists()
 

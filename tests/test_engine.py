@@ -27,12 +27,18 @@ from zoo_dataset.training.engine import PopulationEngine, TrainingGroup
 EPOCHS = 2
 WEIGHT_ATOL = 1e-4  # float rounding (grouped vs per-model conv) compounds over the steps
 METRIC_ATOL = 1e-4
+N_TRAIN, N_TEST = 75, 40
+# Equal-up-to-rounding weights may still flip one near-tie prediction, or move one VD weight's log_alpha
+# across the threshold: counted metrics may then differ by one count (the smallest layer has 200 weights).
+ONE_COUNT = {"test_acc": 1 / N_TEST, "agreement": 1 / N_TEST, "train_acc": 1 / N_TRAIN,
+             "ggap": 1 / N_TEST + 1 / N_TRAIN, "sparsity": 1 / 200}
 
 
 def tiny_data(image_size: int) -> ImageData:
     full = load_dataset("digits", image_size)
     # 75 samples: 7 full batches and a short last one, as real epochs end
-    return ImageData("digits", full.train_x[:75], full.train_y[:75], full.test_x[:40], full.test_y[:40])
+    return ImageData("digits", full.train_x[:N_TRAIN], full.train_y[:N_TRAIN], full.test_x[:N_TEST],
+                     full.test_y[:N_TEST])
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +92,8 @@ def assert_metrics_close(ref_rows: list[dict], eng_rows: list[dict]) -> None:
     for ref, eng in zip(ref_rows, eng_rows, strict=True):
         assert ref.keys() == eng.keys()
         for name, value in ref.items():
-            np.testing.assert_allclose(eng[name], value, atol=METRIC_ATOL, err_msg=name)
+            atol = METRIC_ATOL + ONE_COUNT.get("sparsity" if name.startswith("sparsity") else name, 0.0)
+            np.testing.assert_allclose(eng[name], value, atol=atol, err_msg=name)
 
 
 def assert_same_training(pairs) -> None:
@@ -94,7 +101,8 @@ def assert_same_training(pairs) -> None:
         assert eng.weights.shape == ref.weights.shape
         np.testing.assert_allclose(eng.weights, ref.weights, atol=WEIGHT_ATOL)
         assert_metrics_close(ref.metrics, eng.metrics)
-        np.testing.assert_array_equal(eng.test_predictions, ref.test_predictions)
+        # weights equal up to rounding may still flip a near-tie between two classes
+        assert (eng.test_predictions != ref.test_predictions).sum() <= 1
     # the models really trained, and differently: equality above is not trivial
     assert not np.allclose(pairs[0][1].weights[-1], pairs[0][1].weights[0])
     assert not np.allclose(pairs[0][1].weights[-1], pairs[1][1].weights[-1])
@@ -130,10 +138,11 @@ def test_vd_training_matches_reference(data, kl_objective):
     pairs = run_both(twin_jobs("vd", configs("gelu", "adam"), data, kl_objective), data)
     assert_same_training(pairs)
     for ref, eng in pairs:
-        np.testing.assert_array_equal(eng.masks, ref.masks)
         # log_alpha = log sigma^2 - log theta^2 amplifies rounding where theta is small
         away_from_zero = np.abs(ref.weights) > 1e-2
         np.testing.assert_allclose(eng.log_alpha[away_from_zero], ref.log_alpha[away_from_zero], atol=1e-3)
+        # the masks agree wherever rounding cannot move log_alpha across the threshold
+        assert (eng.masks != ref.masks).sum(axis=-1).max() <= 1  # at most one weight per state
 
 
 def test_mixed_jobs_are_grouped_and_all_returned(data):

@@ -138,4 +138,4 @@ def test_cli_eval_without_checkpoint_is_one_clear_line(store, tmp_path):
     result = CliRunner().invoke(
         main, ["eval", "--zoo", str(store.zoo_dir), "--checkpoint", str(tmp_path / "x.pt")]
     )
-    assert result.exit_code == 2 and "no checkpoint" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and "no checkpoint" in result.output and "Traceback" not in result.output

@@ -90,15 +90,6 @@ def check_store(store, expected, report):
     assert (states.sparsity > 0).all() and states.agreement.isna().all()
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train fastest on one thread; more threads thrash when pytest -n 2 shares the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_ingest_folder_skips_faulty_trials_and_twin_stages_run(tmp_path, capsys, one_thread):
     zoo, expected = make_zoo(tmp_path / "download")
     report = ingest_original(spec(), zoo, tmp_path / "stores")
@@ -178,6 +169,82 @@ def test_unsafe_zip_members_are_refused_before_writing(tmp_path, name, symlink):
     assert not (tmp_path / "deep" / "x").exists() and not (tmp_path / "x").exists()
     with pytest.raises(DataFormatError):
         ingest_original(spec(), archive, tmp_path / "stores")
+    assert not (tmp_path / "stores").exists()
+
+
+def _rewrite_results(folder, change):
+    path = folder / "result.json"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("\n".join(json.dumps(change(line)) for line in lines) + "\n")
+
+
+def _rewrite_params(folder, **changes):
+    params = json.loads((folder / "params.json").read_text())
+    (folder / "params.json").write_text(json.dumps({**params, **changes}))
+
+
+def _checkpoint_value(value):
+    def hook(epoch, path):
+        state = torch.load(path, weights_only=True)
+        state["module_list.0.weight"] = value(state["module_list.0.weight"])
+        torch.save(state, path)
+    return hook
+
+
+MISTYPED = {  # what a published trial may hold, and the reason its skip line gives
+    "result line is a list": (lambda f: (f / "result.json").write_text("[1, 2]\n"), "line 1 is a list"),
+    "training_iteration null": (lambda f: _rewrite_results(f, lambda r: {**r, "training_iteration": None}),
+                                "training_iteration is None"),
+    "accuracy is an object": (lambda f: _rewrite_results(f, lambda r: {**r, "test_acc": {"top1": 0.5}}),
+                              "test_acc of epoch 0 is {'top1': 0.5}"),
+    "accuracy is true": (lambda f: _rewrite_results(f, lambda r: {**r, "test_acc": True}),
+                         "test_acc of epoch 0 is True"),
+    "seed 3.9": (lambda f: _rewrite_params(f, seed=3.9), "seed is 3.9, not a whole number"),
+    "lr is a string": (lambda f: _rewrite_params(f, **{"optim::lr": "0.001"}),
+                       "optim::lr is '0.001', not a number"),
+}
+BAD_TENSORS = {
+    "a list": (lambda w: w.tolist(), "module_list.0.weight is a list"),
+    "an int": (lambda w: 3, "module_list.0.weight is a int"),
+    "integer dtype": (lambda w: w.to(torch.int64), "is a torch.int64"),
+    "NaN": (lambda w: w.index_fill(0, torch.tensor([0]), float("nan")), "NaN or infinite"),
+    "complex": (lambda w: w.to(torch.complex64), "torch.complex64"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISTYPED) + sorted(BAD_TENSORS))
+def test_mistyped_trials_are_skipped_with_their_reason_not_coerced(tmp_path, case):
+    zoo = tmp_path / "zoo"
+    write_trial(zoo, 1, 0)  # model 0, sound
+    if case in MISTYPED:
+        write_trial(zoo, 2, 1)
+        damage, reason = MISTYPED[case]
+        damage(next(zoo.glob("*seed=2_*")))
+    else:
+        value, reason = BAD_TENSORS[case]
+        write_trial(zoo, 2, 1, checkpoint_hook=_checkpoint_value(value))
+    lines = []
+    report = ingest_original(spec(), zoo, tmp_path / "stores", echo=lines.append)
+    assert report.trials.keys() == {0}
+    (skip,) = report.skipped
+    assert "seed=2" in skip and reason in skip and "\n" not in skip
+    assert lines[0].startswith("skipped ") and lines[-1].startswith("ingested 1 models")
+    assert ZooStore(tmp_path / "stores" / "digits_seed").manifest.model_ids == [0]
+
+
+def test_zip_that_matches_no_model_of_the_zoo_names_the_zip(tmp_path):
+    """The likely mistake of a wrong --zoo: one line that names the zip (not the temporary folder it
+    was extracted to) and suggests checking --zoo; no store is made."""
+    zoo, _ = make_zoo(tmp_path / "download")
+    archive = tmp_path / "zoo.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(zoo.rglob("*")):
+            zf.write(path, path.relative_to(zoo.parent))
+    with pytest.raises(DataFormatError) as info:
+        ingest_original(get_spec("mnist_seed"), archive, tmp_path / "stores")
+    message = str(info.value)
+    assert message.startswith(f"{archive}: none of 5 trials matches a model of zoo mnist_seed (is --zoo right?)")
+    assert "zoo-ingest-" not in message and "\n" not in message
     assert not (tmp_path / "stores").exists()
 
 

@@ -186,7 +186,7 @@ def test_states_table_sparsity_and_agreement(originals, mp_store, spec):
 def test_cli_mp_without_originals_fails_with_one_line(tmp_path):
     args = ["--zoo", "digits_seed", "--stages", "mp", "--out", str(tmp_path), "--quiet"]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "original" in lines[0] and "--stages original" in lines[0]

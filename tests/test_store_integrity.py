@@ -73,7 +73,7 @@ def test_a_second_writer_is_refused_in_one_line_naming_the_first(store, tmp_path
         args = ["--zoo", ZOO, "--models", "0", "--epochs", "1", "--stages", "original", "--quiet",
                 "--out", str(tmp_path / "stores")]
         result = CliRunner().invoke(build_cli, args)
-        assert result.exit_code == 2
+        assert result.exit_code == 1
         assert result.output.count("\n") == 1
         assert result.output.startswith(f"error: {zoo_dir} is being written by pid {holder.pid} on ")
         assert not zoo_dir.exists()
@@ -120,7 +120,7 @@ def test_an_explicit_root_is_the_only_place_looked_at(store, tmp_path, monkeypat
     with pytest.raises(StoreError, match="is not at"):
         ZooTwinDataset(ZOO, method="mp", root=tmp_path / "other")
     result = CliRunner().invoke(report_cli.main, ["--zoo", ZOO, "--root", str(tmp_path / "other")])
-    assert result.exit_code == 2 and result.output.startswith(f"error: zoo '{ZOO}' is not at")
+    assert result.exit_code == 1 and result.output.startswith(f"error: zoo '{ZOO}' is not at")
     assert open_store(f"./{ZOO}").zoo_dir.resolve() == (tmp_path / ZOO).resolve()  # a path is a path
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -22,9 +21,10 @@ from zoo_dataset.training.engine import PopulationEngine
 SPEC = {"model_subset": range(3), "epochs": 1, "mp_epochs": 1, "mp_levels": (0.5,), "vd_epochs": 1}
 
 
-def test_two_worker_build_equals_a_local_build(tmp_path):
+def test_two_worker_build_equals_a_local_build(tmp_path, one_thread):
     """Models train in the store's fixed chunks ([0, 1] and [2]) wherever they run: 2 workers give a
-    one-process build's store bit for bit (a grouped convolution's rounding depends on the group)."""
+    one-process build's store bit for bit (a grouped convolution's rounding depends on the group, a
+    reduction's on the thread count: the local build runs on one thread, as each worker does)."""
     spec = get_spec("digits_seed").with_overrides(**SPEC, models_per_shard=2)
     local, _ = build_zoo(spec, tmp_path / "local", progress=False, trainer=PopulationEngine())
     trainer = ProcessTrainer(workers=2)
@@ -116,8 +116,8 @@ def test_abandoned_run_stops_its_workers_at_once():
     run = trainer.run(jobs, load_dataset("digits", 28))
     first = next(run)
     processes = list(trainer._pool._processes.values())
-    started = time.perf_counter()
     run.close()
-    assert time.perf_counter() - started < 10  # the 30-epoch share would take about a minute
     assert first.key.model_id in (2, 3) and trainer._pool is None
     assert not any(p.is_alive() for p in processes)
+    # killed by a signal (negative exit code), not left to finish the 30-epoch share and exit normally
+    assert all(p.exitcode is not None and p.exitcode < 0 for p in processes)

@@ -1,24 +1,124 @@
-"""What every command-line tool of the toolkit shares: errors as one line and exit code 2."""
+"""What every command-line tool of the toolkit shares: one ``error:`` line per failure, exit codes
+2 (usage) and 1 (runtime) as documented in :mod:`zoo_dataset.errors`, ``--version``, and the
+validators of options that several tools take (epochs, device)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import click
 
-from .errors import ZooError
+from . import __version__
+from .errors import RUNTIME_EXIT, USAGE_EXIT, ZooError, ZooSpecError
+from .specs import parse_level
+
+MAX_EPOCHS = 10_000  # far above any zoo of the paper (at most a few hundred); catches typos such as 1e12
+EPOCHS = click.IntRange(1, MAX_EPOCHS)
+_TMP_NAME = re.compile(r"\.\d+\.tmp$")  # files.atomic_path's temporary sibling, removed when a write fails
+_REASONS = {
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "a file is in the way",
+}
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    ctx = exc.ctx or click.get_current_context(silent=True)
+    see = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return f"{exc.format_message()}{see}"
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed file operation: what happened to which path (never a removed temp file)."""
+    path = _TMP_NAME.sub("", str(exc.filename)) if exc.filename else None
+    text = str(exc)
+    if exc.errno == errno.ENOSPC or "No space left on device" in text or "errno = 28" in text:
+        where = f" while writing {path}" if path else ""
+        return f"disk full{where}; free some space and run the same command again (finished work is kept)"
+    reason = _REASONS.get(exc.errno) or exc.strerror or text
+    return f"cannot use {path}: {reason}" if path else reason
 
 
 @contextlib.contextmanager
 def one_line_errors(*also: type[Exception]) -> Iterator[None]:
-    """Print a toolkit error (or one of ``also``) as ``error: ...`` on stderr and exit with code 2."""
+    """Report a toolkit error, a usage error, a failed file operation (or one of ``also``) as one
+    ``error: ...`` line on stderr and exit with the code of its kind (usage 2, runtime 1)."""
     try:
         yield
-    except (ZooError, *also) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    except ZooError as exc:
+        _fail(str(exc), exc.exit_code)
+    except click.UsageError as exc:  # raised by the command itself, e.g. a missing option
+        _fail(_usage_line(exc), USAGE_EXIT)
+    except OSError as exc:
+        _fail(describe_os_error(exc), RUNTIME_EXIT)
+    except also as exc:
+        _fail(str(exc), RUNTIME_EXIT)
+
+
+def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A ``--device`` that torch knows and this machine has (no store is created for a typo)."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise click.BadParameter(f"{value!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise click.BadParameter(f"{value!r}: this torch {torch.__version__} sees no CUDA device; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise click.BadParameter(f"{value!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise click.BadParameter(f"{value!r}: MPS is not available on this machine; use cpu")
+    elif device.type != "cpu":
+        raise click.BadParameter(f"{value!r}: the toolkit trains on cpu, cuda or mps")
+    return value
+
+
+def check_percentage(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A sparsity given as a fraction (0.8) or a percentage (80), by the specs' one rule (``parse_level``)."""
+    try:
+        parse_level(value)
+    except ZooSpecError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def writable_dir(path: str | Path, option: str) -> Path:
+    """``path`` as a folder this process can create or write into; checked before anything is written,
+    so a read-only disk or a file in the way is one usage error, not a half-made store."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = "is a file" if existing == path else f"lies under the file {existing}"
+        raise click.BadParameter(f"{path} {problem}, not a folder", param_hint=f"'{option}'")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
+        why = "is on a read-only file system" if read_only else "is not writable"
+        raise click.BadParameter(f"{existing} {why}", param_hint=f"'{option}'")
+    return path
+
+
+def version_option() -> Callable:
+    """``--version``: the toolkit's version (every tool shares it)."""
+    return click.version_option(__version__, "--version", package_name="zoo-twins",
+                                message="%(prog)s (zoo-twins) %(version)s")
 
 
 class _OneLineUsageErrors:
@@ -33,7 +133,7 @@ class _OneLineUsageErrors:
         except click.UsageError as exc:
             command = f"{parent.command_path} {info_name}" if parent else info_name
             click.echo(f"error: {exc.format_message()} (see {command} --help)", err=True)
-            sys.exit(2)
+            sys.exit(USAGE_EXIT)
 
 
 class Command(_OneLineUsageErrors, click.Command):

@@ -1,17 +1,31 @@
-"""Errors with one clear line each; the CLI prints ``str(error)`` and exits non-zero."""
+"""Errors with one clear line each; the CLI prints ``str(error)`` and exits with ``exit_code``.
+
+Exit codes (the same for every command): 2 for a usage error (a bad option value or combination,
+an unknown zoo: the command line must change), 1 for a runtime error (missing or corrupt store or
+data, disk full, network: the command may succeed once the cause is fixed).
+"""
+
+USAGE_EXIT = 2
+RUNTIME_EXIT = 1
 
 
 class ZooError(Exception):
     """Base class for every error the toolkit reports to a user."""
 
+    exit_code = RUNTIME_EXIT
+
 
 class UnknownZooError(ZooError, KeyError):
+    exit_code = USAGE_EXIT
+
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
 
 class ZooSpecError(ZooError, ValueError):
     """A spec or an override of it is invalid (bad factor, sparsity level out of range...)."""
+
+    exit_code = USAGE_EXIT
 
 
 class DataUnavailableError(ZooError, FileNotFoundError):
@@ -26,6 +40,12 @@ class StoreError(ZooError):
     """A store is missing, corrupt, truncated, or does not match the requested build."""
 
 
+class ZooNameError(StoreError):
+    """A zoo name that is not a plain folder name ('', '..', a path): a usage error."""
+
+    exit_code = USAGE_EXIT
+
+
 class ChecksumError(StoreError):
     """A shard's sha256 does not match the manifest."""
 
@@ -36,3 +56,5 @@ class WorkerError(ZooError):
 
 class ZooTypeError(ZooError, TypeError):
     """An argument has the wrong type (``epoch=5.0``, a slice where an int is expected...)."""
+
+    exit_code = USAGE_EXIT

@@ -162,11 +162,13 @@ class ZooSpec:
         if "model_subset" in top:
             subset = tuple(sorted(set(top["model_subset"])))
             bad = [i for i in subset if not 0 <= i < self.size]
+            if not subset:
+                raise ZooSpecError(f"the model subset is empty: zoo {self.name} has models 0..{self.size - 1}")
             if bad:
                 raise ZooSpecError(f"model ids {bad[:5]} out of range: zoo {self.name} has {self.size} models")
             top["model_subset"] = subset
         if "levels" in mp:
-            mp["levels"] = _check_levels(mp["levels"])
+            mp["levels"] = check_levels(mp["levels"])
         try:
             spec = dataclasses.replace(
                 self,
@@ -213,8 +215,13 @@ def parse_level(value: float | str) -> float:
     return round(level, 6)
 
 
-def _check_levels(levels: Any) -> tuple[float, ...]:
-    return tuple(parse_level(level) for level in levels)
+def check_levels(levels: Any) -> tuple[float, ...]:
+    """MP sparsity levels as distinct fractions in (0, 1); percentages such as 50 are accepted."""
+    out = tuple(parse_level(level) for level in levels)
+    repeated = [level for i, level in enumerate(out) if level in out[:i]]
+    if repeated:
+        raise ZooSpecError(f"sparsity level {repeated[0]} is given twice: levels must be distinct")
+    return out
 
 
 def _seeds(value: Any) -> tuple[int, ...]:
@@ -273,7 +280,7 @@ def _build(name: str, raw: dict[str, Any], defaults: dict[str, Any], source: str
             epochs=int(fields["epochs"]),
             batch_size=int(fields["batch_size"]),
             factors=factors,
-            mp=MPSpec(levels=_check_levels(mp_raw["levels"]), epochs=int(mp_raw["epochs"]),
+            mp=MPSpec(levels=check_levels(mp_raw["levels"]), epochs=int(mp_raw["epochs"]),
                       lr=_lr(mp_raw["lr"]), in_paper=bool(mp_raw.get("in_paper", MPSpec.in_paper))),
             vd=VDSpec(epochs=int(vd_raw["epochs"]), lr=_lr(vd_raw["lr"]),
                       kl_warmup_epochs=int(vd_raw.get("kl_warmup_epochs", VDSpec.kl_warmup_epochs)),
@@ -323,7 +330,7 @@ def _validate(spec: ZooSpec) -> None:
         bad.append(f"model_split {list(spec.model_split)} (three fractions that sum to 1)")
     if bad:
         raise ZooSpecError(f"zoo {spec.name}: invalid {', '.join(bad)}")
-    _check_levels(spec.mp.levels)
+    check_levels(spec.mp.levels)
 
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from zoo_dataset.cli_support import Group, one_line_errors
+from zoo_dataset.cli_support import EPOCHS, Group, check_device, one_line_errors, version_option, writable_dir
 from zoo_dataset.errors import StoreError
 
 from .data import HELD_OUT, load_samples
@@ -47,6 +47,7 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option()
 def main() -> None:
     """Hyper-representations of VD twins: train an autoencoder, then probe its embeddings."""
 
@@ -57,14 +58,16 @@ def main() -> None:
 @click.option(
     "--out", type=click.Path(dir_okay=False), help="Checkpoint path [default: ./<zoo>-hyperrep.pt]."
 )
-@click.option("--epochs", default=TrainConfig.epochs, show_default=True)
-@click.option("--batch-size", default=TrainConfig.batch_size, show_default=True)
+@click.option("--epochs", type=EPOCHS, default=TrainConfig.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
 @click.option("--beta", default=TrainConfig.beta, show_default=True, help="Contrastive weight in eq. 6.")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, callback=check_device, help="cpu or cuda.")
 @click.option("--seed", default=TrainConfig.seed, show_default=True)
 def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
     """Train on the train split's VD trajectories, save a checkpoint, and evaluate on held-out models."""
     with one_line_errors():
+        path = _checkpoint(zoo, out)
+        writable_dir(path.parent, "--out")  # before training, not after
         samples = load_samples(zoo, root, ("train",))
         click.echo(f"training on {len(samples)} VD states of {len(set(samples.model_ids))} models ({device})")
         started = time.time()
@@ -79,7 +82,6 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
                 )
 
         trained = train_autoencoder(samples, config, device=device, log=log)
-        path = _checkpoint(zoo, out)
         path.parent.mkdir(parents=True, exist_ok=True)
         trained.save(path)
         click.echo(f"trained in {time.time() - started:.0f} s; checkpoint {path}\n")
@@ -90,7 +92,7 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
 @click.option("--zoo", required=True, help="Zoo name under ROOT, or a store directory.")
 @click.option("--root", type=click.Path(file_okay=False), help=ROOT_HELP)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="[default: ./<zoo>-hyperrep.pt]")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, callback=check_device)
 def evaluate_command(zoo, root, checkpoint, device) -> None:
     """Reconstruction R^2 and linear-probe R^2 per property on held-out models."""
     with one_line_errors():

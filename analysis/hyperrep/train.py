@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoo_dataset.errors import StoreError
+
 from .augment import NeuronBlocks, noise_and_erase, permute_neurons
 from .data import TokenSamples
 from .losses import alpha_mse, ecd_loss, nt_xent, weight_mse
@@ -73,10 +75,16 @@ class Trained:
 
     @classmethod
     def load(cls, path: Path, device: str = "cpu") -> Trained:
-        raw = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
-        model = HyperAE(AEConfig(**raw["config"]))
-        model.load_state_dict(raw["model"])
-        return cls(model.to(device), LayerScaler(*raw["scaler"]), TrainConfig(**raw["train"]), raw["history"])
+        """A checkpoint written by :meth:`save`; anything else is a StoreError that names the file."""
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+            model = HyperAE(AEConfig(**raw["config"]))
+            model.load_state_dict(raw["model"])
+            scaler = LayerScaler(*raw["scaler"])
+            return cls(model.to(device), scaler, TrainConfig(**raw["train"]), raw["history"])
+        except Exception as exc:  # torch, pickle and dict access raise many types for a foreign file
+            raise StoreError(f"{path} is not a zoo-hyperrep checkpoint ({type(exc).__name__}); "
+                             "train one with `zoo-hyperrep train`") from None
 
 
 def _log_alpha(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:

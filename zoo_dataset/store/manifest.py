@@ -138,15 +138,21 @@ class Manifest:
             raise StoreError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest of this toolkit")
         try:
             raw = json.loads(path.read_text())
-            if raw.get("schema_version") not in READABLE_VERSIONS:
-                raise StoreError(
-                    f"{path} has schema version {raw.get('schema_version')}; "
-                    f"this toolkit reads versions {', '.join(map(str, READABLE_VERSIONS))}"
-                )
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{path} is corrupt: not JSON text ({type(exc).__name__})") from None
+        if not isinstance(raw, dict):
+            kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(raw), "a number")
+            raise StoreError(f"{path} is corrupt: it holds {kind}, not a manifest object")
+        if raw.get("schema_version") not in READABLE_VERSIONS:
+            raise StoreError(
+                f"{path} has schema version {raw.get('schema_version')}; "
+                f"this toolkit reads versions {', '.join(map(str, READABLE_VERSIONS))}"
+            )
+        try:
             pops = {
                 name: PopulationInfo(**{**p, "shards": [ShardInfo(**s) for s in p["shards"]]})
                 for name, p in raw.pop("populations").items()
             }
             return cls(**raw, populations=pops).check()
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, AttributeError) as exc:
-            raise StoreError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from exc
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise StoreError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None

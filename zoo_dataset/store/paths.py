@@ -11,15 +11,15 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
-from ..errors import StoreError
+from ..errors import StoreError, ZooNameError
 
 ZOO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def check_zoo_name(name: object) -> str:
-    """``name`` as a zoo name (one folder under a root); raises StoreError for '', paths, '..'."""
+    """``name`` as a zoo name (one folder under a root); raises ZooNameError for '', paths, '..'."""
     if not isinstance(name, str) or not ZOO_NAME.fullmatch(name) or ".." in name:
-        raise StoreError(
+        raise ZooNameError(
             f"zoo name {name!r} is not a plain name (letters, digits, '.', '_', '-'; no '/', no '..')"
         )
     return name

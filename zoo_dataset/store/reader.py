@@ -27,7 +27,7 @@ from ..layout import ParameterLayout
 from ..specs import ModelConfig, ZooSpec
 from .files import sha256_file
 from .layout_on_disk import MODELS_TABLE
-from .manifest import Manifest, PopulationInfo, ShardInfo
+from .manifest import MANIFEST, Manifest, PopulationInfo, ShardInfo
 from .paths import inside
 from .tables import configs_from_table
 
@@ -93,8 +93,12 @@ class ZooStore:
     def __init__(self, zoo_dir: Path | str, verify_checksums: bool | None = None):
         self.zoo_dir = Path(zoo_dir)
         self.manifest = Manifest.load(self.zoo_dir)
-        self.layout: ParameterLayout = self.manifest.parameter_layout
-        self.spec: ZooSpec = self.manifest.zoo_spec
+        try:
+            self.layout: ParameterLayout = self.manifest.parameter_layout
+            self.spec: ZooSpec = self.manifest.zoo_spec
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise StoreError(f"{self.zoo_dir / MANIFEST} is corrupt: its spec or layout is unreadable "
+                             f"({type(exc).__name__})") from None
         self._configs: dict[int, ModelConfig] | None = None
         self._shards = {s.file: (name, s) for name, p in self.manifest.populations.items() for s in p.shards}
         self._checked: set[str] = set()  # shards whose contents matched the manifest (kept across forks)
@@ -124,7 +128,7 @@ class ZooStore:
         return info
 
     def models(self) -> pd.DataFrame:
-        return pd.read_parquet(self.zoo_dir / MODELS_TABLE)
+        return self._table(MODELS_TABLE)
 
     def _check_models_table(self) -> None:
         path = self.zoo_dir / MODELS_TABLE
@@ -157,6 +161,16 @@ class ZooStore:
             raise StoreError(f"{path} does not hold one row per model, level and epoch of its shard; "
                              "re-download or rebuild it")
         return table
+
+    def _table(self, relative: str) -> pd.DataFrame:
+        """A parquet table of the store; a missing or damaged one is a StoreError that says what to do."""
+        path = self.zoo_dir / relative
+        if not path.exists():
+            raise StoreError(f"table {path} is missing; re-download the store or rebuild with zoo-build --resume")
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types (ArrowInvalid, OSError...) for a damaged file
+            raise StoreError(f"table {path} is corrupt ({type(exc).__name__}); re-download or rebuild it") from None
 
     def model_configs(self) -> dict[int, ModelConfig]:
         """Generating factors of the store's models, by model id (from the models table)."""
