@@ -11,13 +11,13 @@ again continues a conversion that was cut or left partial.
 from __future__ import annotations
 
 import tempfile
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import click
-import tomllib
 
 from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.specs import get_spec

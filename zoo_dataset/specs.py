@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-import tomllib
 
 from .errors import UnknownZooError, ZooSpecError
 

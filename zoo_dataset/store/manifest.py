@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,7 +75,7 @@ class Manifest:
     code_version: str = __version__
     models_sha256: str | None = None  # of models.parquet; absent in older stores
     train_chunk: int | None = None  # models per training chunk (None: models_per_shard, older stores)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def zoo_spec(self) -> ZooSpec:
