@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import socket
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _fixtures_loader import shared_loader_store
+from _http import local_server
 from click.testing import CliRunner
 
 from builders.publish import publish_mirror
@@ -60,13 +60,9 @@ def store(tmp_path_factory):
 def mirror(store, tmp_path):
     directory = tmp_path / "mirror"
     publish_mirror(store, directory)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(directory)))
-    server.requests, server.cut = [], {}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, directory, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_server(functools.partial(RangeHandler, directory=str(directory))) as (server, url):
+        server.requests, server.cut = [], {}
+        yield server, directory, url
 
 
 def _same_arrays(a: ZooStore, b: ZooStore, population: str) -> None:

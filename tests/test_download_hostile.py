@@ -7,14 +7,14 @@ import functools
 import hashlib
 import json
 import shutil
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from _fixtures_loader import shared_loader_store
+from _http import local_server
 from click.testing import CliRunner
 
 import loaders.download as download
@@ -62,13 +62,9 @@ def store(tmp_path_factory):
 def mirror(store, tmp_path):
     directory = tmp_path / "mirror"
     publish_mirror(store, directory)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(HostileHandler, directory=str(directory)))
-    server.requests, server.endless, server.sent = [], set(), {}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, directory / ZOO, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_server(functools.partial(HostileHandler, directory=str(directory))) as (server, url):
+        server.requests, server.endless, server.sent = [], set(), {}
+        yield server, directory / ZOO, url
 
 
 def edit_manifest(zoo_dir: Path, change) -> None:
