@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import numpy as np
@@ -47,6 +48,7 @@ PARAM_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias)")
 MISSING_METRIC = -999  # the originals' placeholder for train metrics of the untrained state
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 MAX_JSON_BYTES = 64 << 20  # params.json / result.json of a trial: kilobytes in the published zoos
+T = TypeVar("T")
 MAX_CHECKPOINT_BYTES = 1 << 30
 
 
@@ -222,8 +224,9 @@ def initial_state(spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -
     return layout.flatten_module(model).numpy()
 
 
-def load_checkpoint(path: Path, layout: ParameterLayout) -> np.ndarray:
-    """One checkpoint as a flat vector; ValueError names the checkpoint folder and the problem."""
+def read_checkpoint(path: Path, convert: Callable[[Mapping], T]) -> T:
+    """One checkpoint (a regular file, never unpickled beyond tensors) passed through ``convert``;
+    ValueError names the checkpoint folder and the problem."""
     try:
         regular_file(path, MAX_CHECKPOINT_BYTES)
     except ValueError as exc:
@@ -233,9 +236,14 @@ def load_checkpoint(path: Path, layout: ParameterLayout) -> np.ndarray:
     except Exception as exc:  # unpickling refused, truncated, not a torch file...
         raise ValueError(f"{path.parent.name}: unreadable checkpoint ({type(exc).__name__})") from exc
     try:
-        return flat_state(state, layout)
-    except ValueError as exc:
+        return convert(state)
+    except (ValueError, KeyError) as exc:
         raise ValueError(f"{path.parent.name}: {exc}") from exc
+
+
+def load_checkpoint(path: Path, layout: ParameterLayout) -> np.ndarray:
+    """One original checkpoint as a flat vector."""
+    return read_checkpoint(path, lambda state: flat_state(state, layout))
 
 
 def trial_result(spec: ZooSpec, config: ModelConfig, trial: Trial, epochs: int,

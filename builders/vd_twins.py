@@ -42,7 +42,7 @@ from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.layout_on_disk import INGEST_RECORD
 from zoo_dataset.training import JobResult, UnitKey
 
-from .ingest import Trial, find_trials, flat_state, metric_row, read_results
+from .ingest import Trial, find_trials, flat_state, metric_row, read_checkpoint, read_results
 
 METHOD = get_method("vd")  # the published twins are this method's population
 ARD_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias|log_sigma2|log_sigma2_bias)")
@@ -156,14 +156,8 @@ def detect_epochs(trials: list[Trial], cap: int) -> int:
 
 
 def load_ard(path: Path, layout: ParameterLayout) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling refused, truncated, not a torch file...
-        raise ValueError(f"{path.parent.name}: unreadable checkpoint ({type(exc).__name__})") from exc
-    try:
-        return twin_state(state, layout)
-    except (ValueError, KeyError) as exc:
-        raise ValueError(f"{path.parent.name}: {exc}") from exc
+    """One published CNN_ARD checkpoint as (flat weights, flat log_alpha)."""
+    return read_checkpoint(path, lambda state: twin_state(state, layout))
 
 
 def twin_result(model_id: int, trial: Trial, epochs: int, original_final: np.ndarray,
