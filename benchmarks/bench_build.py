@@ -47,14 +47,15 @@ def forward_flops(model: nn.Module, channels: int, size: int) -> tuple[int, int]
     return sum(flops), flops[0]
 
 
-def flops_per_model_epoch(kind: str, arch: str, channels: int, n_train: int, n_test: int) -> float:
-    """Training: forward + weight gradients + input gradients (none for the first layer); then one
-    evaluation forward over train and test. VD computes a mean and a variance pass per layer."""
+def flops_per_model(kind: str, arch: str, channels: int, n_train: int, n_test: int, epochs: int) -> float:
+    """What one model's timed run computes: ``epochs`` of training (forward + weight gradients +
+    input gradients, none for the first layer; VD a mean and a variance pass per layer) and
+    ``epochs + 1`` evaluation forwards over train and test (the start state is recorded too)."""
     fwd, first = forward_flops(build_model(arch, channels, "tanh"), channels, INPUT_SIZE[arch])
     passes = 2 if kind == "vd" else 1
     train = n_train * passes * (3 * fwd - first)
     evaluation = (n_train + n_test) * fwd
-    return float(train + evaluation)
+    return float(epochs * train + (epochs + 1) * evaluation)
 
 
 def matmul_gflops(device: torch.device, n: int = 1024, repeats: int = 10) -> float:
@@ -89,7 +90,7 @@ def make(trainer: str, device: str, processes: int):
 
 
 def models_per_second(trainer: str, jobs: list[TrainJob], data, device: str, processes: int) -> float:
-    """Model-epochs/s of ``trainer`` on ``jobs`` (the warm-up also starts the worker processes)."""
+    """Models/s of ``trainer`` on ``jobs`` (the warm-up also starts the worker processes)."""
     runner = make(trainer, device, processes)
     seconds = timed(runner, jobs, data, torch.device(device))[1]
     if hasattr(runner, "close"):  # stopped workers, so they cannot slow the next measurement
@@ -97,8 +98,8 @@ def models_per_second(trainer: str, jobs: list[TrainJob], data, device: str, pro
     return len(jobs) / seconds
 
 
-def stage_jobs(spec, n_models: int, channels: int, data, device: str) -> dict[str, list[TrainJob]]:
-    """One epoch of every registered method's jobs; twins (MP-like ones at level 0.5) start from
+def stage_jobs(spec, n_models: int, channels: int, data, device: str, epochs: int = 1) -> dict[str, list[TrainJob]]:
+    """``epochs`` of every registered method's jobs; twins (MP-like ones at level 0.5) start from
     one-epoch originals."""
     base = spec.models()[0]
     configs = {i: replace(base, model_id=i, seed=base.seed + i) for i in range(n_models)}
@@ -107,9 +108,9 @@ def stage_jobs(spec, n_models: int, channels: int, data, device: str) -> dict[st
     for method in methods().values():
         level = MP_LEVEL if len(method.levels(spec)) > 1 else 0.0
         keys = [UnitKey(i, level) for i in configs]
-        jobs = [replace(j, epochs=1) for j in method.jobs(spec, keys, configs, starts, layout)]
+        jobs = [replace(j, epochs=epochs) for j in method.jobs(spec, keys, configs, starts, layout)]
         if method.requires is None:
-            results = PopulationEngine(device).run(jobs, data)
+            results = PopulationEngine(device).run([replace(j, epochs=1) for j in jobs], data)
             starts = {r.key.model_id: (r.weights[-1], r.test_predictions) for r in results}
         out[method.name] = jobs
     return out
@@ -123,13 +124,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--stages", default="original,mp,vd", help="methods to time")
     parser.add_argument("--processes", type=int, default=1, help="worker processes per trainer (one per core)")
+    parser.add_argument("--epochs", type=int, default=2,
+                        help="epochs per timed run (each run also records the start state: a build's stage "
+                             "of E epochs evaluates E + 1 times)")
     args = parser.parse_args()
     device = torch.device(args.device)
     spec = get_spec(args.zoo)
     data = load_dataset(spec.dataset, INPUT_SIZE[spec.architecture])
-    jobs = stage_jobs(spec, args.models, data.channels, data, args.device)
+    jobs = stage_jobs(spec, args.models, data.channels, data, args.device, args.epochs)
     print(f"{spec.name}: {spec.architecture}, batch {spec.batch_size}, {len(data.train_x)} train / "
-          f"{len(data.test_x)} test samples, 1 epoch per stage, device {device}, torch threads "
+          f"{len(data.test_x)} test samples, {args.epochs} epoch(s) per stage, device {device}, torch threads "
           f"{torch.get_num_threads()}, {args.processes} process(es) per trainer")
     print(f"{'stage':8} {'reference':>14} {'engine':>14} {'ratio':>7} {'GFLOP/s ref':>12} {'engine':>7} "
           f"{'matmul':>7} {'engine %':>8}")
@@ -140,12 +144,14 @@ def main() -> None:
             for trainer, n in (("reference", args.reference_models), ("engine", args.models))
         )
         peak = matmul_gflops(device)
-        flops = flops_per_model_epoch(kind, spec.architecture, data.channels, len(data.train_x), len(data.test_x))
-        print(f"{kind:8} {ref_rate:9.2f} me/s {eng_rate:9.2f} me/s {eng_rate / ref_rate:6.1f}x "
+        flops = flops_per_model(kind, spec.architecture, data.channels, len(data.train_x), len(data.test_x),
+                                args.epochs)
+        ref_me, eng_me = ref_rate * args.epochs, eng_rate * args.epochs  # model-epochs/s
+        print(f"{kind:8} {ref_me:9.2f} me/s {eng_me:9.2f} me/s {eng_rate / ref_rate:6.1f}x "
               f"{flops * ref_rate / 1e9:12.2f} {flops * eng_rate / 1e9:7.2f} {peak:7.1f} "
               f"{100 * flops * eng_rate / 1e9 / peak:7.1f}%")
         engine_gflops[kind] = flops * eng_rate / 1e9
-    if {"original", "vd"} <= engine_gflops.keys():  # the noise's cost: VD does ~1.7x the FLOPs per model-epoch
+    if {"original", "vd"} <= engine_gflops.keys():  # VD's extra cost beyond its ~1.7x FLOPs (noise, sampling)
         ratio = engine_gflops["vd"] / engine_gflops["original"]
         print(f"VD / plain (original) engine GFLOP/s in this run: {ratio:.2f}x (goal >= 0.9x)")
 

@@ -137,17 +137,30 @@ class CounterRNG:
         """float32 uniforms in (0, 1), ``[M, *shape]``."""
         return _uniform(self.words(math.prod(shape), epoch, step, draw)).view(self.size, *shape)
 
-    def normal(self, shape: Sequence[int], epoch: int, step: int, draw: int) -> torch.Tensor:
-        """float32 standard normals (Box-Muller on the uniforms of words 2j, 2j + 1), ``[M, *shape]``."""
+    def normal(self, shape: Sequence[int], epoch: int, step: int, draw: int,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 standard normals (Box-Muller on the uniforms of words 2j, 2j + 1), ``[M, *shape]``.
+
+        ``out``: an ``[M, *shape]`` view of any strides to write them into (the engine passes the
+        model-major view of a layer's output layout, so the numbers land where they are used
+        without another transposing copy).
+        """
         n = math.prod(shape)
         pairs = -(-n // 2)
         u1, u2 = self._pair_uniforms(pairs, epoch, step, draw)
         radius = u1.log_().mul_(-2.0).sqrt_()
         angle = u2.mul_(2 * math.pi)
-        z = torch.empty(self.size, pairs, 2, device=self.device)
-        torch.mul(radius, torch.cos(angle), out=z[..., 0])
-        torch.mul(radius, angle.sin_(), out=z[..., 1])
-        return z.view(self.size, -1)[:, :n].reshape(self.size, *shape)
+        cosines = torch.cos(angle).mul_(radius)  # normals 2j
+        sines = angle.sin_().mul_(radius)  # normals 2j + 1
+        if out is None:
+            out = torch.empty(self.size, *shape, device=self.device)
+        if shape and shape[-1] % 2 == 0:  # pairs never cross the last axis: two strided copies
+            halves = out.unflatten(-1, (shape[-1] // 2, 2))
+            halves[..., 0].copy_(cosines.view(halves.shape[:-1]))
+            halves[..., 1].copy_(sines.view(halves.shape[:-1]))
+        else:
+            out.copy_(torch.stack((cosines, sines), dim=2).view(self.size, -1)[:, :n].view(self.size, *shape))
+        return out
 
     def _pair_uniforms(self, pairs: int, epoch: int, step: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
         _check_counter(epoch, step, draw)
@@ -218,8 +231,8 @@ class StepDraws:
         self.draw += 1
         return self.draw - 1
 
-    def normal(self, shape: Sequence[int]) -> torch.Tensor:
-        return self.rng.normal(shape, self.epoch, self.step, self._next())
+    def normal(self, shape: Sequence[int], out: torch.Tensor | None = None) -> torch.Tensor:
+        return self.rng.normal(shape, self.epoch, self.step, self._next(), out)
 
     def keep_mask(self, shape: Sequence[int], keep: float) -> torch.Tensor:
         return self.rng.keep_mask(shape, keep, self.epoch, self.step, self._next())

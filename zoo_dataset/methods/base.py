@@ -57,17 +57,20 @@ def plain_from_state(job: TrainJob, channels: int) -> nn.Module:
 class LayerOp:
     """How one stacked layer computes, handed to hooks that add to its output (VD's variance pass).
 
-    ``apply(input, weight, bias)`` runs the layer's op over all models; ``normal(draws)`` draws
-    the step's next standard normals, one tensor of a model's output shape ``noise_shape`` per
-    model, and lays them out as the layer's output (``to_layer`` of ``[M, *noise_shape]``).
+    ``apply(input, weight, bias)`` runs the layer's op over all models; ``model_major(output)``
+    views a tensor of the layer's output layout as ``[M, *noise_shape]``, one model's output per
+    row, so that ``normal`` draws the step's next standard normals straight into that layout.
     """
 
     apply: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
     noise_shape: tuple[int, ...]
-    to_layer: Callable[[torch.Tensor], torch.Tensor]
+    model_major: Callable[[torch.Tensor], torch.Tensor]
 
-    def normal(self, draws: StepDraws) -> torch.Tensor:
-        return self.to_layer(draws.normal(self.noise_shape))
+    def normal(self, draws: StepDraws, like: torch.Tensor) -> torch.Tensor:
+        """Standard normals laid out as ``like`` (a layer output): model ``m``'s draw in its block."""
+        out = torch.empty_like(like)
+        draws.normal(self.noise_shape, out=self.model_major(out))
+        return out
 
 
 class PopulationHooks:

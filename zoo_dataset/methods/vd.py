@@ -19,11 +19,11 @@ from ..jobs import TrainJob, UnitKey
 from ..layout import ParameterLayout
 from ..sparsify.variational import (
     BIAS_LOG_ALPHA,
-    VAR_EPS,
     VariationalNet,
     flat_state,
     kl_approx,
     log_alpha_of,
+    sampled_output,
     to_variational,
 )
 from ..specs import ModelConfig, VDSpec, ZooSpec
@@ -36,6 +36,7 @@ class VDHooks(PopulationHooks):
 
     def __init__(self, log_sigma2: torch.Tensor, threshold: float, kl_factor: Callable[[int, int], float]):
         self.log_sigma2, self.threshold, self.kl_factor = log_sigma2, threshold, kl_factor
+        self._step_log_alpha: dict[str, torch.Tensor] = {}  # the forward's, reused by the step's KL
 
     def extra_parameters(self) -> dict[str, torch.Tensor]:
         return {"log_sigma2": self.log_sigma2}
@@ -48,14 +49,17 @@ class VDHooks(PopulationHooks):
 
     def noisy_output(self, net, layer: str, op: LayerOp, h: torch.Tensor, weight: torch.Tensor,
                      mean: torch.Tensor, draws) -> torch.Tensor:
-        variance = op.apply(h * h, torch.exp(self.log_alpha(net, layer)) * weight * weight, None)
-        return mean + torch.sqrt(variance + VAR_EPS) * op.normal(draws)
+        log_alpha = self._step_log_alpha[layer] = self.log_alpha(net, layer)
+        variance = op.apply(h * h, torch.exp(log_alpha) * weight * weight, None)
+        return sampled_output(mean, variance, op.normal(draws, mean))
 
     def loss_term(self, net, epoch: int, n_train: int) -> torch.Tensor:
-        total = torch.zeros(net.size, device=net.device)  # per-model summed KL of all layers
-        for entry in net.layout.weight_entries():
-            total = total + torch.vmap(kl_approx)(self.log_alpha(net, entry.layer))
-        return self.kl_factor(epoch, n_train) * total.sum()
+        """The KL of every model's every layer, weighted: one sum (the factor is the group's) over
+        the log_alpha the step's forward pass computed, as one tensor (few ops, not few per layer)."""
+        step, self._step_log_alpha = self._step_log_alpha, {}
+        log_alpha = [(step[e.layer] if e.layer in step else self.log_alpha(net, e.layer)).reshape(net.size, -1)
+                     for e in net.layout.weight_entries()]
+        return self.kl_factor(epoch, n_train) * kl_approx(torch.cat(log_alpha, dim=1))
 
     @torch.no_grad()
     def recorded(self, net) -> tuple[np.ndarray, np.ndarray]:

@@ -110,7 +110,7 @@ class PopulationNet:
         mean = conv(h, w, b).contiguous(memory_format=torch.channels_last)
         if draws is None:
             return mean
-        op = LayerOp(conv, (mean.shape[0], module.out_channels, *mean.shape[2:]), per_model_input)
+        op = LayerOp(conv, (mean.shape[0], module.out_channels, *mean.shape[2:]), self._model_major)
         return self.hooks.noisy_output(self, layer, op, h, w, mean, draws)
 
     def _linear(self, layer: str, h: torch.Tensor, draws: StepDraws | None) -> torch.Tensor:
@@ -118,7 +118,7 @@ class PopulationNet:
         mean = _batched_linear(h, w, b)
         if draws is None:
             return mean
-        op = LayerOp(_batched_linear, tuple(mean.shape[1:]), lambda t: t)
+        op = LayerOp(_batched_linear, tuple(mean.shape[1:]), lambda t: t)  # already [M, batch, out]
         return self.hooks.noisy_output(self, layer, op, h, w, mean, draws)
 
     def _dropout(self, p: float, h: torch.Tensor, draws: StepDraws | None) -> torch.Tensor:
@@ -127,11 +127,16 @@ class PopulationNet:
             return h
         keep = 1 - p
         if h.dim() == 4:  # [batch, M * C, H, W]
-            shape = (h.shape[0], h.shape[1] // self.size, *h.shape[2:])
-            masks = per_model_input(draws.keep_mask(shape, keep))
+            masks = torch.empty_like(h, dtype=torch.bool)  # h's memory format
+            view = self._model_major(masks)
+            view.copy_(draws.keep_mask(tuple(view.shape[1:]), keep))
         else:  # [M, batch, features]
             masks = draws.keep_mask(tuple(h.shape[1:]), keep)
         return h * (masks.to(h.dtype) / keep)
+
+    def _model_major(self, h: torch.Tensor) -> torch.Tensor:
+        """The grouped layout [batch, M * C, H, W] viewed as [M, batch, C, H, W] (no copy)."""
+        return h.unflatten(1, (self.size, -1)).transpose(0, 1)
 
     @torch.no_grad()
     def flat(self) -> torch.Tensor:

@@ -29,6 +29,7 @@ from ..methods import get_method
 from .batched_ops import PopulationNet, per_model_input
 from .batched_optim import BatchedOptimizer
 from .device_memory import CPU_EVAL_CHUNK, eval_chunk, group_size
+from .host_memory import keep_freed_memory
 from .reference import state_metrics
 
 
@@ -49,6 +50,8 @@ class PopulationEngine:
     def __init__(self, device: str = "cpu", max_models: int | None = None):
         self.device = torch.device(device)
         self.max_models = max_models
+        if self.device.type == "cpu":
+            keep_freed_memory()
 
     def run(
         self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
