@@ -1,9 +1,10 @@
-"""Population engine vs per-model reference: one epoch of each stage on the same slice of a zoo.
+"""Population engine vs per-model reference: each stage's first epochs on the same slice of a zoo.
 
 Prints model-epochs/s of both trainers and their ratio, the engine's achieved GFLOP/s (conv and
-linear FLOPs of training forward + backward and of the recorded evaluation passes) and, measured
-in the same run, the GFLOP/s of a plain fp32 matmul. The reference is timed on fewer models (its
-cost per model does not depend on how many it trains); the engine on the whole slice.
+linear FLOPs of training forward + backward and of every recorded evaluation pass: a run of E
+epochs evaluates E + 1 states) and, measured in the same run, the GFLOP/s of a plain fp32 matmul.
+The reference is timed on fewer models (its cost per model does not depend on how many it
+trains); the engine on the whole slice. Two epochs by default (``--epochs``).
 
     .venv/bin/python benchmarks/bench_build.py                 # 32 CNN-s models of digits_seed, batch 10
     .venv/bin/python benchmarks/bench_build.py --models 64 --reference-models 4 --device cuda

@@ -70,9 +70,21 @@ def test_cpu_loop_and_tensor_ops_give_the_same_words():
     rng = CounterRNG([0, 6, 2**33 + 1, 2**32 - 1], ["vd/0.000000", "mp/0.500000", "plain/0.000000", "vd/0.000000"])
     for n, epoch, step, draw in [(1, 1, 0, 0), (7, 2, 5, 1), (4096 + 3, 25, 4999, 6), (10, 2**32 - 1, 2**32 - 1, 3)]:
         assert torch.equal(rng.words(n, epoch, step, draw), rng._tensor_words(n, epoch, step, draw))
-    u1, u2 = rng._pair_uniforms(1001, 3, 2, 1)  # normals' uniforms: one compiled pass on CPU
-    u = _uniform(rng._tensor_words(2002, 3, 2, 1)).view(4, 1001, 2)
-    assert torch.equal(u1, u[..., 0]) and torch.equal(u2, u[..., 1])
+    for pairs in (1000, 1001):  # normals' uniforms: one compiled pass on CPU, the last block cut or whole
+        u1, u2 = rng._pair_uniforms(pairs, 3, 2, 1)
+        u = _uniform(rng._tensor_words(2 * pairs, 3, 2, 1)).view(4, pairs, 2)
+        assert torch.equal(u1, u[..., 0]) and torch.equal(u2, u[..., 1])
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5, 5), (2, 3, 4, 6)])
+def test_normals_drawn_into_a_strided_view_are_the_same_numbers(shape):
+    """The engine draws straight into a layer's layout (the model axis inside): same numbers, other
+    places, whether a Box-Muller pair stays within the last axis (even length) or crosses it."""
+    rng = CounterRNG([4, 11, 2**35], ["vd/0.000000"] * 3)
+    layer = torch.full((*shape[1:], 3, shape[0]), float("nan"))  # model axis second to last
+    view = layer.movedim((-2, -1), (0, 1))  # [M, *shape]
+    rng.normal(shape, 2, 7, 1, out=view)
+    assert torch.equal(view, rng.normal(shape, 2, 7, 1))
 
 
 def test_a_model_draws_the_same_numbers_alone_as_in_a_group():

@@ -26,6 +26,7 @@ from zoo_dataset.sparsify.variational import (
     VDLinear,
     flat_state,
     kl_approx,
+    sampled_output,
     to_plain,
     to_variational,
 )
@@ -140,6 +141,21 @@ def test_train_mode_mean_and_variance_match_the_formulas(kind, rng, monkeypatch)
     np.testing.assert_allclose(layer(x).detach().numpy(), mean, rtol=1e-4, atol=1e-4)
     _fixed_noise(monkeypatch, 1.0)
     np.testing.assert_allclose(layer(x).detach().numpy(), mean + np.sqrt(var + VAR_EPS), rtol=1e-4, atol=1e-4)
+
+
+def test_sampled_output_and_its_gradient_are_those_of_the_formula(rng):
+    """The fused sample (one pass forward, its own backward) against autograd of the plain formula."""
+    mean, variance, noise = (torch.from_numpy(a) for a in (
+        rng.normal(size=(4, 6)), rng.uniform(1e-4, 2.0, size=(4, 6)), rng.normal(size=(4, 6))))
+    mean.requires_grad_(), variance.requires_grad_()
+    assert torch.autograd.gradcheck(lambda m, v: sampled_output(m, v, noise), (mean, variance))
+    upstream = torch.from_numpy(rng.normal(size=(4, 6)))
+    fused = torch.autograd.grad(sampled_output(mean, variance, noise), (mean, variance), upstream)
+    formula = mean + torch.sqrt(variance + VAR_EPS) * noise
+    plain = torch.autograd.grad(formula, (mean, variance), upstream)
+    torch.testing.assert_close(sampled_output(mean, variance, noise), formula)
+    for got, expected in zip(fused, plain, strict=True):
+        torch.testing.assert_close(got, expected)
 
 
 def test_train_mode_samples_have_that_mean_and_variance(rng):

@@ -72,3 +72,4 @@ def pair_uniforms_cpu(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoc
         if pairs % 2:
             c0, c1, _, _ = philox_block(np.uint64(full), d, s, e, key0, key1)
             row1[2 * full], row2[2 * full] = _uniform(c0), _uniform(c1)
+

@@ -50,9 +50,9 @@ def kl_approx(log_alpha: torch.Tensor) -> torch.Tensor:
 class _SampledOutput(torch.autograd.Function):
     """``mean + sqrt(variance + VAR_EPS) * noise`` with its gradient in one pass per tensor.
 
-    Autograd's chain of four ops kept four layer-sized temporaries and ran seven passes over
-    them (VD's largest elementwise cost on CPU, conv1's output of a 32-model group is 1.5 M
-    numbers); this runs three forward and two backward.
+    Autograd's chain of four ops allocated six layer-sized temporaries over forward and backward
+    (VD's largest elementwise cost on CPU: conv1's output of a 32-model group is 1.5 M numbers);
+    this allocates two and works in place otherwise.
     """
 
     @staticmethod

@@ -50,8 +50,6 @@ class PopulationEngine:
     def __init__(self, device: str = "cpu", max_models: int | None = None):
         self.device = torch.device(device)
         self.max_models = max_models
-        if self.device.type == "cpu":
-            keep_freed_memory()
 
     def run(
         self, jobs: Sequence[TrainJob], data: ImageData, on_epoch: EpochCallback | None = None
@@ -89,6 +87,8 @@ class TrainingGroup:
     time, with the same ops whatever the number of models (no Python loop over models)."""
 
     def __init__(self, jobs: list[TrainJob], channels: int, device: torch.device):
+        if device.type == "cpu":  # a step's layer-sized temporaries would fault their pages in again
+            keep_freed_memory()
         method = get_method(jobs[0].method)
         models = [method.build(job, channels) for job in jobs]
         self.hooks = method.population_hooks(models, jobs, device)
