@@ -33,10 +33,9 @@ from .base import LayerOp, Method, PopulationHooks, RecordedState, StartStates, 
 class VDHooks(PopulationHooks):
     """Sparse VD over stacked models, computing what :class:`VariationalNet` computes per model."""
 
-
     def __init__(self, log_sigma2: torch.Tensor, threshold: float, kl_factor: Callable[[int, int], float]):
         self.log_sigma2, self.threshold, self.kl_factor = log_sigma2, threshold, kl_factor
-        self._step_log_alpha: dict[str, torch.Tensor] = {}  # the forward's, reused by the step's KL
+        self._step: _WeightSide | None = None  # the training step's, from its first layer to its KL
 
     def extra_parameters(self) -> dict[str, torch.Tensor]:
         return {"log_sigma2": self.log_sigma2}
@@ -49,17 +48,16 @@ class VDHooks(PopulationHooks):
 
     def noisy_output(self, net, layer: str, op: LayerOp, h: torch.Tensor, weight: torch.Tensor,
                      mean: torch.Tensor, draws) -> torch.Tensor:
-        log_alpha = self._step_log_alpha[layer] = self.log_alpha(net, layer)
-        variance = op.apply(h * h, torch.exp(log_alpha) * weight * weight, None)
+        if self._step is None or self._step.draws is not draws:  # the step's first layer
+            self._step = _WeightSide(net, draws)
+        variance = op.apply(h * h, self._step.variance_weights[layer], None)
         return sampled_output(mean, variance, op.normal(draws, mean))
 
     def loss_term(self, net, epoch: int, n_train: int) -> torch.Tensor:
         """The KL of every model's every layer, weighted: one sum (the factor is the group's) over
-        the log_alpha the step's forward pass computed, as one tensor (few ops, not few per layer)."""
-        step, self._step_log_alpha = self._step_log_alpha, {}
-        log_alpha = [(step[e.layer] if e.layer in step else self.log_alpha(net, e.layer)).reshape(net.size, -1)
-                     for e in net.layout.weight_entries()]
-        return self.kl_factor(epoch, n_train) * kl_approx(torch.cat(log_alpha, dim=1))
+        the log_alpha of the step's forward pass."""
+        step, self._step = self._step or _WeightSide(net, None), None
+        return self.kl_factor(epoch, n_train) * kl_approx(step.log_alpha)
 
     @torch.no_grad()
     def recorded(self, net) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +70,21 @@ class VDHooks(PopulationHooks):
         log_alpha = torch.cat(parts, dim=1).cpu().numpy().astype(np.float32)
         masks = np.where(net.layout.weight_mask(), log_alpha < self.threshold, True)
         return masks, log_alpha
+
+
+class _WeightSide:
+    """One training step's ``log_alpha`` [M, weights] and variance weights ``alpha * theta^2`` per
+    layer, computed for all layers at once: per layer they were ~60 small autograd ops a step."""
+
+    def __init__(self, net, draws):
+        self.draws = draws  # the step's (StepDraws): a new step computes anew
+        entries = net.layout.weight_entries()
+        theta = torch.cat([net.param(f"{e.layer}.weight").reshape(net.size, -1) for e in entries], dim=1)
+        log_sigma2 = torch.cat([net.extra("log_sigma2", e.layer).reshape(net.size, -1) for e in entries], dim=1)
+        self.log_alpha = log_alpha_of(theta, log_sigma2)
+        flat = torch.exp(self.log_alpha) * theta * theta
+        parts = flat.split([e.size for e in entries], dim=1)
+        self.variance_weights = {e.layer: part.view(net.size, *e.shape) for e, part in zip(entries, parts, strict=True)}
 
 
 class VariationalDropout(Method):
