@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import re
-import socket
 import struct
 import threading
 import zipfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _http import range_start, send_bytes
 
 from zoo_dataset.architectures import parametrised_layers, seeded_model
 
@@ -74,32 +74,18 @@ class FakeZenodo:
 def _handler(zenodo: FakeZenodo):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            header = self.headers.get("Range")
-            start = int(header.split("=")[1].split("-")[0]) if header else 0
+            start = range_start(self)
             zenodo.requests.append((self.path, start))
             if m := re.fullmatch(r"/api/records/(\d+)", self.path):
                 if int(m.group(1)) not in zenodo.records:
                     return self.send_error(404)
-                return self._send(json.dumps(zenodo.listing(int(m.group(1)))).encode(), 0, None)
+                return send_bytes(self, json.dumps(zenodo.listing(int(m.group(1)))).encode(), 0)
             if m := re.fullmatch(r"/api/records/(\d+)/files/([^/]+)/content", self.path):
                 data = zenodo.records.get(int(m.group(1)), {}).get(m.group(2))
                 if data is None:
                     return self.send_error(404)
-                return self._send(data, start, zenodo.cut.pop(m.group(2), None), ranged=bool(header))
+                return send_bytes(self, data, start, zenodo.cut.pop(m.group(2), None))
             self.send_error(404)
-
-        def _send(self, data: bytes, start: int, cut: int | None, ranged: bool = False):
-            body = data[start:]
-            self.send_response(206 if ranged else 200)
-            self.send_header("Content-Length", str(len(body)))
-            if ranged:
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            self.end_headers()
-            self.wfile.write(body if cut is None else body[:cut])
-            if cut is not None:
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
 
         def log_message(self, *args):
             pass

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import socket
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _fixtures_loader import shared_loader_store
-from _http import local_server
+from _http import local_server, range_start, send_bytes
 from click.testing import CliRunner
 
 from builders.publish import publish_mirror
@@ -30,22 +29,9 @@ class RangeHandler(SimpleHTTPRequestHandler):
         if not path.is_file():
             self.send_error(404)
             return
-        data = path.read_bytes()
-        header = self.headers.get("Range")
-        start = int(header.split("=")[1].split("-")[0]) if header else 0
+        start = range_start(self)
         self.server.requests.append((self.path, start))
-        body = data[start:]
-        self.send_response(206 if header else 200)
-        self.send_header("Content-Length", str(len(body)))
-        if header:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        cut = self.server.cut.pop(self.path, None)
-        self.wfile.write(body if cut is None else body[:cut])
-        if cut is not None:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            self.close_connection = True
+        send_bytes(self, path.read_bytes(), start, self.server.cut.pop(self.path, None))
 
     def log_message(self, *args):
         pass
