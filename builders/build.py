@@ -70,8 +70,9 @@ def build_zoo(
         writer = StoreWriter.open(root, spec, layout_for(spec), resume=resume, create=creates,
                                   train_chunk=device_chunk(spec, device))
         trainer = trainer or PopulationEngine(device)
-        if torch.device(device).type == "cuda" and isinstance(trainer, PopulationEngine) and trainer.max_models is None:
-            trainer.max_models = writer.manifest.chunk_size  # the recorded groups, whatever memory is free now
+        if torch.device(device).type == "cuda" and getattr(trainer, "max_models", False) is None:
+            # the engine here or in each Ray task groups as recorded, whatever memory is free now
+            trainer.max_models = writer.manifest.chunk_size
         ctx = BuildContext(spec=spec, store=writer, data_dir=Path(data_dir) if data_dir else None,
                            trainer=trainer, progress=progress)
         reports = [STAGES[name].run(ctx) for name in stages]

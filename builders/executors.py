@@ -30,9 +30,12 @@ RAY_TASK_RETRIES = 3
 PROGRESS_POLL_S = 1.0  # how often the driver relays the workers' epoch progress
 
 
-def make_engine(engine: str, device: str = "cpu") -> Trainer:
+def make_engine(engine: str, device: str = "cpu", max_models: int | None = None) -> Trainer:
+    """A fresh ``engine``; ``max_models`` caps the population engine's groups (a store's recorded chunk)."""
     if engine not in ENGINES:
         raise ZooSpecError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "population":
+        return PopulationEngine(device, max_models)
     return ENGINES[engine](device)
 
 
@@ -78,14 +81,15 @@ def _start_worker(threads: int, progress) -> None:
     _progress_queue = progress
 
 
-def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData) -> list[JobResult]:
+def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData,
+                 max_models: int | None = None) -> list[JobResult]:
     """What one worker process or Ray task does: train a batch of jobs with a fresh engine (a worker
     process also reports each finished epoch to the driver)."""
     def report(epoch: int, epochs: int, models: int) -> None:
         _progress_queue.put((epoch, epochs, models))
 
     on_epoch = report if _progress_queue is not None else None
-    return list(make_engine(engine, device).run(jobs, data, on_epoch=on_epoch))
+    return list(make_engine(engine, device, max_models).run(jobs, data, on_epoch=on_epoch))
 
 
 class ProcessTrainer:
@@ -180,6 +184,7 @@ class RayTrainer:
         make_engine(engine, device)  # fail early on a bad engine name
         self.ray, self.engine, self.device = ray, engine, device
         self.address, self.models_per_task = address, models_per_task
+        self.max_models: int | None = None  # a build on cuda sets its store's chunk: groups as recorded
         num_gpus = 1 if device.startswith("cuda") else 0
         self.task = ray.remote(num_gpus=num_gpus, max_retries=RAY_TASK_RETRIES)(_train_batch)
 
@@ -211,7 +216,7 @@ class RayTrainer:
 
     def _run_batches(self, batches: list[list[TrainJob]], data: ImageData) -> Iterator[JobResult]:
         data_ref = self.ray.put(data)
-        pending = [self.task.remote(self.engine, self.device, batch, data_ref) for batch in batches]
+        pending = [self.task.remote(self.engine, self.device, batch, data_ref, self.max_models) for batch in batches]
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)
             yield from self.ray.get(done[0])

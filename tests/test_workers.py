@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from builders.build import build_zoo
 from builders.cli import main
-from builders.executors import ProcessTrainer, make_trainer
+from builders.executors import ProcessTrainer, _train_batch, make_trainer
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import WorkerError, ZooSpecError
 from zoo_dataset.specs import get_spec
@@ -121,3 +121,25 @@ def test_abandoned_run_stops_its_workers_at_once():
     assert not any(p.is_alive() for p in processes)
     # killed by a signal (negative exit code), not left to finish the 30-epoch share and exit normally
     assert all(p.exitcode is not None and p.exitcode < 0 for p in processes)
+
+
+def test_a_worker_or_ray_task_groups_its_batch_at_most_max_models(monkeypatch):
+    """On cuda a build hands its store's recorded chunk to the trainer: the engine each worker or Ray
+    task makes must group no more models than that, whatever memory that device has free."""
+    spec = get_spec("digits_seed")
+    jobs = [TrainJob(key=UnitKey(c.model_id), config=c, architecture=spec.architecture, method="original", epochs=1,
+                     lr=c.lr, batch_size=spec.batch_size, seed=c.seed) for c in spec.models()[:3]]
+    sizes = []
+    original = PopulationEngine.run_group
+
+    def run_group(self, group, *args, **kwargs):
+        sizes.append(len(group))
+        return original(self, group, *args, **kwargs)
+
+    monkeypatch.setattr(PopulationEngine, "run_group", run_group)
+    data = load_dataset("digits", 28)
+    results = _train_batch("population", "cpu", jobs, data, max_models=1)
+    assert sorted(r.key.model_id for r in results) == [0, 1, 2] and sizes == [1, 1, 1]
+    sizes.clear()
+    _train_batch("population", "cpu", jobs, data)
+    assert sizes == [3]
