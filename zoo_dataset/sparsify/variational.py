@@ -48,7 +48,7 @@ def kl_approx(log_alpha: torch.Tensor) -> torch.Tensor:
 
 
 class _SampledOutput(torch.autograd.Function):
-    """``mean + sqrt(variance + VAR_EPS) * noise`` with its gradient in one pass per tensor.
+    """``mean + sqrt(variance + VAR_EPS) * noise`` with a backward of its own.
 
     Autograd's chain of four ops allocated six layer-sized temporaries over forward and backward
     (VD's largest elementwise cost on CPU: conv1's output of a 32-model group is 1.5 M numbers);
