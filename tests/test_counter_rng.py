@@ -87,6 +87,26 @@ def test_normals_drawn_into_a_strided_view_are_the_same_numbers(shape):
     assert torch.equal(view, rng.normal(shape, 2, 7, 1))
 
 
+def test_normals_drawn_in_the_engines_conv_layout_are_the_same_numbers():
+    """Conv outputs [B, M * C, H, W] in channels-last memory get their normals from a compiled pass
+    in that order: the same uniforms bit for bit, the same normals up to the transcendentals' last
+    bit (vector and scalar paths), as the general path gives; other widths take the general path."""
+    from zoo_dataset.philox_cpu import pair_uniforms_channels_last
+
+    m, b, c, h, w = 3, 2, 6, 5, 8
+    rng = CounterRNG([4, 11, 2**35], ["vd/0.000000"] * 3)
+    u1, u2 = torch.empty(b * h * w // 2, m * c), torch.empty(b * h * w // 2, m * c)
+    pair_uniforms_channels_last(*rng._cpu_keys, 1, 7, 2, c, h, w, u1.numpy(), u2.numpy())
+    g1, g2 = (u.view(m, b, c, h, w // 2).permute(1, 3, 4, 0, 2).reshape(-1, m * c)
+              for u in rng._pair_uniforms(b * c * h * w // 2, 2, 7, 1))
+    assert torch.equal(u1, g1) and torch.equal(u2, g2)
+    for width in (w, 6):  # 6: a block's pairs cross rows, the general path draws
+        layer = torch.full((b, m * c, h, width), float("nan")).contiguous(memory_format=torch.channels_last)
+        view = layer.unflatten(1, (m, c)).transpose(0, 1)  # [M, B, C, H, W]
+        rng.normal((b, c, h, width), 2, 7, 1, out=view)
+        torch.testing.assert_close(view, rng.normal((b, c, h, width), 2, 7, 1), rtol=1e-6, atol=1e-6)
+
+
 def test_a_model_draws_the_same_numbers_alone_as_in_a_group():
     group = CounterRNG([5, 9, 12], ["vd/0.000000", "vd/0.000000", "masked/0.500000"])
     alone = CounterRNG([9], ["vd/0.000000"])

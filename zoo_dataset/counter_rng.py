@@ -145,6 +145,8 @@ class CounterRNG:
         model-major view of a layer's output layout, so the numbers land where they are used
         without another transposing copy).
         """
+        if out is not None and self.device.type == "cpu" and _grouped_channels_last(out):
+            return self._normal_channels_last(out, epoch, step, draw)
         n = math.prod(shape)
         pairs = -(-n // 2)
         u1, u2 = self._pair_uniforms(pairs, epoch, step, draw)
@@ -160,6 +162,23 @@ class CounterRNG:
             halves[..., 1].copy_(sines.view(halves.shape[:-1]))
         else:
             out.copy_(torch.stack((cosines, sines), dim=2).view(self.size, -1)[:, :n].view(self.size, *shape))
+        return out
+
+    def _normal_channels_last(self, out: torch.Tensor, epoch: int, step: int, draw: int) -> torch.Tensor:
+        """:meth:`normal` into ``out`` [M, B, C, H, W] whose memory is the engine's [B, H, W, M, C]:
+        one compiled pass draws the uniforms in that order, so Box-Muller writes the layer's memory
+        directly (the transposing copy of the general path was a third of a conv1 draw)."""
+        _check_counter(epoch, step, draw)
+        from .philox_cpu import pair_uniforms_channels_last
+
+        m, b, c, h, w = out.shape
+        u1, u2 = torch.empty(b * h * w // 2, m * c), torch.empty(b * h * w // 2, m * c)
+        pair_uniforms_channels_last(*self._cpu_keys, draw, step, epoch, c, h, w, u1.numpy(), u2.numpy())
+        radius = u1.log_().mul_(-2.0).sqrt_().view(b, h, w // 2, m * c)
+        angle = u2.mul_(2 * math.pi).view(b, h, w // 2, m * c)
+        halves = out.permute(1, 3, 4, 0, 2).view(b, h, w // 2, 2, m * c)  # normals 2j, 2j + 1 side by side
+        torch.mul(torch.cos(angle), radius, out=halves[:, :, :, 0])
+        torch.mul(angle.sin_(), radius, out=halves[:, :, :, 1])
         return out
 
     def _pair_uniforms(self, pairs: int, epoch: int, step: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,6 +229,12 @@ def _check_counter(epoch: int, step: int, draw: int) -> None:
     for name, value in (("epoch", epoch), ("step", step), ("draw", draw)):
         if not 0 <= value <= MASK32:
             raise ValueError(f"{name} {value} is outside the 32-bit counter")
+
+
+def _grouped_channels_last(out: torch.Tensor) -> bool:
+    """Whether ``out`` [M, B, C, H, W] lies in memory as [B, H, W, M, C] (the population engine's
+    conv outputs), with W a multiple of 4 (a Philox block's two pairs then share a row)."""
+    return out.dim() == 5 and out.shape[-1] % 4 == 0 and out.permute(1, 3, 4, 0, 2).is_contiguous()
 
 
 def _uniform(words: torch.Tensor) -> torch.Tensor:

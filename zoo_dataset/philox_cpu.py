@@ -73,3 +73,30 @@ def pair_uniforms_cpu(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoc
             c0, c1, _, _ = philox_block(np.uint64(full), d, s, e, key0, key1)
             row1[2 * full], row2[2 * full] = _uniform(c0), _uniform(c1)
 
+
+
+
+@numba.njit(cache=True, nogil=True)
+def pair_uniforms_channels_last(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoch: int, channels: int,
+                                height: int, width: int, u1: np.ndarray, u2: np.ndarray) -> None:
+    """:func:`pair_uniforms_cpu` of an output [B, C, H, W] per model (W a multiple of 4), written in
+    the engine's grouped channels-last layout: ``u1`` / ``u2`` are [B * H * W / 2, M * C], row
+    (b, h, w2) column m * C + c holding the uniforms of pair ((b * C + c) * H + h) * W / 2 + w2 of
+    model m, so each normal lands where the layer uses it (no transposing copy). Vectorized over
+    the M * C columns; the inputs are masked to 32 bits so that LLVM uses 32x32-bit products."""
+    lanes, quarter = u1.shape[1], width // 4
+    key0, key1, first = np.empty(lanes, np.uint64), np.empty(lanes, np.uint64), np.empty(lanes, np.uint64)
+    for lane in range(lanes):  # lane = m * C + c
+        key0[lane], key1[lane] = np.uint64(k0[lane // channels]), np.uint64(k1[lane // channels])
+        first[lane] = np.uint64((lane % channels) * height)
+    d, s, e = np.uint64(draw), np.uint64(step), np.uint64(epoch)
+    for row in range(u1.shape[0] // (2 * quarter)):  # row = b * H + h
+        base = np.uint64((row // height) * channels * height + row % height)  # b * C * H + h
+        for w4 in range(quarter):
+            even = (row * quarter + w4) * 2
+            e1, e2, o1, o2 = u1[even], u2[even], u1[even + 1], u2[even + 1]
+            for lane in range(lanes):  # block ((b * C + c) * H + h) * W / 4 + w4: pairs w2 = 2 w4, 2 w4 + 1
+                block = ((first[lane] + base) * np.uint64(quarter) + np.uint64(w4)) & _LOW
+                c0, c1, c2, c3 = philox_block(block, d, s, e, key0[lane] & _LOW, key1[lane] & _LOW)
+                e1[lane], e2[lane] = _uniform(c0), _uniform(c1)
+                o1[lane], o2[lane] = _uniform(c2), _uniform(c3)
