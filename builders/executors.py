@@ -24,7 +24,12 @@ from zoo_dataset.jobs import EpochCallback
 from zoo_dataset.training import JobResult, ReferenceTrainer, Trainer, TrainJob
 from zoo_dataset.training.engine import PopulationEngine, group_key
 
-ENGINES: dict[str, Callable[[str], Trainer]] = {"population": PopulationEngine, "reference": ReferenceTrainer}
+# engine name -> factory(device, max_models): max_models caps the population engine's groups (a
+# store's recorded chunk); the reference trains one model at a time and has no groups
+ENGINES: dict[str, Callable[[str, int | None], Trainer]] = {
+    "population": PopulationEngine,
+    "reference": lambda device, _max_models: ReferenceTrainer(device),
+}
 EXECUTORS = ("local", "ray")
 RAY_TASK_RETRIES = 3
 PROGRESS_POLL_S = 1.0  # how often the driver relays the workers' epoch progress
@@ -34,9 +39,7 @@ def make_engine(engine: str, device: str = "cpu", max_models: int | None = None)
     """A fresh ``engine``; ``max_models`` caps the population engine's groups (a store's recorded chunk)."""
     if engine not in ENGINES:
         raise ZooSpecError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if engine == "population":
-        return PopulationEngine(device, max_models)
-    return ENGINES[engine](device)
+    return ENGINES[engine](device, max_models)
 
 
 def make_trainer(executor: str = "local", engine: str = "population", device: str = "cpu",

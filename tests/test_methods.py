@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from _digits import small_digits
 from torch.nn.utils import prune
 
 import builders.context
@@ -18,20 +17,12 @@ from builders.build import build_zoo
 from builders.stages import DEFAULT_STAGES, STAGES
 from loaders import ZooTwinDataset
 from zoo_dataset.architectures import parametrised_layers, seeded_model
-from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method, methods, twin_methods
 from zoo_dataset.specs import get_spec
 
 LEVELS = (0.5, 0.9)
-
-
-@functools.cache
-def small_digits(name: str = "digits", image_size: int = 28, data_dir=None):
-    data = load_dataset(name, image_size, data_dir)
-    return dataclasses.replace(data, train_x=data.train_x[:100], train_y=data.train_y[:100],
-                               test_x=data.test_x[:100], test_y=data.test_y[:100])
 
 
 def test_registry_holds_each_method_once_in_pipeline_order():

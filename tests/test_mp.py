@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from _digits import small_digits
 from click.testing import CliRunner
 from torch.nn.utils import prune
 
@@ -16,7 +16,6 @@ import builders.context
 from builders.build import build_zoo
 from builders.cli import main
 from zoo_dataset.architectures import parametrised_layers, seeded_model
-from zoo_dataset.data import load_dataset
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method
 from zoo_dataset.metrics import agreement, evaluate
@@ -26,14 +25,6 @@ from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
 from zoo_dataset.training.optimizers import make_optimizer
 
 LEVELS = (0.5, 0.9)
-
-
-@functools.cache
-def small_digits(name: str = "digits", image_size: int = 28, data_dir=None):
-    """Real digits, cut to 100 training and 100 test images so that every epoch takes a blink."""
-    data = load_dataset(name, image_size, data_dir)
-    return dataclasses.replace(data, train_x=data.train_x[:100], train_y=data.train_y[:100],
-                               test_x=data.test_x[:100], test_y=data.test_y[:100])
 
 
 @pytest.fixture(scope="module")

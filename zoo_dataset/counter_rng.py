@@ -149,9 +149,7 @@ class CounterRNG:
             return self._normal_channels_last(out, epoch, step, draw)
         n = math.prod(shape)
         pairs = -(-n // 2)
-        u1, u2 = self._pair_uniforms(pairs, epoch, step, draw)
-        radius = u1.log_().mul_(-2.0).sqrt_()
-        angle = u2.mul_(2 * math.pi)
+        radius, angle = _polar(*self._pair_uniforms(pairs, epoch, step, draw))
         cosines = torch.cos(angle).mul_(radius)  # normals 2j
         sines = angle.sin_().mul_(radius)  # normals 2j + 1
         if out is None:
@@ -174,8 +172,7 @@ class CounterRNG:
         m, b, c, h, w = out.shape
         u1, u2 = torch.empty(b * h * w // 2, m * c), torch.empty(b * h * w // 2, m * c)
         pair_uniforms_channels_last(*self._cpu_keys, draw, step, epoch, c, h, w, u1.numpy(), u2.numpy())
-        radius = u1.log_().mul_(-2.0).sqrt_().view(b, h, w // 2, m * c)
-        angle = u2.mul_(2 * math.pi).view(b, h, w // 2, m * c)
+        radius, angle = (t.view(b, h, w // 2, m * c) for t in _polar(u1, u2))
         halves = out.permute(1, 3, 4, 0, 2).view(b, h, w // 2, 2, m * c)  # normals 2j, 2j + 1 side by side
         torch.mul(torch.cos(angle), radius, out=halves[:, :, :, 0])
         torch.mul(angle.sin_(), radius, out=halves[:, :, :, 1])
@@ -229,6 +226,11 @@ def _check_counter(epoch: int, step: int, draw: int) -> None:
     for name, value in (("epoch", epoch), ("step", step), ("draw", draw)):
         if not 0 <= value <= MASK32:
             raise ValueError(f"{name} {value} is outside the 32-bit counter")
+
+
+def _polar(u1: torch.Tensor, u2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box-Muller's radius ``sqrt(-2 ln u1)`` and angle ``2 pi u2``, in place of the uniforms."""
+    return u1.log_().mul_(-2.0).sqrt_(), u2.mul_(2 * math.pi)
 
 
 def _grouped_channels_last(out: torch.Tensor) -> bool:
