@@ -16,6 +16,7 @@ from zoo_dataset.errors import StoreError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import vd as vd_method
 from zoo_dataset.metrics import evaluate
+from zoo_dataset.sparsify import sampling_cpu
 from zoo_dataset.sparsify.variational import (
     BIAS_LOG_ALPHA,
     LOG_ALPHA_MAX,
@@ -156,6 +157,31 @@ def test_sampled_output_and_its_gradient_are_those_of_the_formula(rng):
     torch.testing.assert_close(sampled_output(mean, variance, noise), formula)
     for got, expected in zip(fused, plain, strict=True):
         torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_compiled_cpu_sample_matches_the_formula_and_its_gradient(rng, layout, monkeypatch):
+    """float32 on CPU takes the compiled pass (in whatever dense order the engine's tensors lie):
+    its output and gradients are those of autograd over the formula, to float32 rounding."""
+    shape = (3, 8, 5, 4)
+    mean, variance, noise = (torch.from_numpy(a.astype(np.float32)) for a in (
+        rng.normal(size=shape), rng.uniform(0.0, 2.0, size=shape), rng.normal(size=shape)))
+    if layout == "channels_last":
+        mean, variance, noise = (t.contiguous(memory_format=torch.channels_last) for t in (mean, variance, noise))
+    mean.requires_grad_(), variance.requires_grad_()
+    upstream = torch.from_numpy(rng.normal(size=shape).astype(np.float32))
+    compiled, passes = sampling_cpu._sample, []
+    monkeypatch.setattr(sampling_cpu, "_sample", lambda *arrays: passes.append(compiled(*arrays)))
+    drawn = noise.clone()
+    fused = sampled_output(mean, variance, noise)
+    assert len(passes) == 1
+    formula = mean + torch.sqrt(variance + VAR_EPS) * noise
+    torch.testing.assert_close(fused, formula)
+    assert fused.stride() == mean.stride()
+    for got, expected in zip(torch.autograd.grad(fused, (mean, variance), upstream),
+                             torch.autograd.grad(formula, (mean, variance), upstream), strict=True):
+        torch.testing.assert_close(got, expected)
+    assert torch.equal(noise, drawn)  # the caller's draw is left as it was
 
 
 def test_train_mode_samples_have_that_mean_and_variance(rng):

@@ -27,10 +27,17 @@ Derived numbers (all documented here, versioned by :data:`GENERATOR`):
 - uniform: ``(2 * (w >> 9) + 1) * 2**-24``, exact in float32, in (0, 1) (23 bits);
 - keep mask (dropout): ``w < floor(keep * 2**32)``, an integer comparison;
 - permutation (data order): a stable argsort of 63-bit keys ``(w_2i >> 1) << 32 | w_2i+1``;
-- normal: Box-Muller on consecutive uniforms ``u1, u2``: ``sqrt(-2 ln u1) * (cos, sin)(2 pi u2)``
-  in float32. Words, uniforms, masks and permutations are bit-identical across devices; normals
-  go through float32 ``log``/``sqrt``/``cos``/``sin``, whose last bit may differ between CUDA and
-  a CPU's vector and scalar paths.
+- normal: Box-Muller on the words ``2j, 2j + 1`` of a draw (:func:`box_muller`): normals ``2j``
+  and ``2j + 1`` are ``sqrt(-2 ln u1) * (cos, sin)(2 pi u2)``, with ``ln`` and ``cos`` / ``sin``
+  evaluated by fixed float32 series (the exponent of ``u1`` split off, the angle reduced to
+  ``[-pi/4, pi/4]`` by exact integer steps), each operation rounded on its own: within 4 float32
+  ulp of the exact value (relative to the radius), and, as every step is a correctly rounded
+  IEEE operation, the same bits on every CPU and on CUDA, whether a vector or a scalar loop or
+  tensor ops compute them.
+
+Version 1 drew normals through the platform's float32 ``log``/``cos``/``sin`` (last bits could
+differ between devices, and on CPU they cost ~10 tensor passes per draw); version 2 computes them
+in the same compiled pass as the words.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-GENERATOR = "philox4x32-10/v1"  # recorded in the manifest; change it whenever any number above changes
+GENERATOR = "philox4x32-10/v2"  # recorded in the manifest; change it whenever any number above changes
 ORDER_DRAW = 0  # the draw that orders an epoch's data (counter step 0)
 FIRST_FORWARD_DRAW = 1
 
@@ -55,6 +62,15 @@ PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 ROUNDS = 10
 ORDER_SLICE_KEYS = 1 << 24  # data-order keys sorted at once
 TENSOR_SLICE_WORDS = 1 << 26  # words per slice of the tensor form (CUDA): ~6 GB of temporaries at most
+
+# Box-Muller's constants, each exactly a float32 (the compiled loops and the tensor ops use the same values)
+HALVINGS = tuple((2.0**k, 2.0**-k, float(k)) for k in (16, 8, 4, 2, 1))  # (limit, scale, exponent step)
+SQRT2 = float(np.float32(math.sqrt(2)))  # the mantissa is reduced to (sqrt(1/2), sqrt(2)]
+LN2_SPLIT = (0.693145751953125, float(np.float32(math.log(2) - 0.693145751953125)))  # high part: 16 bits
+LOG_SERIES = tuple(float(np.float32(2 / k)) for k in (1, 3, 5, 7, 9))  # ln x = s * sum(c_k s^2k), s = (x-1)/(x+1)
+SIN_SERIES = tuple(float(np.float32((-1) ** k / math.factorial(2 * k + 1))) for k in (1, 2, 3, 4))
+COS_SERIES = tuple(float(np.float32((-1) ** k / math.factorial(2 * k))) for k in (1, 2, 3, 4, 5))
+ANGLE_STEP = float(np.float32(2 * math.pi / 2**24))  # radians per unit of u2 * 2**24
 
 
 def _mulhilo(m: int, x):
@@ -81,6 +97,43 @@ def philox4x32_10(counter: Sequence, key: Sequence) -> tuple:
         hi1, lo1 = _mulhilo(PHILOX_M[1], c2)
         c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
     return c0, c1, c2, c3
+
+
+def box_muller(word0: torch.Tensor, word1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two float32 normals of word pairs (int64 tensors), as the module docstring defines them.
+
+    ``ln u1``: ``u1 * 2**24`` is an integer, halved to a mantissa ``x`` in (sqrt(1/2), sqrt(2)]
+    with its exponent ``e`` kept apart, then ``ln u1 = e ln 2 + 2 atanh((x - 1) / (x + 1))`` by
+    its series (|s| < 0.172: five terms). ``2 pi u2``: ``u2 * 2**24`` minus its nearest quarter
+    turn (integer arithmetic) leaves an angle in [-pi/4, pi/4] for the sine and cosine series,
+    which the quarter turn then rotates. Each step is one IEEE operation.
+    """
+    x = ((word0 >> 9) * 2 + 1).to(torch.float32)
+    e = torch.full_like(x, -24.0)
+    for limit, scale, bits in HALVINGS:
+        big = x >= limit
+        x, e = torch.where(big, x * scale, x), torch.where(big, e + bits, e)
+    big = x > SQRT2
+    x, e = torch.where(big, x * 0.5, x), torch.where(big, e + 1.0, e)
+    s = (x - 1.0) / (x + 1.0)
+    z = s * s
+    c = LOG_SERIES
+    series = c[0] + z * (c[1] + z * (c[2] + z * (c[3] + z * c[4])))
+    # torch's float32 sqrt on CPU (SLEEF, 0.5 ulp) is not always correctly rounded; a float64 sqrt
+    # within one ulp, rounded to float32, always is: sqrt of a float32 never lies that near a midpoint
+    radius = torch.sqrt(-2.0 * ((e * LN2_SPLIT[0] + s * series) + e * LN2_SPLIT[1]).double()).float()
+    v = (word1 >> 9) * 2 + 1
+    quarter = (v + (1 << 21)) >> 22  # the nearest quarter turn, 0..4
+    a = (v - (quarter << 22)).to(torch.float32) * ANGLE_STEP
+    a2 = a * a
+    sn, cs = SIN_SERIES, COS_SERIES
+    sin_a = a + a * a2 * (sn[0] + a2 * (sn[1] + a2 * (sn[2] + a2 * sn[3])))
+    cos_a = 1.0 + a2 * (cs[0] + a2 * (cs[1] + a2 * (cs[2] + a2 * (cs[3] + a2 * cs[4]))))
+    odd = (quarter & 1) == 1
+    cos_t, sin_t = torch.where(odd, sin_a, cos_a), torch.where(odd, cos_a, sin_a)
+    cos_t = torch.where(((quarter + 1) >> 1) & 1 == 1, -cos_t, cos_t)
+    sin_t = torch.where((quarter >> 1) & 1 == 1, -sin_t, sin_t)
+    return radius * cos_t, radius * sin_t
 
 
 def stream_name(stream: str, level: float) -> str:
@@ -124,14 +177,24 @@ class CounterRNG:
             return out
         return self._tensor_words(n, epoch, step, draw)
 
-    def _tensor_words(self, n: int, epoch: int, step: int, draw: int) -> torch.Tensor:
-        """:meth:`words` as int64 tensor ops on the generator's device (what CUDA runs), in slices of
-        blocks that bound the temporaries (~12 int64 tensors of a slice)."""
+    def _tensor_slices(self, n: int, epoch: int, step: int, draw: int) -> Iterator[torch.Tensor]:
+        """The words of the first ``ceil(n / 4)`` blocks as int64 tensor ops on the generator's
+        device (what CUDA runs), ``[M, 4 * blocks]`` per slice of blocks, so that the temporaries
+        (~12 int64 tensors of a slice) stay bounded."""
         blocks = torch.arange(-(-n // 4), dtype=torch.int64, device=self.device).unsqueeze(0)
         per_slice = max(1, TENSOR_SLICE_WORDS // (4 * self.size))
-        out = [torch.stack(philox4x32_10((part, draw, step, epoch), self.key), dim=2)
-               for part in blocks.split(per_slice, dim=1)]
-        return torch.cat(out, dim=1).reshape(self.size, -1)[:, :n]
+        for part in blocks.split(per_slice, dim=1):
+            yield torch.stack(philox4x32_10((part, draw, step, epoch), self.key), dim=2).reshape(self.size, -1)
+
+    def _tensor_words(self, n: int, epoch: int, step: int, draw: int) -> torch.Tensor:
+        return torch.cat(list(self._tensor_slices(n, epoch, step, draw)), dim=1)[:, :n]
+
+    def _tensor_normals(self, n: int, epoch: int, step: int, draw: int) -> torch.Tensor:
+        parts = []
+        for words in self._tensor_slices(n, epoch, step, draw):
+            pairs = words.view(self.size, -1, 2)
+            parts.append(torch.stack(box_muller(pairs[..., 0], pairs[..., 1]), dim=2).view(self.size, -1))
+        return torch.cat(parts, dim=1)[:, :n]
 
     def uniform(self, shape: Sequence[int], epoch: int, step: int, draw: int) -> torch.Tensor:
         """float32 uniforms in (0, 1), ``[M, *shape]``."""
@@ -139,55 +202,31 @@ class CounterRNG:
 
     def normal(self, shape: Sequence[int], epoch: int, step: int, draw: int,
                out: torch.Tensor | None = None) -> torch.Tensor:
-        """float32 standard normals (Box-Muller on the uniforms of words 2j, 2j + 1), ``[M, *shape]``.
+        """float32 standard normals (:func:`box_muller` of the words 2j, 2j + 1), ``[M, *shape]``.
 
         ``out``: an ``[M, *shape]`` view of any strides to write them into (the engine passes the
         model-major view of a layer's output layout, so the numbers land where they are used
         without another transposing copy).
         """
-        if out is not None and self.device.type == "cpu" and _grouped_channels_last(out):
-            return self._normal_channels_last(out, epoch, step, draw)
+        _check_counter(epoch, step, draw)
         n = math.prod(shape)
-        pairs = -(-n // 2)
-        radius, angle = _polar(*self._pair_uniforms(pairs, epoch, step, draw))
-        cosines = torch.cos(angle).mul_(radius)  # normals 2j
-        sines = angle.sin_().mul_(radius)  # normals 2j + 1
         if out is None:
             out = torch.empty(self.size, *shape, device=self.device)
-        if shape and shape[-1] % 2 == 0:  # pairs never cross the last axis: two strided copies
-            halves = out.unflatten(-1, (shape[-1] // 2, 2))
-            halves[..., 0].copy_(cosines.view(halves.shape[:-1]))
-            halves[..., 1].copy_(sines.view(halves.shape[:-1]))
+        if self.device.type != "cpu":
+            return out.copy_(self._tensor_normals(n, epoch, step, draw).reshape(self.size, *shape))
+        from .philox_cpu import normals_channels_last, normals_cpu  # numba loads on first use
+
+        if _grouped_channels_last(out):  # a conv output of the engine: drawn in its memory order
+            m, b, c, h, w = out.shape
+            layer = out.permute(1, 3, 4, 0, 2).view(b * h * w, m * c)
+            normals_channels_last(*self._cpu_keys, draw, step, epoch, c, h, w, layer.numpy())
+        elif out.is_contiguous() and n % 2 == 0:
+            normals_cpu(*self._cpu_keys, draw, step, epoch, out.view(self.size, n).numpy())
         else:
-            out.copy_(torch.stack((cosines, sines), dim=2).view(self.size, -1)[:, :n].view(self.size, *shape))
+            pairs = torch.empty(self.size, n + n % 2)
+            normals_cpu(*self._cpu_keys, draw, step, epoch, pairs.numpy())
+            out.copy_(pairs[:, :n].reshape(self.size, *shape))
         return out
-
-    def _normal_channels_last(self, out: torch.Tensor, epoch: int, step: int, draw: int) -> torch.Tensor:
-        """:meth:`normal` into ``out`` [M, B, C, H, W] whose memory is the engine's [B, H, W, M, C]:
-        one compiled pass draws the uniforms in that order, so Box-Muller writes the layer's memory
-        directly (the transposing copy of the general path was a third of a conv1 draw)."""
-        _check_counter(epoch, step, draw)
-        from .philox_cpu import pair_uniforms_channels_last
-
-        m, b, c, h, w = out.shape
-        u1, u2 = torch.empty(b * h * w // 2, m * c), torch.empty(b * h * w // 2, m * c)
-        pair_uniforms_channels_last(*self._cpu_keys, draw, step, epoch, c, h, w, u1.numpy(), u2.numpy())
-        radius, angle = (t.view(b, h, w // 2, m * c) for t in _polar(u1, u2))
-        halves = out.permute(1, 3, 4, 0, 2).view(b, h, w // 2, 2, m * c)  # normals 2j, 2j + 1 side by side
-        torch.mul(torch.cos(angle), radius, out=halves[:, :, :, 0])
-        torch.mul(angle.sin_(), radius, out=halves[:, :, :, 1])
-        return out
-
-    def _pair_uniforms(self, pairs: int, epoch: int, step: int, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_counter(epoch, step, draw)
-        if self.device.type == "cpu":  # one compiled pass instead of ~230 int64 tensor passes
-            u1, u2 = torch.empty(self.size, pairs), torch.empty(self.size, pairs)
-            from .philox_cpu import pair_uniforms_cpu
-
-            pair_uniforms_cpu(*self._cpu_keys, draw, step, epoch, u1.numpy(), u2.numpy())
-            return u1, u2
-        u = _uniform(self._tensor_words(2 * pairs, epoch, step, draw)).view(self.size, pairs, 2)
-        return u[..., 0].contiguous(), u[..., 1].contiguous()
 
     def keep_mask(self, shape: Sequence[int], keep: float, epoch: int, step: int, draw: int) -> torch.Tensor:
         """Bernoulli(keep) as bool ``[M, *shape]`` (True = kept)."""
@@ -226,11 +265,6 @@ def _check_counter(epoch: int, step: int, draw: int) -> None:
     for name, value in (("epoch", epoch), ("step", step), ("draw", draw)):
         if not 0 <= value <= MASK32:
             raise ValueError(f"{name} {value} is outside the 32-bit counter")
-
-
-def _polar(u1: torch.Tensor, u2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Box-Muller's radius ``sqrt(-2 ln u1)`` and angle ``2 pi u2``, in place of the uniforms."""
-    return u1.log_().mul_(-2.0).sqrt_(), u2.mul_(2 * math.pi)
 
 
 def _grouped_channels_last(out: torch.Tensor) -> bool:

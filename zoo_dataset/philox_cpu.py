@@ -12,11 +12,29 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .counter_rng import MASK32, PHILOX_M, PHILOX_W, ROUNDS
+from .counter_rng import (
+    ANGLE_STEP,
+    COS_SERIES,
+    HALVINGS,
+    LN2_SPLIT,
+    LOG_SERIES,
+    MASK32,
+    PHILOX_M,
+    PHILOX_W,
+    ROUNDS,
+    SIN_SERIES,
+    SQRT2,
+)
 
 _M0, _M1 = np.uint64(PHILOX_M[0]), np.uint64(PHILOX_M[1])
 _W0, _W1 = np.uint64(PHILOX_W[0]), np.uint64(PHILOX_W[1])
 _LOW, _SHIFT = np.uint64(MASK32), np.uint64(32)
+_ONE, _TWO, _NINE = np.uint64(1), np.uint64(2), np.uint64(9)
+_QUARTER_BITS, _HALF_QUARTER = np.uint64(22), np.uint64(1 << 21)  # u2 * 2**24 >> 22: quarter turns
+_F = np.float32
+_HALVINGS = tuple(tuple(_F(c) for c in h) for h in HALVINGS)
+_LN2, _LOG, _SIN, _COS = (tuple(_F(c) for c in series) for series in (LN2_SPLIT, LOG_SERIES, SIN_SERIES, COS_SERIES))
+_SQRT2, _ANGLE, _HALF = _F(SQRT2), _F(ANGLE_STEP), _F(0.5)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -28,12 +46,6 @@ def philox_block(block, draw, step, epoch, key0, key1) -> tuple:
         c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ k0, p1 & _LOW, (p0 >> _SHIFT) ^ c3 ^ k1, p0 & _LOW
         k0, k1 = (k0 + _W0) & _LOW, (k1 + _W1) & _LOW
     return c0, c1, c2, c3
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _uniform(word) -> np.float32:
-    """``(2 * (w >> 9) + 1) * 2**-24``: exact in float32."""
-    return np.float32((word >> np.uint64(9)) * np.uint64(2) + np.uint64(1)) * np.float32(2.0**-24)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -55,48 +67,77 @@ def words_cpu(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoch: int, 
                 row[4 * full + j] = np.int64(words[j])
 
 
-@numba.njit(cache=True, nogil=True)
-def pair_uniforms_cpu(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoch: int, u1: np.ndarray,
-                      u2: np.ndarray) -> None:
-    """The uniforms of words ``2j`` and ``2j + 1`` into ``u1[m, j]`` and ``u2[m, j]`` (float32)."""
-    pairs = u1.shape[1]
-    full = pairs // 2
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def box_muller(word0, word1) -> tuple:
+    """The two float32 normals of a pair of words (:func:`~zoo_dataset.counter_rng.box_muller`, the
+    same operations in the same order: bit for bit the tensor form's numbers). Branch-free, so the
+    loops below vectorize it; ``error_model="numpy"`` drops the division's zero check, which would
+    stop that (the divisor is at least 1.7)."""
+    x = np.float32((word0 >> _NINE) * _TWO + _ONE)  # u1 * 2**24, exact
+    e = _F(-24.0)
+    for limit, scale, bits in _HALVINGS:
+        big = x >= limit
+        x = x * scale if big else x
+        e = e + bits if big else e
+    big = x > _SQRT2
+    x = x * _HALF if big else x
+    e = e + _F(1.0) if big else e
+    s = (x - _F(1.0)) / (x + _F(1.0))
+    z = s * s
+    series = _LOG[0] + z * (_LOG[1] + z * (_LOG[2] + z * (_LOG[3] + z * _LOG[4])))
+    radius = np.sqrt(_F(-2.0) * ((e * _LN2[0] + s * series) + e * _LN2[1]))
+    v = (word1 >> _NINE) * _TWO + _ONE  # u2 * 2**24
+    quarter = (v + _HALF_QUARTER) >> _QUARTER_BITS  # the nearest quarter turn, 0..4
+    a = np.float32(np.int64(v) - np.int64(quarter << _QUARTER_BITS)) * _ANGLE  # in [-pi/4, pi/4]
+    a2 = a * a
+    sin_a = a + a * a2 * (_SIN[0] + a2 * (_SIN[1] + a2 * (_SIN[2] + a2 * _SIN[3])))
+    cos_a = _F(1.0) + a2 * (_COS[0] + a2 * (_COS[1] + a2 * (_COS[2] + a2 * (_COS[3] + a2 * _COS[4]))))
+    odd = (quarter & _ONE) == _ONE
+    cos_t, sin_t = (sin_a, cos_a) if odd else (cos_a, sin_a)
+    cos_t = -cos_t if ((quarter + _ONE) >> _ONE) & _ONE == _ONE else cos_t
+    sin_t = -sin_t if (quarter >> _ONE) & _ONE == _ONE else sin_t
+    return radius * cos_t, radius * sin_t
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def normals_cpu(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoch: int, out: np.ndarray) -> None:
+    """Normals into ``out`` [M, 2 * pairs] (float32): pair ``j`` (words ``2j``, ``2j + 1``) gives
+    elements ``2j`` and ``2j + 1``."""
+    full = out.shape[1] // 4
     d, s, e = np.uint64(draw), np.uint64(step), np.uint64(epoch)
-    for m in range(u1.shape[0]):
+    for m in range(out.shape[0]):
         key0, key1 = np.uint64(k0[m]), np.uint64(k1[m])
-        row1, row2 = u1[m], u2[m]
+        row = out[m]
         for block in range(full):
             c0, c1, c2, c3 = philox_block(np.uint64(block), d, s, e, key0, key1)
-            row1[2 * block], row2[2 * block] = _uniform(c0), _uniform(c1)
-            row1[2 * block + 1], row2[2 * block + 1] = _uniform(c2), _uniform(c3)
-        if pairs % 2:
+            row[4 * block], row[4 * block + 1] = box_muller(c0, c1)
+            row[4 * block + 2], row[4 * block + 3] = box_muller(c2, c3)
+        if out.shape[1] % 4:
             c0, c1, _, _ = philox_block(np.uint64(full), d, s, e, key0, key1)
-            row1[2 * full], row2[2 * full] = _uniform(c0), _uniform(c1)
+            row[4 * full], row[4 * full + 1] = box_muller(c0, c1)
 
 
-
-
-@numba.njit(cache=True, nogil=True)
-def pair_uniforms_channels_last(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoch: int, channels: int,
-                                height: int, width: int, u1: np.ndarray, u2: np.ndarray) -> None:
-    """:func:`pair_uniforms_cpu` of an output [B, C, H, W] per model (W a multiple of 4), written in
-    the engine's grouped channels-last layout: ``u1`` / ``u2`` are [B * H * W / 2, M * C], row
-    (b, h, w2) column m * C + c holding the uniforms of pair ((b * C + c) * H + h) * W / 2 + w2 of
-    model m, so each normal lands where the layer uses it (no transposing copy). Vectorized over
-    the M * C columns; the inputs are masked to 32 bits so that LLVM uses 32x32-bit products."""
-    lanes, quarter = u1.shape[1], width // 4
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def normals_channels_last(k0: np.ndarray, k1: np.ndarray, draw: int, step: int, epoch: int, channels: int,
+                          height: int, width: int, out: np.ndarray) -> None:
+    """:func:`normals_cpu` of an output [B, C, H, W] per model (W a multiple of 4), written in the
+    engine's grouped channels-last layout: ``out`` is [B * H * W, M * C], row (b, h, w) column
+    m * C + c holding element ((b * C + c) * H + h) * W + w of model m, so each normal lands where
+    the layer uses it (no transposing copy). Vectorized over the M * C columns; the inputs are
+    masked to 32 bits so that LLVM uses 32x32-bit products."""
+    lanes, quarter = out.shape[1], width // 4
     key0, key1, first = np.empty(lanes, np.uint64), np.empty(lanes, np.uint64), np.empty(lanes, np.uint64)
     for lane in range(lanes):  # lane = m * C + c
         key0[lane], key1[lane] = np.uint64(k0[lane // channels]), np.uint64(k1[lane // channels])
         first[lane] = np.uint64((lane % channels) * height)
     d, s, e = np.uint64(draw), np.uint64(step), np.uint64(epoch)
-    for row in range(u1.shape[0] // (2 * quarter)):  # row = b * H + h
+    for row in range(out.shape[0] // width):  # row = b * H + h
         base = np.uint64((row // height) * channels * height + row % height)  # b * C * H + h
         for w4 in range(quarter):
-            even = (row * quarter + w4) * 2
-            e1, e2, o1, o2 = u1[even], u2[even], u1[even + 1], u2[even + 1]
-            for lane in range(lanes):  # block ((b * C + c) * H + h) * W / 4 + w4: pairs w2 = 2 w4, 2 w4 + 1
+            at = row * width + 4 * w4
+            z0, z1, z2, z3 = out[at], out[at + 1], out[at + 2], out[at + 3]
+            for lane in range(lanes):  # block ((b * C + c) * H + h) * W / 4 + w4: elements w = 4 w4 .. 4 w4 + 3
                 block = ((first[lane] + base) * np.uint64(quarter) + np.uint64(w4)) & _LOW
                 c0, c1, c2, c3 = philox_block(block, d, s, e, key0[lane] & _LOW, key1[lane] & _LOW)
-                e1[lane], e2[lane] = _uniform(c0), _uniform(c1)
-                o1[lane], o2[lane] = _uniform(c2), _uniform(c3)
+                z0[lane], z1[lane] = box_muller(c0, c1)
+                z2[lane], z3[lane] = box_muller(c2, c3)

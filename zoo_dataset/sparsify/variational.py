@@ -50,21 +50,33 @@ def kl_approx(log_alpha: torch.Tensor) -> torch.Tensor:
 class _SampledOutput(torch.autograd.Function):
     """``mean + sqrt(variance + VAR_EPS) * noise`` with a backward of its own.
 
-    Autograd's chain of four ops allocated six layer-sized temporaries over forward and backward
-    (VD's largest elementwise cost on CPU: conv1's output of a 32-model group is 1.5 M numbers);
-    this allocates two and works in place otherwise.
+    The forward also computes ``noise / (2 sqrt(variance + VAR_EPS))``, the output's derivative
+    by the variance and all that the backward keeps. On CPU one compiled pass does both
+    (:mod:`.sampling_cpu`: memory traffic, not arithmetic, is the cost of sampling there); tensor
+    ops elsewhere. Autograd's chain of four ops allocated six layer-sized temporaries.
     """
 
     @staticmethod
     def forward(ctx, mean: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        std = variance.add(VAR_EPS).sqrt_()
-        ctx.save_for_backward(std, noise)
-        return torch.addcmul(mean, std, noise)
+        out, d_variance = torch.empty_like(mean), torch.empty_like(noise)
+        if mean.device.type != "cpu" or not _sample_compiled(mean, variance, noise, out, d_variance):
+            std = variance.add(VAR_EPS).sqrt_()
+            torch.addcmul(mean, std, noise, out=out)
+            torch.div(noise, std, out=d_variance).mul_(0.5)
+        ctx.save_for_backward(d_variance)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
-        std, noise = ctx.saved_tensors
-        return grad, (grad * noise).div_(std).mul_(0.5), None
+        (d_variance,) = ctx.saved_tensors
+        return grad, grad * d_variance, None
+
+
+def _sample_compiled(mean: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor, out: torch.Tensor,
+                     d_variance: torch.Tensor) -> bool:
+    from .sampling_cpu import sample_compiled  # numba loads on first use: readers of a store never need it
+
+    return sample_compiled(mean, variance, noise, out, d_variance)
 
 
 def sampled_output(mean: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
