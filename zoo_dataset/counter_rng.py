@@ -64,7 +64,6 @@ ORDER_SLICE_KEYS = 1 << 24  # data-order keys sorted at once
 TENSOR_SLICE_WORDS = 1 << 26  # words per slice of the tensor form (CUDA): ~6 GB of temporaries at most
 
 # Box-Muller's constants, each exactly a float32 (the compiled loops and the tensor ops use the same values)
-HALVINGS = tuple((2.0**k, 2.0**-k, float(k)) for k in (16, 8, 4, 2, 1))  # (limit, scale, exponent step)
 SQRT2 = float(np.float32(math.sqrt(2)))  # the mantissa is reduced to (sqrt(1/2), sqrt(2)]
 LN2_SPLIT = (0.693145751953125, float(np.float32(math.log(2) - 0.693145751953125)))  # high part: 16 bits
 LOG_SERIES = tuple(float(np.float32(2 / k)) for k in (1, 3, 5, 7, 9))  # ln x = s * sum(c_k s^2k), s = (x-1)/(x+1)
@@ -102,17 +101,16 @@ def philox4x32_10(counter: Sequence, key: Sequence) -> tuple:
 def box_muller(word0: torch.Tensor, word1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The two float32 normals of word pairs (int64 tensors), as the module docstring defines them.
 
-    ``ln u1``: ``u1 * 2**24`` is an integer, halved to a mantissa ``x`` in (sqrt(1/2), sqrt(2)]
-    with its exponent ``e`` kept apart, then ``ln u1 = e ln 2 + 2 atanh((x - 1) / (x + 1))`` by
-    its series (|s| < 0.172: five terms). ``2 pi u2``: ``u2 * 2**24`` minus its nearest quarter
+    ``ln u1``: ``u1 * 2**24`` is an integer, exact in float32, whose mantissa ``x`` (moved to
+    (sqrt(1/2), sqrt(2)]) and exponent ``e`` bit operations take apart; then
+    ``ln u1 = e ln 2 + 2 atanh(s)``, ``s = (x - 1) / (x + 1)``, by its series (|s| < 0.172:
+    five terms). ``2 pi u2``: ``u2 * 2**24`` minus its nearest quarter
     turn (integer arithmetic) leaves an angle in [-pi/4, pi/4] for the sine and cosine series,
     which the quarter turn then rotates. Each step is one IEEE operation.
     """
-    x = ((word0 >> 9) * 2 + 1).to(torch.float32)
-    e = torch.full_like(x, -24.0)
-    for limit, scale, bits in HALVINGS:
-        big = x >= limit
-        x, e = torch.where(big, x * scale, x), torch.where(big, e + bits, e)
+    bits = ((word0 >> 9) * 2 + 1).to(torch.float32).view(torch.int32)  # u1 * 2**24, exact
+    x = ((bits & 0x7FFFFF) | 0x3F800000).view(torch.float32)  # its mantissa, in [1, 2)
+    e = ((bits >> 23) - (127 + 24)).to(torch.float32)  # and exponent: u1 = x * 2**e
     big = x > SQRT2
     x, e = torch.where(big, x * 0.5, x), torch.where(big, e + 1.0, e)
     s = (x - 1.0) / (x + 1.0)

@@ -15,7 +15,6 @@ import numpy as np
 from .counter_rng import (
     ANGLE_STEP,
     COS_SERIES,
-    HALVINGS,
     LN2_SPLIT,
     LOG_SERIES,
     MASK32,
@@ -32,7 +31,8 @@ _LOW, _SHIFT = np.uint64(MASK32), np.uint64(32)
 _ONE, _TWO, _NINE = np.uint64(1), np.uint64(2), np.uint64(9)
 _QUARTER_BITS, _HALF_QUARTER = np.uint64(22), np.uint64(1 << 21)  # u2 * 2**24 >> 22: quarter turns
 _F = np.float32
-_HALVINGS = tuple(tuple(_F(c) for c in h) for h in HALVINGS)
+_MANTISSA, _ONE_BITS, _MANTISSA_BITS = np.uint32(0x7FFFFF), np.uint32(0x3F800000), np.uint32(23)
+_EXPONENT_BIAS = np.int32(127 + 24)  # float32's bias, and u1's 2**-24
 _LN2, _LOG, _SIN, _COS = (tuple(_F(c) for c in series) for series in (LN2_SPLIT, LOG_SERIES, SIN_SERIES, COS_SERIES))
 _SQRT2, _ANGLE, _HALF = _F(SQRT2), _F(ANGLE_STEP), _F(0.5)
 
@@ -73,12 +73,9 @@ def box_muller(word0, word1) -> tuple:
     same operations in the same order: bit for bit the tensor form's numbers). Branch-free, so the
     loops below vectorize it; ``error_model="numpy"`` drops the division's zero check, which would
     stop that (the divisor is at least 1.7)."""
-    x = np.float32((word0 >> _NINE) * _TWO + _ONE)  # u1 * 2**24, exact
-    e = _F(-24.0)
-    for limit, scale, bits in _HALVINGS:
-        big = x >= limit
-        x = x * scale if big else x
-        e = e + bits if big else e
+    bits = np.float32((word0 >> _NINE) * _TWO + _ONE).view(np.uint32)  # u1 * 2**24, exact
+    x = np.uint32((bits & _MANTISSA) | _ONE_BITS).view(np.float32)  # its mantissa, in [1, 2)
+    e = np.float32(np.int32(bits >> _MANTISSA_BITS) - _EXPONENT_BIAS)  # and exponent: u1 = x * 2**e
     big = x > _SQRT2
     x = x * _HALF if big else x
     e = e + _F(1.0) if big else e
