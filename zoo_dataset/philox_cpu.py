@@ -1,11 +1,10 @@
-"""Philox-4x32-10 on CPU as compiled loops (numba): the words and the normals' uniforms of
-:mod:`zoo_dataset.counter_rng`, exact uint64 arithmetic.
+"""Philox-4x32-10 on CPU as compiled loops (numba): the words and the normals of
+:mod:`zoo_dataset.counter_rng`, exact uint64 arithmetic and float32 Box-Muller in one pass.
 
-The loops over blocks are branch-free, with the rounds inlined, so LLVM vectorizes them (AVX2 /
-AVX-512 32x32-bit products): 7x faster than a scalar loop with the tail inside it, and ~100x
+The loops over blocks are branch-free, with the rounds and the transform inlined, so LLVM
+vectorizes them (AVX2 / AVX-512): 7x faster than a scalar loop with the tail inside it, and ~100x
 faster than the int64 tensor passes CUDA runs. Kept apart so that importing the toolkit (a store
-reader) does not load numba.
-"""
+reader) does not load numba."""
 
 from __future__ import annotations
 
