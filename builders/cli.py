@@ -20,7 +20,7 @@ from zoo_dataset.store.migrate import migrate_store
 from zoo_dataset.store.paths import check_zoo_name
 
 from .build import build_zoo
-from .executors import ENGINES, EXECUTORS, make_trainer
+from .executors import ENGINES, EXECUTORS, auto_workers, make_trainer
 from .ingest import ingest_original
 from .stages import DEFAULT_STAGES, STAGES, MethodStage, StageReport
 
@@ -113,6 +113,14 @@ def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None
         )
 
 
+def _worker_count(text: str) -> int:
+    """``--workers N`` as a number (make_trainer checks its range)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ZooSpecError(f"--workers must be auto or a whole number, got {text!r}") from None
+
+
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option()
 @click.option("--zoo", help="Zoo name (see --list).")
@@ -146,8 +154,9 @@ def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="local: this process; ray: model batches as Ray tasks (pip install 'zoo-twins[ray]').")
 @click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray).")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Local executor: train in this many processes, one engine each (e.g. one per core).")
+@click.option("--workers", default="auto", show_default=True,
+              help="Local executor: train in this many processes, one engine each; auto: one per torch thread "
+                   "(core) on CPU as memory allows, 1 on cuda or with Ray.")
 @click.option("--migrate", is_flag=True,
               help="Convert the store ROOT/<zoo> from an older store schema to the current one (lossless), then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -178,6 +187,7 @@ def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_
             "model_subset": models, "mp_levels": mp_levels,
         }.items() if v is not None})
         spec = existing_spec(root, zoo, spec_file).with_overrides(**overrides)
+        workers = auto_workers(executor, device) if workers == "auto" else _worker_count(workers)
         trainer = make_trainer(executor, engine, device, address, workers=workers)
         writable_dir(root, "--root")
         started = time.time()

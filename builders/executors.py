@@ -1,7 +1,8 @@
 """Executors: where a stage's training jobs run. Each one is a :class:`Trainer`, so stages stay as is.
 
 - local: the chosen engine in this process (the population engine by default, or the per-model
-  reference); with ``workers > 1``, in that many local processes, one engine each.
+  reference); with ``workers > 1``, in that many local processes, one engine each
+  (:func:`auto_workers`: what ``zoo-build`` uses unless told otherwise).
 - ray: the jobs are split into batches of models, each batch trains as one Ray task (one engine
   per worker) and its results come back to the driver, which stages each unit as it arrives.
   Staging on the driver keeps workers free of any shared-filesystem assumption; a killed task is
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -33,6 +35,22 @@ ENGINES: dict[str, Callable[[str, int | None], Trainer]] = {
 EXECUTORS = ("local", "ray")
 RAY_TASK_RETRIES = 3
 PROGRESS_POLL_S = 1.0  # how often the driver relays the workers' epoch progress
+# host memory one CPU worker may need: a 64-model CNN-l VD group peaked at ~0.75 GB (torch included)
+WORKER_MEMORY_BYTES = 3 << 29  # 1.5 GiB
+
+
+def auto_workers(executor: str = "local", device: str = "cpu") -> int:
+    """Worker processes for a local CPU build: one engine per torch thread (tiny CNNs train ~1.1-1.5x
+    faster per core so than as one engine over every thread; docs/performance.md), as many as the
+    host's memory holds at WORKER_MEMORY_BYTES each. One elsewhere: a GPU takes one engine, and
+    Ray sizes its own workers."""
+    if executor != "local" or torch.device(device).type != "cpu":
+        return 1
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no memory cap
+        memory = WORKER_MEMORY_BYTES * torch.get_num_threads()
+    return max(1, min(torch.get_num_threads(), memory // WORKER_MEMORY_BYTES))
 
 
 def make_engine(engine: str, device: str = "cpu", max_models: int | None = None) -> Trainer:

@@ -7,11 +7,12 @@ import signal
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from builders.build import build_zoo
 from builders.cli import main
-from builders.executors import ProcessTrainer, _train_batch, make_trainer
+from builders.executors import ProcessTrainer, _train_batch, auto_workers, make_trainer
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import WorkerError, ZooSpecError
 from zoo_dataset.specs import get_spec
@@ -51,10 +52,26 @@ def test_bad_worker_settings_are_refused(kwargs, message):
         make_trainer(**kwargs)
 
 
-def test_cli_reports_bad_workers_in_one_line(tmp_path):
-    result = CliRunner().invoke(main, ["--zoo", "digits_seed", "--workers", "0", "--out", str(tmp_path)])
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", "error: --workers must be at least 1, got 0"),
+    ("many", "error: --workers must be auto or a whole number, got 'many'"),
+])
+def test_cli_reports_bad_workers_in_one_line(tmp_path, value, message):
+    result = CliRunner().invoke(main, ["--zoo", "digits_seed", "--workers", value, "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --workers must be at least 1, got 0"
+    assert result.output.strip() == message
+
+
+def test_auto_workers_are_one_engine_per_thread_on_cpu_within_memory(monkeypatch):
+    """auto: one worker per torch thread on CPU, no more than memory holds at 1.5 GiB each; one
+    on cuda and with Ray (a GPU takes one engine, Ray sizes its own workers)."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    page = os.sysconf("SC_PAGE_SIZE")
+    for memory, expected in ((64 << 30, 8), (6 << 30, 4), (1 << 30, 1)):
+        monkeypatch.setattr(os, "sysconf", lambda name, m=memory: m // page if name == "SC_PHYS_PAGES" else page)
+        assert auto_workers("local", "cpu") == expected
+    assert auto_workers("local", "cuda") == 1
+    assert auto_workers("ray", "cpu") == 1
 
 
 def test_workers_report_their_epochs():
