@@ -72,6 +72,7 @@ COS_SERIES = tuple(float(np.float32((-1) ** k / math.factorial(2 * k))) for k in
 ANGLE_STEP = float(np.float32(2 * math.pi / 2**24))  # radians per unit of u2 * 2**24
 
 
+
 def _mulhilo(m: int, x):
     """(hi, lo) 32-bit halves of ``m * x`` for a 32-bit constant ``m``: the 64-bit product's bits.
 
@@ -110,11 +111,11 @@ def box_muller(word0: torch.Tensor, word1: torch.Tensor) -> tuple[torch.Tensor, 
     turn (integer arithmetic) leaves an angle in [-pi/4, pi/4] for the sine and cosine series,
     which the quarter turn then rotates. Each step is one IEEE operation.
     """
-    bits = ((word0 >> 9) * 2 + 1).to(torch.float32).view(torch.int32)  # u1 * 2**24, exact
+    bits = ((word0 >> 9).to(torch.int32) * 2 + 1).to(torch.float32).view(torch.int32)  # u1 * 2**24, exact
     x = ((bits & 0x7FFFFF) | 0x3F800000).view(torch.float32)  # its mantissa, in [1, 2)
     e = ((bits >> 23) - (127 + 24)).to(torch.float32)  # and exponent: u1 = x * 2**e
     big = x > SQRT2
-    x, e = torch.where(big, x * 0.5, x), torch.where(big, e + 1.0, e)
+    x, e = torch.where(big, x * 0.5, x), e + big
     s = (x - 1.0) / (x + 1.0)
     z = s * s
     c = LOG_SERIES
@@ -122,7 +123,7 @@ def box_muller(word0: torch.Tensor, word1: torch.Tensor) -> tuple[torch.Tensor, 
     # torch's float32 sqrt on CPU (SLEEF, 0.5 ulp) is not always correctly rounded; a float64 sqrt
     # within one ulp, rounded to float32, always is: sqrt of a float32 never lies that near a midpoint
     radius = torch.sqrt(-2.0 * ((e * LN2_SPLIT[0] + s * series) + e * LN2_SPLIT[1]).double()).float()
-    v = (word1 >> 9) * 2 + 1
+    v = (word1 >> 9).to(torch.int32) * 2 + 1  # u2 * 2**24
     quarter = (v + (1 << 21)) >> 22  # the nearest quarter turn, 0..4
     a = (v - (quarter << 22)).to(torch.float32) * ANGLE_STEP
     a2 = a * a
