@@ -72,7 +72,6 @@ COS_SERIES = tuple(float(np.float32((-1) ** k / math.factorial(2 * k))) for k in
 ANGLE_STEP = float(np.float32(2 * math.pi / 2**24))  # radians per unit of u2 * 2**24
 
 
-
 def _mulhilo(m: int, x):
     """(hi, lo) 32-bit halves of ``m * x`` for a 32-bit constant ``m``: the 64-bit product's bits.
 
