@@ -46,11 +46,12 @@ def auto_workers(executor: str = "local", device: str = "cpu") -> int:
     Ray sizes its own workers."""
     if executor != "local" or torch.device(device).type != "cpu":
         return 1
+    threads = torch.get_num_threads()
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no memory cap
-        memory = WORKER_MEMORY_BYTES * torch.get_num_threads()
-    return max(1, min(torch.get_num_threads(), memory // WORKER_MEMORY_BYTES))
+        return threads
+    return max(1, min(threads, memory // WORKER_MEMORY_BYTES))
 
 
 def make_engine(engine: str, device: str = "cpu", max_models: int | None = None) -> Trainer:

@@ -10,7 +10,7 @@ as 1, 2, 3", SC'11): a 128-bit counter and a 64-bit key give four 32-bit words. 
 unsigned 32-bit add or shift, so on CUDA the words live in int64 tensors, and a 32x32-bit product
 is one int64 multiplication whose wrap-around keeps its 64 bits exact (~120 tensor passes per
 draw). On CPU the same core runs as one compiled loop (:mod:`.philox_cpu`, numba, unsigned 64-bit
-products, ~50x faster than the tensor passes). Both are exact integer arithmetic, so the words are the
+products, ~40x faster than the tensor passes). Both are exact integer arithmetic, so the words are the
 same bits on every CPU and on CUDA, by construction (the tests hold the two against each other
 and against an independent NumPy Philox).
 

@@ -2,7 +2,7 @@
 :mod:`zoo_dataset.counter_rng`, exact uint64 arithmetic and float32 Box-Muller in one pass.
 
 The loops over blocks are branch-free, with the rounds and the transform inlined, so LLVM
-vectorizes them (AVX2 / AVX-512): 7x faster than a scalar loop with the tail inside it, and ~100x
+vectorizes them (AVX2 / AVX-512): 7x faster than a scalar loop with the tail inside it, and ~40x
 faster than the int64 tensor passes CUDA runs. Kept apart so that importing the toolkit (a store
 reader) does not load numba."""
 
