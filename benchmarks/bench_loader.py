@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from builders.build import layout_for
 from loaders import ZooTwinDataset
 from zoo_dataset.counter_rng import GENERATOR
+from zoo_dataset.model_layout import layout_for
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.training import JobResult, UnitKey

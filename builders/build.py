@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from loaders.cache import store_root
-from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.architectures import INPUT_SIZE
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import ZooSpecError
-from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import methods
+from zoo_dataset.model_layout import layout_for
 from zoo_dataset.specs import ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.lock import writer_lock
@@ -23,11 +23,6 @@ from zoo_dataset.training.engine import PopulationEngine
 
 from .context import BuildContext
 from .stages import DEFAULT_STAGES, STAGES, StageReport
-
-
-def layout_for(spec: ZooSpec) -> ParameterLayout:
-    channels = get_source(spec.dataset).channels
-    return ParameterLayout.from_module(build_model(spec.architecture, channels, "tanh"))
 
 
 def device_chunk(spec: ZooSpec, device: str) -> int | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from loaders.cache import store_root
+from releases.ingest import ingest_original
 from zoo_dataset.cli_support import EPOCHS, Command, check_device, one_line_errors, version_option, writable_dir
 from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
@@ -21,7 +22,6 @@ from zoo_dataset.store.paths import check_zoo_name
 
 from .build import build_zoo
 from .executors import ENGINES, EXECUTORS, auto_workers, make_trainer
-from .ingest import ingest_original
 from .stages import DEFAULT_STAGES, STAGES, MethodStage, StageReport
 
 OPT_IN = [name for name in STAGES if name not in DEFAULT_STAGES]

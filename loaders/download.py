@@ -1,5 +1,5 @@
 """Fetch a published store into the cache: from the Hugging Face Hub, an HTTP mirror, a local copy,
-or the published Model Zoos on Zenodo (``modelzoos``, converted by :mod:`loaders.modelzoos`).
+or the published Model Zoos on Zenodo (``modelzoos``, converted by :mod:`releases.modelzoos`).
 
 A download holds the store's writer lock and assembles the whole new store in a folder beside the
 target (``<root>/.<zoo>.download``): the manifest's every entry is checked to stay inside the store,
@@ -35,11 +35,12 @@ from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from zoo_dataset.store.paths import check_zoo_name, inside
 
-from .cache import store_root
+from .cache import cache_dir, store_root
 from .sources import SOURCE_MODELZOOS, check_origin, source_origin
 from .sources import default_repo_id as default_repo_id  # re-exported: older imports name this module
 
 CARD = "README.md"
+DOWNLOADS = "downloads"  # verified Zenodo files, shared by every store root: <cache>/downloads
 PART = ".part"
 RETRIES = 4
 CHUNK = 1 << 20
@@ -80,10 +81,10 @@ def download_zoo(
         raise ZooSpecError(f"--source {source} is the download's own target {target}; choose another --root")
     check_origin(target, origin)
     if origin["source"] == SOURCE_MODELZOOS:
-        from .modelzoos import fetch_modelzoos  # deferred: conversion code only when needed
+        from releases.modelzoos import fetch_modelzoos  # deferred: conversion code only when needed
 
         with writer_lock(target):
-            return fetch_modelzoos(zoo, store_root(root), populations, files, progress)
+            return fetch_modelzoos(zoo, store_root(root), cache_dir() / DOWNLOADS, populations, files, progress)
     if origin["source"] == "hub":  # the snapshot must also hold the populations a local copy has (refreshed too)
         present = _local_manifest(target)
         if populations and present:

@@ -11,10 +11,9 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from releases.zenodo import zenodo_url
 from zoo_dataset.errors import StoreError, ZooSpecError
 from zoo_dataset.store.manifest import MANIFEST, Manifest
-
-from .zenodo import zenodo_url
 
 HF_ORG_ENV = "ZOO_TWINS_HF_ORG"
 DEFAULT_HF_ORG = "zoo-twins"

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from builders.build import build_zoo, layout_for
+from builders.build import build_zoo
 from builders.stages import STAGES
 from zoo_dataset.architectures import INPUT_SIZE, build_model
 from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.data import load_dataset
 from zoo_dataset.metrics import evaluate
+from zoo_dataset.model_layout import layout_for
 from zoo_dataset.specs import ZooSpec, get_spec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.training import JobResult, UnitKey

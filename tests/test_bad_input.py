@@ -154,7 +154,7 @@ def test_disk_full_while_packing_leaves_the_store_usable(tmp_path, monkeypatch, 
     untouched, and the same packing succeeds once there is space."""
     import pandas as pd
 
-    from builders.build import layout_for
+    from zoo_dataset.model_layout import layout_for
     from zoo_dataset.specs import get_spec
     from zoo_dataset.training import JobResult, UnitKey
 

@@ -11,10 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from builders.build import device_chunk, layout_for
+from builders.build import device_chunk
 from builders.cli import main
 from builders.executors import make_trainer
 from zoo_dataset.errors import ZooSpecError
+from zoo_dataset.model_layout import layout_for
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store import StoreWriter
 from zoo_dataset.training import device_memory

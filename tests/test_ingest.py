@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from builders.build import build_zoo
-from builders.ingest import ingest_original
 from builders.stages import STAGES
+from releases.ingest import ingest_original
 from zoo_dataset.architectures import parametrised_layers, seeded_model
 from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.safe_extract import safe_extract

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from analysis import cli as report_cli
 from analysis.hyperrep import cli as hyperrep_cli
 from builders import cli as build_cli
-from loaders import ZooTwinDataset, cli, zenodo
+from loaders import ZooTwinDataset, cli
 from loaders.download import download_zoo
-from loaders.modelzoos import published
+from releases import zenodo
+from releases.modelzoos import published
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import ChecksumError, DataFormatError, StoreError, ZooSpecError
 from zoo_dataset.metrics import evaluate

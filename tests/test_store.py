@@ -86,7 +86,7 @@ def fake_result(model_id, n_params, epochs=1):
 
 
 def test_staged_units_survive_and_shards_appear_only_when_complete(tmp_path, small_spec):
-    from builders.build import layout_for
+    from zoo_dataset.model_layout import layout_for
 
     layout = layout_for(small_spec)
     spec = small_spec.with_overrides(models_per_shard=2)
@@ -111,7 +111,7 @@ def test_staged_units_survive_and_shards_appear_only_when_complete(tmp_path, sma
 
 
 def test_existing_store_needs_resume_and_matching_spec(original_store, small_spec):
-    from builders.build import layout_for
+    from zoo_dataset.model_layout import layout_for
 
     root = original_store.zoo_dir.parent
     writer = StoreWriter.open(root, small_spec, layout_for(small_spec), resume=False)
@@ -124,7 +124,7 @@ def test_existing_store_needs_resume_and_matching_spec(original_store, small_spe
 
 
 def test_stale_tmp_files_are_removed_on_resume(original_store, tmp_path, small_spec):
-    from builders.build import layout_for
+    from zoo_dataset.model_layout import layout_for
 
     zoo_dir = copy_store(original_store, tmp_path)
     stale = zoo_dir / "_staging" / "original" / "m000001-l0.0000.h5.123.tmp"

@@ -20,11 +20,12 @@ from _fixtures_loader import shared_loader_store
 from click.testing import CliRunner
 
 from analysis import cli as report_cli
-from builders.build import build_zoo, layout_for
+from builders.build import build_zoo
 from builders.cli import main as build_cli
 from loaders import ZooTwinDataset, open_store
 from loaders.download import download_zoo
 from zoo_dataset.errors import ChecksumError, StoreError
+from zoo_dataset.model_layout import layout_for
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.lock import lock_path, writer_lock

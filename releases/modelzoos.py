@@ -23,12 +23,10 @@ from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store.manifest import MANIFEST, Manifest
 
-from .cache import cache_dir
 from .zenodo import ZenodoClient, ZenodoFile
 
 SOURCE = "modelzoos"
 POPULATIONS = ("original", "vd")
-DOWNLOADS = "downloads"
 
 
 @dataclass(frozen=True)
@@ -50,11 +48,6 @@ def published(zoo: str) -> dict[str, PublishedZip]:
                          f"build it with `zoo-build --zoo {zoo}`")
     return {p: PublishedZip(p, int(e["record"]), tuple(m.lower() for m in e.get("match", ())))
             for p, e in zoos[zoo].items()}
-
-
-def downloads_dir() -> Path:
-    """Verified Zenodo files, shared by every store root: ``<cache>/downloads``."""
-    return cache_dir() / DOWNLOADS
 
 
 def choose_zip(files: list[ZenodoFile], entry: PublishedZip, zoo: str, chosen: str | None = None) -> ZenodoFile:
@@ -79,16 +72,21 @@ def choose_zip(files: list[ZenodoFile], entry: PublishedZip, zoo: str, chosen: s
 def fetch_modelzoos(
     zoo: str,
     root: Path,
+    downloads: Path,
     populations: Sequence[str] | None = None,
     files: dict[str, str] | None = None,
     progress: bool = True,
     client: ZenodoClient | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> Path:
-    """Download and convert the published populations of ``zoo`` into ``root/<zoo>``; returns that folder."""
-    from builders.ingest import ingest_original  # deferred: conversion code only when needed
-    from builders.vd_twins import convert_vd_folder, detect_epochs, twin_trials
+    """Download and convert the published populations of ``zoo`` into ``root/<zoo>``; returns that folder.
+
+    Verified Zenodo files are kept in ``downloads`` (shared by every store root), so a second store
+    root converts the same zip without fetching it again."""
     from zoo_dataset.safe_extract import safe_extract
+
+    from .ingest import ingest_original  # deferred: conversion code (torch, training data) only when needed
+    from .vd_twins import convert_vd_folder, detect_epochs, twin_trials
 
     echo = echo or (lambda line: click.echo(line, err=True))
     entries = published(zoo)
@@ -113,7 +111,7 @@ def fetch_modelzoos(
     for population in todo:
         entry = entries[population]
         chosen = choose_zip(client.files(entry.record), entry, zoo, (files or {}).get(population))
-        archives[population] = (chosen, client.download(chosen, downloads_dir()))
+        archives[population] = (chosen, client.download(chosen, downloads))
     spec = get_spec(zoo)
     if "vd" in entries:  # the published twins followed the original code's KL ramp
         spec = spec.with_overrides(vd_kl_objective="original")

@@ -31,6 +31,7 @@ from zoo_dataset.data import get_source
 from zoo_dataset.errors import DataFormatError, DataUnavailableError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method
+from zoo_dataset.model_layout import layout_for
 from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import ModelConfig, ZooSpec
 from zoo_dataset.store import StoreWriter
@@ -39,8 +40,6 @@ from zoo_dataset.store.layout_on_disk import INGEST_RECORD
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.paths import check_zoo_name
 from zoo_dataset.training import JobResult, UnitKey
-
-from .build import layout_for
 
 METHOD = get_method("original")  # an ingested zoo is this method's population
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")
