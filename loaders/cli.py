@@ -37,7 +37,8 @@ def parse_files(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--root", type=click.Path(file_okay=False),
               help="Where stores live [default: $ZOO_TWINS_CACHE, else the cache dir].")
 @click.option("--populations", help="Comma-separated populations to fetch, e.g. original,vd (default: all published).")
-@click.option("--revision", help="Hub revision (branch, tag or commit).")
+@click.option("--revision", help="Hub: a branch, tag or commit. modelzoos: a Zenodo version id (e.g. 6632087) "
+              "for the original population, or POPULATION=ID,... [default: the latest version].")
 @click.option("--file", "files", multiple=True, metavar="POPULATION=NAME",
               help="modelzoos: the Zenodo zip of a population where its record holds several.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

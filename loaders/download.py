@@ -28,6 +28,7 @@ from urllib.request import Request, urlopen
 import pandas as pd
 from tqdm.auto import tqdm
 
+from releases.network import http_error, one_line, unreachable
 from zoo_dataset.errors import ChecksumError, StoreError, ZooSpecError
 from zoo_dataset.store.files import sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
@@ -70,7 +71,8 @@ def download_zoo(
     """Fetch ``zoo`` into ``<root>/<zoo>`` (root: :func:`~loaders.cache.store_root`) and return that directory.
 
     ``source`` (default ``$ZOO_TWINS_SOURCE``, else ``hub``): see :func:`loaders.sources.source_origin`. Hub
-    downloads are pinned by ``revision`` (branch, tag or commit). ``populations`` limits what is
+    downloads are pinned by ``revision`` (branch, tag or commit), modelzoos downloads by a Zenodo version
+    id (``"6632087"`` or ``"original=6632087,vd=7023336"``; default: the latest version). ``populations`` limits what is
     fetched; populations missing from a store of the same origin are added to it. ``files`` names
     the Zenodo zip per population where a record holds several (modelzoos only).
     """
@@ -84,7 +86,8 @@ def download_zoo(
         from releases.modelzoos import fetch_modelzoos  # deferred: conversion code only when needed
 
         with writer_lock(target):
-            return fetch_modelzoos(zoo, store_root(root), cache_dir() / DOWNLOADS, populations, files, progress)
+            return fetch_modelzoos(zoo, store_root(root), cache_dir() / DOWNLOADS, populations, files, progress,
+                                   revision=revision)
     if origin["source"] == "hub":  # the snapshot must also hold the populations a local copy has (refreshed too)
         present = _local_manifest(target)
         if populations and present:
@@ -348,12 +351,14 @@ class HttpFetcher:
                 if exc.code == 404:
                     raise FileNotFoundError(url) from None
                 if exc.code != 416:  # 416: nothing left to fetch past the .part file
-                    raise StoreError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+                    raise StoreError(http_error(url, exc)) from None
                 return
             except (URLError, OSError, http.client.HTTPException) as exc:
+                if message := unreachable(exc, url):  # no network: no retry cures it
+                    raise StoreError(message) from None
                 error = exc
         raise StoreError(
-            f"download of {url} failed after {RETRIES} tries ({error}); run the same command again to resume"
+            f"download of {url} failed after {RETRIES} tries ({one_line(error)}); run the same command again to resume"
         )
 
     def _transfer(self, url: str, relative: str, dest: Path, limit: int) -> bool:
@@ -395,6 +400,15 @@ class HttpFetcher:
         return self.base_url
 
 
+def other_sources(repo_id: str) -> str:
+    """Where else the zoo of ``repo_id`` (``<org>/<zoo>``) comes from, for the message of a missing repo."""
+    from releases.modelzoos import table  # the published Model Zoos' names only, no conversion code
+
+    zoo = repo_id.rpartition("/")[2]
+    modelzoos = "--source modelzoos (the published Model Zoos on Zenodo), " if zoo in table()["zoo"] else ""
+    return f"{modelzoos}--source mirror --url URL, a local store path, or `zoo-build --zoo {zoo}`"
+
+
 class HubFetcher:
     """A Hugging Face Hub dataset repo; files come through the Hub cache (works offline once cached)."""
 
@@ -410,7 +424,13 @@ class HubFetcher:
             self.snapshot = Path(
                 snapshot_download(repo_id, repo_type="dataset", revision=revision, allow_patterns=patterns)
             )
-        except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError) as exc:
+        except RepositoryNotFoundError:
+            raise StoreError(f"{repo_id} is not published on the Hugging Face Hub (no such dataset repo); other "
+                             f"sources: {other_sources(repo_id)}") from None
+        except LocalEntryNotFoundError:  # huggingface_hub's answer when the Hub cannot be reached
+            raise StoreError(f"cannot reach the Hugging Face Hub for {repo_id}, and the Hub cache holds no copy of "
+                             "it; no network?") from None
+        except HfHubHTTPError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"cannot get dataset {repo_id} from the Hugging Face Hub: {first}") from None
 

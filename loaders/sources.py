@@ -1,13 +1,15 @@
 """Where a download comes from: the source names, their one default, and the rule that sources never mix.
 
 A source is ``hub`` (alias ``hf``), ``modelzoos`` (the published Model Zoos on Zenodo), ``mirror``
-(with a URL), an ``http(s)://`` mirror URL, or a local path. A downloaded store records its origin
-(source, location, revision) in its manifest; files from another origin are never added to it.
+(with a URL), an ``http(s)://`` mirror URL, or a local path; any other ``scheme://`` is refused
+rather than taken for a folder name. A downloaded store records its origin (source, location,
+revision) in its manifest; files from another origin are never added to it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,6 +23,7 @@ MIRROR_ENV = "ZOO_TWINS_MIRROR"
 SOURCE_ENV = "ZOO_TWINS_SOURCE"
 DEFAULT_SOURCE = "hub"
 SOURCE_MODELZOOS = "modelzoos"
+URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def default_repo_id(zoo: str) -> str:
@@ -38,15 +41,20 @@ def source_origin(zoo: str, source: str | None, repo_id: str | None = None, url:
 
     ``source`` is ``hub`` (alias ``hf``), ``modelzoos`` (the published Model Zoos on Zenodo),
     ``mirror`` (``url`` or ``$ZOO_TWINS_MIRROR``), an ``http(s)://`` mirror URL, or a local path.
+    ``revision`` pins a Hub revision (branch, tag or commit) or a Zenodo version id (modelzoos).
     """
     source = source or default_source()
     if source in ("hub", "hf"):
         return {"source": "hub", "location": repo_id or default_repo_id(zoo), "revision": revision}
-    if revision is not None:
-        raise ZooSpecError(f"--revision applies to the Hub only; {source} has no revisions "
-                           "(a Zenodo record id is its version)")
     if source == SOURCE_MODELZOOS:
-        return {"source": SOURCE_MODELZOOS, "location": zenodo_url(), "revision": None}
+        return {"source": SOURCE_MODELZOOS, "location": zenodo_url(), "revision": revision}
+    if revision is not None:
+        raise ZooSpecError(f"--revision applies to the Hub (a branch, tag or commit) and to modelzoos (a Zenodo "
+                           f"version id); {source} has no revisions")
+    scheme = URL_SCHEME.match(source)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        raise ZooSpecError(f"source {source!r}: {scheme.group(1)}:// is not a source; use hub, modelzoos, mirror, "
+                           "an http(s) mirror URL or a local path")
     if source == "mirror" or source.startswith(("http://", "https://")):
         base = source if source != "mirror" else url or os.environ.get(MIRROR_ENV)
         if not base:

@@ -1,7 +1,11 @@
 """The published Model Zoos (modelzoos.cc) as stores: Zenodo zips in, ``original`` and ``vd`` populations out.
 
-Which Zenodo record holds which zoo is data (``zoo_dataset/modelzoos.toml``). The raw zips are the
-source: the records' ``.pt`` files are pickled Python objects and are never downloaded or unpickled.
+Which Zenodo record holds which zoo is data (``zoo_dataset/modelzoos.toml``: concept ids, known
+version ids, real zip names where public code shows them, name fragments where they are inferred).
+Each record is resolved to its latest version (or the version ``revision`` pins), and the manifest's
+origin names the concept and the version fetched. The raw zips are the source: the records'
+``.pt`` files are pickled Python objects and are never downloaded or unpickled, nor are their
+``index_dict*.json`` files.
 A new store is assembled in a staging folder next to its final place and renamed into place only
 when every requested population converted; adding ``vd`` to a store of the same origin converts
 in place, shard by shard (a reader never sees a half-written shard), and running the download
@@ -19,11 +23,11 @@ from pathlib import Path
 
 import click
 
-from zoo_dataset.errors import DataFormatError, StoreError
+from zoo_dataset.errors import DataFormatError, StoreError, ZooSpecError
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store.manifest import MANIFEST, Manifest
 
-from .zenodo import ZenodoClient, ZenodoFile
+from .zenodo import ZenodoClient, ZenodoFile, ZenodoRecord
 
 SOURCE = "modelzoos"
 POPULATIONS = ("original", "vd")
@@ -32,8 +36,11 @@ POPULATIONS = ("original", "vd")
 @dataclass(frozen=True)
 class PublishedZip:
     population: str
-    record: int
-    match: tuple[str, ...]
+    record: int  # the concept id (what the DOI names)
+    versions: tuple[int, ...] = ()  # version ids seen in public code (tried after the concept)
+    file: str | None = None  # the real zip name, where known
+    match: tuple[str, ...] = ()  # inferred name fragments, where the name is not known
+    folder: str | None = None  # the experiment folder inside the zip
 
 
 def table() -> dict:
@@ -42,31 +49,63 @@ def table() -> dict:
 
 def published(zoo: str) -> dict[str, PublishedZip]:
     """The populations of ``zoo`` on modelzoos.cc and their Zenodo records."""
-    zoos = table()["zoo"]
+    data = table()
+    zoos, records = data["zoo"], data["records"]
     if zoo not in zoos:
         raise StoreError(f"zoo {zoo!r} is not published on modelzoos.cc (published: {', '.join(zoos)}); "
                          f"build it with `zoo-build --zoo {zoo}`")
-    return {p: PublishedZip(p, int(e["record"]), tuple(m.lower() for m in e.get("match", ())))
-            for p, e in zoos[zoo].items()}
+    out = {}
+    for population, e in zoos[zoo].items():
+        record = records[str(e["record"])]
+        versions = (int(record["version"]),) if "version" in record else ()
+        out[population] = PublishedZip(population, int(e["record"]), versions, e.get("file"),
+                                       tuple(m.lower() for m in e.get("match", ())), e.get("folder"))
+    return out
+
+
+def pinned_versions(revision: str | None, populations: Sequence[str]) -> dict[str, int]:
+    """``--revision``: a version id (for the original population's record) or ``POPULATION=ID,...``."""
+    if revision is None:
+        return {}
+    pins: dict[str, int] = {}
+    for part in str(revision).split(","):
+        population, sep, value = part.strip().rpartition("=")
+        population = population.strip() if sep else "original"
+        if not value.strip().isdigit() or population not in populations:
+            raise ZooSpecError(f"--revision {revision!r}: a Zenodo version id (e.g. 6632087) or POPULATION=ID "
+                               f"for the populations {', '.join(populations)}")
+        pins[population] = int(value)
+    return pins
 
 
 def choose_zip(files: list[ZenodoFile], entry: PublishedZip, zoo: str, chosen: str | None = None) -> ZenodoFile:
-    """The record's zip holding this population: the one named, the only one, or the one name match."""
+    """The record's zip holding this population: the one named (``--file``, else the known name), the
+    only zip, or the one the inferred fragments match (``<fragment>.zip`` first, else containing it)."""
     zips = [f for f in files if f.key.lower().endswith(".zip")]
-    if chosen:
-        hits = [f for f in files if f.key == chosen]
+    name = chosen or entry.file
+    if name:
+        hits = [f for f in files if f.key == name]
     elif len(zips) == 1:
         hits = zips
     else:
-        hits = [f for f in zips if any(m in f.key.lower() for m in entry.match)]
+        hits = [f for f in zips if f.key.lower() in {f"{m}.zip" for m in entry.match}]
+        hits = hits or [f for f in zips if any(m in f.key.lower() for m in entry.match)]
     if len(hits) == 1:
         return hits[0]
-    what = f"no file {chosen!r}" if chosen else (f"{len(hits)} zips matching" if hits else "no zip matching")
+    what = f"no file {name!r}" if name else (f"{len(hits)} zips matching" if hits else "no zip matching")
     listing = ", ".join(f.key for f in files) or "no files"
     raise StoreError(
-        f"Zenodo record {entry.record} has {what} {'' if chosen else list(entry.match)} for the {entry.population} "
-        f"population of {zoo} (it holds: {listing}); choose one with --file {entry.population}=NAME"
+        f"Zenodo record {files[0].record if files else entry.record} has {what} {'' if name else list(entry.match)} "
+        f"for the {entry.population} population of {zoo} (it holds: {listing}); choose one with "
+        f"--file {entry.population}=NAME"
     )
+
+
+def resolve(client: ZenodoClient, entry: PublishedZip, pin: int | None) -> ZenodoRecord:
+    """The version to fetch: the pinned one, else the latest (through the concept, then known versions)."""
+    if pin is not None:
+        return client.version(pin, entry.record)
+    return client.latest((entry.record, *entry.versions))
 
 
 def fetch_modelzoos(
@@ -77,12 +116,14 @@ def fetch_modelzoos(
     files: dict[str, str] | None = None,
     progress: bool = True,
     client: ZenodoClient | None = None,
+    revision: str | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> Path:
     """Download and convert the published populations of ``zoo`` into ``root/<zoo>``; returns that folder.
 
     Verified Zenodo files are kept in ``downloads`` (shared by every store root), so a second store
-    root converts the same zip without fetching it again."""
+    root converts the same zip without fetching it again. ``revision`` pins Zenodo version ids
+    (:func:`pinned_versions`); without it each record's latest version is fetched."""
     from zoo_dataset.safe_extract import safe_extract
 
     from .ingest import ingest_original  # deferred: conversion code (torch, training data) only when needed
@@ -90,6 +131,7 @@ def fetch_modelzoos(
 
     echo = echo or (lambda line: click.echo(line, err=True))
     entries = published(zoo)
+    pins = pinned_versions(revision, list(entries))
     wanted = list(populations or entries)
     unpublished = [p for p in wanted if p not in entries]
     if unpublished:
@@ -108,10 +150,13 @@ def fetch_modelzoos(
         return target
     client = client or ZenodoClient(progress=progress)
     archives: dict[str, tuple[ZenodoFile, Path]] = {}
+    concepts: dict[str, int] = {}
     for population in todo:
         entry = entries[population]
-        chosen = choose_zip(client.files(entry.record), entry, zoo, (files or {}).get(population))
+        record = resolve(client, entry, pins.get(population))
+        chosen = choose_zip(record.files, entry, zoo, (files or {}).get(population))
         archives[population] = (chosen, client.download(chosen, downloads))
+        concepts[population] = record.concept or entry.record
     spec = get_spec(zoo)
     if "vd" in entries:  # the published twins followed the original code's KL ramp
         spec = spec.with_overrides(vd_kl_objective="original")
@@ -133,7 +178,7 @@ def fetch_modelzoos(
         if twins is not None:
             for line in convert_vd_folder(twins, zoo_dir).lines(zoo):
                 echo(line)
-        record_origin(zoo_dir, client.base_url, {p: f for p, (f, _) in archives.items()})
+        record_origin(zoo_dir, client.base_url, {p: f for p, (f, _) in archives.items()}, concepts, revision)
         if zoo_dir != target:
             if target.exists():  # an empty folder (checked above)
                 target.rmdir()
@@ -141,13 +186,15 @@ def fetch_modelzoos(
     return target
 
 
-def record_origin(zoo_dir: Path, location: str, files: dict[str, ZenodoFile]) -> None:
-    """The manifest names the source and every Zenodo file (record, name, size, md5) it came from."""
+def record_origin(zoo_dir: Path, location: str, files: dict[str, ZenodoFile], concepts: dict[str, int],
+                  revision: str | None) -> None:
+    """The manifest names the source, the revision asked for, and every Zenodo file it came from: the
+    concept record (what the DOI names), the version record actually fetched, name, size and md5."""
     manifest = Manifest.load(zoo_dir)
     known = dict(manifest.origin.get("files", {}))
-    known.update({p: {"record": f.record, "doi": f"10.5281/zenodo.{f.record}", "file": f.key, "size": f.size,
-                      "md5": f.md5} for p, f in files.items()})
-    manifest.origin = {"source": SOURCE, "location": location, "revision": None, "files": known}
+    known.update({p: {"concept": concepts[p], "record": f.record, "doi": f"10.5281/zenodo.{f.record}",
+                      "file": f.key, "size": f.size, "md5": f.md5} for p, f in files.items()})
+    manifest.origin = {"source": SOURCE, "location": location, "revision": revision, "files": known}
     manifest.save(zoo_dir)
 
 
