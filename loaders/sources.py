@@ -24,6 +24,7 @@ SOURCE_ENV = "ZOO_TWINS_SOURCE"
 DEFAULT_SOURCE = "hub"
 SOURCE_MODELZOOS = "modelzoos"
 URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+ZENODO_REVISION = re.compile(r"\d+|[a-z]+=\d+(,[a-z]+=\d+)*")  # a version id, or POPULATION=ID,...
 
 
 def default_repo_id(zoo: str) -> str:
@@ -47,6 +48,9 @@ def source_origin(zoo: str, source: str | None, repo_id: str | None = None, url:
     if source in ("hub", "hf"):
         return {"source": "hub", "location": repo_id or default_repo_id(zoo), "revision": revision}
     if source == SOURCE_MODELZOOS:
+        if revision is not None and not ZENODO_REVISION.fullmatch(revision):
+            raise ZooSpecError(f"--revision {revision!r}: modelzoos takes a Zenodo version id (e.g. 6632087) or "
+                               "POPULATION=ID,... (e.g. original=6632087,vd=7023336)")
         return {"source": SOURCE_MODELZOOS, "location": zenodo_url(), "revision": revision}
     if revision is not None:
         raise ZooSpecError(f"--revision applies to the Hub (a branch, tag or commit) and to modelzoos (a Zenodo "

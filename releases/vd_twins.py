@@ -48,6 +48,7 @@ METHOD = get_method("vd")  # the published twins are this method's population
 ARD_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias|log_sigma2|log_sigma2_bias)")
 ARD_SUFFIX = "_ARD"
 INIT_PATH_KEY = "training::init_checkpoint_path"
+CHECKPOINT_NAME = re.compile(r"checkpoint_\d+")
 LOG_EPS = 1e-15  # the original layers' guard inside log(|w| + eps)
 CONV_CLAMP = (-8.0, 8.0)  # Conv2dARD.log_alpha and log_alpha_bias
 LINEAR_CLAMP = (-10.0, 10.0)  # LinearARD.log_alpha
@@ -84,7 +85,9 @@ def twin_trials(folder: Path) -> list[Trial]:
 
 
 def original_label(trial: Trial) -> str | None:
-    """The original's trial folder name from ``training::init_checkpoint_path`` (a path as text)."""
+    """The original's trial folder name from ``training::init_checkpoint_path``: ``str()`` of a path such as
+    ``zoos/MNIST/tune_zoo_mnist_uniform/NN_tune_trainable_...`` (the twin's own folder name holds the same
+    path cut at 130 characters, so params.json is the only link)."""
     raw = trial.params.get(INIT_PATH_KEY)
     if not isinstance(raw, str) or not raw.strip():
         return None
@@ -92,6 +95,8 @@ def original_label(trial: Trial) -> str | None:
     if m := re.fullmatch(r"\w*Path\('(.*)'\)", text):  # a repr() of a pathlib path
         text = m.group(1)
     path = PureWindowsPath(text) if "\\" in text else PurePosixPath(text)
+    if CHECKPOINT_NAME.fullmatch(path.name):  # a checkpoint folder inside the trial folder
+        path = path.parent
     return path.name or None
 
 

@@ -1,14 +1,16 @@
-"""The published Model Zoos from a fake Zenodo on 127.0.0.1: download, conversion, and what reads the result."""
+"""The published Model Zoos from a fake Zenodo on 127.0.0.1 that answers as zenodo.org does today
+(tests/_fake_zenodo.py): download, conversion, and what reads the result."""
 
 from __future__ import annotations
 
 import io
 import json
+import socket
 import zipfile
 
 import numpy as np
 import pytest
-from _fake_zenodo import VD_EPOCHS, FakeZenodo, ard_log_alpha, original_trials, twin_trials, write_idx
+from _fake_zenodo import VD_EPOCHS, FakeZenodo, ard_log_alpha, original_zip, twin_zip, write_idx
 from click.testing import CliRunner
 
 from analysis import cli as report_cli
@@ -17,7 +19,7 @@ from builders import cli as build_cli
 from loaders import ZooTwinDataset, cli
 from loaders.download import download_zoo
 from releases import zenodo
-from releases.modelzoos import published
+from releases.modelzoos import published, table
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import ChecksumError, DataFormatError, StoreError, ZooSpecError
 from zoo_dataset.metrics import evaluate
@@ -25,7 +27,8 @@ from zoo_dataset.specs import get_spec
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.tables import model_splits
 
-DATASET = {"mnist_seed": "mnist", "svhn_seed": "svhn", "fmnist_seed": "fmnist"}
+ZOOS = list(table()["zoo"])
+DATASET_DIR = {"mnist_seed": "MNIST", "svhn_seed": "SVHN"}  # zoos/<DIR>/ in the VD scripts
 
 
 def pick_models(zoo: str) -> list[int]:
@@ -35,28 +38,36 @@ def pick_models(zoo: str) -> list[int]:
     return sorted(by["train"][:2] + by["val"][:1] + by["test"][:1])
 
 
-def zipped(write) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        write(zf)
-    return buffer.getvalue()
+def zip_name(zoo: str, population: str = "original") -> str:
+    """The record's file for this population: the known name, else the first inferred fragment + .zip."""
+    entry = published(zoo)[population]
+    return entry.file or f"{entry.match[0]}.zip"
 
 
-def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False, drop: bool = False) -> dict:
-    """The zoo's records on the fake Zenodo: the original zip (with the record's other zips and a
-    pickled .pt beside it) and, for MNIST and SVHN, the twins zip. Returns what was written."""
+def version_of(zoo: str, population: str = "original") -> int:
+    """The version the fake serves: the known one, else concept + 1 (as the public records appear)."""
+    entry = published(zoo)[population]
+    return entry.versions[0] if entry.versions else entry.record + 1
+
+
+def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False, drop: bool = False,
+            models: list[int] | None = None, version: int | None = None) -> dict:
+    """The zoo's records on the fake Zenodo: the original zip beside the record's other zips (the
+    other zoos of the same record), the preprocessed dataset_*.pt pickles and index_dict*.json, and,
+    for MNIST and SVHN, the twins zip. Returns what was written."""
     spec, entries = get_spec(zoo), published(zoo)
-    models = pick_models(zoo)
-    written = {}
-
-    def originals(zf):
-        written["originals"] = original_trials(zf, f"tune_zoo_{DATASET[zoo]}_uniform", spec, models)
-
-    server.records[entries["original"].record] = {
-        f"{DATASET[zoo]}_uniform.zip": zipped(originals),
-        f"{DATASET[zoo]}_hyperparameter_10_fixed_seeds.zip": b"not fetched",
-        "dataset.pt": b"a pickle that must never be fetched",
-    }
+    models = models or pick_models(zoo)
+    written: dict = {"models": models}
+    original = entries["original"]
+    blob, written["originals"] = original_zip(spec, models, original.folder)
+    files = {}
+    for other in ZOOS:  # the record's other zips and its preprocessed files are never fetched
+        if published(other)["original"].record == original.record and other != zoo:
+            files[zip_name(other)] = b"another zoo: never fetched"
+    stem = zip_name(zoo)[:-4]
+    files.update({zip_name(zoo): blob, f"dataset_{stem}.pt": b"a pickle that must never be fetched",
+                  f"index_dict_{stem}.json": b"{}"})
+    server.publish(original.record, version or version_of(zoo), files)
     if "vd" in entries:
         labels = {m: name for m, (name, _) in written["originals"].items()}
         twins_of = dict(written["originals"])
@@ -65,12 +76,9 @@ def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False, drop:
         if orphan:  # a twin whose original is not in the original zip
             twins_of[999] = ("x", next(iter(written["originals"].values()))[1])
             labels[999] = "NN_tune_trainable_c0371_00999_999_seed=1000_2021-07-01_16-59-53"
-
-        def twins(zf):
-            written["twins"] = twin_trials(zf, f"cnn_small_{DATASET[zoo]}_ard", twins_of, labels, data)
-
-        server.records[entries["vd"].record] = {f"cnn_small_{DATASET[zoo]}_ard.zip": zipped(twins)}
-    written["models"] = models
+        blob, written["twins"] = twin_zip(twins_of, labels, entries["vd"].folder,
+                                          f"zoos/{DATASET_DIR[zoo]}/{original.folder}", data)
+        server.publish(entries["vd"].record, version_of(zoo, "vd"), {zip_name(zoo, "vd"): blob})
     return written
 
 
@@ -95,21 +103,23 @@ def mnist_data(env):
 def test_download_yields_original_and_vd_that_every_reader_opens(env, zoo, tmp_path):
     server, _ = env
     written = publish(server, zoo)
-    zip_name = f"{DATASET[zoo]}_uniform.zip"
-    size = len(server.records[published(zoo)["original"].record][zip_name])
-    server.cut[zip_name] = size // 2
+    name, version, concept = zip_name(zoo), version_of(zoo), published(zoo)["original"].record
+    size = len(server.records[version][name])
+    server.cut[name] = size // 2
     result = CliRunner().invoke(cli.main, ["--zoo", zoo, "--source", "modelzoos", "--quiet"])
     assert result.exit_code == 0, result.output
-    record = published(zoo)["original"].record
-    assert (f"/api/records/{record}/files/{zip_name}/content", size // 2) in server.requests  # resumed
-    assert not any(".pt" in path or "hyperparameter" in path for path, _ in server.requests)
+    assert (f"/api/records/{version}/files/{name}/content", size // 2) in server.requests  # resumed
+    fetched = [path for path, _ in server.requests if "/files/" in path]
+    assert not any(path.endswith((".pt/content", ".json/content")) for path in fetched)
+    assert len(fetched) == 3  # the original zip (cut once, then resumed) and the twins zip, nothing else
     store = ZooStore(tmp_path / "cache" / zoo)
     assert set(store.populations) == {"original", "vd"}
     assert store.manifest.model_ids == written["models"]
     store.verify()
     origin = store.manifest.origin
-    assert origin["source"] == "modelzoos" and origin["files"]["original"]["file"] == zip_name
-    assert origin["files"]["vd"]["md5"] and origin["files"]["original"]["record"] == record
+    assert origin["source"] == "modelzoos" and origin["files"]["original"]["file"] == name
+    assert (origin["files"]["original"]["concept"], origin["files"]["original"]["record"]) == (concept, version)
+    assert origin["files"]["vd"]["md5"] and origin["files"]["vd"]["concept"] == published(zoo)["vd"].record
     assert store.manifest.zoo_spec.vd.kl_objective == "original"
     # every reader opens it with no further flags
     ds = ZooTwinDataset(zoo, method="vd", split=None)
@@ -122,12 +132,144 @@ def test_download_yields_original_and_vd_that_every_reader_opens(env, zoo, tmp_p
     assert not list((tmp_path / "cache").rglob("*.part"))
 
 
+@pytest.mark.parametrize("zoo", ZOOS)
+def test_every_published_zoo_downloads_from_zenodo_as_it_answers_today(env, zoo, tmp_path):
+    """All 14 zoos of modelzoos.toml: concept ids 404 on /api/records/<id>, the latest version comes from
+    versions/latest, the real (or inferred) zip names in the published layout ingest without flags."""
+    server, _ = env
+    spec = get_spec(zoo)
+    written = publish(server, zoo, models=pick_models(zoo)[:2])
+    result = CliRunner().invoke(cli.main, ["--zoo", zoo, "--source", "modelzoos", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "404" not in result.output and "skipped 0" in result.output and "skipped " not in result.output.replace(
+        "skipped 0", "")
+    assert result.output.strip().splitlines()[-1].startswith(f"{zoo}: ")
+    store = ZooStore(tmp_path / "cache" / zoo)
+    assert store.manifest.model_ids == written["models"]
+    assert set(store.populations) == set(published(zoo))
+    files = store.manifest.origin["files"]["original"]
+    assert (files["concept"], files["record"], files["file"]) == (published(zoo)["original"].record,
+                                                                  version_of(zoo), zip_name(zoo))
+    fetched = {path for path, _ in server.requests if "/files/" in path}
+    assert fetched <= {f"/api/records/{version_of(zoo, p)}/files/{zip_name(zoo, p)}/content" for p in published(zoo)}
+    labels = json.loads((store.zoo_dir / "ingest.json").read_text())["trials"].values()
+    if spec.variant != "seed":  # Ray's tag of a hyperparameter zoo: cut at 130 characters before the date
+        assert all("::" in label and len(label) == 130 + len("_2021-07-01_16-59-53") for label in labels)
+    if "vd" in published(zoo):
+        twins = json.loads((store.zoo_dir / "ingest-vd.json").read_text())["twins"]
+        assert len(twins) == 2 and not any(label in twin for twin in twins.values() for label in labels)
+
+
+def test_a_pinned_version_is_fetched_and_recorded(env, tmp_path):
+    server, _ = env
+    models = pick_models("mnist_fixed")
+    old = publish(server, "mnist_fixed", models=models[:2], version=6632087)
+    new = publish(server, "mnist_fixed", models=models[1:], version=7000001)  # a later version of the record
+    latest = download_zoo("mnist_fixed", "modelzoos", root=tmp_path / "latest", progress=False)
+    assert ZooStore(latest).manifest.model_ids == new["models"]
+    pinned = CliRunner().invoke(cli.main, ["--zoo", "mnist_fixed", "--source", "modelzoos", "--quiet",
+                                           "--revision", "6632087", "--root", str(tmp_path / "pinned")])
+    assert pinned.exit_code == 0, pinned.output
+    store = ZooStore(tmp_path / "pinned" / "mnist_fixed")
+    assert store.manifest.model_ids == old["models"]
+    origin = store.manifest.origin
+    assert origin["revision"] == "6632087"
+    assert (origin["files"]["original"]["concept"], origin["files"]["original"]["record"]) == (6632086, 6632087)
+    server.publish(6620868, 6620869, {"cifar_large_seed.zip": b"x"})
+    for revision, message in (("6620869", "is a version of record 6620868, not of 6632086"),
+                              ("1234", "has no record version 1234"), ("v2", "Zenodo version id")):
+        refused = CliRunner().invoke(cli.main, ["--zoo", "mnist_fixed", "--source", "modelzoos", "--quiet",
+                                                "--revision", revision, "--root", str(tmp_path / revision)])
+        assert refused.exit_code in (1, 2) and message in refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_known_versions_are_tried_when_versions_latest_refuses_the_concept(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_TWINS_CACHE", str(tmp_path / "cache"))
+    with FakeZenodo(concept_latest=False) as server:
+        monkeypatch.setenv("ZOO_TWINS_ZENODO_URL", server.url)
+        publish(server, "mnist_seed", models=pick_models("mnist_seed")[:2])
+        publish(server, "usps_seed", models=pick_models("usps_seed")[:2])
+        assert ZooStore(download_zoo("mnist_seed", "modelzoos", populations=["original"], progress=False))
+        assert ("/api/records/6632087/versions/latest", 0) in server.requests  # after the concept's 404
+        usps = CliRunner().invoke(cli.main, ["--zoo", "usps_seed", "--source", "modelzoos", "--quiet"])
+    assert usps.exit_code == 1 and len(usps.output.strip().splitlines()) == 1
+    assert "has no record 6633626" in usps.output
+
+
+def test_rate_limits_are_waited_out_with_their_retry_after(env):
+    server, _ = env
+    publish(server, "usps_seed", models=pick_models("usps_seed")[:2])
+    waits: list[float] = []
+    server.rate_limited, server.retry_after = 2, "7"
+    client = zenodo.ZenodoClient(server.url, progress=False, sleep=waits.append)
+    assert client.latest([6633626]).version == 6633627
+    assert waits == [7.0, 7.0]
+    server.rate_limited, server.retry_after = 1, "86400"  # a day: the wait is bounded
+    waits.clear()
+    client.latest([6633626])
+    assert waits == [zenodo_network_cap()]
+
+
+def zenodo_network_cap() -> float:
+    from releases.network import MAX_RETRY_AFTER_S
+
+    return MAX_RETRY_AFTER_S
+
+
+@pytest.mark.parametrize("source", ["modelzoos", "https://mirror.example.org/zoos"])
+def test_no_network_fails_at_once_in_one_line(tmp_path, monkeypatch, source):
+    monkeypatch.setenv("ZOO_TWINS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ZOO_TWINS_ZENODO_URL", "https://zenodo.org")
+    lookups = []
+
+    def no_dns(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    result = CliRunner().invoke(cli.main, ["--zoo", "mnist_seed", "--source", source, "--quiet"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    host = "zenodo.org" if source == "modelzoos" else "mirror.example.org"
+    assert f"cannot reach {host}" in result.output and "no network?" in result.output
+    assert len(lookups) == 1  # no five retries of a name lookup
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"checksum": "md5:../../../../../../../../tmp/rr"}, "is not an md5"),  # 32 characters, not a digest
+    ({"checksum": "md5:/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaa"}, "is not an md5"),
+    ({"links": {"self": "file:///etc/hostname"}}, "is not an http(s) URL on"),
+    ({"links": {"self": "https://elsewhere.example/api/records/1/files/a.zip/content"}}, "is not an http(s) URL on"),
+])
+def test_hostile_file_entries_are_refused_before_anything_is_written(env, tmp_path, entry, message):
+    server, _ = env
+    publish(server, "usps_seed", models=pick_models("usps_seed")[:2])
+    listing = server.listing(6633627)
+    listing["files"] = [{**f, **entry} for f in listing["files"]]
+    server.raw[6633627] = listing
+    result = CliRunner().invoke(cli.main, ["--zoo", "usps_seed", "--source", "modelzoos", "--quiet"])
+    assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not any("/files/" in path for path, _ in server.requests)
+    assert not (tmp_path / "cache" / "downloads").exists()
+
+
+@pytest.mark.parametrize("body", [{"files": [[1, 2]]}, {"id": 6633627, "files": [[1, 2]]}, [1, 2],
+                                  {"id": 6633627, "files": "x"}])
+def test_a_malformed_record_listing_is_one_line(env, body):
+    server, _ = env
+    publish(server, "usps_seed", models=pick_models("usps_seed")[:2])
+    server.raw[6633627] = body
+    result = CliRunner().invoke(cli.main, ["--zoo", "usps_seed", "--source", "modelzoos", "--quiet"])
+    assert result.exit_code == 1 and "is not a Zenodo record listing" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
 def test_converted_vd_passes_the_checks_of_a_built_one(env, mnist_data, tmp_path):
     server, _ = env
     written = publish(server, "mnist_seed", mnist_data)
     store = ZooStore(download_zoo("mnist_seed", "modelzoos", progress=False))
     layout, states = store.layout, store.states("vd")
-    assert store.population("vd").epochs == VD_EPOCHS
+    assert store.population("vd").epochs == VD_EPOCHS == 25  # checkpoint_000000..000025
     conv = np.zeros(layout.num_params, bool)
     for e in layout.entries:
         conv[e.slice] = len(e.shape) == 4 or (e.kind == "bias" and e.layer.startswith("conv"))
@@ -151,6 +293,21 @@ def test_converted_vd_passes_the_checks_of_a_built_one(env, mnist_data, tmp_path
         assert late[:, ~conv].max() > 9.0 and late[:, ~conv].min() < -9.0  # LinearARD's wider one
         assert 0.1 < (~masks[1:]).mean() < 0.9  # some weights pruned, some kept
         assert not masks[1:, conv & ~layout.weight_mask()].all()  # conv biases are pruned too
+    # the stored VD sparsity is the archive's own sparsity_ratio (dropped weights / weights), epoch by epoch
+    archive = zipfile.ZipFile(io.BytesIO(server.records[version_of("mnist_seed", "vd")][zip_name("mnist_seed",
+                                                                                                  "vd")]))
+    twins = json.loads((store.zoo_dir / "ingest-vd.json").read_text())["twins"]
+    twin_of = {label: int(model_id) for model_id, label in twins.items()}
+    checked = 0
+    for member in archive.namelist():
+        if member.endswith("/result.json"):
+            model_id = twin_of[member.split("/")[-2]]
+            rows = [json.loads(line) for line in archive.read(member).decode().splitlines()]
+            stored = states[states.model_id == model_id].sort_values("epoch").sparsity.to_numpy()
+            assert len(rows) == len(stored) == 26
+            np.testing.assert_allclose(stored, [row["sparsity_ratio"] for row in rows], rtol=0, atol=1e-12)
+            checked += 1
+    assert checked == len(written["twins"]) == 4
 
 
 def test_missing_population_of_a_cached_zoo_is_fetched(env, tmp_path, monkeypatch):
@@ -162,20 +319,20 @@ def test_missing_population_of_a_cached_zoo_is_fetched(env, tmp_path, monkeypatc
     server.requests.clear()
     ds = ZooTwinDataset("mnist_seed", method="vd", split=None, download=True, source="modelzoos")
     assert set(ds.store.populations) == {"original", "vd"}
-    vd_record, original_record = published("mnist_seed")["vd"].record, published("mnist_seed")["original"].record
+    vd_record, original_record = version_of("mnist_seed", "vd"), version_of("mnist_seed")
     assert any(str(vd_record) in p for p, _ in server.requests)
-    assert not any(str(original_record) in p for p, _ in server.requests)
+    assert not any(str(original_record) in p or "6632086" in p for p, _ in server.requests)
     with pytest.raises(StoreError, match="not mixed with hub"):  # two sources of one zoo never mix
         download_zoo("mnist_seed", "hub", populations=["mp"], progress=False)
-    with pytest.raises(ZooSpecError, match="--revision applies to the Hub only"):
+    with pytest.raises(ZooSpecError, match="modelzoos takes a Zenodo version id"):
         ZooTwinDataset("mnist_seed", method="mp", download=True, revision="v2")
 
 
 def test_md5_mismatch_is_refused_and_nothing_is_kept(env, tmp_path):
     server, _ = env
     publish(server, "mnist_seed")
-    server.wrong_md5.add("mnist_uniform.zip")
-    with pytest.raises(ChecksumError, match="mnist_uniform.zip from Zenodo record 6632086 is corrupt"):
+    server.wrong_md5.add("mnist_seed.zip")
+    with pytest.raises(ChecksumError, match="mnist_seed.zip from Zenodo record 6632087 is corrupt"):
         download_zoo("mnist_seed", "modelzoos", progress=False)
     assert not (tmp_path / "cache" / "mnist_seed").exists()
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
@@ -184,8 +341,8 @@ def test_md5_mismatch_is_refused_and_nothing_is_kept(env, tmp_path):
 def test_record_without_the_expected_zip_is_one_line_naming_its_files(env):
     server, _ = env
     publish(server, "mnist_seed")
-    record = published("mnist_seed")["original"].record
-    server.records[record] = {"mnist_other.zip": b"x", "mnist_more.zip": b"y", "index_dict.json": b"{}"}
+    server.records[version_of("mnist_seed")] = {"mnist_other.zip": b"x", "mnist_more.zip": b"y",
+                                                "index_dict.json": b"{}"}
     result = CliRunner().invoke(cli.main, ["--zoo", "mnist_seed", "--source", "modelzoos", "--quiet"])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert "mnist_other.zip, mnist_more.zip, index_dict.json" in result.output and "--file original=" in result.output
@@ -201,8 +358,8 @@ def test_record_without_the_expected_zip_is_one_line_naming_its_files(env):
 def test_corrupt_zip_leaves_no_store(env, tmp_path, damage, message):
     server, _ = env
     publish(server, "mnist_seed")
-    record = published("mnist_seed")["vd"].record
-    server.records[record]["cnn_small_mnist_ard.zip"] = damage(server.records[record]["cnn_small_mnist_ard.zip"])
+    files, name = server.records[version_of("mnist_seed", "vd")], zip_name("mnist_seed", "vd")
+    files[name] = damage(files[name])
     with pytest.raises(DataFormatError, match=message):  # the listing's md5 is that of the damaged bytes
         download_zoo("mnist_seed", "modelzoos", progress=False)
     assert not (tmp_path / "cache" / "mnist_seed").exists()

@@ -1,7 +1,8 @@
 """Zip extraction that refuses archives able to write outside their target directory, or to fill it.
 
 Every member is checked before anything is written: absolute paths, drive letters, ``..``
-components and symlinks (Unix mode bits in the external attributes) refuse the whole archive, and
+components, symlinks (Unix mode bits in the external attributes) and a name that occurs twice (the
+second copy would silently replace the first, e.g. a trial's params.json) refuse the whole archive, and
 so does an archive whose members would unpack to more than ``max_bytes`` in all, or expand more
 than ``max_ratio`` times over their compressed size (a zip bomb). The declared sizes bind: Python's
 zipfile stops reading a member at its declared size and checks its CRC.
@@ -47,8 +48,13 @@ def safe_extract(archive: Path, target: Path, max_bytes: int = MAX_BYTES, max_ra
     try:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
+            seen: set[str] = set()
             for member in members:
+                name = member.filename.replace("\\", "/").rstrip("/")
                 reason = unsafe_reason(member) or oversize_reason(member, max_ratio)
+                if reason is None and name in seen:
+                    reason = "a second member of that name"
+                seen.add(name)
                 if reason is None and not (root / member.filename).resolve().is_relative_to(root):
                     reason = f"lands outside {target}"
                 if reason:
