@@ -278,11 +278,12 @@ def sparsity_ratio(state: dict) -> float:
 
 def _log_sigma2(values: torch.Tensor, epoch: int, rng: torch.Generator) -> torch.Tensor:
     """-10 at the start (ard_init); later a raw log alpha spread over [-13, 13], so that both clamps
-    and the threshold are exercised."""
+    and the threshold are exercised. An exact zero weight keeps a trained-like log sigma2 (-10): its
+    log alpha, -10 - 2 log(1e-15), hits the clamp and the weight is dropped, as in the original."""
     if epoch == 0:
         return torch.full_like(values, -10.0)
     raw = torch.rand(values.shape, generator=rng) * 26 - 13
-    return (raw + 2 * torch.log(values.abs() + 1e-15)).float()
+    return torch.where(values == 0, -10.0, raw + 2 * torch.log(values.abs() + 1e-15)).float()
 
 
 def twin_zip(originals: dict, labels: dict, folder: str, zoo_path: str, data=None, seed: int = 0,
