@@ -21,7 +21,7 @@ import loaders.download as download
 from builders.publish import publish_mirror
 from loaders import cli
 from loaders.download import download_zoo
-from zoo_dataset.errors import ChecksumError, StoreError
+from zoo_dataset.errors import ChecksumError, StoreError, ZooSpecError
 from zoo_dataset.store import ZooStore
 
 ZOO = "digits_seed"
@@ -215,3 +215,62 @@ def test_a_partial_update_never_mixes_versions(store, tmp_path):
     model = store.population("mp").shards[0].model_ids[0]
     np.testing.assert_array_equal(got.weights("mp", model, -1, level), 2.0 * store.weights("mp", model, -1, level))
     assert not (root / f".{ZOO}.download").exists() and not (root / f".{ZOO}.replaced").exists()
+
+
+class RedirectLoop(SimpleHTTPRequestHandler):
+    """Every path redirects to itself: urllib gives up with a three-line message."""
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_redirect_loop_is_one_line(tmp_path):
+    with local_server(RedirectLoop) as (_, url):
+        result = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--source", url, "--root", str(tmp_path), "--quiet"])
+    assert result.exit_code == 1 and "HTTP 302" in result.output and "infinite loop" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("source", ["ftp://x", "file:///tmp/x", "s3://bucket/zoos"])
+def test_a_source_with_an_unknown_url_scheme_is_refused_not_taken_for_a_path(tmp_path, monkeypatch, source):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ZooSpecError, match="is not a source; use hub, modelzoos, mirror"):
+        download_zoo(ZOO, source, root=tmp_path / "root")
+    result = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--source", source, "--root", str(tmp_path / "root")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "root").exists() or not any((tmp_path / "root").iterdir())
+
+
+def _hub_error(cls, message):
+    error = cls.__new__(cls)  # huggingface_hub's HTTP errors need a live response to construct
+    Exception.__init__(error, message)
+    return error
+
+
+@pytest.mark.parametrize("zoo, error, expected", [
+    ("mnist_seed", "RepositoryNotFoundError", "not published on the Hugging Face Hub (no such dataset repo); "
+                                              "other sources: --source modelzoos"),
+    (ZOO, "RepositoryNotFoundError", "other sources: --source mirror --url URL, a local store path, or "
+                                     f"`zoo-build --zoo {ZOO}`"),
+    (ZOO, "LocalEntryNotFoundError", "cannot reach the Hugging Face Hub for zoo-twins/digits_seed, and the Hub "
+                                     "cache holds no copy of it; no network?"),
+])
+def test_the_hub_says_what_is_missing_and_names_the_other_sources(tmp_path, monkeypatch, zoo, error, expected):
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    def fail(*args, **kwargs):
+        raise _hub_error(getattr(errors, error), "404 Client Error\nRepository Not Found for url: ...\nmore")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    result = CliRunner().invoke(cli.main, ["--zoo", zoo, "--source", "hub", "--root", str(tmp_path), "--quiet"])
+    assert result.exit_code == 1 and expected in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    if zoo == ZOO:
+        assert "modelzoos" not in result.output  # digits_seed is not a published Model Zoo

@@ -336,3 +336,22 @@ def test_a_lost_shard_of_ingested_originals_is_not_retrained(tmp_path):
         build_zoo(report.spec, tmp_path / "stores", stages=["original"], resume=True, progress=False)
     ingest_original(spec(), zoo, tmp_path / "stores", echo=lambda line: None)
     ZooStore(store.zoo_dir).verify()
+
+
+def test_a_zip_with_two_members_of_one_name_is_refused(tmp_path):
+    """A second <trial>/params.json (saying seed 999) would silently relabel the seed-1 trial's weights."""
+    zoo, _ = make_zoo(tmp_path / "src")
+    archive = tmp_path / "dup.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(p for p in zoo.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(zoo.parent).as_posix())
+        trial = next(p for p in sorted(zoo.iterdir()) if "seed=1_" in p.name)
+        params = json.loads((trial / "params.json").read_text())
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zf.writestr(f"{zoo.name}/{trial.name}/params.json", json.dumps({**params, "seed": 999}))
+    with pytest.raises(DataFormatError, match="params.json' \\(a second member of that name\\)"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(DataFormatError, match="a second member of that name"):
+        ingest_original(spec(), archive, tmp_path / "stores")
+    assert not (tmp_path / "stores").exists()
