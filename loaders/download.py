@@ -428,8 +428,12 @@ class HubFetcher:
             raise StoreError(f"{repo_id} is not published on the Hugging Face Hub (no such dataset repo); other "
                              f"sources: {other_sources(repo_id)}") from None
         except LocalEntryNotFoundError:  # huggingface_hub's answer when the Hub cannot be reached
-            raise StoreError(f"cannot reach the Hugging Face Hub for {repo_id}, and the Hub cache holds no copy of "
-                             "it; no network?") from None
+            from huggingface_hub import constants
+
+            why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
+                   else "cannot reach huggingface.co; no network?")
+            raise StoreError(f"cannot get dataset {repo_id} from the Hugging Face Hub: the Hub cache holds no copy "
+                             f"of it and {why}") from None
         except HfHubHTTPError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"cannot get dataset {repo_id} from the Hugging Face Hub: {first}") from None

@@ -258,8 +258,8 @@ def _hub_error(cls, message):
                                               "other sources: --source modelzoos"),
     (ZOO, "RepositoryNotFoundError", "other sources: --source mirror --url URL, a local store path, or "
                                      f"`zoo-build --zoo {ZOO}`"),
-    (ZOO, "LocalEntryNotFoundError", "cannot reach the Hugging Face Hub for zoo-twins/digits_seed, and the Hub "
-                                     "cache holds no copy of it; no network?"),
+    (ZOO, "LocalEntryNotFoundError", "cannot get dataset zoo-twins/digits_seed from the Hugging Face Hub: the Hub "
+                                     "cache holds no copy of it and cannot reach huggingface.co; no network?"),
 ])
 def test_the_hub_says_what_is_missing_and_names_the_other_sources(tmp_path, monkeypatch, zoo, error, expected):
     import huggingface_hub
@@ -269,6 +269,7 @@ def test_the_hub_says_what_is_missing_and_names_the_other_sources(tmp_path, monk
         raise _hub_error(getattr(errors, error), "404 Client Error\nRepository Not Found for url: ...\nmore")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     result = CliRunner().invoke(cli.main, ["--zoo", zoo, "--source", "hub", "--root", str(tmp_path), "--quiet"])
     assert result.exit_code == 1 and expected in result.output
     assert len(result.output.strip().splitlines()) == 1
