@@ -4,8 +4,9 @@ Layout read (docs/research/original-zoos.md, section 3): one trial folder per mo
 ``params.json`` (the generating factors), ``result.json`` (one JSON line per epoch) and
 ``checkpoint_<NNNNNN>/checkpoints`` (a bare state dict with ``module_list.<i>.weight|bias`` keys).
 Checkpoints are read with ``torch.load(weights_only=True)`` only. Trials that cannot be matched to
-a model of the zoo, whose checkpoints are missing, faulty or beyond the zoo's epochs, or whose
-files are symbolic links or not regular files, are reported and skipped; links are never followed.
+a model of the zoo, whose checkpoints are missing, faulty or beyond the zoo's epochs, whose
+``checkpoint_000000`` in a seed zoo is not the init its seed replays, or whose files are symbolic
+links or not regular files, are reported and skipped; links are never followed.
 """
 
 from __future__ import annotations
@@ -223,6 +224,16 @@ def initial_state(spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -
     return layout.flatten_module(model).numpy()
 
 
+def check_initial_state(start: np.ndarray, spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -> None:
+    """In a seed zoo the seed alone makes a model: checkpoint_000000 (the trainable saves its init in
+    ``setup``) must be that seed's replayed init, else params.json and the weights belong to different
+    trials (ValueError). A tolerance, not bit equality: the replay runs on another torch build."""
+    replayed = initial_state(spec, config, layout)
+    if not np.allclose(start, replayed, rtol=1e-5, atol=1e-6):
+        raise ValueError(f"checkpoint_000000 is not the init of seed {config.seed} that params.json names "
+                         "(its weights and its params.json disagree)")
+
+
 def read_checkpoint(path: Path, convert: Callable[[Mapping], T]) -> T:
     """One checkpoint (a regular file, never unpickled beyond tensors) passed through ``convert``;
     ValueError names the checkpoint folder and the problem."""
@@ -253,6 +264,8 @@ def trial_result(spec: ZooSpec, config: ModelConfig, trial: Trial, epochs: int,
         raise ValueError(f"checkpoints of epochs {missing[:5]} are missing")
     states = [load_checkpoint(trial.checkpoints[e], layout) if e in trial.checkpoints
               else initial_state(spec, config, layout) for e in range(epochs + 1)]
+    if spec.variant == "seed" and 0 in trial.checkpoints:
+        check_initial_state(states[0], spec, config, layout)
     weights = np.stack(states).astype(np.float32)
     results = read_results(trial)
     metrics = [metric_row(e, results.get(e, {}), weights[e], layout) for e in range(epochs + 1)]

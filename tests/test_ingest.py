@@ -44,7 +44,8 @@ def write_trial(zoo, seed, index, checkpoint_hook=None, config=None):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.01 * epoch)
-            model.conv1.weight[0, 0, 0, 0] = 0.0  # one exact zero: sparsity is computed from the weights
+            if epoch:  # epoch 0 is the seed's init (the trainable saves it in setup)
+                model.conv1.weight[0, 0, 0, 0] = 0.0  # one exact zero: sparsity is computed from the weights
         state = OrderedDict()
         for i, (_, layer) in zip(MODULE_INDEX, parametrised_layers(model), strict=True):
             state[f"module_list.{i}.weight"] = layer.weight.detach().clone()
@@ -87,7 +88,7 @@ def check_store(store, expected, report):
     last = states[states.epoch == EPOCHS]
     assert np.allclose(last.test_acc, 0.3 + 0.1 * EPOCHS)
     assert states[states.epoch == 0].train_acc.isna().all()  # the -999 placeholder
-    assert (states.sparsity > 0).all() and states.agreement.isna().all()
+    assert (states[states.epoch > 0].sparsity > 0).all() and states.agreement.isna().all()
 
 
 def test_ingest_folder_skips_faulty_trials_and_twin_stages_run(tmp_path, capsys, one_thread):
@@ -355,3 +356,22 @@ def test_a_zip_with_two_members_of_one_name_is_refused(tmp_path):
     with pytest.raises(DataFormatError, match="a second member of that name"):
         ingest_original(spec(), archive, tmp_path / "stores")
     assert not (tmp_path / "stores").exists()
+
+
+def test_epoch0_of_a_seed_zoo_must_be_the_init_its_seed_replays(tmp_path, capsys):
+    """params.json naming seed 4 beside the weights of seed 2: the trial is skipped, not stored as model 3."""
+    zoo = tmp_path / "zoo"
+    write_trial(zoo, 1, 0)
+
+    def other_init(epoch, path):
+        if epoch == 0:
+            model = seeded_model("cnn_s", 1, "tanh", 0.0, "kaiming_uniform", 2)
+            state = torch.load(path, weights_only=True)
+            for key, (_, layer) in zip(list(state)[::2], parametrised_layers(model), strict=True):
+                state[key] = layer.weight.detach().clone()
+            torch.save(state, path)
+
+    write_trial(zoo, 4, 1, other_init)
+    report = ingest_original(spec(), zoo, tmp_path / "stores")
+    assert report.trials.keys() == {0}
+    assert "checkpoint_000000 is not the init of seed 4" in capsys.readouterr().err
