@@ -31,7 +31,7 @@ def unreachable(exc: BaseException, url: str) -> str | None:
 
 def retry_after(exc: HTTPError, default: float) -> float:
     """Seconds a 429 (or 503) answer asks to wait: its ``Retry-After`` (seconds or an HTTP date), bounded."""
-    value = (exc.headers or {}).get("Retry-After") if exc.headers is not None else None
+    value = exc.headers.get("Retry-After") if exc.headers is not None else None
     wait = default
     if value:
         try:
