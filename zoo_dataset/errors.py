@@ -40,6 +40,13 @@ class StoreError(ZooError):
     """A store is missing, corrupt, truncated, or does not match the requested build."""
 
 
+class StoreConflictError(StoreError):
+    """A store at the destination holds other work (a build that --resume would continue, other
+    settings): a usage error, as the command line must change (--resume, the same options, another --root)."""
+
+    exit_code = USAGE_EXIT
+
+
 class ZooNameError(StoreError):
     """A zoo name that is not a plain folder name ('', '..', a path): a usage error."""
 
