@@ -56,6 +56,7 @@ class Trial:
     folder: Path
     params: dict
     checkpoints: dict[int, Path]
+    problem: str = ""  # why the trial cannot be read at all (a linked folder), reported as skipped
 
     @property
     def label(self) -> str:
@@ -118,8 +119,9 @@ def read_text(path: Path, limit: int = MAX_JSON_BYTES) -> str:
 
 def find_trials(root: Path) -> list[Trial]:
     """Every folder holding a params.json, in name order (Ray's trial index order); linked folders
-    are not entered (``rglob`` and the checkpoint scan skip them)."""
-    trials = []
+    are not entered (``rglob`` and the checkpoint scan skip them) but listed, to be reported as skipped."""
+    trials = [Trial(link, {}, {}, "a linked folder (not followed)")
+              for link in Path(root).rglob("*") if link.is_symlink() and link.is_dir()]
     for params in sorted(Path(root).rglob("params.json")):
         folder = params.parent
         checkpoints = {int(m.group(1)): d / "checkpoints" for d in folder.iterdir()
@@ -144,6 +146,9 @@ def match_models(spec: ZooSpec, trials: list[Trial], skip: Callable[[str], None]
     free = list(spec.models())
     matched: dict[int, Trial] = {}
     for trial in trials:
+        if trial.problem:
+            skip(f"{trial.label}: {trial.problem}")
+            continue
         try:
             factors = trial.factors()
         except (KeyError, TypeError, ValueError) as exc:
