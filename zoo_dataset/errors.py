@@ -40,9 +40,9 @@ class StoreError(ZooError):
     """A store is missing, corrupt, truncated, or does not match the requested build."""
 
 
-class StoreConflictError(StoreError):
-    """A store at the destination holds other work (a build that --resume would continue, other
-    settings): a usage error, as the command line must change (--resume, the same options, another --root)."""
+class StoreUsageError(StoreError):
+    """A store or a source that the command line does not fit (a build that needs --resume, other
+    settings, a population the source does not publish): a usage error, as the command must change."""
 
     exit_code = USAGE_EXIT
 
