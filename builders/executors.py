@@ -146,7 +146,8 @@ class ProcessTrainer:
     those a single engine forms (a plain :meth:`run` deals equal shares of the engine's group
     order instead). The data reaches the workers through shared memory (torch.multiprocessing);
     results come back as each chunk finishes and are staged by this process, and the workers'
-    finished epochs reach ``on_epoch`` meanwhile. Workers are spawned, so a script that uses this
+    finished epochs reach ``on_epoch`` meanwhile. A worker exits with this process, even when it
+    is killed with SIGKILL (:func:`_exit_with`). Workers are spawned, so a script that uses this
     trainer must start under ``if __name__ == "__main__":`` (the ``zoo-build`` command does).
     """
 

@@ -1,6 +1,6 @@
 """What every command-line tool of the toolkit shares: one ``error:`` line per failure, exit codes
 2 (usage) and 1 (runtime) as documented in :mod:`zoo_dataset.errors`, ``--version``, and the
-validators of options that several tools take (epochs, device)."""
+validators of options that several tools take (epochs, seeds, finite numbers, paths, device, Hub repo id)."""
 
 from __future__ import annotations
 
