@@ -67,9 +67,6 @@ def make_engine(engine: str, device: str = "cpu", max_models: int | None = None)
 def make_trainer(executor: str = "local", engine: str = "population", device: str = "cpu",
                  address: str | None = None, models_per_task: int | None = None, workers: int = 1) -> Trainer:
     """The trainer a build uses: ``engine`` run locally (in ``workers`` processes), or over a Ray cluster."""
-    cores = os.cpu_count() or 1
-    if not 1 <= workers <= cores:  # more processes than cores only slow each other down
-        raise ZooSpecError(f"--workers must be 1 to {cores} (this machine's cores), got {workers}")
     if torch.device(device).type == "cuda":
         if not torch.cuda.is_available():
             raise ZooSpecError(f"--device {device}: this torch {torch.__version__} sees no CUDA device")
@@ -77,6 +74,9 @@ def make_trainer(executor: str = "local", engine: str = "population", device: st
             raise ZooSpecError("--workers is for CPU builds; on cuda one engine trains groups sized to the device")
     if executor != "local" and workers != 1:
         raise ZooSpecError("--workers is for the local executor; Ray sizes its workers from the cluster")
+    cores = os.cpu_count() or 1
+    if not 1 <= workers <= cores:  # more processes than cores only slow each other down
+        raise ZooSpecError(f"--workers must be 1 to {cores} (this machine's cores), got {workers}")
     if executor == "local":
         return ProcessTrainer(engine, device, workers) if workers > 1 else make_engine(engine, device)
     if executor == "ray":
