@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-from click.exceptions import NoArgsIsHelpError
 
 from . import __version__
 from .errors import RUNTIME_EXIT, USAGE_EXIT, ZooError, ZooSpecError
@@ -42,14 +41,14 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _usage_line(exc: click.UsageError, command_path: str | None = None) -> str:
-    """A click usage error as one line, naming the ``--help`` of the command it concerns."""
-    if command_path is None:
-        ctx = exc.ctx or click.get_current_context(silent=True)
-        command_path = ctx.command_path if ctx is not None else None
-    if isinstance(exc, NoArgsIsHelpError) and isinstance(exc.ctx.command, click.Group):
-        message = f"no command given; choose one of {', '.join(exc.ctx.command.list_commands(exc.ctx))}"
-    else:
-        message = exc.format_message()
+    """A click usage error as one line, naming the ``--help`` of the command it concerns (and a
+    group's commands, for a missing or unknown one)."""
+    ctx = exc.ctx or click.get_current_context(silent=True)
+    message = exc.format_message()
+    if ctx is not None and isinstance(ctx.command, click.Group):
+        message = f"{message} Commands: {', '.join(ctx.command.list_commands(ctx))}."
+    if command_path is None and ctx is not None:
+        command_path = ctx.command_path
     return f"{message} (see {command_path} --help)" if command_path else message
 
 
@@ -170,8 +169,7 @@ class _OneLineUsageErrors:
     """Click usage mistakes (a bad option value, a missing argument, no or an unknown subcommand) as
     one ``error:`` line too.
 
-    Click's default prints usage, a hint and the message over three lines (a group without a
-    command: its whole help); the toolkit promises one.
+    Click's default prints usage, a hint and the message over three lines; the toolkit promises one.
     """
 
     def make_context(self, info_name, args, parent=None, **extra):
@@ -192,6 +190,11 @@ class Command(_OneLineUsageErrors, click.Command):
 
 
 class Group(_OneLineUsageErrors, click.Group):
-    """A toolkit command group; its subcommands are toolkit commands too."""
+    """A toolkit command group; its subcommands are toolkit commands too. Called without a command
+    it is a usage error of one line, not a page of help."""
 
     command_class = Command
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("no_args_is_help", False)
+        super().__init__(*args, **kwargs)
