@@ -33,7 +33,7 @@ from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method
 from zoo_dataset.model_layout import layout_for
 from zoo_dataset.safe_extract import safe_extract
-from zoo_dataset.specs import ModelConfig, ZooSpec
+from zoo_dataset.specs import ModelConfig, ZooSpec, whole_number
 from zoo_dataset.store import StoreWriter
 from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.layout_on_disk import INGEST_RECORD
@@ -76,14 +76,6 @@ def real_number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} is {value!r}, not a number")
     return float(value)
-
-
-def whole_number(value: object, name: str) -> int:
-    """A JSON integer (3 or 3.0, not 3.9 or true)."""
-    number = real_number(value, name)
-    if not number.is_integer():
-        raise ValueError(f"{name} is {value!r}, not a whole number")
-    return int(number)
 
 
 @dataclass

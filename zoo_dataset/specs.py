@@ -231,10 +231,11 @@ def check_levels(levels: Any) -> tuple[float, ...]:
 
 
 def whole_number(value: Any, name: str) -> int:
-    """``value`` as an int: an integral float such as 1e3 is one; a bool, a fraction, NaN or inf is not."""
+    """``value`` (from TOML or JSON) as an int: 3 or 3.0 (1e3 too) is one; a bool, a string, 3.9, NaN
+    or inf is not, and is refused rather than coerced (ZooSpecError, a ValueError)."""
     integral = isinstance(value, float) and math.isfinite(value) and value.is_integer()
     if isinstance(value, bool) or not (isinstance(value, int) or integral):
-        raise ZooSpecError(f"{name} = {value!r} is not a whole number")
+        raise ZooSpecError(f"{name} is {value!r}, not a whole number")
     return int(value)
 
 
