@@ -54,7 +54,7 @@ def mirror_index(mirror: Path) -> dict:
         return {"zoos": []}
     try:
         index = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:  # not JSON, or not text (UnicodeDecodeError is a ValueError)
         index = None
     zoos = index.get("zoos") if isinstance(index, dict) else None
     if not (isinstance(zoos, list) and all(isinstance(zoo, str) for zoo in zoos)):
