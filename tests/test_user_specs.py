@@ -128,6 +128,11 @@ def test_overrides_meet_the_same_bounds(override):
         get_spec("digits_seed").with_overrides(**override)
 
 
+def test_a_huge_model_subset_is_refused_before_it_is_listed():
+    with pytest.raises(ZooSpecError, match="at most 100000 models"):
+        get_spec("digits_seed").with_overrides(model_subset=range(10**11))
+
+
 def test_the_command_line_and_the_spec_share_the_epoch_bound():
     from zoo_dataset.cli_support import EPOCHS
 

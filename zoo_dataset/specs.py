@@ -166,6 +166,9 @@ class ZooSpec:
             else:
                 top[key] = value
         if "model_subset" in top:
+            if len(top["model_subset"]) > MAX_MODELS:  # range(10**11) is cheap to pass, not to list
+                raise ZooSpecError(f"the model subset lists {len(top['model_subset'])} ids; a zoo has at most "
+                                   f"{MAX_MODELS} models")
             subset = tuple(sorted(set(top["model_subset"])))
             bad = [i for i in subset if not 0 <= i < self.size]
             if not subset:
