@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from loaders.resolve import open_store
-from zoo_dataset.cli_support import Command, check_percentage, one_line_errors, version_option, writable_dir
+from zoo_dataset.cli_support import (
+    Command,
+    NonEmptyPath,
+    check_percentage,
+    one_line_errors,
+    version_option,
+    writable_dir,
+)
 from zoo_dataset.specs import parse_level
 
 from .report import build_report, summary, write_report
@@ -17,11 +24,11 @@ from .tables import DEFAULT_SPARSITY
 @click.option("--zoo", required=True, help="Zoo name (a store under ROOT) or a store directory.")
 @click.option(
     "--root",
-    type=click.Path(file_okay=False),
+    type=NonEmptyPath(file_okay=False),
     help="Where stores live [default: $ZOO_TWINS_CACHE, else the cache dir].",
 )
 @click.option(
-    "--out", type=click.Path(file_okay=False), help="Output directory [default: ./<zoo>-report]."
+    "--out", type=NonEmptyPath(file_okay=False), help="Output directory [default: ./<zoo>-report]."
 )
 @click.option(
     "--sparsity",

@@ -9,10 +9,18 @@ import click
 
 from loaders.cache import store_root
 from releases.ingest import ingest_original
-from zoo_dataset.cli_support import EPOCHS, Command, check_device, one_line_errors, version_option, writable_dir
+from zoo_dataset.cli_support import (
+    EPOCHS,
+    Command,
+    NonEmptyPath,
+    check_device,
+    one_line_errors,
+    version_option,
+    writable_dir,
+)
 from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
-from zoo_dataset.specs import VD_VARIANTS, check_levels, get_spec, load_specs, registry
+from zoo_dataset.specs import MAX_MODELS, VD_VARIANTS, check_levels, get_spec, load_specs, registry
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.lock import writer_lock
@@ -43,6 +51,10 @@ def parse_models(text: str) -> list[int]:
     backwards = [f"{r[0]}-{r[1]}" for r in ranges if len(r) == 2 and r[1] < r[0]]
     if backwards:
         raise ZooSpecError(f"{text!r}: the range {backwards[0]} runs backwards")
+    too_large = [r[-1] for r in ranges if r[-1] >= MAX_MODELS]
+    if too_large or sum(r[-1] - r[0] + 1 for r in ranges) > MAX_MODELS:  # bounded before the ids are listed
+        what = f"model id {too_large[0]}" if too_large else "the list"
+        raise ZooSpecError(f"{text!r}: {what} is out of range (a zoo has at most {MAX_MODELS} models)")
     ids = [i for r in ranges for i in range(r[0], r[-1] + 1)]
     if not ids:
         raise ZooSpecError(f"{text!r} selects no model; give ids and ranges such as 0-9,12")
@@ -90,9 +102,9 @@ def existing_spec(root: Path, zoo: str, spec_file: str | None = None):
 
 
 def list_zoos(data_dir: str | None, spec_file: str | None = None) -> None:
-    header = f"{'zoo':18} {'dataset':8} {'arch':6} {'variant':7} {'models':>6} {'epochs':>6}  data"
-    click.echo(header)
-    for name, spec in (registry() if spec_file is None else load_specs(spec_file)).items():
+    zoos = registry() if spec_file is None else load_specs(spec_file)  # a bad file: its error line alone
+    click.echo(f"{'zoo':18} {'dataset':8} {'arch':6} {'variant':7} {'models':>6} {'epochs':>6}  data")
+    for name, spec in zoos.items():
         data = "available" if is_available(spec.dataset, data_dir) else "missing"
         click.echo(
             f"{name:18} {spec.dataset:8} {spec.architecture:6} {spec.variant:7} {spec.size:>6} {spec.epochs:>6}  {data}"
@@ -124,12 +136,12 @@ def _worker_count(text: str) -> int:
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option()
 @click.option("--zoo", help="Zoo name (see --list).")
-@click.option("--spec", "spec_file", type=click.Path(dir_okay=False),
+@click.option("--spec", "spec_file", type=NonEmptyPath(dir_okay=False),
               help="A TOML file of your own zoos (the schema of the packaged zoos.toml); --zoo names one of them.")
 @click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
 @click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True, callback=_as_bad_parameter(parse_stages),
               help="Comma-separated stages to run; opt-in methods (" + ", ".join(OPT_IN) + ") only when named.")
-@click.option("--root", "--out", "root", type=click.Path(file_okay=False),
+@click.option("--root", "--out", "root", type=NonEmptyPath(file_okay=False),
               help="Where stores live; the zoo goes to ROOT/<zoo> [default: $ZOO_TWINS_CACHE, else the cache dir]. "
               "--out is the old name of this option.")
 @click.option("--models", callback=_as_bad_parameter(parse_models), help="Subset of model ids, e.g. 0-9,12.")
@@ -146,7 +158,8 @@ def _worker_count(text: str) -> int:
               help="smoke: 4 models, 2 epochs, a quick end-to-end check.")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="torch device, e.g. cpu or cuda.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where dataset files are (default $ZOO_TWINS_DATA).")
+@click.option("--data-dir", type=NonEmptyPath(file_okay=False),
+              help="Where dataset files are (default $ZOO_TWINS_DATA).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build; finished models are kept.")
 @click.option("--from-original", type=click.Path(exists=True),
               help="Ingest a published original zoo (Ray Tune folder or zip) instead of training it.")
@@ -173,6 +186,7 @@ def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_
         root = store_root(root)
         check_zoo_name(zoo)
         if migrate:
+            writable_dir(root, "--root")
             report = None if quiet else lambda file: click.echo(f"migrated {file}")
             rewritten = migrate_store(root / zoo, progress=report)
             click.echo(f"{root / zoo}: store schema {SCHEMA_VERSION} ({rewritten} shards rewritten)")

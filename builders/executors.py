@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -35,18 +37,19 @@ ENGINES: dict[str, Callable[[str, int | None], Trainer]] = {
 EXECUTORS = ("local", "ray")
 RAY_TASK_RETRIES = 3
 PROGRESS_POLL_S = 1.0  # how often the driver relays the workers' epoch progress
+PARENT_POLL_S = 1.0  # how often a worker checks that its driver is alive
 # host memory one CPU worker may need: a 64-model CNN-l VD group peaked at ~0.75 GB (torch included)
 WORKER_MEMORY_BYTES = 3 << 29  # 1.5 GiB
 
 
 def auto_workers(executor: str = "local", device: str = "cpu") -> int:
     """Worker processes for a local CPU build: one engine per torch thread (tiny CNNs train ~1.1-1.5x
-    faster per core so than as one engine over every thread; docs/performance.md), as many as the
-    host's memory holds at WORKER_MEMORY_BYTES each. One elsewhere: a GPU takes one engine, and
-    Ray sizes its own workers."""
+    faster per core so than as one engine over every thread; docs/performance.md), no more than the
+    machine's cores, as many as the host's memory holds at WORKER_MEMORY_BYTES each. One elsewhere:
+    a GPU takes one engine, and Ray sizes its own workers."""
     if executor != "local" or torch.device(device).type != "cpu":
         return 1
-    threads = torch.get_num_threads()
+    threads = min(torch.get_num_threads(), os.cpu_count() or 1)
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no memory cap
@@ -64,8 +67,6 @@ def make_engine(engine: str, device: str = "cpu", max_models: int | None = None)
 def make_trainer(executor: str = "local", engine: str = "population", device: str = "cpu",
                  address: str | None = None, models_per_task: int | None = None, workers: int = 1) -> Trainer:
     """The trainer a build uses: ``engine`` run locally (in ``workers`` processes), or over a Ray cluster."""
-    if workers < 1:
-        raise ZooSpecError(f"--workers must be at least 1, got {workers}")
     if torch.device(device).type == "cuda":
         if not torch.cuda.is_available():
             raise ZooSpecError(f"--device {device}: this torch {torch.__version__} sees no CUDA device")
@@ -73,6 +74,9 @@ def make_trainer(executor: str = "local", engine: str = "population", device: st
             raise ZooSpecError("--workers is for CPU builds; on cuda one engine trains groups sized to the device")
     if executor != "local" and workers != 1:
         raise ZooSpecError("--workers is for the local executor; Ray sizes its workers from the cluster")
+    cores = os.cpu_count() or 1
+    if not 1 <= workers <= cores:  # more processes than cores only slow each other down
+        raise ZooSpecError(f"--workers must be 1 to {cores} (this machine's cores), got {workers}")
     if executor == "local":
         return ProcessTrainer(engine, device, workers) if workers > 1 else make_engine(engine, device)
     if executor == "ray":
@@ -96,11 +100,30 @@ def run_chunks(trainer: Trainer, chunks: Sequence[Sequence[TrainJob]], data: Ima
 _progress_queue = None  # in a worker process: where epoch progress goes to the driver
 
 
-def _start_worker(threads: int, progress) -> None:
+def _start_worker(threads: int, progress, driver: int) -> None:
     global _progress_queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops the workers
+    _exit_with(driver)
     torch.set_num_threads(threads)
     _progress_queue = progress
+
+
+def _exit_with(driver: int) -> None:
+    """End this worker once ``driver``, the process that started it, is gone.
+
+    A driver killed with SIGKILL cannot stop its workers, and a worker that outlives it holds its
+    memory (~0.5 GB) for as long as its share trains. An orphan is adopted by another process, so
+    its parent id changes: a daemon thread compares it every PARENT_POLL_S (from the start, so a
+    driver that died while this worker started is seen too). This works on every POSIX system and
+    whichever thread of the driver started the pool (Linux's parent-death signal would follow
+    that thread, not the process).
+    """
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-driver", daemon=True).start()
 
 
 def _train_batch(engine: str, device: str, jobs: list[TrainJob], data: ImageData,
@@ -123,7 +146,8 @@ class ProcessTrainer:
     those a single engine forms (a plain :meth:`run` deals equal shares of the engine's group
     order instead). The data reaches the workers through shared memory (torch.multiprocessing);
     results come back as each chunk finishes and are staged by this process, and the workers'
-    finished epochs reach ``on_epoch`` meanwhile. Workers are spawned, so a script that uses this
+    finished epochs reach ``on_epoch`` meanwhile. A worker exits with this process, even when it
+    is killed with SIGKILL (:func:`_exit_with`). Workers are spawned, so a script that uses this
     trainer must start under ``if __name__ == "__main__":`` (the ``zoo-build`` command does).
     """
 
@@ -139,7 +163,7 @@ class ProcessTrainer:
             threads = max(1, torch.get_num_threads() // self.workers)
             self._progress = context.SimpleQueue()
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
-                                             initargs=(threads, self._progress))
+                                             initargs=(threads, self._progress, os.getpid()))
         return self._pool
 
     def close(self) -> None:

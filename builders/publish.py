@@ -13,8 +13,15 @@ from pathlib import Path
 
 import click
 
-from loaders.cache import check_known, zoo_dir
-from zoo_dataset.cli_support import Command, one_line_errors, version_option, writable_dir
+from loaders.cache import check_known, is_path, zoo_dir
+from zoo_dataset.cli_support import (
+    Command,
+    NonEmptyPath,
+    check_repo_id,
+    one_line_errors,
+    version_option,
+    writable_dir,
+)
 from zoo_dataset.errors import StoreError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path, atomic_write_text
@@ -39,18 +46,34 @@ def published_files(store: ZooStore) -> list[str]:
     return [*files, MANIFEST]
 
 
+def mirror_index(mirror: Path) -> dict:
+    """The mirror's ``index.json`` (``{"zoos": [names]}``; a new mirror has none), checked before the
+    store is copied: a damaged index stops the publication with nothing written."""
+    path = Path(mirror) / MIRROR_INDEX
+    if not path.exists():
+        return {"zoos": []}
+    try:
+        index = json.loads(path.read_bytes())
+    except ValueError:  # not JSON, or not text (UnicodeDecodeError is a ValueError)
+        index = None
+    zoos = index.get("zoos") if isinstance(index, dict) else None
+    if not (isinstance(zoos, list) and all(isinstance(zoo, str) for zoo in zoos)):
+        raise StoreError(f"the mirror index {path} is corrupt (not {{\"zoos\": [names]}}); "
+                         "repair or remove it and publish every zoo of the mirror again")
+    return index
+
+
 def publish_mirror(store: ZooStore, mirror: Path) -> Path:
     """Copy the store to ``mirror/<zoo>/`` (the layout ``zoo-download --source mirror`` reads), under
-    that copy's writer lock."""
+    that copy's writer lock, and list it in the mirror's index."""
     target = Path(mirror) / store.manifest.zoo
+    index = mirror_index(mirror)
     with writer_lock(target):
         for relative in published_files(store):
             with atomic_path(target / relative) as tmp:
                 shutil.copyfile(store.zoo_dir / relative, tmp)
-    index_path = Path(mirror) / MIRROR_INDEX
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"zoos": []}
     index["zoos"] = sorted(set(index["zoos"]) | {store.manifest.zoo})
-    atomic_write_text(index_path, json.dumps(index, indent=1))
+    atomic_write_text(Path(mirror) / MIRROR_INDEX, json.dumps(index, indent=1))
     return target
 
 
@@ -80,17 +103,18 @@ def publish_hub(store: ZooStore, repo_id: str, private: bool = False) -> str:
 @click.option("--zoo", required=True, help="Zoo name under --root, or the path of a store.")
 @click.option(
     "--root",
-    type=click.Path(file_okay=False),
+    type=NonEmptyPath(file_okay=False),
     help="Where stores live [default: $ZOO_TWINS_CACHE, else the cache dir].",
 )
-@click.option("--repo-id", help="Hub dataset repo to upload to, e.g. ORG/NAME (needs a write token).")
+@click.option("--repo-id", callback=check_repo_id,
+              help="Hub dataset repo to upload to, e.g. ORG/NAME (needs a write token).")
 @click.option("--private", is_flag=True, help="Create the Hub repo as private.")
 @click.option(
-    "--mirror", type=click.Path(file_okay=False), help="Lay out a static HTTP mirror in this directory."
+    "--mirror", type=NonEmptyPath(file_okay=False), help="Lay out a static HTTP mirror in this directory."
 )
 @click.option(
     "--cards-dir",
-    type=click.Path(file_okay=False),
+    type=NonEmptyPath(file_okay=False),
     help="Also write the card to CARDS_DIR/<zoo>/README.md (e.g. dataset_cards).",
 )
 def main(zoo, root, repo_id, private, mirror, cards_dir):
@@ -103,6 +127,9 @@ def main(zoo, root, repo_id, private, mirror, cards_dir):
                 writable_dir(path, option)
         directory = zoo_dir(zoo, root)
         check_known(zoo, directory)
+        writable_dir(directory, "--zoo" if is_path(zoo) else "--root")  # the card is written into the store
+        if mirror:
+            mirror_index(Path(mirror))
         with writer_lock(directory):  # the card is written into the store; no build may change it meanwhile
             store = ZooStore(directory)
             if not store.populations:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from zoo_dataset.cli_support import Command, one_line_errors, version_option, writable_dir
+from zoo_dataset.cli_support import (
+    Command,
+    NonEmptyPath,
+    check_repo_id,
+    one_line_errors,
+    version_option,
+    writable_dir,
+)
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.store import ZooStore
 
@@ -24,6 +31,16 @@ def parse_files(values: tuple[str, ...]) -> dict[str, str]:
     return files
 
 
+def parse_populations(ctx: click.Context, param: click.Parameter, text: str | None) -> list[str] | None:
+    """``"original,vd"`` -> ``["original", "vd"]``; None (all published) when not given, refused when it names none."""
+    if text is None:
+        return None
+    populations = [p.strip() for p in text.split(",") if p.strip()]
+    if not populations:
+        raise click.BadParameter(f"{text!r} names no population; give e.g. original,vd or leave it out")
+    return populations
+
+
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option()
 @click.option("--zoo", required=True, help="Zoo name, e.g. mnist_seed.")
@@ -32,11 +49,13 @@ def parse_files(values: tuple[str, ...]) -> dict[str, str]:
     help=f"hub (Hugging Face Hub), modelzoos (the published Model Zoos on Zenodo, converted), mirror, "
     f"a mirror URL, or the path of a local store or mirror [default: ${SOURCE_ENV}, else hub].",
 )
-@click.option("--repo-id", help="Hub dataset repo (default zoo-twins/<zoo>, org from $ZOO_TWINS_HF_ORG).")
+@click.option("--repo-id", callback=check_repo_id,
+              help="Hub dataset repo (default zoo-twins/<zoo>, org from $ZOO_TWINS_HF_ORG).")
 @click.option("--url", help="Mirror base URL for --source mirror (default $ZOO_TWINS_MIRROR); files at URL/<zoo>/...")
-@click.option("--root", type=click.Path(file_okay=False),
+@click.option("--root", type=NonEmptyPath(file_okay=False),
               help="Where stores live [default: $ZOO_TWINS_CACHE, else the cache dir].")
-@click.option("--populations", help="Comma-separated populations to fetch, e.g. original,vd (default: all published).")
+@click.option("--populations", callback=parse_populations,
+              help="Comma-separated populations to fetch, e.g. original,vd (default: all published).")
 @click.option("--revision", help="Hub: a branch, tag or commit. modelzoos: a Zenodo version id (e.g. 6632087) "
               "for the original population, or POPULATION=ID,... [default: the latest version].")
 @click.option("--file", "files", multiple=True, metavar="POPULATION=NAME",
@@ -46,14 +65,13 @@ def main(zoo, source, repo_id, url, root, populations, revision, files, quiet):
     """Download a zoo-twins store, verify every file's checksum, and print where it is."""
     with one_line_errors():
         root = writable_dir(store_root(root), "--root")
-        pops = [p.strip() for p in populations.split(",") if p.strip()] if populations else None
         path = download_zoo(
             zoo,
             source,
             repo_id=repo_id,
             url=url,
             root=root,
-            populations=pops,
+            populations=populations,
             revision=revision,
             files=parse_files(files),
             progress=not quiet,

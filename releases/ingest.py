@@ -34,7 +34,7 @@ from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method
 from zoo_dataset.model_layout import layout_for
 from zoo_dataset.safe_extract import safe_extract
-from zoo_dataset.specs import ModelConfig, ZooSpec
+from zoo_dataset.specs import ModelConfig, ZooSpec, whole_number
 from zoo_dataset.store import StoreWriter
 from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.layout_on_disk import INGEST_RECORD
@@ -57,6 +57,7 @@ class Trial:
     folder: Path
     params: dict
     checkpoints: dict[int, Path]
+    problem: str = ""  # why the trial cannot be read at all (a linked folder), reported as skipped
 
     @property
     def label(self) -> str:
@@ -76,14 +77,6 @@ def real_number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} is {value!r}, not a number")
     return float(value)
-
-
-def whole_number(value: object, name: str) -> int:
-    """A JSON integer (3 or 3.0, not 3.9 or true)."""
-    number = real_number(value, name)
-    if not number.is_integer():
-        raise ValueError(f"{name} is {value!r}, not a whole number")
-    return int(number)
 
 
 @dataclass
@@ -119,8 +112,9 @@ def read_text(path: Path, limit: int = MAX_JSON_BYTES) -> str:
 
 def find_trials(root: Path) -> list[Trial]:
     """Every folder holding a params.json, in name order (Ray's trial index order); linked folders
-    are not entered (``rglob`` and the checkpoint scan skip them)."""
-    trials = []
+    are not entered (``rglob`` and the checkpoint scan skip them) but listed, to be reported as skipped."""
+    trials = [Trial(link, {}, {}, "a linked folder (not followed)")
+              for link in Path(root).rglob("*") if link.is_symlink() and link.is_dir()]
     for params in sorted(Path(root).rglob("params.json")):
         folder = params.parent
         checkpoints = {int(m.group(1)): d / "checkpoints" for d in folder.iterdir()
@@ -145,6 +139,9 @@ def match_models(spec: ZooSpec, trials: list[Trial], skip: Callable[[str], None]
     free = list(spec.models())
     matched: dict[int, Trial] = {}
     for trial in trials:
+        if trial.problem:
+            skip(f"{trial.label}: {trial.problem}")
+            continue
         try:
             factors = trial.factors()
         except (KeyError, TypeError, ValueError) as exc:

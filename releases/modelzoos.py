@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from zoo_dataset.errors import DataFormatError, StoreError, ZooSpecError
+from zoo_dataset.errors import DataFormatError, StoreError, StoreUsageError, ZooSpecError
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store.manifest import MANIFEST, Manifest
 
@@ -135,7 +135,7 @@ def fetch_modelzoos(
     wanted = list(populations or entries)
     unpublished = [p for p in wanted if p not in entries]
     if unpublished:
-        raise StoreError(f"modelzoos.cc publishes the {', '.join(entries)} population(s) of {zoo}, not "
+        raise StoreUsageError(f"modelzoos.cc publishes the {', '.join(entries)} population(s) of {zoo}, not "
                          f"{', '.join(unpublished)}; build them with `zoo-build --zoo {zoo} --stages mp,vd` "
                          "on top of the downloaded originals")
     target = Path(root) / zoo

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -56,6 +58,11 @@ def one_error_line(result, code: int) -> str:
     return lines[0]
 
 
+def snapshot(folder) -> dict:
+    """Every file under ``folder`` and its bytes: what a refused command must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def invoke(tool, *args):
     return CliRunner().invoke(TOOLS[tool], [str(a) for a in args], prog_name=tool)
 
@@ -72,6 +79,45 @@ def test_missing_zoo_is_one_usage_line(tmp_path):
     assert "--zoo NAME is required" in line and "--help" in line
 
 
+@pytest.mark.parametrize(("args", "message"), [([], "Missing command. Commands: eval, train."),
+                                             (["bogus"], "No such command 'bogus'. Commands: eval, train.")])
+def test_a_group_without_or_with_an_unknown_command_is_one_usage_line(args, message):
+    line = one_error_line(invoke("zoo-hyperrep", *args), 2)
+    assert message in line and "zoo-hyperrep --help" in line
+
+
+def test_a_message_of_several_lines_is_printed_as_one(capsys):
+    with pytest.raises(SystemExit) as exit_info, one_line_errors():
+        raise StoreError("first line\n  second line\n")
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "error: first line second line\n"
+
+
+# the commands a --root or another folder option reaches, each with that option empty: the empty path
+# is refused (pathlib reads '' as the working directory, so builds and downloads landed there)
+EMPTY_PATHS = [
+    ("zoo-build", ["--zoo", ZOO, "--root", "", "--models", "0", "--epochs", "1", "--stages", "original", "--quiet"]),
+    ("zoo-build", ["--zoo", ZOO, "--data-dir", "", "--root", "r", "--quiet"]),
+    ("zoo-build", ["--spec", "", "--list"]),
+    ("zoo-download", ["--zoo", ZOO, "--source", "{store}", "--root", "", "--quiet"]),
+    ("zoo-publish", ["--zoo", ZOO, "--root", "", "--mirror", "m"]),
+    ("zoo-publish", ["--zoo", "{store}", "--mirror", ""]),
+    ("zoo-report", ["--zoo", ZOO, "--root", ""]),
+    ("zoo-report", ["--zoo", "{store}", "--out", ""]),
+    ("zoo-hyperrep", ["train", "--zoo", ZOO, "--root", "", "--epochs", "1"]),
+    ("zoo-hyperrep", ["eval", "--zoo", ZOO, "--root", ""]),
+]
+
+
+@pytest.mark.parametrize(("tool", "args"), EMPTY_PATHS)
+def test_an_empty_path_is_refused_and_nothing_lands_in_the_working_directory(built, tmp_path, monkeypatch, tool,
+                                                                             args):
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(invoke(tool, *(a.format(store=built) for a in args)), 2)
+    assert "empty path" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------ zoo-build: refused before anything is made
 @pytest.mark.parametrize(("args", "message"), [
     (["--mp-levels", "0.5,0.5"], "given twice"),
@@ -84,6 +130,7 @@ def test_missing_zoo_is_one_usage_line(tmp_path):
     (["--models", "5-2"], "runs backwards"),
     (["--models", ","], "selects no model"),
     (["--models", "0-99999"], "out of range"),
+    (["--models", "0-99999999999"], "out of range"),  # once listed before any check: MemoryError
     (["--epochs", "-3"], "--epochs"),
     (["--epochs", "0"], "--epochs"),
     (["--mp-epochs", "-1"], "--mp-epochs"),
@@ -138,6 +185,59 @@ def test_resumed_build_with_nothing_to_do_says_so(built, tmp_path):
     result = invoke("zoo-build", *args)
     assert result.exit_code == 0, result.output
     assert "nothing to train" in result.output and "built in" not in result.output
+
+
+def test_a_build_over_a_finished_one_without_resume_is_a_usage_error(built, tmp_path):
+    """The store holds this very build: the command line must change (add --resume), so exit 2."""
+    spec = ZooStore(built).spec
+    shutil.copytree(built, tmp_path / ZOO)
+    before = (tmp_path / ZOO / "manifest.json").read_bytes()
+    models = ",".join(str(m) for m in spec.model_subset)
+    line = one_error_line(invoke("zoo-build", "--zoo", ZOO, "--out", tmp_path, "--models", models, "--epochs",
+                                 spec.epochs, "--stages", "original", "--quiet"), 2)
+    assert "already holds a build; pass --resume" in line
+    assert (tmp_path / ZOO / "manifest.json").read_bytes() == before
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make folders read-only as a read-only mount would (root ignores permission bits, and a test
+    cannot mount): ``os.access`` and ``os.statvfs`` answer for paths under the returned folders."""
+    folders: list = []
+
+    def under(path) -> bool:
+        return any(str(path) == str(f) or str(path).startswith(f"{f}/") for f in folders)
+
+    real_access, real_statvfs = os.access, os.statvfs
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if under(path) and mode & os.W_OK
+                        else real_access(path, mode, **kw))
+    monkeypatch.setattr(os, "statvfs", lambda path: types.SimpleNamespace(f_flag=os.ST_RDONLY) if under(path)
+                        else real_statvfs(path))
+    return folders
+
+
+# every command that writes under a read-only folder: the same exit code (2, choose another folder),
+# before anything is written
+READ_ONLY = [
+    ("zoo-build", ["--zoo", ZOO, "--root", "{ro}", "--models", "0", "--epochs", "1", "--stages", "original"]),
+    ("zoo-build", ["--zoo", ZOO, "--root", "{ro}", "--migrate"]),
+    ("zoo-publish", ["--zoo", ZOO, "--root", "{ro}", "--cards-dir", "{tmp}/cards"]),
+    ("zoo-publish", ["--zoo", "{ro}/" + ZOO, "--mirror", "{tmp}/mirror"]),
+    ("zoo-download", ["--zoo", ZOO, "--source", "{store}", "--root", "{ro}", "--quiet"]),
+    ("zoo-report", ["--zoo", "{store}", "--out", "{ro}/report"]),
+    ("zoo-hyperrep", ["train", "--zoo", "{store}", "--out", "{ro}/ae.pt", "--epochs", "1"]),
+]
+
+
+@pytest.mark.parametrize(("tool", "args"), READ_ONLY)
+def test_a_read_only_destination_is_the_same_usage_error_from_every_command(built, copy, tmp_path, read_only, tool,
+                                                                            args):
+    read_only.append(copy.parent)
+    before = snapshot(copy.parent)
+    args = [a.format(ro=copy.parent, tmp=tmp_path, store=built) for a in args]
+    line = one_error_line(invoke(tool, *args), 2)
+    assert "read-only file system" in line
+    assert snapshot(copy.parent) == before
 
 
 # ------------------------------------------------------------------ runtime errors are one line too
@@ -259,6 +359,20 @@ def test_download_to_a_root_under_a_file(tmp_path, copy):
     assert "'--root'" in line
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--source", "{store}", "--populations", ",,,"], "names no population"),
+    (["--source", "{store}", "--populations", ""], "names no population"),
+    (["--source", "hub", "--repo-id", "../../x y"], "is not a Hub repo id"),
+    (["--source", "modelzoos", "--populations", "mp"], "modelzoos.cc publishes the original, vd population(s)"),
+])
+def test_download_refuses_a_selection_the_source_cannot_meet(built, tmp_path, args, message):
+    root = tmp_path / "r"
+    line = one_error_line(invoke("zoo-download", "--zoo", "mnist_seed" if "modelzoos" in args else ZOO,
+                                 *(a.format(store=built) for a in args), "--root", root, "--quiet"), 2)
+    assert message in line
+    assert not root.exists() or list(root.iterdir()) == []
+
+
 # ------------------------------------------------------------------ zoo-publish
 @pytest.mark.parametrize("content", [b"[]", b"null", b"\x00\x01binary"])
 def test_publish_of_a_damaged_manifest_is_one_runtime_line(copy, tmp_path, content):
@@ -271,6 +385,25 @@ def test_publish_to_the_hub_offline_is_one_runtime_line(copy):
     """The suite runs with HF_HUB_OFFLINE=1 (conftest): the Hub is unreachable, as on a plane."""
     line = one_error_line(invoke("zoo-publish", "--zoo", ZOO, "--root", copy.parent, "--repo-id", "org/name"), 1)
     assert "cannot publish to hf://datasets/org/name" in line
+
+
+@pytest.mark.parametrize("content", [b"{", b"[]", b'{"zoos": 5}', b'{"zoos": [1]}', b"\xff\xfe"])
+def test_publish_to_a_mirror_with_a_damaged_index_writes_nothing(copy, tmp_path, content):
+    mirror = tmp_path / "m"
+    mirror.mkdir()
+    (mirror / "index.json").write_bytes(content)
+    before = snapshot(copy)
+    line = one_error_line(invoke("zoo-publish", "--zoo", ZOO, "--root", copy.parent, "--mirror", mirror), 1)
+    assert "mirror index" in line and "is corrupt" in line
+    assert snapshot(mirror) == {"index.json": content} and snapshot(copy) == before  # no card written
+
+
+@pytest.mark.parametrize("repo_id", ["../../x y", "a/b/c", ""])
+def test_publish_to_a_repo_id_the_hub_refuses_is_a_usage_line_before_any_work(copy, repo_id):
+    before = snapshot(copy)
+    line = one_error_line(invoke("zoo-publish", "--zoo", ZOO, "--root", copy.parent, "--repo-id", repo_id), 2)
+    assert "is not a Hub repo id" in line and "--repo-id" in line
+    assert snapshot(copy) == before  # no card written
 
 
 @pytest.mark.parametrize("option", ["--mirror", "--cards-dir"])
@@ -293,6 +426,11 @@ def test_report_refuses_a_sparsity_outside_0_100(built, tmp_path, sparsity):
     (["--epochs", "0"], "--epochs"),
     (["--epochs", "-1"], "--epochs"),
     (["--device", "bogus"], "not a torch device"),
+    (["--beta", "nan", "--epochs", "1"], "--beta"),  # once trained on NaN losses, then a 464-line traceback
+    (["--beta", "inf", "--epochs", "1"], "--beta"),
+    (["--beta", "1.5", "--epochs", "1"], "--beta"),
+    (["--seed", str(2**70), "--epochs", "1"], "--seed"),
+    (["--seed", "-1", "--epochs", "1"], "--seed"),
 ])
 def test_hyperrep_train_refuses_nonsense(built, tmp_path, args, message):
     line = one_error_line(invoke("zoo-hyperrep", "train", "--zoo", built, "--out", tmp_path / "ae.pt", *args), 2)

@@ -291,6 +291,18 @@ def test_linked_trial_files_are_not_followed(tmp_path):
     assert sum("symbolic link" in line for line in report.skipped) == 2
 
 
+def test_a_linked_trial_folder_is_listed_as_skipped(tmp_path):
+    """A trial folder that is a link (to a trial outside the zoo) is not entered, and the report says so."""
+    zoo = tmp_path / "zoo"
+    write_trial(zoo, 1, 0)
+    write_trial(tmp_path / "elsewhere", 2, 1)
+    outside = next((tmp_path / "elsewhere").iterdir())
+    (zoo / "linked_trial").symlink_to(outside, target_is_directory=True)
+    report, ids = _ingested_ids(tmp_path, zoo)
+    assert ids == [0]
+    assert report.skipped == ["linked_trial: a linked folder (not followed)"]
+
+
 def bomb(path, members):
     """A zip whose members are zeros: tiny on disk, ``size`` bytes each once unpacked."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -1,25 +1,27 @@
 """What every command-line tool of the toolkit shares: one ``error:`` line per failure, exit codes
 2 (usage) and 1 (runtime) as documented in :mod:`zoo_dataset.errors`, ``--version``, and the
-validators of options that several tools take (epochs, device)."""
+validators of options that several tools take (epochs, seeds, finite numbers, paths, device, Hub repo id)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from . import __version__
 from .errors import RUNTIME_EXIT, USAGE_EXIT, ZooError, ZooSpecError
-from .specs import parse_level
+from .specs import MAX_EPOCHS, MAX_SEED, parse_level
 
-MAX_EPOCHS = 10_000  # far above any zoo of the paper (at most a few hundred); catches typos such as 1e12
-EPOCHS = click.IntRange(1, MAX_EPOCHS)
+EPOCHS = click.IntRange(1, MAX_EPOCHS)  # the specs' bound: --epochs and a spec file's epochs agree
+SEED = click.IntRange(0, MAX_SEED)
 _TMP_NAME = re.compile(r"\.\d+\.tmp$")  # files.atomic_path's temporary sibling, removed when a write fails
 _REASONS = {
     errno.EROFS: "the file system is read-only",
@@ -30,15 +32,24 @@ _REASONS = {
 }
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
+def _fail(message: str, code: int) -> NoReturn:
+    """The one way a tool stops on an error: one ``error: ...`` line on stderr (a message of several
+    lines is joined into one), then exit ``code``."""
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    click.echo(f"error: {line}", err=True)
     sys.exit(code)
 
 
-def _usage_line(exc: click.UsageError) -> str:
+def _usage_line(exc: click.UsageError, command_path: str | None = None) -> str:
+    """A click usage error as one line, naming the ``--help`` of the command it concerns (and a
+    group's commands, for a missing or unknown one)."""
     ctx = exc.ctx or click.get_current_context(silent=True)
-    see = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-    return f"{exc.format_message()}{see}"
+    message = exc.format_message()
+    if ctx is not None and isinstance(ctx.command, click.Group):
+        message = f"{message} Commands: {', '.join(ctx.command.list_commands(ctx))}."
+    if command_path is None and ctx is not None:
+        command_path = ctx.command_path
+    return f"{message} (see {command_path} --help)" if command_path else message
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -98,6 +109,39 @@ def check_percentage(ctx: click.Context, param: click.Parameter, value: float) -
     return value
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, which lets NaN through (every comparison with it is false), without NaN and inf."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+class NonEmptyPath(click.Path):
+    """click's Path without the empty path, which pathlib would read as the working directory."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value:
+            self.fail("an empty path names no folder; give a path, or leave the option out", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def check_repo_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``--repo-id`` the Hub accepts (``ORG/NAME``), by huggingface_hub's own rule, before any work."""
+    if value is None:
+        return None
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as exc:
+        rule = str(exc).split(": '")[0]  # the rule, without the value repeated
+        raise click.BadParameter(f"{value!r} is not a Hub repo id such as ORG/NAME: {rule}") from None
+    return value
+
+
 def writable_dir(path: str | Path, option: str) -> Path:
     """``path`` as a folder this process can create or write into; checked before anything is written,
     so a read-only disk or a file in the way is one usage error, not a half-made store."""
@@ -122,7 +166,8 @@ def version_option() -> Callable:
 
 
 class _OneLineUsageErrors:
-    """Click usage mistakes (a bad option value, a missing argument) as one ``error:`` line too.
+    """Click usage mistakes (a bad option value, a missing argument, no or an unknown subcommand) as
+    one ``error:`` line too.
 
     Click's default prints usage, a hint and the message over three lines; the toolkit promises one.
     """
@@ -131,9 +176,13 @@ class _OneLineUsageErrors:
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as exc:
-            command = f"{parent.command_path} {info_name}" if parent else info_name
-            click.echo(f"error: {exc.format_message()} (see {command} --help)", err=True)
-            sys.exit(USAGE_EXIT)
+            _fail(_usage_line(exc, f"{parent.command_path} {info_name}" if parent else info_name), USAGE_EXIT)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:  # a group's unknown subcommand is found only here
+            _fail(_usage_line(exc), USAGE_EXIT)
 
 
 class Command(_OneLineUsageErrors, click.Command):
@@ -141,6 +190,11 @@ class Command(_OneLineUsageErrors, click.Command):
 
 
 class Group(_OneLineUsageErrors, click.Group):
-    """A toolkit command group; its subcommands are toolkit commands too."""
+    """A toolkit command group; its subcommands are toolkit commands too. Called without a command
+    it is a usage error of one line, not a page of help."""
 
     command_class = Command
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("no_args_is_help", False)
+        super().__init__(*args, **kwargs)

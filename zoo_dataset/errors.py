@@ -40,6 +40,13 @@ class StoreError(ZooError):
     """A store is missing, corrupt, truncated, or does not match the requested build."""
 
 
+class StoreUsageError(StoreError):
+    """A store or a source that the command line does not fit (a build that needs --resume, other
+    settings, a population the source does not publish): a usage error, as the command must change."""
+
+    exit_code = USAGE_EXIT
+
+
 class ZooNameError(StoreError):
     """A zoo name that is not a plain folder name ('', '..', a path): a usage error."""
 

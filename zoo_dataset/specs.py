@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -19,7 +20,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from .errors import UnknownZooError, ZooSpecError
+from .errors import UnknownZooError, ZooError, ZooSpecError
 
 Activation = Literal["tanh", "sigmoid", "relu", "gelu"]
 Optimizer = Literal["adam", "sgd"]
@@ -35,6 +36,11 @@ VD_VARIANTS: tuple[str, ...] = get_args(VDVariantName)
 LEGACY_VD_VARIANT = "elbo"  # what stores written before vd.variant existed were trained with
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 VD_THRESHOLD = 3.0  # log_alpha at which VD drops a weight, unless a zoo says otherwise
+# Bounds, checked before anything is allocated, for spec files and command-line overrides alike.
+MAX_EPOCHS = 10_000  # far above any zoo of the paper (at most a few hundred); catches typos such as 1e12
+MAX_MODELS = 100_000  # models of one zoo: ~40x the largest zoo of the paper (2 560)
+MAX_BATCH_SIZE = 1 << 20  # above any training set (SVHN's, the largest, has 73 257 images)
+MAX_SEED = 2**64 - 1  # torch.manual_seed takes seeds up to 2^64 - 1; the toolkit's seeds are non-negative
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,9 @@ class ZooSpec:
             else:
                 top[key] = value
         if "model_subset" in top:
+            if len(top["model_subset"]) > MAX_MODELS:  # range(10**11) is cheap to pass, not to list
+                raise ZooSpecError(f"the model subset lists {len(top['model_subset'])} ids; a zoo has at most "
+                                   f"{MAX_MODELS} models")
             subset = tuple(sorted(set(top["model_subset"])))
             bad = [i for i in subset if not 0 <= i < self.size]
             if not subset:
@@ -234,10 +243,33 @@ def check_levels(levels: Any) -> tuple[float, ...]:
     return out
 
 
+def whole_number(value: Any, name: str) -> int:
+    """``value`` (from TOML or JSON) as an int: 3 or 3.0 (1e3 too) is one; a bool, a string, 3.9, NaN
+    or inf is not, and is refused rather than coerced (ZooSpecError, a ValueError)."""
+    integral = isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    if isinstance(value, bool) or not (isinstance(value, int) or integral):
+        raise ZooSpecError(f"{name} is {value!r}, not a whole number")
+    return int(value)
+
+
+def bounded(value: Any, name: str, low: int, high: int) -> int:
+    """``value`` as an int in ``low..high``, else one ZooSpecError line (checked before it sizes anything)."""
+    number = whole_number(value, name)
+    if not low <= number <= high:
+        raise ZooSpecError(f"{name} = {value!r} is out of range ({low} to {high})")
+    return number
+
+
 def _seeds(value: Any) -> tuple[int, ...]:
+    """The seeds of a factor grid, ``[1, 2]`` or ``{start, count}``, bounded before the range is built."""
     if isinstance(value, dict):
-        return tuple(range(int(value["start"]), int(value["start"]) + int(value["count"])))
-    return tuple(int(v) for v in value)
+        _check_keys("factors.seeds", value, {"start", "count"}, {"start", "count"})
+        count = bounded(value["count"], "seeds.count", 1, MAX_MODELS)
+        start = bounded(value["start"], "seeds.start", 0, MAX_SEED - count + 1)
+        return tuple(range(start, start + count))
+    if not isinstance(value, list) or len(value) > MAX_MODELS:
+        raise ZooSpecError(f"factors.seeds must be a list of at most {MAX_MODELS} seeds or {{start, count}}")
+    return tuple(bounded(v, "seed", 0, MAX_SEED) for v in value)
 
 
 ZOO_KEYS = {"dataset", "architecture", "variant", "description", "epochs", "batch_size", "factors", "mp", "vd",
@@ -287,26 +319,27 @@ def _build(name: str, raw: dict[str, Any], defaults: dict[str, Any], source: str
             architecture=fields["architecture"],
             variant=fields["variant"],
             description=str(fields["description"] or ""),
-            epochs=int(fields["epochs"]),
-            batch_size=int(fields["batch_size"]),
+            epochs=whole_number(fields["epochs"], "epochs"),
+            batch_size=whole_number(fields["batch_size"], "batch_size"),
             factors=factors,
-            mp=MPSpec(levels=check_levels(mp_raw["levels"]), epochs=int(mp_raw["epochs"]),
-                      lr=_lr(mp_raw["lr"]), in_paper=bool(mp_raw.get("in_paper", MPSpec.in_paper))),
-            vd=VDSpec(epochs=int(vd_raw["epochs"]), lr=_lr(vd_raw["lr"]),
-                      kl_warmup_epochs=int(vd_raw.get("kl_warmup_epochs", VDSpec.kl_warmup_epochs)),
+            mp=MPSpec(levels=check_levels(mp_raw["levels"]), epochs=whole_number(mp_raw["epochs"], "mp.epochs"),
+                      lr=_lr(mp_raw["lr"]), in_paper=_flag(mp_raw.get("in_paper", MPSpec.in_paper), "mp.in_paper")),
+            vd=VDSpec(epochs=whole_number(vd_raw["epochs"], "vd.epochs"), lr=_lr(vd_raw["lr"]),
+                      kl_warmup_epochs=whole_number(vd_raw.get("kl_warmup_epochs", VDSpec.kl_warmup_epochs),
+                                                    "vd.kl_warmup_epochs"),
                       threshold=float(vd_raw.get("threshold", VDSpec.threshold)),
                       variant=vd_raw.get("variant", VDSpec.variant)),
-            models_per_shard=int(fields["models_per_shard"]),
+            models_per_shard=whole_number(fields["models_per_shard"], "models_per_shard"),
             model_split=tuple(float(x) for x in fields["model_split"]),
-            split_seed=int(fields["split_seed"]),
-            random_seed_base=int(fields["random_seed_base"] or 0),
+            split_seed=whole_number(fields["split_seed"], "split_seed"),
+            random_seed_base=whole_number(fields["random_seed_base"] or 0, "random_seed_base"),
             source=source,
         )
     except KeyError as exc:
         raise ZooSpecError(f"{where}: missing {exc.args[0]} (and no default for it)") from None
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ZooSpecError):
-            raise
+    except ZooSpecError as exc:
+        raise ZooSpecError(f"{where}: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ZooSpecError(f"{where}: a value has the wrong type ({exc})") from None
     _validate(spec)
     return spec
@@ -314,6 +347,43 @@ def _build(name: str, raw: dict[str, Any], defaults: dict[str, Any], source: str
 
 def _lr(value: Any) -> float | Literal["original"]:
     return value if value == "original" else float(value)
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A TOML boolean only: the string "no" would be truthy."""
+    if not isinstance(value, bool):
+        raise ZooSpecError(f"{name} = {value!r} is not true or false")
+    return value
+
+
+def _counts(spec: ZooSpec) -> dict[str, tuple[int, int, int]]:
+    """Every count and seed of a spec with its bounds (low, high): one table for files and overrides."""
+    return {
+        "epochs": (spec.epochs, 1, MAX_EPOCHS),
+        "mp.epochs": (spec.mp.epochs, 1, MAX_EPOCHS),
+        "vd.epochs": (spec.vd.epochs, 1, MAX_EPOCHS),
+        "vd.kl_warmup_epochs": (spec.vd.kl_warmup_epochs, 0, MAX_EPOCHS),
+        "batch_size": (spec.batch_size, 1, MAX_BATCH_SIZE),
+        "models_per_shard": (spec.models_per_shard, 1, MAX_MODELS),
+        "split_seed": (spec.split_seed, 0, MAX_SEED),
+        "random_seed_base": (spec.random_seed_base, 0, MAX_SEED),
+    }
+
+
+def _rates(spec: ZooSpec) -> list[str]:
+    """Learning rates, weight decays, dropout rates, the VD threshold and the split that are no numbers
+    a training can use (NaN, inf, a negative decay, a dropout of 1 or more...)."""
+    f, bad = spec.factors, []
+    lrs = [*f.lr, *(x for x in (spec.mp.lr, spec.vd.lr) if x != "original")]
+    bad += [f"lr {x}" for x in lrs if not (math.isfinite(x) and x > 0)]
+    bad += [f"weight_decay {x}" for x in f.weight_decay if not (math.isfinite(x) and x >= 0)]
+    bad += [f"dropout {x} (0 <= dropout < 1)" for x in f.dropout if not 0 <= x < 1]
+    if not math.isfinite(spec.vd.threshold):
+        bad.append(f"vd.threshold {spec.vd.threshold}")
+    split = spec.model_split
+    if len(split) != 3 or not all(math.isfinite(x) and x >= 0 for x in split) or abs(sum(split) - 1.0) > 1e-6:
+        bad.append(f"model_split {list(split)} (three fractions that sum to 1)")
+    return bad
 
 
 def _validate(spec: ZooSpec) -> None:
@@ -332,19 +402,18 @@ def _validate(spec: ZooSpec) -> None:
         problems.append(f"vd.variant {spec.vd.variant!r} (choose {' or '.join(VD_VARIANTS)})")
     if problems:
         raise ZooSpecError(f"zoo {spec.name}: unknown {', '.join(problems)}")
-    counts = {"epochs": spec.epochs, "mp.epochs": spec.mp.epochs, "vd.epochs": spec.vd.epochs,
-              "batch_size": spec.batch_size, "models_per_shard": spec.models_per_shard}
-    bad = [f"{k} = {v}" for k, v in counts.items() if v < (0 if k.endswith("epochs") else 1)]
+    bad = [f"{name} = {value} ({low} to {high})" for name, (value, low, high) in _counts(spec).items()
+           if not low <= value <= high]
     bad += [f"factors.{name} (empty)" for name, values in dataclasses.asdict(f).items() if not values]
-    if len(spec.model_split) != 3 or abs(sum(spec.model_split) - 1.0) > 1e-6 or min(spec.model_split) < 0:
-        bad.append(f"model_split {list(spec.model_split)} (three fractions that sum to 1)")
     if spec.vd.kl_warmup_epochs and spec.vd.variant != "elbo":
         bad.append(f"vd.kl_warmup_epochs = {spec.vd.kl_warmup_epochs} (a warm-up of the elbo variant only)")
+    bad += [f"seed {s} (0 to 2^64 - 1)" for s in f.seeds if not 0 <= s <= MAX_SEED][:1]
+    if spec.size > MAX_MODELS:
+        bad.append(f"grid of {spec.size} models (at most {MAX_MODELS})")
+    bad += _rates(spec)
     if bad:
         raise ZooSpecError(f"zoo {spec.name}: invalid {', '.join(bad)}")
     check_levels(spec.mp.levels)
-
-
 
 
 def load_specs(path: str | Path | None = None) -> dict[str, ZooSpec]:
@@ -360,19 +429,35 @@ def load_specs(path: str | Path | None = None) -> dict[str, ZooSpec]:
     else:
         file = Path(path)
         try:
-            raw = tomllib.loads(file.read_text())
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ZooSpecError(f"cannot read zoo spec file {file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ZooSpecError(f"{file} is not UTF-8 text, as a TOML file must be") from None
         except tomllib.TOMLDecodeError as exc:
             raise ZooSpecError(f"{file} is not valid TOML: {exc}") from None
         source = str(file.resolve())
     _check_keys(source, raw, {"defaults", "zoo"}, {"zoo"})
+    if not isinstance(raw["zoo"], dict):
+        raise ZooSpecError(f"{source}: zoo must hold [zoo.NAME] tables, got {raw['zoo']!r}")
     user_defaults = raw.get("defaults", {}) if path is not None else {}
     _check_keys(f"{source} defaults", user_defaults, ZOO_KEYS - {"factors"})
+    _check_keys(f"{source} defaults.mp", user_defaults.get("mp", {}), MP_KEYS)
+    _check_keys(f"{source} defaults.vd", user_defaults.get("vd", {}), VD_KEYS)
     base = packaged["defaults"]
     defaults = {**base, **user_defaults, "mp": {**base["mp"], **user_defaults.get("mp", {})},
                 "vd": {**base["vd"], **user_defaults.get("vd", {})}}
-    return {name: _build(name, body, defaults, source) for name, body in raw["zoo"].items()}
+    return {_zoo_name(name, source): _build(name, body, defaults, source) for name, body in raw["zoo"].items()}
+
+
+def _zoo_name(name: str, source: str) -> str:
+    """A zoo's name becomes a store folder: one plain name, checked by the store's own rule."""
+    from .store.paths import check_zoo_name  # deferred: the store imports this module
+
+    try:
+        return check_zoo_name(name)
+    except ZooError as exc:
+        raise ZooSpecError(f"{source}: {exc}") from None
 
 
 @cache

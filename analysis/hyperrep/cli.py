@@ -7,7 +7,17 @@ from pathlib import Path
 
 import click
 
-from zoo_dataset.cli_support import EPOCHS, Group, check_device, one_line_errors, version_option, writable_dir
+from zoo_dataset.cli_support import (
+    EPOCHS,
+    SEED,
+    FiniteFloatRange,
+    Group,
+    NonEmptyPath,
+    check_device,
+    one_line_errors,
+    version_option,
+    writable_dir,
+)
 from zoo_dataset.errors import StoreError
 
 from .data import HELD_OUT, load_samples
@@ -54,15 +64,16 @@ def main() -> None:
 
 @main.command()
 @click.option("--zoo", required=True, help="Zoo name under ROOT, or a store directory.")
-@click.option("--root", type=click.Path(file_okay=False), help=ROOT_HELP)
+@click.option("--root", type=NonEmptyPath(file_okay=False), help=ROOT_HELP)
 @click.option(
     "--out", type=click.Path(dir_okay=False), help="Checkpoint path [default: ./<zoo>-hyperrep.pt]."
 )
 @click.option("--epochs", type=EPOCHS, default=TrainConfig.epochs, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
-@click.option("--beta", default=TrainConfig.beta, show_default=True, help="Contrastive weight in eq. 6.")
+@click.option("--beta", type=FiniteFloatRange(0, 1), default=TrainConfig.beta, show_default=True,
+              help="Contrastive weight in eq. 6 (0 to 1).")
 @click.option("--device", default="cpu", show_default=True, callback=check_device, help="cpu or cuda.")
-@click.option("--seed", default=TrainConfig.seed, show_default=True)
+@click.option("--seed", type=SEED, default=TrainConfig.seed, show_default=True)
 def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
     """Train on the train split's VD trajectories, save a checkpoint, and evaluate on held-out models."""
     with one_line_errors():
@@ -90,7 +101,7 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
 
 @main.command(name="eval")
 @click.option("--zoo", required=True, help="Zoo name under ROOT, or a store directory.")
-@click.option("--root", type=click.Path(file_okay=False), help=ROOT_HELP)
+@click.option("--root", type=NonEmptyPath(file_okay=False), help=ROOT_HELP)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="[default: ./<zoo>-hyperrep.pt]")
 @click.option("--device", default="cpu", show_default=True, callback=check_device)
 def evaluate_command(zoo, root, checkpoint, device) -> None:

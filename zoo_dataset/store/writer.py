@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUsageError
 from ..jobs import JobResult, UnitKey
 from ..layout import ParameterLayout
 from ..methods import methods
@@ -70,7 +70,7 @@ class StoreWriter:
             # where the spec was read from is provenance, not a setting: a moved spec file may resume
             changed = sorted(k for k, v in wanted.items() if k != "source" and manifest.spec.get(k) != v)
             if changed:
-                raise StoreError(
+                raise StoreUsageError(
                     f"{zoo_dir} was built with different settings ({', '.join(changed)}); "
                     "use the same options, or another --root"
                 )
@@ -121,9 +121,9 @@ class StoreWriter:
             self.manifest.populations[name] = info
             self.manifest.save(self.zoo_dir)
         elif info.levels != [float(x) for x in levels] or info.epochs != epochs:
-            raise StoreError(f"population {name} in {self.zoo_dir} was started with other levels or epochs")
+            raise StoreUsageError(f"population {name} in {self.zoo_dir} was started with other levels or epochs")
         elif not self.resume and _has_work(self.zoo_dir, name, info):
-            raise StoreError(
+            raise StoreUsageError(
                 f"population {name} of {self.zoo_dir} already holds a build; pass --resume to continue it "
                 "or choose another --root"
             )
