@@ -54,6 +54,17 @@ def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def reseal(zoo_dir, population: str, index: int = 0) -> None:
+    """Record a changed shard's and states table's sha256 and size in the manifest, as a careless
+    tool (or a hostile one) would after editing them: only the content checks can tell then."""
+    def change(manifest):
+        shard = manifest["populations"][population]["shards"][index]
+        for file, digest, size in (("file", "sha256", "bytes"), ("states_file", "states_sha256", "states_bytes")):
+            shard.update({digest: sha256(zoo_dir / shard[file]), size: (zoo_dir / shard[file]).stat().st_size})
+
+    edit_manifest(zoo_dir, change)
+
+
 # ---------------------------------------------------------------------------- one writer per store
 HOLDER = textwrap.dedent("""
     import sys, pathlib
@@ -175,8 +186,7 @@ def test_a_states_table_listed_twice_or_with_duplicate_rows_is_refused(store, tm
     table = pd.read_parquet(copy.zoo_dir / shard.states_file)
     doubled = pd.concat([table.iloc[:1], table]).reset_index(drop=True)  # one state twice: all shift by one
     doubled.iloc[:-1].to_parquet(copy.zoo_dir / shard.states_file, index=False)
-    edit_manifest(copy.zoo_dir, lambda m: m["populations"]["vd"]["shards"][0].update(
-        states_sha256=sha256(copy.zoo_dir / shard.states_file)))
+    reseal(copy.zoo_dir, "vd")
     with pytest.raises(StoreError, match="one row per model, level and epoch"):
         ZooStore(copy.zoo_dir).states("vd")
 
@@ -229,7 +239,7 @@ def test_a_lost_chunk_is_refused_instead_of_served_as_zeros(store, tmp_path):
             else:
                 f.copy(name, out)
     os.replace(holed, source)
-    edit_manifest(copy.zoo_dir, lambda m: m["populations"]["mp"]["shards"][0].update(sha256=sha256(source)))
+    reseal(copy.zoo_dir, "mp")
     reader = ZooStore(copy.zoo_dir)
     with pytest.raises(StoreError, match="lacks chunks of its masks"):
         reader.array("masks", "mp", shard.model_ids[0], -1, reader.population("mp").levels[0])

@@ -10,6 +10,7 @@ the store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import __version__
-from ..errors import StoreError
+from ..errors import StoreError, ZooError
 from ..layout import ParameterLayout
 from ..methods import methods
 from ..specs import ZooSpec
@@ -101,15 +102,21 @@ class Manifest:
         return [ids[i : i + n] for i in range(0, len(ids), n)]
 
     def check(self) -> Manifest:
-        """Refuse a manifest whose names or paths could lead outside its store, or that lists a file,
-        or a model within one population, twice; returns ``self``."""
+        """Refuse a manifest whose names or paths could lead outside its store, that lists a file,
+        or a model within one population, twice, whose layout does not tile the flat vector or is
+        not its architecture's, or whose population lacks an array its method stores; returns ``self``."""
         check_zoo_name(self.zoo)
         if self.models_per_shard < 1 or (self.train_chunk is not None and self.train_chunk < 1):
             raise StoreError(f"manifest of {self.zoo}: models_per_shard and train_chunk must be positive")
-        known, seen = set(self.model_ids), set()
+        self._check_layout()
+        known, seen, registry = set(self.model_ids), set(), methods()
         for name, info in self.populations.items():
-            if name not in methods():
+            if name not in registry:
                 raise StoreError(f"manifest of {self.zoo} lists an unknown population {name!r}")
+            required = registry[name].arrays
+            if sorted(info.arrays) != sorted(set(required)) or len(info.arrays) != len(required):
+                raise StoreError(f"manifest of {self.zoo}: population {name} lists the arrays {info.arrays}; "
+                                 f"its method stores {list(required)}")
             in_population: set[int] = set()
             for shard in info.shards:
                 for rel, digest in ((shard.file, shard.sha256), (shard.states_file, shard.states_sha256)):
@@ -125,6 +132,28 @@ class Manifest:
                                      f"the store's, or that another {name} shard holds")
                 in_population |= ids
         return self
+
+    def _check_layout(self) -> None:
+        """The layout must tile the flat vector and be the one the spec's architecture has."""
+        from ..model_layout import layout_for  # deferred: builds a model of the architecture
+
+        try:
+            layout, expected = self.parameter_layout, layout_for(self.zoo_spec)
+        except (ValueError, TypeError, KeyError, AttributeError, ZooError) as exc:
+            raise StoreError(f"manifest of {self.zoo}: its spec or layout is unreadable ({exc})") from None
+        if layout != expected:
+            raise StoreError(f"manifest of {self.zoo}: its layout is not that of {self.zoo_spec.architecture} "
+                             f"on {self.zoo_spec.dataset} ({layout.num_params} parameters, the architecture "
+                             f"has {expected.num_params})")
+
+    def packing_digest(self, population: str) -> str:
+        """sha256 of what a shard of ``population`` was packed for: zoo, layout, levels, epochs and
+        arrays. The writer records it in each shard; readers compare it on the shard's first open, so
+        a manifest changed after packing is refused even where its own checks pass."""
+        info = self.populations[population]
+        part = {"zoo": self.zoo, "layout": self.layout, "population": population,
+                "levels": [float(x) for x in info.levels], "epochs": int(info.epochs), "arrays": list(info.arrays)}
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
 
     def save(self, zoo_dir: Path) -> None:
         atomic_write_text(Path(zoo_dir) / MANIFEST, json.dumps(asdict(self), indent=1))
