@@ -30,6 +30,7 @@ READABLE_VERSIONS = (1, 2)  # 1: ``level`` was [levels]; `zoo-build --migrate` r
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20  # a 1000-model zoo's manifest is well under 1 MB
 SHA256 = 64
+PACKING_DIGEST = "manifest_sha256"  # shard attribute: Manifest.packing_digest at pack time
 
 
 @dataclass

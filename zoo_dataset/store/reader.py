@@ -5,9 +5,10 @@ where a unit lives (:meth:`ZooStore.where`: population and model -> shard file a
 manifest), which stored level a requested level is (:func:`level_index`), and which process owns
 the open files (h5py handles and datasets are dropped and reopened after a fork, so a reader can
 be shared with DataLoader workers). What is checked when (docs/store-format.md, "Guarantees"):
-opening the store checks the manifest and the models table's sha256; the first open of a shard
-checks its ``model_id`` and ``level`` datasets, array shapes and stored chunks against the manifest
-(and, with ``verify_checksums``, its sha256); every states table read is checked for its rows.
+opening the store checks the manifest (its layout and arrays included) and the models table's
+sha256; the first open of a shard checks that it is a regular file, its ``model_id`` and ``level``
+datasets, arrays, shapes, stored chunks and packing digest against the manifest (and, with
+``verify_checksums``, its size and sha256); every states table read is checked by sha256 and rows.
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from ..layout import ParameterLayout
 from ..specs import ModelConfig, ZooSpec
 from .files import MAX_UNDECLARED_BYTES, check_file, read_checked, regular_size, sha256_file
 from .layout_on_disk import MODELS_TABLE
-from .manifest import MANIFEST, Manifest, PopulationInfo, ShardInfo
+from .manifest import MANIFEST, PACKING_DIGEST, Manifest, PopulationInfo, ShardInfo
 from .paths import inside
 from .tables import configs_from_table
-from .writer import PACKING_DIGEST
 
 CHUNK_CACHE_BYTES = 16 << 20
 LEVEL_TOLERANCE = 1e-6  # levels are stored as float64 fractions; requests may come through float32
@@ -88,13 +88,15 @@ def check_states_table(table: pd.DataFrame, population: str, info: PopulationInf
     population's name, and finite sparsities (computed from the weights, never missing)."""
     if not set(STATES_KEYS) <= set(table.columns):
         return f"lacks the columns {sorted(set(STATES_KEYS) - set(table.columns))}"
-    units = len(model_ids) * len(info.levels)
-    ordered = table.sort_values(["model_id", "level", "epoch"])  # then each unit's epochs must run 0..E
-    if (len(table) != units * (info.epochs + 1) or set(table.model_id) != set(model_ids)
+    units, states = len(model_ids) * len(info.levels), info.epochs + 1
+    stored_levels, level_rows = np.unique(table.level.to_numpy(np.float64), return_inverse=True)
+    level_of = np.array([-1 if (i := match_level(info.levels, lv)) is None else i for lv in stored_levels])
+    models, levels, epochs = table.model_id.to_numpy(), level_of[level_rows], table.epoch.to_numpy()
+    order = np.lexsort((epochs, levels, models))  # sorted by unit, each unit's epochs must then run 0..E
+    if (len(table) != units * states or set(models.tolist()) != set(model_ids) or (level_of < 0).any()
             or (table.population != population).any()
-            or any(match_level(info.levels, lv) is None for lv in table.level.unique())
-            or table.groupby(["model_id", "level"]).ngroups != units
-            or not np.array_equal(ordered.epoch.to_numpy(), np.tile(np.arange(info.epochs + 1), units))):
+            or len(np.unique(models * len(info.levels) + levels)) != units
+            or not np.array_equal(epochs[order], np.tile(np.arange(states), units))):
         return "does not hold one row per model, level and epoch of its shard"
     sparsities = [c for c in table.columns if c == "sparsity" or c.startswith("sparsity_")]
     if sparsities and not np.isfinite(table[sparsities].to_numpy(np.float64)).all():

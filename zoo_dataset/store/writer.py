@@ -23,7 +23,7 @@ from ..methods import methods
 from ..specs import ZooSpec
 from .files import atomic_path, file_matches, remove_stale_tmp, sha256_file
 from .layout_on_disk import MODELS_TABLE, STAGING, shard_name, states_name, unit_path
-from .manifest import SCHEMA_VERSION, Manifest, PopulationInfo, ShardInfo
+from .manifest import PACKING_DIGEST, SCHEMA_VERSION, Manifest, PopulationInfo, ShardInfo
 from .paths import check_writable, check_zoo_name
 from .tables import models_table
 
@@ -32,7 +32,6 @@ from .tables import models_table
 # HDF5 2.0.0, so it is not used; docs/store-format.md.)
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 SHARD_LIBVER = "v110"  # HDF5 1.10 formats: checksummed object headers and chunk indexes
-PACKING_DIGEST = "manifest_sha256"  # shard attribute: Manifest.packing_digest at pack time
 
 
 def store_folders() -> list[str]:
