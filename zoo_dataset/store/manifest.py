@@ -22,7 +22,7 @@ from ..errors import StoreError, ZooError
 from ..layout import ParameterLayout
 from ..methods import methods
 from ..specs import ZooSpec
-from .files import atomic_write_text
+from .files import atomic_write_text, open_regular
 from .paths import check_relative, check_zoo_name
 
 SCHEMA_VERSION = 2  # 2: every shard dataset is row-aligned (first axis = the shard's models)
@@ -164,10 +164,12 @@ class Manifest:
         path = Path(zoo_dir) / MANIFEST
         if not path.exists():
             raise StoreError(f"no store at {zoo_dir}: {MANIFEST} is missing (build it with zoo-build or download it)")
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
+        with open_regular(path) as fh:  # a FIFO or device would block or never end
+            text = fh.read(MAX_MANIFEST_BYTES + 1)
+        if len(text) > MAX_MANIFEST_BYTES:
             raise StoreError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest of this toolkit")
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(text.decode())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{path} is corrupt: not JSON text ({type(exc).__name__})") from None
         if not isinstance(raw, dict):

@@ -94,12 +94,12 @@ def check_states_table(table: pd.DataFrame, population: str, info: PopulationInf
     models, levels, epochs = table.model_id.to_numpy(), level_of[level_rows], table.epoch.to_numpy()
     order = np.lexsort((epochs, levels, models))  # sorted by unit, each unit's epochs must then run 0..E
     if (len(table) != units * states or set(models.tolist()) != set(model_ids) or (level_of < 0).any()
-            or (table.population != population).any()
+            or (table.population.to_numpy() != population).any()
             or len(np.unique(models * len(info.levels) + levels)) != units
             or not np.array_equal(epochs[order], np.tile(np.arange(states), units))):
         return "does not hold one row per model, level and epoch of its shard"
     sparsities = [c for c in table.columns if c == "sparsity" or c.startswith("sparsity_")]
-    if sparsities and not np.isfinite(table[sparsities].to_numpy(np.float64)).all():
+    if not all(np.isfinite(table[c].to_numpy(np.float64)).all() for c in sparsities):
         return f"holds non-finite values in {', '.join(sparsities)}"
     return None
 
