@@ -15,6 +15,7 @@ import string
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -321,6 +322,8 @@ def test_a_changed_states_table_is_never_served(store, tmp_path, damage):
         ZooStore(copy).states("vd")
     with pytest.raises(ChecksumError):
         ZooTwinDataset(copy, method="vd", split=None)
+    result = CliRunner().invoke(report_cli.main, ["--zoo", str(copy), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 1 and result.output.startswith("error: checksum mismatch for"), result.output
     ZooStore(copy).states("mp")  # the other populations' tables still serve
 
 
@@ -574,13 +577,26 @@ def card_snippet() -> str:
     return next(b for b in blocks if 'load_dataset("hdf5"' in b)
 
 
+def verify_before_read(snippet: str) -> int:
+    """The line of ``snippet`` that verifies the store; it must come before the shard is read."""
+    lines = snippet.splitlines()
+    verify = next(i for i, line in enumerate(lines) if ".verify()" in line)
+    assert verify < next(i for i, line in enumerate(lines) if 'load_dataset("hdf5"' in line)
+    return verify
+
+
+def test_the_readmes_datasets_recipe_verifies_the_store_first():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    verify_before_read(next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+                            if 'load_dataset("hdf5"' in b))
+
+
 def test_the_cards_datasets_snippet_verifies_the_copy_before_reading_a_shard(store, tmp_path, monkeypatch):
     """`datasets`' HDF5 reader serves zeros for a lost chunk (ZooStore refuses the same shard): the
     card's snippet verifies the local copy first, and that step refuses such a shard."""
     snippet = card_snippet()
     lines = snippet.splitlines()
-    verify = next(i for i, line in enumerate(lines) if ".verify()" in line)
-    assert verify < next(i for i, line in enumerate(lines) if 'load_dataset("hdf5"' in line)
+    verify = verify_before_read(snippet)
     step = "\n".join(line for line in lines[: verify + 1] if "load_dataset(" not in line)  # no Hub call offline
     copy = copy_of(store, tmp_path).zoo_dir
     monkeypatch.chdir(copy)  # the snippet runs in a local copy of the repo
