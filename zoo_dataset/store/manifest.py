@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import StoreError, ZooError
 from ..layout import ParameterLayout
 from ..methods import methods
+from ..model_layout import layout_for
 from ..specs import ZooSpec
 from .files import atomic_write_text, open_regular
 from .paths import check_relative, check_zoo_name
@@ -115,7 +116,7 @@ class Manifest:
             if name not in registry:
                 raise StoreError(f"manifest of {self.zoo} lists an unknown population {name!r}")
             required = registry[name].arrays
-            if sorted(info.arrays) != sorted(set(required)) or len(info.arrays) != len(required):
+            if sorted(info.arrays) != sorted(required):
                 raise StoreError(f"manifest of {self.zoo}: population {name} lists the arrays {info.arrays}; "
                                  f"its method stores {list(required)}")
             in_population: set[int] = set()
@@ -136,8 +137,6 @@ class Manifest:
 
     def _check_layout(self) -> None:
         """The layout must tile the flat vector and be the one the spec's architecture has."""
-        from ..model_layout import layout_for  # deferred: builds a model of the architecture
-
         try:
             layout, expected = self.parameter_layout, layout_for(self.zoo_spec)
         except (ValueError, TypeError, KeyError, AttributeError, ZooError) as exc:
