@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import __version__
+from ..architectures import build_model
 from ..errors import StoreError, ZooError
 from ..layout import ParameterLayout
 from ..methods import methods
-from ..model_layout import layout_for
 from ..specs import ZooSpec
 from .files import atomic_write_text, open_regular
 from .paths import check_relative, check_zoo_name
@@ -136,15 +136,18 @@ class Manifest:
         return self
 
     def _check_layout(self) -> None:
-        """The layout must tile the flat vector and be the one the spec's architecture has."""
+        """The layout must tile the flat vector and be the one the spec's architecture has. (Shards
+        pin the rest: a layout changed whole would no longer match their packing digest.)"""
         try:
-            layout, expected = self.parameter_layout, layout_for(self.zoo_spec)
-        except (ValueError, TypeError, KeyError, AttributeError, ZooError) as exc:
+            layout, spec = self.parameter_layout, self.zoo_spec
+            # the input channels as the layout says (as ZooStore.model does): no dataset reader is loaded
+            channels = layout.entries[0].shape[1] if len(layout.entries[0].shape) > 1 else 0
+            expected = ParameterLayout.from_module(build_model(spec.architecture, channels, "tanh"))
+        except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, ZooError) as exc:
             raise StoreError(f"manifest of {self.zoo}: its spec or layout is unreadable ({exc})") from None
         if layout != expected:
-            raise StoreError(f"manifest of {self.zoo}: its layout is not that of {self.zoo_spec.architecture} "
-                             f"on {self.zoo_spec.dataset} ({layout.num_params} parameters, the architecture "
-                             f"has {expected.num_params})")
+            raise StoreError(f"manifest of {self.zoo}: its layout is not that of {spec.architecture} "
+                             f"({layout.num_params} parameters; the architecture has {expected.num_params})")
 
     def packing_digest(self, population: str) -> str:
         """sha256 of what a shard of ``population`` was packed for: zoo, layout, levels, epochs and
