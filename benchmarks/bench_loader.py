@@ -3,7 +3,9 @@ the layout of the published original zoos, and (b) a raw h5py read of the same a
 
 All three read the same (original final state, twin state, twin mask) triples of a synthetic MP
 store written through the real PopulationWriter, in the same process, and print states/s, MB/s
-and the ratios. Usage: ``python benchmarks/bench_loader.py [--models 60] [--epochs 15] [--workers 0] [--repeat 3]``.
+and the ratios. It also times reading every states table through ``ZooStore.states()`` (each
+table's sha256 and contents checked, docs/store-format.md) against ``pandas.read_parquet`` alone.
+Usage: ``python benchmarks/bench_loader.py [--models 60] [--epochs 15] [--workers 0] [--repeat 3]``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
@@ -81,6 +84,17 @@ def bench_h5py(store: ZooStore) -> tuple[int, int, float]:
     return n, nbytes, time.perf_counter() - start
 
 
+def bench_states(store: ZooStore) -> tuple[float, float]:
+    """Seconds to read every states table checked (``ZooStore.states``) and unchecked (pandas alone)."""
+    start = time.perf_counter()
+    checked = store.states()
+    middle = time.perf_counter()
+    files = [store.zoo_dir / s.states_file for p in store.populations for s in store.population(p).shards]
+    plain = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    assert len(plain) == len(checked)
+    return middle - start, time.perf_counter() - middle
+
+
 def write_checkpoints(store: ZooStore, directory: Path) -> None:
     """One state dict per state, as Ray Tune checkpoints hold them (MP twins with torch.prune-style masks)."""
     for model_id, li, level in units(store):
@@ -129,11 +143,13 @@ def main() -> None:
             f"ZooTwinDataset+DataLoader (workers={args.workers})": lambda: bench_loader(store, args.workers),
         }
         results: dict[str, tuple[int, int, float]] = {}
+        tables = (float("inf"), float("inf"))
         for _ in range(args.repeat):  # interleaved rounds; the fastest round of each counts
             for name, run in runs.items():
                 result = run()
                 if name not in results or result[2] < results[name][2]:
                     results[name] = result
+            tables = tuple(min(a, b) for a, b in zip(tables, bench_states(store), strict=True))
     print(f"{args.models} models x 9 MP levels, {store.layout.num_params} params, {args.epochs + 1} states per unit")
     for name, (n, nbytes, seconds) in results.items():
         print(f"{name:42s} {n / seconds:10.0f} states/s {nbytes / seconds / 1e6:8.1f} MB/s")
@@ -141,6 +157,8 @@ def main() -> None:
     loader = rate[next(k for k in rate if k.startswith("ZooTwin"))]
     print(f"ratio loader / checkpoint files: {loader / rate['checkpoint files (a)']:.2f}x (goal >= 10x)")
     print(f"ratio loader / raw h5py:         {loader / rate['raw h5py (b)']:.2f}x (goal >= 2x)")
+    print(f"states tables checked (ZooStore.states): {tables[0] * 1e3:.1f} ms; "
+          f"pandas alone: {tables[1] * 1e3:.1f} ms; ratio {tables[0] / tables[1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from loaders.hf_export import HUB_SPLITS, to_hf_dataset
 from zoo_dataset.methods import twin_methods
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path
+from zoo_dataset.store.paths import check_writable
 
 if TYPE_CHECKING:
     from datasets import Dataset, Features
@@ -50,7 +51,9 @@ class HubConfig:
 
 
 def write_hub_tables(store: ZooStore) -> list[HubConfig]:
-    """Write every config's parquet files into the store; returns the configs, models first."""
+    """Write every config's parquet files into the store; returns the configs, models first. A store
+    whose ``data/`` (or any folder) links outside it is refused before anything is written."""
+    check_writable(store.zoo_dir)
     with _no_datasets_progress():
         return _write_all(store)
 

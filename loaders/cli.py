@@ -60,8 +60,11 @@ def parse_populations(ctx: click.Context, param: click.Parameter, text: str | No
               "for the original population, or POPULATION=ID,... [default: the latest version].")
 @click.option("--file", "files", multiple=True, metavar="POPULATION=NAME",
               help="modelzoos: the Zenodo zip of a population where its record holds several.")
+@click.option("--verify", is_flag=True,
+              help="Then check the whole store as ZooStore.verify() does (every chunk stored, every table's rows): "
+                   "do this before reading shards with another library, which would serve zeros for a lost chunk.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(zoo, source, repo_id, url, root, populations, revision, files, quiet):
+def main(zoo, source, repo_id, url, root, populations, revision, files, verify, quiet):
     """Download a zoo-twins store, verify every file's checksum, and print where it is."""
     with one_line_errors():
         root = writable_dir(store_root(root), "--root")
@@ -77,6 +80,8 @@ def main(zoo, source, repo_id, url, root, populations, revision, files, quiet):
             progress=not quiet,
         )
         store = ZooStore(path)
+        if verify:
+            store.verify()
         click.echo(f"{zoo}: {path} (populations: {', '.join(store.populations)})")
 
 

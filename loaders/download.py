@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 
 from releases.network import http_error, one_line, unreachable
 from zoo_dataset.errors import ChecksumError, StoreError, ZooSpecError
-from zoo_dataset.store.files import sha256_file
+from zoo_dataset.store.files import MAX_UNDECLARED_BYTES, file_matches, sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
-from zoo_dataset.store.paths import check_zoo_name, inside
+from zoo_dataset.store.paths import check_writable, check_zoo_name, inside
 
 from .cache import cache_dir, store_root
 from .sources import SOURCE_MODELZOOS, check_origin, source_origin
@@ -45,7 +45,6 @@ DOWNLOADS = "downloads"  # verified Zenodo files, shared by every store root: <c
 PART = ".part"
 RETRIES = 4
 CHUNK = 1 << 20
-MAX_UNDECLARED_BYTES = 1 << 30  # files whose size the manifest does not state (tables of older stores)
 MAX_CARD_BYTES = 16 << 20
 
 
@@ -108,7 +107,11 @@ def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[
         _recover_swap(target)
         old = _local_manifest(target)
         staging = target.with_name(f".{target.name}.download")
+        if staging.is_symlink():
+            raise StoreError(f"{staging} is a link; downloads assemble the store in a folder of their own "
+                             "(remove the link)")
         staging.mkdir(parents=True, exist_ok=True)
+        check_writable(staging)
         manifest = _remote_manifest(fetcher, staging)
         if manifest.zoo != target.name:
             raise StoreError(f"{fetcher} holds zoo {manifest.zoo!r}, not {target.name!r}; refusing it")
@@ -120,7 +123,7 @@ def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[
         for info in manifest.populations.values():
             for shard in info.shards:
                 files[shard.file] = (shard.sha256, shard.bytes)
-                files[shard.states_file] = (shard.states_sha256, shard.states_bytes or MAX_UNDECLARED_BYTES)
+                files[shard.states_file] = (shard.states_sha256, shard.states_bytes)
         for relative, (sha256, size) in files.items():
             _place(fetcher, staging, target, relative, sha256, size)
         _fetch_models_table(fetcher, staging, manifest)
@@ -191,20 +194,21 @@ def _fetch_to(fetcher: Fetcher, relative: str, dest: Path, limit: int) -> None:
         raise
 
 
-def _place(fetcher: Fetcher, staging: Path, target: Path, relative: str, sha256: str, size: int) -> None:
+def _place(fetcher: Fetcher, staging: Path, target: Path, relative: str, sha256: str, size: int | None) -> None:
     """Put ``relative`` into the staging folder: kept if already verified there, linked from the
-    local copy where that is current, else fetched (at most ``size`` bytes) and checked."""
+    local copy where that is current, else fetched (at most ``size`` bytes) and checked. Only
+    regular files of the declared size are hashed (a FIFO or /dev/zero would never end)."""
     dest = inside(staging, relative, "manifest entry")
-    if dest.exists() and sha256_file(dest) == sha256:
+    if file_matches(dest, sha256, size):
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     current = inside(target, relative, "manifest entry")
-    if current.is_file() and sha256_file(current) == sha256:
+    if file_matches(current, sha256, size):
         _link_or_copy(current, dest)
         return
     part = dest.with_name(dest.name + PART)
     try:
-        _fetch_to(fetcher, relative, part, size)
+        _fetch_to(fetcher, relative, part, size if size is not None else MAX_UNDECLARED_BYTES)
     except FileNotFoundError:
         raise StoreError(f"{fetcher} lacks {relative}, which its manifest lists") from None
     got = sha256_file(part)

@@ -1,6 +1,7 @@
 """The flat parameter layout round-trips and knows weights from biases."""
 
 import numpy as np
+import pytest
 import torch
 
 from zoo_dataset.architectures import build_model, seeded_model
@@ -37,3 +38,32 @@ def test_weight_mask_and_sparsity_exclude_biases():
     per_layer = layout.layer_sparsity(flat)
     assert per_layer["fc2"] == 1.0 and per_layer["conv1"] == 0.0
     assert list(per_layer) == ["conv1", "conv2", "conv3", "fc1", "fc2"]
+
+
+def entries():
+    return ParameterLayout.from_module(build_model("cnn_s", 1, "tanh")).to_dict()
+
+
+def changed(change):
+    data = entries()
+    change(data)
+    return data
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (changed(lambda d: d[2].update(offset=d[2]["offset"] + 1)), "starts at"),  # a gap
+    (changed(lambda d: d[2].update(offset=d[2]["offset"] - 10)), "starts at"),  # an overlap
+    (changed(lambda d: d[0].update(shape=[8, 1, 5, 4])), "starts at"),  # sizes no longer add up
+    (changed(lambda d: d[0].update(shape=[8, 0, 5, 5])), "positive whole numbers"),
+    (changed(lambda d: d[0].update(shape=[8, True, 5, 5])), "positive whole numbers"),
+    (changed(lambda d: d[0].update(offset=0.0)), "starts at"),
+    (changed(lambda d: d.__setitem__(slice(0, 2), [d[1], d[0]])), "is not the weight of its layer"),
+    (changed(lambda d: d[1].update(layer="conv2", name="conv2.bias")), "is not the bias of its layer"),
+    (changed(lambda d: d.pop()), "each layer once"),
+    (changed(lambda d: d[0].pop("kind")), "is not an object"),
+    ([], "non-empty list"),
+])
+def test_from_dict_refuses_a_layout_that_does_not_tile_the_flat_vector(data, message):
+    """A manifest's layout is input: one changed digit once shifted every view of every state."""
+    with pytest.raises(ValueError, match=message):
+        ParameterLayout.from_dict(data)

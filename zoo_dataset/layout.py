@@ -18,6 +18,10 @@ from torch import nn
 from .architectures import parametrised_layers
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class LayoutEntry:
     name: str  # state-dict key, e.g. "conv1.weight"
@@ -111,7 +115,31 @@ class ParameterLayout:
 
     @classmethod
     def from_dict(cls, data: list[dict[str, Any]]) -> ParameterLayout:
-        return cls([LayoutEntry(d["name"], d["layer"], d["kind"], tuple(d["shape"]), int(d["offset"])) for d in data])
+        """The layout a manifest records, refused (ValueError) unless its entries tile the flat
+        vector: offsets from 0 without gap or overlap, each the sum of the sizes before it, positive
+        whole-number shapes, names ``<layer>.<kind>``, each layer a weight and then its bias. One
+        changed digit would otherwise shift every view of every stored state."""
+        if not isinstance(data, list) or not data:
+            raise ValueError("a parameter layout is a non-empty list of entries")
+        entries, offset = [], 0
+        for i, d in enumerate(data):
+            if not isinstance(d, dict) or set(d) != {"name", "layer", "kind", "shape", "offset"}:
+                raise ValueError(f"layout entry {i} is not an object with name, layer, kind, shape and offset")
+            shape, kind = d["shape"], ("weight", "bias")[i % 2]
+            if not (isinstance(shape, list) and shape and all(_whole(n) and n > 0 for n in shape)):
+                raise ValueError(f"layout entry {i} has the shape {shape!r}, not a list of positive whole numbers")
+            paired = kind == "weight" or d["layer"] == data[i - 1]["layer"]  # a bias follows its layer's weight
+            if d["kind"] != kind or not isinstance(d["layer"], str) or d["name"] != f"{d['layer']}.{kind}" or (
+                    not paired):
+                raise ValueError(f"layout entry {i} ({d['name']!r}) is not the {kind} of its layer")
+            if not _whole(d["offset"]) or d["offset"] != offset:
+                raise ValueError(f"layout entry {d['name']!r} starts at {d['offset']!r}; the entries before it "
+                                 f"end at {offset}")
+            entries.append(LayoutEntry(d["name"], d["layer"], kind, tuple(shape), offset))
+            offset += entries[-1].size
+        if len(data) % 2 or len({e.layer for e in entries}) != len(entries) // 2:
+            raise ValueError("a parameter layout holds each layer once, its weight then its bias")
+        return cls(entries)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ParameterLayout) and self.entries == other.entries

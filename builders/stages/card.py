@@ -57,7 +57,8 @@ def write_card(store: ZooStore, copy_dir: Path | None = None, repo_id: str | Non
     """Write the configs' parquet files, ``README.md`` and ``croissant.json`` into the store
     (and the card to ``copy_dir/<zoo>/README.md`` if given). ``repo_id``: the Hub dataset repo the
     store is published to, named in the snippets (default: the downloader's default repo) and, only
-    when given, as the Croissant ``url``."""
+    when given, as the Croissant ``url``. A store with a folder linked outside it is refused before
+    anything is written (:func:`write_hub_tables` checks)."""
     configs = write_hub_tables(store)
     text = render_card(store, configs, repo_id or default_repo_id(store.manifest.zoo))
     atomic_write_text(store.zoo_dir / CARD, text)

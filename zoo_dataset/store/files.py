@@ -6,10 +6,15 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import ChecksumError, StoreError
 
 TMP_SUFFIX = ".tmp"
+MAX_UNDECLARED_BYTES = 1 << 30  # files whose size a manifest does not state (tables of older stores)
 # what atomic_path names the temporaries of a store's own files: <store file>.<pid>.tmp
 STORE_TMP = re.compile(r"(manifest\.json|models\.parquet|README\.md|croissant\.json|ingest(?:-vd)?\.json"
                        r"|shard-\d{5}\.h5|shard-\d{5}\.states\.parquet|m\d{6}-l\d+\.\d{4}\.h5"
@@ -37,12 +42,66 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is (or links to) a regular file; StoreError for a FIFO, a
+    device or a folder, which would block or never end (opened non-blocking, then checked)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{path} is not a regular file (a device, FIFO or folder); refusing it")
+    return os.fdopen(fd, "rb")
+
+
+def regular_size(path: Path) -> int:
+    """The size of a regular file (links followed); StoreError for anything else."""
+    with open_regular(path) as fh:
+        return os.fstat(fh.fileno()).st_size
+
+
+def sha256_file(path: Path, limit: int | None = None, chunk: int = 1 << 20) -> str:
+    """sha256 of a regular file, reading at most ``limit + 1`` bytes when ``limit`` is given (so
+    a file longer than ``limit`` never matches a digest of ``limit`` bytes)."""
+    digest, left = hashlib.sha256(), None if limit is None else limit + 1
+    with open_regular(path) as fh:
+        while block := fh.read(chunk if left is None else min(chunk, left)):
             digest.update(block)
+            if left is not None:
+                left -= len(block)
     return digest.hexdigest()
+
+
+def _mismatch(path: Path) -> ChecksumError:
+    return ChecksumError(f"checksum mismatch for {path}: the file was changed or damaged; re-download or rebuild it")
+
+
+def check_file(path: Path, sha256: str, size: int | None) -> None:
+    """``path`` must be a regular file of ``size`` bytes (when known) with this sha256; else
+    ChecksumError (StoreError: not a regular file; FileNotFoundError: missing). Reads no further
+    than ``size``, and not at all when the size already differs."""
+    if size is not None and regular_size(path) != size:
+        raise _mismatch(path)
+    if sha256_file(path, size if size is not None else MAX_UNDECLARED_BYTES) != sha256:
+        raise _mismatch(path)
+
+
+def file_matches(path: Path, sha256: str, size: int | None = None) -> bool:
+    """Whether :func:`check_file` passes (a missing or non-regular file does not)."""
+    try:
+        check_file(path, sha256, size)
+    except (FileNotFoundError, StoreError):
+        return False
+    return True
+
+
+def read_checked(path: Path, sha256: str, size: int | None) -> bytes:
+    """The contents of a small file, read once and checked as :func:`check_file` does (the bytes
+    checked are the bytes returned)."""
+    limit = size if size is not None else MAX_UNDECLARED_BYTES
+    with open_regular(path) as fh:
+        data = fh.read(limit + 1)
+    if (size is not None and len(data) != size) or hashlib.sha256(data).hexdigest() != sha256:
+        raise _mismatch(path)
+    return data
 
 
 def remove_stale_tmp(zoo_dir: Path, folders: list[str]) -> int:

@@ -25,7 +25,9 @@ _held: dict[Path, int] = {}  # lock files this process holds -> nesting depth
 
 
 def lock_path(zoo_dir: Path) -> Path:
-    zoo_dir = Path(zoo_dir).absolute()
+    """The lock of the folder ``zoo_dir`` really is (links resolved): two paths to one store, e.g.
+    through a linked root or zoo folder, share one lock."""
+    zoo_dir = Path(zoo_dir).resolve()
     return zoo_dir.with_name(f".{zoo_dir.name}.lock")
 
 

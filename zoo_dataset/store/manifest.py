@@ -10,6 +10,7 @@ the store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import __version__
-from ..errors import StoreError
+from ..architectures import build_model
+from ..errors import StoreError, ZooError
 from ..layout import ParameterLayout
 from ..methods import methods
 from ..specs import ZooSpec
-from .files import atomic_write_text
+from .files import atomic_write_text, open_regular
 from .paths import check_relative, check_zoo_name
 
 SCHEMA_VERSION = 2  # 2: every shard dataset is row-aligned (first axis = the shard's models)
@@ -29,6 +31,7 @@ READABLE_VERSIONS = (1, 2)  # 1: ``level`` was [levels]; `zoo-build --migrate` r
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20  # a 1000-model zoo's manifest is well under 1 MB
 SHA256 = 64
+PACKING_DIGEST = "manifest_sha256"  # shard attribute: Manifest.packing_digest at pack time
 
 
 @dataclass
@@ -101,15 +104,21 @@ class Manifest:
         return [ids[i : i + n] for i in range(0, len(ids), n)]
 
     def check(self) -> Manifest:
-        """Refuse a manifest whose names or paths could lead outside its store, or that lists a file,
-        or a model within one population, twice; returns ``self``."""
+        """Refuse a manifest whose names or paths could lead outside its store, that lists a file,
+        or a model within one population, twice, whose layout does not tile the flat vector or is
+        not its architecture's, or whose population lacks an array its method stores; returns ``self``."""
         check_zoo_name(self.zoo)
         if self.models_per_shard < 1 or (self.train_chunk is not None and self.train_chunk < 1):
             raise StoreError(f"manifest of {self.zoo}: models_per_shard and train_chunk must be positive")
-        known, seen = set(self.model_ids), set()
+        self._check_layout()
+        known, seen, registry = set(self.model_ids), set(), methods()
         for name, info in self.populations.items():
-            if name not in methods():
+            if name not in registry:
                 raise StoreError(f"manifest of {self.zoo} lists an unknown population {name!r}")
+            required = registry[name].arrays
+            if sorted(info.arrays) != sorted(required):
+                raise StoreError(f"manifest of {self.zoo}: population {name} lists the arrays {info.arrays}; "
+                                 f"its method stores {list(required)}")
             in_population: set[int] = set()
             for shard in info.shards:
                 for rel, digest in ((shard.file, shard.sha256), (shard.states_file, shard.states_sha256)):
@@ -126,6 +135,29 @@ class Manifest:
                 in_population |= ids
         return self
 
+    def _check_layout(self) -> None:
+        """The layout must tile the flat vector and be the one the spec's architecture has. (Shards
+        pin the rest: a layout changed whole would no longer match their packing digest.)"""
+        try:
+            layout, spec = self.parameter_layout, self.zoo_spec
+            # the input channels as the layout says (as ZooStore.model does): no dataset reader is loaded
+            channels = layout.entries[0].shape[1] if len(layout.entries[0].shape) > 1 else 0
+            expected = ParameterLayout.from_module(build_model(spec.architecture, channels, "tanh"))
+        except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, ZooError) as exc:
+            raise StoreError(f"manifest of {self.zoo}: its spec or layout is unreadable ({exc})") from None
+        if layout != expected:
+            raise StoreError(f"manifest of {self.zoo}: its layout is not that of {spec.architecture} "
+                             f"({layout.num_params} parameters; the architecture has {expected.num_params})")
+
+    def packing_digest(self, population: str) -> str:
+        """sha256 of what a shard of ``population`` was packed for: zoo, layout, levels, epochs and
+        arrays. The writer records it in each shard; readers compare it on the shard's first open, so
+        a manifest changed after packing is refused even where its own checks pass."""
+        info = self.populations[population]
+        part = {"zoo": self.zoo, "layout": self.layout, "population": population,
+                "levels": [float(x) for x in info.levels], "epochs": int(info.epochs), "arrays": list(info.arrays)}
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
+
     def save(self, zoo_dir: Path) -> None:
         atomic_write_text(Path(zoo_dir) / MANIFEST, json.dumps(asdict(self), indent=1))
 
@@ -134,10 +166,12 @@ class Manifest:
         path = Path(zoo_dir) / MANIFEST
         if not path.exists():
             raise StoreError(f"no store at {zoo_dir}: {MANIFEST} is missing (build it with zoo-build or download it)")
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
+        with open_regular(path) as fh:  # a FIFO or device would block or never end
+            text = fh.read(MAX_MANIFEST_BYTES + 1)
+        if len(text) > MAX_MANIFEST_BYTES:
             raise StoreError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest of this toolkit")
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(text.decode())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{path} is corrupt: not JSON text ({type(exc).__name__})") from None
         if not isinstance(raw, dict):

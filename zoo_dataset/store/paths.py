@@ -3,11 +3,13 @@
 A manifest comes from a builder, a mirror or the Hub, so its ``file`` and ``states_file`` entries
 are untrusted input: each must be a relative path without ``..`` that resolves inside the store
 (symbolic links included). A zoo name becomes a folder under a root, so it must be one plain path
-component. Builders, downloads and readers all call these functions before they touch a file.
+component. Builders, downloads and readers all call these functions before they touch a file, and
+writers check with :func:`check_writable` that no linked folder leads their writes out of the store.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePosixPath
 
@@ -45,3 +47,21 @@ def inside(root: Path, relative: object, what: str = "path") -> Path:
     if not path.parent.resolve().is_relative_to(Path(root).resolve()):
         raise StoreError(f"{what} {relative!r} resolves outside {root} (a linked folder?); refusing the store")
     return path
+
+
+def check_writable(zoo_dir: Path) -> Path:
+    """``zoo_dir`` if a writer may write into it: the readers' rule (:func:`inside`) for every
+    folder it holds, so no linked folder (``vd/``, ``data/``, ``_staging/``...) leads a write out
+    of the store; else StoreError. Files may be links (a Hub store's are); writers replace a
+    file by rename, never through its link. Every writer calls it before its first write."""
+    zoo_dir = Path(zoo_dir)
+    if not zoo_dir.exists():
+        return zoo_dir
+    root = zoo_dir.resolve()
+    for folder, subfolders, _ in os.walk(zoo_dir):  # links are listed, never descended into
+        for name in subfolders:
+            path = Path(folder) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise StoreError(f"{path} is a link to {path.resolve()}, outside the store {zoo_dir}; writers "
+                                 "refuse it (replace the link by the folder itself)")
+    return zoo_dir

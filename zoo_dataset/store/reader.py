@@ -5,13 +5,15 @@ where a unit lives (:meth:`ZooStore.where`: population and model -> shard file a
 manifest), which stored level a requested level is (:func:`level_index`), and which process owns
 the open files (h5py handles and datasets are dropped and reopened after a fork, so a reader can
 be shared with DataLoader workers). What is checked when (docs/store-format.md, "Guarantees"):
-opening the store checks the manifest and the models table's sha256; the first open of a shard
-checks its ``model_id`` and ``level`` datasets, array shapes and stored chunks against the manifest
-(and, with ``verify_checksums``, its sha256); every states table read is checked for its rows.
+opening the store checks the manifest (its layout and arrays included) and the models table's
+sha256; the first open of a shard checks that it is a regular file, its ``model_id`` and ``level``
+datasets, arrays, shapes, stored chunks and packing digest against the manifest (and, with
+``verify_checksums``, its size and sha256); every states table read is checked by sha256 and rows.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -25,14 +27,16 @@ from ..architectures import build_model
 from ..errors import ChecksumError, StoreError
 from ..layout import ParameterLayout
 from ..specs import ModelConfig, ZooSpec
-from .files import sha256_file
+from .files import MAX_UNDECLARED_BYTES, check_file, read_checked, regular_size, sha256_file
 from .layout_on_disk import MODELS_TABLE
-from .manifest import MANIFEST, Manifest, PopulationInfo, ShardInfo
+from .manifest import MANIFEST, PACKING_DIGEST, Manifest, PopulationInfo, ShardInfo
 from .paths import inside
 from .tables import configs_from_table
 
 CHUNK_CACHE_BYTES = 16 << 20
 LEVEL_TOLERANCE = 1e-6  # levels are stored as float64 fractions; requests may come through float32
+STATES_KEYS = ("model_id", "population", "level", "epoch")  # what identifies a states table's row
+SHARD_KEYS = ("model_id", "level")  # a shard's datasets besides its arrays
 
 
 def match_level(levels: list[float], level: float) -> int | None:
@@ -77,6 +81,29 @@ def _all_chunks_stored(dataset: h5py.Dataset) -> bool:
     return dataset.id.get_num_chunks() == expected
 
 
+def check_states_table(table: pd.DataFrame, population: str, info: PopulationInfo,
+                       model_ids: list[int]) -> str | None:
+    """What is wrong with a shard's states table, or None: it must hold exactly one row per model,
+    level and epoch of the shard (a duplicated row would shift properties by an epoch), the
+    population's name, and finite sparsities (computed from the weights, never missing)."""
+    if not set(STATES_KEYS) <= set(table.columns):
+        return f"lacks the columns {sorted(set(STATES_KEYS) - set(table.columns))}"
+    units, states = len(model_ids) * len(info.levels), info.epochs + 1
+    stored_levels, level_rows = np.unique(table.level.to_numpy(np.float64), return_inverse=True)
+    level_of = np.array([-1 if (i := match_level(info.levels, lv)) is None else i for lv in stored_levels])
+    models, levels, epochs = table.model_id.to_numpy(), level_of[level_rows], table.epoch.to_numpy()
+    order = np.lexsort((epochs, levels, models))  # sorted by unit, each unit's epochs must then run 0..E
+    if (len(table) != units * states or set(models.tolist()) != set(model_ids) or (level_of < 0).any()
+            or (table.population.to_numpy() != population).any()
+            or len(np.unique(models * len(info.levels) + levels)) != units
+            or not np.array_equal(epochs[order], np.tile(np.arange(states), units))):
+        return "does not hold one row per model, level and epoch of its shard"
+    sparsities = [c for c in table.columns if c == "sparsity" or c.startswith("sparsity_")]
+    if not all(np.isfinite(table[c].to_numpy(np.float64)).all() for c in sparsities):
+        return f"holds non-finite values in {', '.join(sparsities)}"
+    return None
+
+
 def _levels_match(stored: np.ndarray, levels: list[float], models: int) -> bool:
     """A shard's ``level`` dataset holds the manifest's levels: [K] (schema 1) or one row per model (2)."""
     shape_ok = (stored.ndim == 1 and stored.shape == (len(levels),)) or stored.shape == (models, len(levels))
@@ -112,7 +139,8 @@ class ZooStore:
     def _forget_handles(self) -> None:
         """h5py handles belong to the process that opened them; start afresh (init, fork, unpickle)."""
         self._handles: dict[str, h5py.File] = {}
-        self._datasets: dict[tuple[str, str], tuple[h5py.Dataset, bool]] = {}  # and whether it is boolean
+        # (file, array) -> the dataset, whether it is boolean, and its number of levels
+        self._datasets: dict[tuple[str, str], tuple[h5py.Dataset, bool, int]] = {}
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ tables
@@ -135,7 +163,7 @@ class ZooStore:
         if not path.is_file():
             raise StoreError(f"{path} is missing; re-download the store")
         expected = self.manifest.models_sha256
-        if expected is not None and sha256_file(path) != expected:
+        if expected is not None and sha256_file(path, MAX_UNDECLARED_BYTES) != expected:
             raise ChecksumError(f"checksum mismatch for {path}: the models table was changed or damaged; "
                                 "re-download the store")
 
@@ -146,20 +174,20 @@ class ZooStore:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def _states_table(self, population: str, shard: ShardInfo) -> pd.DataFrame:
-        """One shard's states table, refused unless it holds exactly one row per unit and epoch."""
+        """One shard's states table, read once and checked on every read: its bytes against the
+        manifest's sha256 and size, then its contents (:func:`check_states_table`)."""
         path = inside(self.zoo_dir, shard.states_file, "states table")
         try:
-            table = pd.read_parquet(path)
+            data = read_checked(path, shard.states_sha256, shard.states_bytes)
+        except FileNotFoundError:
+            raise StoreError(f"{path} is missing; re-download the store or rebuild with zoo-build --resume") from None
+        try:
+            table = pd.read_parquet(io.BytesIO(data))
         except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise StoreError(f"{path} is missing or unreadable ({type(exc).__name__}); re-download or rebuild it"
-                             ) from None
-        info = self.manifest.populations[population]
-        expected = len(shard.model_ids) * len(info.levels) * (info.epochs + 1)
-        keys = ["model_id", "level", "epoch"]
-        if (len(table) != expected or not set(keys) <= set(table.columns) or table.duplicated(keys).any()
-                or set(table.model_id) != set(shard.model_ids)):
-            raise StoreError(f"{path} does not hold one row per model, level and epoch of its shard; "
-                             "re-download or rebuild it")
+            raise StoreError(f"{path} is unreadable ({type(exc).__name__}); re-download or rebuild it") from None
+        problem = check_states_table(table, population, self.manifest.populations[population], shard.model_ids)
+        if problem:
+            raise StoreError(f"{path} {problem}; re-download or rebuild it")
         return table
 
     def _table(self, relative: str) -> pd.DataFrame:
@@ -196,8 +224,9 @@ class ZooStore:
             if not path.exists():
                 raise StoreError(f"shard {path} is missing; re-download the store or rebuild with zoo-build --resume")
             population, shard = self._shards[relative]
-            if self.verify_checksums and relative not in self._checked and sha256_file(path) != shard.sha256:
-                raise ChecksumError(f"checksum mismatch for {path}: the file is corrupt; re-download or rebuild it")
+            regular_size(path)  # a FIFO or device would block or never end
+            if self.verify_checksums and relative not in self._checked:
+                check_file(path, shard.sha256, shard.bytes)
             try:
                 f = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
             except OSError as exc:
@@ -213,14 +242,22 @@ class ZooStore:
         return self._handles[relative]
 
     def _check_shard(self, f: h5py.File, population: str, shard: ShardInfo) -> None:
-        """The shard's own ids, levels and array shapes must be what the manifest says it holds."""
+        """The shard's own ids, levels, arrays and their shapes must be what the manifest says it
+        holds, and the manifest the one it was packed for (its recorded digest, where it has one)."""
         info = self.manifest.populations[population]
         shape = (len(shard.model_ids), len(info.levels), info.epochs + 1, self.layout.num_params)
         try:
             ids = f["model_id"][()].tolist() if "model_id" in f else None
             levels = np.asarray(f["level"][()]) if "level" in f else np.empty(0)
+            digest = f.attrs.get(PACKING_DIGEST)  # absent in shards of older toolkits
+            stored = sorted(k for k in f if k not in SHARD_KEYS)
             problem = None
-            if ids != list(shard.model_ids):
+            if digest is not None and digest != self.manifest.packing_digest(population):
+                problem = ("was packed for another manifest (its layout, levels, epochs or arrays were changed "
+                           "since)")
+            elif stored != sorted(info.arrays):
+                problem = f"holds the arrays {stored}, the manifest says {info.arrays}"
+            elif ids != list(shard.model_ids):
                 problem = f"holds models {ids}, the manifest says {shard.model_ids}"
             elif not _levels_match(levels, info.levels, len(ids)):
                 problem = f"holds levels {levels.tolist()}, the manifest says {info.levels}"
@@ -275,7 +312,10 @@ class ZooStore:
         known = self._datasets.get((file, name)) if os.getpid() == self._pid else None
         if known is None:
             dataset = self.open_shard(file)[name]
-            known = self._datasets[(file, name)] = (dataset, dataset.dtype == np.bool_)
+            known = self._datasets[(file, name)] = (dataset, dataset.dtype == np.bool_, dataset.shape[1])
+        if not 0 <= level_index < known[2]:  # h5py would report it as a failed read, i.e. a corrupt shard
+            raise StoreError(f"level index {level_index} out of range: population {population} has "
+                             f"{known[2]} levels")
         try:
             return _read_unit(known[0], row, level_index, epoch, known[1])
         except OSError as exc:  # a chunk failed its zlib (adler32) check
@@ -316,12 +356,12 @@ class ZooStore:
             raise StoreError(f"{self.zoo_dir / MODELS_TABLE} does not list every model of the manifest")
         for name in self.populations:
             for shard in self.population(name).shards:
-                for rel, expected in ((shard.file, shard.sha256), (shard.states_file, shard.states_sha256)):
+                for rel, expected, size in ((shard.file, shard.sha256, shard.bytes),
+                                            (shard.states_file, shard.states_sha256, shard.states_bytes)):
                     path = inside(self.zoo_dir, rel, "shard entry")
                     if not path.exists():
                         raise StoreError(f"{path} is missing; re-download the store")
-                    if sha256_file(path) != expected:
-                        raise ChecksumError(f"checksum mismatch for {path}: the file is corrupt; re-download it")
+                    check_file(path, expected, size)
                 self.open_shard(shard.file)
                 self._states_table(name, shard)
 

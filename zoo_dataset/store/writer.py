@@ -21,10 +21,10 @@ from ..jobs import JobResult, UnitKey
 from ..layout import ParameterLayout
 from ..methods import methods
 from ..specs import ZooSpec
-from .files import atomic_path, remove_stale_tmp, sha256_file
+from .files import atomic_path, file_matches, remove_stale_tmp, sha256_file
 from .layout_on_disk import MODELS_TABLE, STAGING, shard_name, states_name, unit_path
-from .manifest import SCHEMA_VERSION, Manifest, PopulationInfo, ShardInfo
-from .paths import check_zoo_name
+from .manifest import PACKING_DIGEST, SCHEMA_VERSION, Manifest, PopulationInfo, ShardInfo
+from .paths import check_writable, check_zoo_name
 from .tables import models_table
 
 # gzip's zlib stream ends in an adler32 of the chunk, which HDF5 checks on every read: a flipped chunk
@@ -58,7 +58,7 @@ class StoreWriter:
         added to an existing store without it (e.g. ``--stages mp`` after ``--stages original``).
         The caller holds the store's writer lock (:func:`~.lock.writer_lock`).
         """
-        zoo_dir = Path(root) / check_zoo_name(spec.name)
+        zoo_dir = check_writable(Path(root) / check_zoo_name(spec.name))
         if (zoo_dir / "manifest.json").exists():
             manifest = Manifest.load(zoo_dir)
             if manifest.schema_version != SCHEMA_VERSION:
@@ -159,9 +159,9 @@ class PopulationWriter:
         their models (the repair the reader advises); returns one line per shard dropped."""
         dropped = []
         for shard in list(self.info.shards):
-            for rel, expected in ((shard.file, shard.sha256), (shard.states_file, shard.states_sha256)):
-                path = self.zoo_dir / rel
-                if not path.is_file() or sha256_file(path) != expected:
+            for rel, expected, size in ((shard.file, shard.sha256, shard.bytes),
+                                        (shard.states_file, shard.states_sha256, shard.states_bytes)):
+                if not file_matches(self.zoo_dir / rel, expected, size):
                     dropped.append(f"{self.name} shard {shard.index}: {rel} is missing or damaged")
                     self.info.shards.remove(shard)
                     break
@@ -213,7 +213,7 @@ class PopulationWriter:
         rows = []
         shard_path = self.zoo_dir / shard_name(self.name, index)
         with atomic_path(shard_path) as tmp, h5py.File(tmp, "w", libver=SHARD_LIBVER) as out:
-            out.attrs.update(shard_attrs(self.name, levels, epochs))
+            out.attrs.update(shard_attrs(self.store.manifest, self.name))
             out["model_id"] = np.asarray(model_ids, dtype=np.int64)  # checked against the manifest on open
             out["level"] = level_rows(levels, len(model_ids))
             dtypes = {"weights": np.float32, "masks": bool, "log_alpha": np.float32}
@@ -243,8 +243,11 @@ class PopulationWriter:
                 unit_path(self.zoo_dir, self.name, model_id, level).unlink()
 
 
-def shard_attrs(population: str, levels: list[float], epochs: int) -> dict[str, object]:
-    return {"population": population, "levels": levels, "epochs": epochs, "schema_version": SCHEMA_VERSION}
+def shard_attrs(manifest: Manifest, population: str) -> dict[str, object]:
+    """A shard's attributes: what it holds, and the manifest digest readers check it against."""
+    info = manifest.populations[population]
+    return {"population": population, "levels": info.levels, "epochs": info.epochs, "schema_version": SCHEMA_VERSION,
+            PACKING_DIGEST: manifest.packing_digest(population)}
 
 
 def level_rows(levels: list[float], rows: int) -> np.ndarray:
