@@ -41,11 +41,14 @@ def _toolkit_loaders() -> ModuleType:
 
 
 _loaders = _toolkit_loaders()
-ZooTwinDataset = _loaders.ZooTwinDataset
-ZooTrajectoryDataset = _loaders.ZooTrajectoryDataset
-open_store = _loaders.open_store
-make_view = _loaders.make_view
-cache_dir = _loaders.cache_dir
+_PUBLIC = (
+    "ITEM_SCHEMA", "VIEWS", "CanonicalNeuronOrder", "Compose", "GaussianNoise", "LayerStandardization",
+    "NeuronPermuter", "RandomErasing", "RandomNeuronPermutation", "Standardize", "ZooTrajectoryDataset",
+    "ZooTwinDataset", "cache_dir", "collate_shared", "make_view", "open_store",
+)
+globals().update({name: getattr(_loaders, name) for name in _PUBLIC})
+transforms = _loaders.transforms
+sys.modules[f"{__name__}.transforms"] = transforms  # `from zoo_twins.transforms import ...` works too
 
 
 def __getattr__(name: str) -> object:
@@ -55,15 +58,12 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    *_PUBLIC,
     "ZooSpec",
     "ZooStore",
-    "ZooTrajectoryDataset",
-    "ZooTwinDataset",
-    "cache_dir",
     "download_zoo",
     "get_spec",
     "load_specs",
-    "make_view",
     "methods",
-    "open_store",
+    "transforms",
 ]
