@@ -2,10 +2,11 @@
 
 from . import transforms
 from .cache import cache_dir
-from .datasets import ZooTrajectoryDataset, ZooTwinDataset
-from .items import ITEM_SCHEMA, collate_shared
+from .datasets import ZooOriginalDataset, ZooOriginalTrajectoryDataset, ZooTrajectoryDataset, ZooTwinDataset
+from .items import ITEM_SCHEMA, ORIGINAL_ITEM_SCHEMA, collate_shared
 from .resolve import open_store
-from .splits import normalize_split
+from .selection import select_models
+from .splits import item_folds, model_folds, normalize_split
 from .transforms import (
     CanonicalNeuronOrder,
     Compose,
@@ -20,6 +21,7 @@ from .views import VIEWS, make_view
 
 __all__ = [
     "ITEM_SCHEMA",
+    "ORIGINAL_ITEM_SCHEMA",
     "VIEWS",
     "CanonicalNeuronOrder",
     "Compose",
@@ -29,12 +31,17 @@ __all__ = [
     "RandomErasing",
     "RandomNeuronPermutation",
     "Standardize",
+    "ZooOriginalDataset",
+    "ZooOriginalTrajectoryDataset",
     "ZooTrajectoryDataset",
     "ZooTwinDataset",
     "cache_dir",
     "collate_shared",
+    "item_folds",
     "make_view",
+    "model_folds",
     "normalize_split",
     "open_store",
+    "select_models",
     "transforms",
 ]

@@ -6,6 +6,11 @@ Every split is by model: one model's epochs, levels and twins are always on one 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
 from zoo_dataset.errors import ZooSpecError, ZooTypeError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.tables import SPLITS
@@ -34,3 +39,46 @@ def split_model_ids(store: ZooStore, split: str | None) -> list[int]:
     if split is not None:
         models = models[models.split == split]
     return sorted(int(m) for m in models.model_id)
+
+
+def check_model_ids(models: Iterable[int]) -> set[int]:
+    """A set of model ids from any iterable of ints (a list, a range, a tensor or array of ids)."""
+    if isinstance(models, (str, bytes)) or not isinstance(models, Iterable):
+        raise ZooTypeError(f"models must be an iterable of model ids, not type {type(models).__name__}")
+    ids = set()
+    for m in models:
+        value = m.item() if hasattr(m, "item") else m
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ZooTypeError(f"models must hold int model ids, not type {type(value).__name__}")
+        ids.add(int(value))
+    return ids
+
+
+def model_folds(model_ids: Iterable[int], k: int = 5, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """``k`` (train models, test models) folds over ``model_ids``, shuffled with ``seed``.
+
+    Each model is in the test side of exactly one fold and never on both sides of a fold, so
+    datasets built with ``models=train`` / ``models=test`` never share a model's epochs, levels
+    or twins (scikit-learn's ``KFold`` over the sorted ids).
+    """
+    from sklearn.model_selection import KFold
+
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ZooTypeError(f"k must be an int, not type {type(k).__name__}")
+    ids = np.array(sorted(check_model_ids(model_ids)))
+    if not 2 <= k <= len(ids):
+        raise ZooSpecError(f"k = {k} folds need 2 <= k <= the number of models ({len(ids)})")
+    folds = KFold(n_splits=k, shuffle=True, random_state=seed).split(ids)
+    return [(ids[train].tolist(), ids[test].tolist()) for train, test in folds]
+
+
+def item_folds(dataset: Any, k: int = 5, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """``k`` (train item indices, test item indices) folds of a dataset, grouped by model (for
+    ``torch.utils.data.Subset``): :func:`model_folds` over its models, mapped to its items."""
+    item_models = dataset.item_model_ids
+    out = []
+    for _, test in model_folds(set(item_models), k, seed):
+        held = set(test)
+        out.append(([i for i, m in enumerate(item_models) if m not in held],
+                    [i for i, m in enumerate(item_models) if m in held]))
+    return out
