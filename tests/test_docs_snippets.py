@@ -20,7 +20,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "datas
 def _imports(text: str, module: str) -> list[str]:
     """Names of every ``from <module> import a, b`` / ``from <module> import (a,\\n b)`` in ``text``."""
     names = []
-    for match in re.finditer(rf"from {re.escape(module)} import (\([^)]*\)|[^\n#]*)", text):
+    for match in re.finditer(rf"from {re.escape(module)} import (\([^)]*\)|[^\n#`]*)", text):
         names += [n.strip() for n in match.group(1).strip("()").split(",") if n.strip()]
     return names
 
