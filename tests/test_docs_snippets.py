@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from _analysis_store import synthetic_store
+from _fixtures_loader import shared_loader_store
 from click.testing import CliRunner
 
 import zoo_twins
@@ -88,3 +89,31 @@ def test_the_card_says_how_to_install_from_source():
     card = (REPO / "dataset_cards" / "template.md").read_text()
     assert "pip install zoo-twins" not in card  # no index serves it yet
     assert "not on PyPI yet" in card and "pip install ." in card
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return shared_loader_store(tmp_path_factory)
+
+
+def test_the_worked_example_of_the_loading_doc_runs(zoo, tmp_path):
+    """The k-fold script of docs/loading.md, as written, on the small built store (2 training epochs)."""
+    import subprocess
+    import sys
+
+    text = (REPO / "docs" / "loading.md").read_text()
+    section = text[text.index("### A worked example"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
+    setting = 'ZOO, ROOT, EPOCHS = "digits_seed", "stores", 40'
+    assert setting in code
+    script = tmp_path / "example.py"
+    script.write_text(code.replace(setting, f'ZOO, ROOT, EPOCHS = "digits_seed", {str(zoo.parent)!r}, 2'))
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = result.stdout.strip().splitlines()[-1]
+    folds = re.search(r"R\^2 (\S+) \(folds: (.*)\)", line)
+    assert folds, line
+    scores = [float(s) for s in folds.group(2).split(", ")]
+    assert len(scores) == 3  # the small store's 3 models: one held out per fold
+    assert all(s == s and abs(s) < 1e6 for s in scores)  # finite numbers, each fold really scored
