@@ -73,6 +73,11 @@ class NeuronPermuter:
                 )
             self._layers.append((w, b, inputs, fan_in // inputs))
             previous = outputs
+        self._grids = [  # per layer: the flat positions of its weights as [outputs, inputs, block], of its biases
+            (np.arange(w.offset, w.offset + w.size).reshape(w.shape[0], inputs, block),
+             np.arange(b.offset, b.offset + b.size))
+            for w, b, inputs, block in self._layers
+        ]
         entries = [e for w, b, _, _ in self._layers for e in (w, b)]
         if [e.name for e in entries] != [e.name for e in layout.entries] or any(
             e.offset != sum(x.size for x in entries[:i]) for i, e in enumerate(entries)
@@ -91,26 +96,37 @@ class NeuronPermuter:
         """
         if len(orders) != len(self.hidden_sizes):
             raise ValueError(f"need {len(self.hidden_sizes)} neuron orders, got {len(orders)}")
+        orders = [o.numpy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in orders]
         batch = orders[0].shape[:-1] if orders else ()
+        if not batch:  # one permutation: gather each layer's index grid by rows and input blocks
+            parts = []
+            for number, (grid, bias) in enumerate(self._grids):
+                rows = orders[number] if number < len(orders) else slice(None)
+                cols = orders[number - 1] if number > 0 else slice(None)
+                parts += [grid[rows][:, cols].ravel(), bias[rows]]
+            return torch.from_numpy(np.concatenate(parts))
         parts = []
         for number, (w, b, inputs, block) in enumerate(self._layers):
             outputs = w.shape[0]
-            rows = orders[number] if number < len(orders) else torch.arange(outputs).expand(*batch, -1)
-            cols = orders[number - 1] if number > 0 else torch.arange(inputs).expand(*batch, -1)
+            rows = orders[number] if number < len(orders) else np.arange(outputs)  # broadcast over the batch
+            cols = orders[number - 1] if number > 0 else np.arange(inputs)
             weights = (
                 w.offset
                 + rows[..., :, None, None] * (inputs * block)
                 + cols[..., None, :, None] * block
-                + torch.arange(block)
+                + np.arange(block)
             )
-            parts += [weights.reshape(*batch, -1), b.offset + rows]
-        return torch.cat(parts, dim=-1)
+            weights = np.broadcast_to(weights, (*batch, *weights.shape[-3:]))
+            parts += [weights.reshape(*batch, -1), np.broadcast_to(b.offset + rows, (*batch, outputs))]
+        return torch.from_numpy(np.concatenate(parts, axis=-1).astype(np.int64, copy=False))
 
     def identity(self) -> torch.Tensor:
         return torch.arange(self.layout.num_params)
 
     def random(self, batch_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniformly random neuron permutations, one per batch entry: ``[*batch_shape, P]``."""
+        if not batch_shape:  # one randperm per layer: the per-item path, kept short
+            return self.from_orders([torch.randperm(n, generator=generator) for n in self.hidden_sizes])
         orders = [
             torch.argsort(torch.rand(*batch_shape, n, generator=generator), dim=-1) for n in self.hidden_sizes
         ]
@@ -387,6 +403,7 @@ class _StateTransform:
             )
         self.layout, self.view_name, self.keys = layout, view, tuple(keys)
         self.view = make_view(view, layout)
+        self.num_params = layout.num_params
 
     def _present(self, item: Item) -> list[str]:
         return [k for k in self.keys if k in item]
@@ -395,9 +412,45 @@ class _StateTransform:
         return self.view.inverse(item[key])
 
     def _map(self, item: Item, change: Callable[[str, torch.Tensor], torch.Tensor]) -> Item:
+        """Each present state read back to flat, changed, and viewed again."""
         out = dict(item)
         for key in self._present(item):
             out[key] = self.view(change(key, self._flat(item, key)))
+        return out
+
+    def _constant(self, flat: torch.Tensor, pad: float | bool) -> Any:
+        """A parameter-space constant ``[P]`` in this view, for elementwise work there (tokens: the
+        token grid, its padding ``pad``)."""
+        viewed = self.view(flat)
+        if self.view_name == "tokens":
+            return viewed["tokens"].masked_fill(~viewed["valid"], pad)
+        return viewed
+
+    def _elementwise(self, viewed: Any, change: Callable[..., torch.Tensor], *constants: Any) -> Any:
+        """``change(values, *constants)`` on a viewed state's values, entry by entry, in the view
+        itself: no round trip through flat (the cost of a tokens item)."""
+        if self.view_name == "tokens":
+            return {**viewed, "tokens": change(viewed["tokens"], *constants)}
+        if self.view_name == "layers":
+            return {part: [change(x, *(c[part][i] for c in constants)) for i, x in enumerate(viewed[part])]
+                    for part in ("weights", "biases")}
+        return change(viewed, *constants)
+
+    def _permute(self, item: Item, index: torch.Tensor) -> Item:
+        """Every present state permuted by the flat index map ``index`` [P]."""
+        if self.view_name != "tokens":
+            return self._map(item, lambda _, flat: permute(flat, index))
+        if not hasattr(self, "_slot"):  # the grid slot of each parameter; the padding's: any padding slot (a 0)
+            padding = np.flatnonzero(~self.view.valid.numpy().ravel())
+            self._slot = np.full(self.num_params + 1, padding[0] if len(padding) else 0, dtype=np.int64)
+            self._slot[self.view._valid_index.numpy()] = np.flatnonzero(self.view.valid.numpy())
+            self._grid_index = self.view.index.numpy().ravel()
+        source = torch.from_numpy(self._slot[np.append(index.numpy(), self.num_params)[self._grid_index]])
+        out = dict(item)
+        for key in self._present(item):
+            values = item[key]["tokens"]
+            grid = values.reshape(*values.shape[:-2], -1)
+            out[key] = {**item[key], "tokens": grid.index_select(-1, source).reshape(values.shape)}
         return out
 
     def __repr__(self) -> str:
@@ -414,8 +467,7 @@ class RandomNeuronPermutation(_StateTransform):
         self.permuter, self.generator = NeuronPermuter(layout), generator
 
     def __call__(self, item: Item) -> Item:
-        index = self.permuter.random(generator=self.generator)
-        return self._map(item, lambda _, flat: permute(flat, index))
+        return self._permute(item, self.permuter.random(generator=self.generator))
 
 
 class CanonicalNeuronOrder(_StateTransform):
@@ -432,8 +484,7 @@ class CanonicalNeuronOrder(_StateTransform):
         if self.reference not in item:
             raise KeyError(f"CanonicalNeuronOrder: the item has no {self.reference!r} state (reference=)")
         reference = self._flat(item, self.reference)
-        index = self.permuter.canonical(reference.reshape(-1, reference.shape[-1])[-1])
-        return self._map(item, lambda _, flat: permute(flat, index))
+        return self._permute(item, self.permuter.canonical(reference.reshape(-1, reference.shape[-1])[-1]))
 
 
 class GaussianNoise(_StateTransform):
@@ -466,8 +517,11 @@ class RandomErasing(_StateTransform):
         self.erasing, self.fraction, self.generator = NeuronErasing(layout), fraction, generator
 
     def __call__(self, item: Item) -> Item:
-        erased = self.erasing.mask(self.fraction, generator=self.generator)
-        return self._map(item, lambda _, flat: flat.masked_fill(erased, 0))
+        erased = self._constant(self.erasing.mask(self.fraction, generator=self.generator), False)
+        out = dict(item)
+        for key in self._present(item):
+            out[key] = self._elementwise(item[key], lambda x, e: x.masked_fill(e, 0), erased)
+        return out
 
 
 class Standardize(_StateTransform):
@@ -479,6 +533,10 @@ class Standardize(_StateTransform):
                  keys: Sequence[str] = (*WEIGHT_KEYS, "log_alpha")):
         super().__init__(stats.layout, view, keys)
         self.stats = stats
+        self._viewed = {  # mean and std in this view (tokens: padding 0 and 1, which leave it 0)
+            kind: (self._constant(mean, 0.0), self._constant(std, 1.0))
+            for kind, (mean, std) in ((k, stats.mean_std(k)) for k in stats.stats)
+        }
 
     def _kind(self, key: str) -> str | None:
         kind = "log_alpha" if key == "log_alpha" else "weights"
@@ -487,8 +545,14 @@ class Standardize(_StateTransform):
     def _present(self, item: Item) -> list[str]:
         return [k for k in super()._present(item) if self._kind(k) is not None]
 
+    def _apply(self, item: Item, change: Callable[..., torch.Tensor]) -> Item:
+        out = dict(item)
+        for key in self._present(item):
+            out[key] = self._elementwise(item[key], change, *self._viewed[self._kind(key)])
+        return out
+
     def __call__(self, item: Item) -> Item:
-        return self._map(item, lambda key, flat: self.stats.standardize(flat, self._kind(key)))
+        return self._apply(item, lambda x, mean, std: ((x.double() - mean) / std).to(x.dtype))
 
     def inverse(self, item: Item) -> Item:
-        return self._map(item, lambda key, flat: self.stats.inverse(flat, self._kind(key)))
+        return self._apply(item, lambda x, mean, std: (x.double() * std + mean).to(x.dtype))
