@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from zoo_dataset.errors import ZooSpecError
+
 from .items import ITEM_SCHEMA, ORIGINAL_ITEM_SCHEMA
 from .resolve import check_bool, open_store
 from .twins import TwinIndex
@@ -76,6 +78,7 @@ class _ZooDataset(Dataset):
     (``method="original"``); one requested epoch per item, or all of them stacked (``trajectory``)."""
 
     trajectory = False
+    schema = ITEM_SCHEMA
 
     def __init__(
         self,
@@ -97,7 +100,12 @@ class _ZooDataset(Dataset):
     ):
         for name, flag in (("download", download), ("apply_mask", apply_mask), ("drop_nonfinite", drop_nonfinite)):
             check_bool(name, flag)
-        self.original_only = method == "original"
+        self.original_only = type(self).schema is ORIGINAL_ITEM_SCHEMA
+        if method == "original" and not self.original_only:
+            raise ZooSpecError(
+                "method 'original' is not a twin method: ZooOriginalDataset and ZooOriginalTrajectoryDataset "
+                "serve the original population"
+            )
         populations = ("original",) if self.original_only else ("original", method)
         self.store = open_store(zoo, root, download, populations, source, revision)
         self.index = TwinIndex(self.store, method, level, split, models)

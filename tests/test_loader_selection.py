@@ -62,6 +62,12 @@ def test_twin_epoch_lists_return_exactly_the_requested_states(zoo, epochs):
         assert item["twin_properties"]["epoch"].tolist() == wanted
 
 
+def test_original_is_not_a_twin_method(zoo):
+    for make in (ZooTwinDataset, ZooTrajectoryDataset):
+        with pytest.raises(ZooSpecError, match="'original' is not a twin method: ZooOriginalDataset"):
+            make(zoo, method="original")
+
+
 def test_epoch_list_errors_are_one_line(zoo):
     with pytest.raises(StoreError, match="epoch 5 out of range"):
         ZooTwinDataset(zoo, method="mp", epoch=[0, 5])
