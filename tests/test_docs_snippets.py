@@ -104,7 +104,7 @@ def test_the_worked_example_of_the_loading_doc_runs(zoo, tmp_path):
     text = (REPO / "docs" / "loading.md").read_text()
     section = text[text.index("### A worked example"):]
     code = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
-    setting = 'ZOO, ROOT, EPOCHS = "digits_seed", "stores", 40'
+    setting = 'ZOO, ROOT, EPOCHS = "digits_seed", "stores", 100'
     assert setting in code
     script = tmp_path / "example.py"
     script.write_text(code.replace(setting, f'ZOO, ROOT, EPOCHS = "digits_seed", {str(zoo.parent)!r}, 2'))
