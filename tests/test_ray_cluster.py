@@ -1,0 +1,199 @@
+"""A build on a real two-node Ray cluster survives the loss of a node, and equals a local build.
+
+The cluster is started as a user starts one, with ``ray start``: a head node and a worker node on
+this machine, each with its own CPU, resources and loopback address (127.0.0.2 and 127.0.0.3: Ray
+2.x replaces 127.0.0.1 given to ``--node-ip-address`` by the machine's routable address,
+``services.resolve_ip_for_localhost``), each in its own session so that one node can be killed
+whole. ``zoo-build --executor ray --address`` drives the build from a separate process, as on a
+real cluster. Skipped where Ray is not installed (an optional extra) and off Linux (the nodes are
+tied to this process by ``PR_SET_PDEATHSIG``, so none outlives the test run, even a killed one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_resume_chunks import same_population
+
+import builders
+from builders.build import build_zoo
+from zoo_dataset.specs import get_spec
+from zoo_dataset.store import ZooStore
+
+pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'zoo-twins[ray]'); not installed")
+RAY_CLI = Path(sys.executable).with_name("ray")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="the nodes die with the test through PR_SET_PDEATHSIG (Linux)"),
+    pytest.mark.skipif(not RAY_CLI.exists(), reason=f"no ray command next to {sys.executable}"),
+]
+SOURCE = Path(builders.__file__).resolve().parents[1]  # the workers import the code under test
+NODE_START_S = 180  # a node that has not started by then never will (2 busy cores: ~5 s)
+
+# digits_seed cut to 8 models in chunks of 2: each stage hands out 4 Ray tasks
+ZOOS = """
+[zoo.cluster_digits]
+dataset = "digits"
+architecture = "cnn_s"
+variant = "seed"
+epochs = 3
+batch_size = 10
+models_per_shard = 2
+factors = { seeds = { start = 1, count = 8 }, activation = ["tanh"], optimizer = ["adam"], lr = [1e-3],
+            weight_decay = [0.0], dropout = [0.0], init = ["kaiming_uniform"] }
+mp = { lr = 1e-3, epochs = 1, levels = [0.5] }
+vd = { lr = 1e-3, epochs = 1 }
+"""
+STAGES = "original,mp"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _die_with_parent() -> None:
+    """In a node's ``ray start --block``: SIGKILL when the test process ends; Ray ties the node's
+    own processes to that one (fate sharing), and its workers exit with their raylet."""
+    if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG = 1
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def _session_processes(session: int) -> dict[int, str]:
+    """pid -> command line (a Ray worker's shows the task it runs: ``ray::_train_batch``) of a session."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == session:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # exited meanwhile
+            continue
+    return found
+
+
+class Cluster:
+    """Ray nodes started by ``ray start --block``, each the leader of its own session."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory  # short: Ray's socket paths under it must fit in 107 bytes
+        token = directory / "token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        # token authentication (Ray's default for `ray start`) with a token of this cluster, not
+        # ~/.ray/auth_token; the nodes' workers use this process's torch thread count, as the
+        # local build they are compared with does, and import the code under test
+        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
+            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "PYTHONPATH": str(SOURCE),
+            "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        }
+        self.nodes: dict[str, subprocess.Popen] = {}
+        self.address = ""
+
+    def start(self, name: str, ip: str) -> None:
+        """Start node ``name`` on ``ip`` with one CPU and a resource named after it; the first is the head."""
+        ports = _free_ports(7)
+        role = ([f"--address={self.address}"] if self.nodes else
+                ["--head", f"--port={ports[6]}", "--include-dashboard=false", f"--dashboard-port={ports[5]}"])
+        command = [str(RAY_CLI), "start", *role, "--block", f"--node-ip-address={ip}", "--num-cpus=1",
+                   f'--resources={{"{name}": 1}}', "--object-store-memory=100000000", "--disable-usage-stats",
+                   f"--temp-dir={self.directory}", f"--node-manager-port={ports[0]}",
+                   f"--object-manager-port={ports[1]}", f"--dashboard-agent-listen-port={ports[2]}",
+                   f"--dashboard-agent-grpc-port={ports[3]}", f"--metrics-export-port={ports[4]}"]
+        log = self.directory / f"{name}.log"
+        with open(log, "w") as out:
+            node = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+        self.nodes[name] = node
+        deadline = time.monotonic() + NODE_START_S
+        while "Ray runtime started" not in log.read_text():
+            if node.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray node {name} did not start:\n" + log.read_text()[-3000:])
+            time.sleep(0.2)
+        if not self.address:
+            self.address = f"{ip}:{ports[6]}"
+
+    def processes(self, name: str) -> dict[int, str]:
+        return _session_processes(self.nodes[name].pid)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL every process of node ``name`` (ray start, raylet, agents, workers) at once: a lost machine."""
+        node = self.nodes.pop(name)
+        with contextlib.suppress(ProcessLookupError):  # the whole session has gone already
+            os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+
+    def stop(self) -> None:
+        for name in list(self.nodes):
+            self.kill(name)
+
+
+@pytest.fixture
+def cluster():
+    directory = Path(tempfile.mkdtemp(prefix="zr-"))
+    cluster = Cluster(directory)
+    try:
+        cluster.start("head", "127.0.0.2")
+        cluster.start("worker", "127.0.0.3")
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def zoo_build(cluster: Cluster, spec_file: Path, root: Path, *more: str) -> subprocess.Popen:
+    """``zoo-build`` on the cluster, as a user runs it on the head machine."""
+    command = [sys.executable, "-c", "from builders.cli import main; main()", "--spec", str(spec_file),
+               "--zoo", "cluster_digits", "--stages", STAGES, "--root", str(root), "--executor", "ray",
+               "--address", cluster.address, "--quiet", *more]
+    return subprocess.Popen(command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_node_while_it_trains(cluster: Cluster, name: str, build: subprocess.Popen) -> bool:
+    """Kill node ``name`` as soon as one of its workers runs a training task; False if the build ended first."""
+    while build.poll() is None:
+        if any(c.startswith("ray::_train_batch") for c in cluster.processes(name).values()):
+            cluster.kill(name)
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_build_that_loses_a_node_mid_stage_equals_a_local_build(cluster, tmp_path):
+    """The worker node is SIGKILLed while it trains a chunk: Ray runs that task again on the head,
+    the build completes, and the store equals a one-process local build bit for bit (tasks are
+    whole chunks, so where a chunk trains changes no rounding)."""
+    spec_file = tmp_path / "zoos.toml"
+    spec_file.write_text(ZOOS)
+    build = zoo_build(cluster, spec_file, tmp_path / "ray")
+    assert kill_node_while_it_trains(cluster, "worker", build), "the build ended before a task reached the worker"
+    out, err = build.communicate()
+    assert build.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    spec = get_spec("cluster_digits", spec_file)
+    local, _ = build_zoo(spec, tmp_path / "local", stages=STAGES.split(","), progress=False)
+    remote = ZooStore(tmp_path / "ray" / "cluster_digits")
+    assert remote.populations == local.populations == ["original", "mp"]
+    for population in local.populations:
+        assert remote.manifest.populations[population].status == "complete"
+        same_population(remote, local, population)
+    remote.verify()
