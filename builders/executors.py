@@ -225,7 +225,9 @@ class RayTrainer:
             self.ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, self.ray.exceptions.RayError) as exc:
             address = self.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
-            raise WorkerError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}") from None
+            raise WorkerError(f"cannot join the Ray cluster at {address}: {_first_line(exc)} (Ray's warnings above say "
+                              "why; a head with token authentication needs its token here too: RAY_AUTH_TOKEN, "
+                              "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)") from None
 
     def task_size(self, n_jobs: int) -> int:
         """Models per task: as asked, else an even split over the cluster's CPUs."""

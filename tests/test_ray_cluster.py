@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _processes import running_task
 from test_resume_chunks import same_population
 
 import builders
@@ -51,10 +52,17 @@ variant = "seed"
 epochs = 3
 batch_size = 10
 models_per_shard = 2
-factors = { seeds = { start = 1, count = 8 }, activation = ["tanh"], optimizer = ["adam"], lr = [1e-3],
-            weight_decay = [0.0], dropout = [0.0], init = ["kaiming_uniform"] }
 mp = { lr = 1e-3, epochs = 1, levels = [0.5] }
 vd = { lr = 1e-3, epochs = 1 }
+
+[zoo.cluster_digits.factors]
+seeds = { start = 1, count = 8 }
+activation = ["tanh"]
+optimizer = ["adam"]
+lr = [1e-3]
+weight_decay = [0.0]
+dropout = [0.0]
+init = ["kaiming_uniform"]
 """
 STAGES = "original,mp"
 
@@ -75,20 +83,6 @@ def _die_with_parent() -> None:
     own processes to that one (fate sharing), and its workers exit with their raylet."""
     if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG = 1
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-
-
-def _session_processes(session: int) -> dict[int, str]:
-    """pid -> command line (a Ray worker's shows the task it runs: ``ray::_train_batch``) of a session."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) == session:
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # exited meanwhile
-            continue
-    return found
 
 
 class Cluster:
@@ -132,9 +126,6 @@ class Cluster:
         if not self.address:
             self.address = f"{ip}:{ports[6]}"
 
-    def processes(self, name: str) -> dict[int, str]:
-        return _session_processes(self.nodes[name].pid)
-
     def kill(self, name: str) -> None:
         """SIGKILL every process of node ``name`` (ray start, raylet, agents, workers) at once: a lost machine."""
         node = self.nodes.pop(name)
@@ -149,29 +140,28 @@ class Cluster:
 
 @pytest.fixture
 def cluster():
+    """A cluster with no node yet; every node the test starts is killed when it ends, pass or fail."""
     directory = Path(tempfile.mkdtemp(prefix="zr-"))
     cluster = Cluster(directory)
     try:
-        cluster.start("head", "127.0.0.2")
-        cluster.start("worker", "127.0.0.3")
         yield cluster
     finally:
         cluster.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def zoo_build(cluster: Cluster, spec_file: Path, root: Path, *more: str) -> subprocess.Popen:
+def zoo_build(cluster: Cluster, spec_file: Path, root: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``zoo-build`` on the cluster, as a user runs it on the head machine."""
     command = [sys.executable, "-c", "from builders.cli import main; main()", "--spec", str(spec_file),
                "--zoo", "cluster_digits", "--stages", STAGES, "--root", str(root), "--executor", "ray",
-               "--address", cluster.address, "--quiet", *more]
-    return subprocess.Popen(command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               "--address", cluster.address, "--quiet"]
+    return subprocess.Popen(command, env=env or cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def kill_node_while_it_trains(cluster: Cluster, name: str, build: subprocess.Popen) -> bool:
     """Kill node ``name`` as soon as one of its workers runs a training task; False if the build ended first."""
     while build.poll() is None:
-        if any(c.startswith("ray::_train_batch") for c in cluster.processes(name).values()):
+        if running_task(cluster.nodes[name].pid, "_train_batch"):
             cluster.kill(name)
             return True
         time.sleep(0.05)
@@ -182,6 +172,8 @@ def test_a_build_that_loses_a_node_mid_stage_equals_a_local_build(cluster, tmp_p
     """The worker node is SIGKILLed while it trains a chunk: Ray runs that task again on the head,
     the build completes, and the store equals a one-process local build bit for bit (tasks are
     whole chunks, so where a chunk trains changes no rounding)."""
+    cluster.start("head", "127.0.0.2")
+    cluster.start("worker", "127.0.0.3")
     spec_file = tmp_path / "zoos.toml"
     spec_file.write_text(ZOOS)
     build = zoo_build(cluster, spec_file, tmp_path / "ray")
@@ -197,3 +189,22 @@ def test_a_build_that_loses_a_node_mid_stage_equals_a_local_build(cluster, tmp_p
         assert remote.manifest.populations[population].status == "complete"
         same_population(remote, local, population)
     remote.verify()
+
+
+def test_a_driver_without_the_clusters_token_is_one_line(cluster, tmp_path):
+    """A head with token authentication (the default of `ray start`) refuses a driver with another
+    token: zoo-build ends with one line that names the likely cause (Ray logs its own retries
+    before it), the runtime exit code, and no training."""
+    cluster.start("head", "127.0.0.2")
+    spec_file = tmp_path / "zoos.toml"
+    spec_file.write_text(ZOOS)
+    other_token = tmp_path / "other-token"
+    other_token.write_text(secrets.token_hex(32))
+    # RAY_NUM_REDIS_GET_RETRIES: Ray tries to reach the GCS 20 times, a second apart (ray_constants); 2 suffice here
+    env = cluster.env | {"RAY_AUTH_TOKEN_PATH": str(other_token), "RAY_NUM_REDIS_GET_RETRIES": "2"}
+    build = zoo_build(cluster, spec_file, tmp_path / "ray", env)
+    _, err = build.communicate()
+    assert build.returncode == 1
+    assert err.strip().splitlines()[-1].startswith(f"error: cannot join the Ray cluster at {cluster.address}: ")
+    assert "token" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not list((tmp_path / "ray").rglob("*.h5"))
