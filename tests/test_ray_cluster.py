@@ -79,8 +79,9 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _die_with_parent() -> None:
-    """In a node's ``ray start --block``: SIGKILL when the test process ends; Ray ties the node's
-    own processes to that one (fate sharing), and its workers exit with their raylet."""
+    """In a node's ``ray start --block``: SIGKILL when the thread that started it ends (pytest's main
+    thread, also under pytest-xdist); Ray ties the node's own processes to that one (fate sharing),
+    and its workers exit with their raylet."""
     if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG = 1
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
@@ -168,6 +169,7 @@ def kill_node_while_it_trains(cluster: Cluster, name: str, build: subprocess.Pop
     return False
 
 
+@pytest.mark.slow
 def test_a_build_that_loses_a_node_mid_stage_equals_a_local_build(cluster, tmp_path):
     """The worker node is SIGKILLed while it trains a chunk: Ray runs that task again on the head,
     the build completes, and the store equals a one-process local build bit for bit (tasks are
