@@ -5,14 +5,13 @@ this machine, each with its own CPU, resources and loopback address (127.0.0.2 a
 2.x replaces 127.0.0.1 given to ``--node-ip-address`` by the machine's routable address,
 ``services.resolve_ip_for_localhost``), each in its own session so that one node can be killed
 whole. ``zoo-build --executor ray --address`` drives the build from a separate process, as on a
-real cluster. Skipped where Ray is not installed (an optional extra) and off Linux (the nodes are
-tied to this process by ``PR_SET_PDEATHSIG``, so none outlives the test run, even a killed one).
+real cluster. No node outlives the test, even a killed test run (``NODE_GUARD``). Skipped where
+Ray is not installed (an optional extra) and off Linux (tasks are found through /proc).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
@@ -37,7 +36,7 @@ from zoo_dataset.store import ZooStore
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'zoo-twins[ray]'); not installed")
 RAY_CLI = Path(sys.executable).with_name("ray")
 pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux", reason="the nodes die with the test through PR_SET_PDEATHSIG (Linux)"),
+    pytest.mark.skipif(sys.platform != "linux", reason="finds a node's running tasks in /proc (Linux)"),
     pytest.mark.skipif(not RAY_CLI.exists(), reason=f"no ray command next to {sys.executable}"),
 ]
 SOURCE = Path(builders.__file__).resolve().parents[1]  # the workers import the code under test
@@ -78,16 +77,21 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _die_with_parent() -> None:
-    """In a node's ``ray start --block``: SIGKILL when the thread that started it ends (pytest's main
-    thread, also under pytest-xdist); Ray ties the node's own processes to that one (fate sharing),
-    and its workers exit with their raylet."""
-    if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG = 1
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+# Runs a node's `ray start --block` in a process group of its own and kills that whole group when
+# the node's command exits or the test process ends (its end of the stdin pipe closes), pass, fail
+# or SIGKILL. The group, not `ray start`'s own fate sharing, because the agents a raylet spawns
+# outlive a killed raylet. (An asynchronous list reads /dev/null unless told otherwise: fd 3.)
+NODE_GUARD = """exec 3<&0
+"$@" </dev/null &
+node=$!
+{ cat <&3 >/dev/null; kill -KILL 0; } &
+wait "$node"
+kill -KILL 0
+"""
 
 
 class Cluster:
-    """Ray nodes started by ``ray start --block``, each the leader of its own session."""
+    """Ray nodes started by ``ray start --block``, each in a session and process group of its own."""
 
     def __init__(self, directory: Path):
         self.directory = directory  # short: Ray's socket paths under it must fit in 107 bytes
@@ -116,8 +120,8 @@ class Cluster:
                    f"--dashboard-agent-grpc-port={ports[3]}", f"--metrics-export-port={ports[4]}"]
         log = self.directory / f"{name}.log"
         with open(log, "w") as out:
-            node = subprocess.Popen(command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+            node = subprocess.Popen(["sh", "-c", NODE_GUARD, "ray-node", *command], env=self.env, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.PIPE, start_new_session=True)
         self.nodes[name] = node
         deadline = time.monotonic() + NODE_START_S
         while "Ray runtime started" not in log.read_text():
@@ -130,9 +134,10 @@ class Cluster:
     def kill(self, name: str) -> None:
         """SIGKILL every process of node ``name`` (ray start, raylet, agents, workers) at once: a lost machine."""
         node = self.nodes.pop(name)
-        with contextlib.suppress(ProcessLookupError):  # the whole session has gone already
+        with contextlib.suppress(ProcessLookupError):  # the whole group has gone already
             os.killpg(node.pid, signal.SIGKILL)
         node.wait()
+        node.stdin.close()
 
     def stop(self) -> None:
         for name in list(self.nodes):
