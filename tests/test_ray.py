@@ -22,8 +22,10 @@ from test_resume_chunks import same_population
 import builders.executors
 from builders.build import build_zoo
 from builders.executors import RayTrainer
-from zoo_dataset.errors import WorkerError
+from zoo_dataset.data import load_dataset
+from zoo_dataset.errors import WorkerError, ZooSpecError
 from zoo_dataset.specs import get_spec
+from zoo_dataset.training import TrainJob, UnitKey
 from zoo_dataset.training.engine import PopulationEngine
 
 # a grouped convolution's rounding depends on how many models share it (and Adam amplifies it); models
@@ -114,3 +116,15 @@ def test_an_unreachable_cluster_is_one_line(tmp_path):
     assert result.stderr.strip() == (f"error: cannot reach the Ray cluster at 127.0.0.1:{port} (Connection refused); "
                                      "is its head node running (ray start --head)?")
     assert not (tmp_path / "digits_seed").exists()
+
+
+def test_a_toolkit_error_in_a_task_is_raised_as_itself(local_ray):
+    """An error of ours raised inside a task (here an MP job sent without its mask) reaches
+    the caller as the local engine raises it, one line, not as Ray's wrapper with the remote traceback."""
+    spec = get_spec("digits_seed")
+    config = spec.models()[0]
+    job = TrainJob(key=UnitKey(config.model_id), config=config, architecture=spec.architecture, method="mp", epochs=1,
+                   lr=config.lr, batch_size=spec.batch_size, seed=config.seed)
+    with pytest.raises(ZooSpecError, match="mp job for model 0 needs a mask") as raised:
+        list(RayTrainer().run([job], load_dataset("digits", 28)))
+    assert type(raised.value) is ZooSpecError and "\n" not in str(raised.value)
