@@ -198,8 +198,8 @@ class ProcessTrainer:
 
 
 class RayTrainer:
-    """Trains job batches as Ray tasks on the cluster at ``address`` (default: ``RAY_ADDRESS``, else
-    start a local one)."""
+    """Trains job batches as Ray tasks on the cluster at ``address`` (default, as ``ray.init`` has it:
+    ``RAY_ADDRESS``, else the cluster ``ray start`` began on this machine, else a new local one)."""
 
     def __init__(self, engine: str = "population", device: str = "cpu", address: str | None = None,
                  models_per_task: int | None = None):
