@@ -2,7 +2,7 @@
 
 The cluster is started as a user starts one, with ``ray start``: a head node and a worker node on
 this machine, each with its own CPU, resources and loopback address (127.0.0.2 and 127.0.0.3: Ray
-2.x replaces 127.0.0.1 given to ``--node-ip-address`` by the machine's routable address,
+(2.60 here) replaces 127.0.0.1 given to ``--node-ip-address`` by the machine's routable address,
 ``services.resolve_ip_for_localhost``), each in its own session so that one node can be killed
 whole. ``zoo-build --executor ray --address`` drives the build from a separate process, as on a
 real cluster. No node outlives the test, even a killed test run (``NODE_GUARD``). Skipped where
@@ -41,6 +41,7 @@ pytestmark = [
 ]
 SOURCE = Path(builders.__file__).resolve().parents[1]  # the workers import the code under test
 NODE_START_S = 180  # a node that has not started by then never will (2 busy cores: ~5 s)
+BUILD_HANG_S = 900  # a hang guard, not a speed check: the build takes 30-70 s on 2 busy cores
 
 # digits_seed cut to 8 models in chunks of 2: each stage hands out 4 Ray tasks
 ZOOS = """
@@ -98,14 +99,15 @@ class Cluster:
         token = directory / "token"
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
-        # token authentication (Ray's default for `ray start`) with a token of this cluster, not
-        # ~/.ray/auth_token; the nodes' workers use this process's torch thread count, as the
+        # token authentication (`ray start` turns it on when a token exists) with a token of this
+        # cluster, not ~/.ray/auth_token; the nodes' workers use this process's torch thread count, as the
         # local build they are compared with does, and import the code under test
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
             "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "PYTHONPATH": str(SOURCE),
             "OMP_NUM_THREADS": str(torch.get_num_threads()),
         }
         self.nodes: dict[str, subprocess.Popen] = {}
+        self.drivers: list[subprocess.Popen] = []
         self.address = ""
 
     def start(self, name: str, ip: str) -> None:
@@ -139,7 +141,19 @@ class Cluster:
         node.wait()
         node.stdin.close()
 
+    def zoo_build(self, spec_file: Path, root: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """``zoo-build`` on this cluster, as a user runs it on the head machine (stopped with the cluster)."""
+        command = [sys.executable, "-c", "from builders.cli import main; main()", "--spec", str(spec_file),
+                   "--zoo", "cluster_digits", "--stages", STAGES, "--root", str(root), "--executor", "ray",
+                   "--address", self.address, "--quiet"]
+        self.drivers.append(subprocess.Popen(command, env=env or self.env, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True))
+        return self.drivers[-1]
+
     def stop(self) -> None:
+        for driver in self.drivers:
+            driver.kill()
+            driver.communicate()
         for name in list(self.nodes):
             self.kill(name)
 
@@ -154,14 +168,6 @@ def cluster():
     finally:
         cluster.stop()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def zoo_build(cluster: Cluster, spec_file: Path, root: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``zoo-build`` on the cluster, as a user runs it on the head machine."""
-    command = [sys.executable, "-c", "from builders.cli import main; main()", "--spec", str(spec_file),
-               "--zoo", "cluster_digits", "--stages", STAGES, "--root", str(root), "--executor", "ray",
-               "--address", cluster.address, "--quiet"]
-    return subprocess.Popen(command, env=env or cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def kill_node_while_it_trains(cluster: Cluster, name: str, build: subprocess.Popen) -> bool:
@@ -183,9 +189,9 @@ def test_a_build_that_loses_a_node_mid_stage_equals_a_local_build(cluster, tmp_p
     cluster.start("worker", "127.0.0.3")
     spec_file = tmp_path / "zoos.toml"
     spec_file.write_text(ZOOS)
-    build = zoo_build(cluster, spec_file, tmp_path / "ray")
+    build = cluster.zoo_build(spec_file, tmp_path / "ray")
     assert kill_node_while_it_trains(cluster, "worker", build), "the build ended before a task reached the worker"
-    out, err = build.communicate()
+    _, err = build.communicate(timeout=BUILD_HANG_S)
     assert build.returncode == 0, err[-3000:]
     assert "Traceback" not in err
     spec = get_spec("cluster_digits", spec_file)
@@ -209,8 +215,8 @@ def test_a_driver_without_the_clusters_token_is_one_line(cluster, tmp_path):
     other_token.write_text(secrets.token_hex(32))
     # RAY_NUM_REDIS_GET_RETRIES: Ray tries to reach the GCS 20 times, a second apart (ray_constants); 2 suffice here
     env = cluster.env | {"RAY_AUTH_TOKEN_PATH": str(other_token), "RAY_NUM_REDIS_GET_RETRIES": "2"}
-    build = zoo_build(cluster, spec_file, tmp_path / "ray", env)
-    _, err = build.communicate()
+    build = cluster.zoo_build(spec_file, tmp_path / "ray", env)
+    _, err = build.communicate(timeout=BUILD_HANG_S)
     assert build.returncode == 1
     assert err.strip().splitlines()[-1].startswith(f"error: cannot join the Ray cluster at {cluster.address}: ")
     assert "token" in err.strip().splitlines()[-1] and "Traceback" not in err
