@@ -167,7 +167,8 @@ def _worker_count(text: str) -> int:
               help="population: many models as one batched computation; reference: one model at a time.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="local: this process; ray: model batches as Ray tasks (pip install 'zoo-twins[ray]').")
-@click.option("--address", help="Ray cluster address for --executor ray (default: start a local Ray).")
+@click.option("--address", help="Ray head HOST:PORT for --executor ray (default: $RAY_ADDRESS, else the cluster "
+              "`ray start` began on this machine, else a new local Ray).")
 @click.option("--workers", default="auto", show_default=True,
               help="Local executor: train in this many processes, one engine each; auto: one per torch thread "
                    "(core) on CPU as memory allows, 1 on cuda or with Ray.")

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +25,7 @@ import torch
 import torch.multiprocessing
 
 from zoo_dataset.data import ImageData
-from zoo_dataset.errors import WorkerError, ZooSpecError
+from zoo_dataset.errors import WorkerError, ZooError, ZooSpecError
 from zoo_dataset.jobs import EpochCallback
 from zoo_dataset.training import JobResult, ReferenceTrainer, Trainer, TrainJob
 from zoo_dataset.training.engine import PopulationEngine, group_key
@@ -35,7 +37,8 @@ ENGINES: dict[str, Callable[[str, int | None], Trainer]] = {
     "reference": lambda device, _max_models: ReferenceTrainer(device),
 }
 EXECUTORS = ("local", "ray")
-RAY_TASK_RETRIES = 3
+RAY_TASK_RETRIES = 3  # Ray's default (ray_constants.DEFAULT_TASK_MAX_RETRIES), made explicit
+RAY_CONNECT_TIMEOUT_S = 10
 PROGRESS_POLL_S = 1.0  # how often the driver relays the workers' epoch progress
 PARENT_POLL_S = 1.0  # how often a worker checks that its driver is alive
 # host memory one CPU worker may need: a 64-model CNN-l VD group peaked at ~0.75 GB (torch included)
@@ -219,7 +222,8 @@ class ProcessTrainer:
 
 
 class RayTrainer:
-    """Trains job batches as Ray tasks on the cluster at ``address`` (default: start a local one)."""
+    """Trains job batches as Ray tasks on the cluster at ``address`` (default, as ``ray.init`` has it:
+    ``RAY_ADDRESS``, else the cluster ``ray start`` began on this machine, else a new local one)."""
 
     def __init__(self, engine: str = "population", device: str = "cpu", address: str | None = None,
                  models_per_task: int | None = None):
@@ -228,6 +232,9 @@ class RayTrainer:
         except ImportError:
             raise ZooSpecError("--executor ray needs Ray: pip install 'zoo-twins[ray]'") from None
         make_engine(engine, device)  # fail early on a bad engine name
+        head = address or os.environ.get("RAY_ADDRESS")
+        if head:  # before a store is created
+            _check_reachable(head)
         self.ray, self.engine, self.device = ray, engine, device
         self.address, self.models_per_task = address, models_per_task
         self.max_models: int | None = None  # a build on cuda sets its store's chunk: groups as recorded
@@ -235,8 +242,16 @@ class RayTrainer:
         self.task = ray.remote(num_gpus=num_gpus, max_retries=RAY_TASK_RETRIES)(_train_batch)
 
     def _connect(self) -> None:
-        if not self.ray.is_initialized():
+        """Join the cluster once; a head that refuses us (another token, another Ray version) is one line."""
+        if self.ray.is_initialized():
+            return
+        try:
             self.ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError, self.ray.exceptions.RayError) as exc:
+            address = self.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
+            raise WorkerError(f"cannot join the Ray cluster at {address}: {_first_line(exc)} (Ray's warnings above say "
+                              "why; a head with token authentication needs its token here too: RAY_AUTH_TOKEN, "
+                              "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)") from None
 
     def task_size(self, n_jobs: int) -> int:
         """Models per task: as asked, else an even split over the cluster's CPUs."""
@@ -261,8 +276,45 @@ class RayTrainer:
         yield from self._run_batches([list(c) for c in chunks if c], data)
 
     def _run_batches(self, batches: list[list[TrainJob]], data: ImageData) -> Iterator[JobResult]:
+        """Tasks lost with a node or a killed worker are rerun by Ray (``max_retries``, system failures
+        only); once a task's retries are spent the build stops with one line. Tasks left over when the
+        build stops are cancelled: a long-lived driver would otherwise keep the cluster busy."""
         data_ref = self.ray.put(data)
         pending = [self.task.remote(self.engine, self.device, batch, data_ref, self.max_models) for batch in batches]
-        while pending:
-            done, pending = self.ray.wait(pending, num_returns=1)
-            yield from self.ray.get(done[0])
+        try:
+            while pending:
+                done, pending = self.ray.wait(pending, num_returns=1)
+                yield from self.ray.get(done[0])
+        except self.ray.exceptions.RayTaskError as exc:  # raised by our code in the task
+            if isinstance(exc.cause, ZooError):
+                raise exc.cause from None  # as the engine would have raised it here
+            raise
+        except self.ray.exceptions.RayError as exc:  # a system failure Ray no longer retries
+            raise WorkerError(f"a Ray task failed after {RAY_TASK_RETRIES} retries ({_first_line(exc)}); finished "
+                              "units are kept: run the same zoo-build command with --resume") from None
+        finally:
+            with contextlib.suppress(self.ray.exceptions.RayError):  # a cluster already gone has nothing to cancel
+                for ref in pending:
+                    self.ray.cancel(ref, force=True)
+
+
+def _first_line(error: BaseException) -> str:
+    """The gist of a Ray error (many span a page), at most 200 characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` head must accept a connection within RAY_CONNECT_TIMEOUT_S: ``ray.init`` retries
+    an unreachable head for minutes, printing a warning every few seconds. Other forms (``auto``,
+    ``ray://...``) are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise WorkerError(f"cannot reach the Ray cluster at {address} ({reason}); is its head node running "
+                          "(ray start --head)?") from None
