@@ -28,6 +28,7 @@ from loaders.transforms import (
 from zoo_dataset.architectures import INPUT_SIZE, build_model, parametrised_layers, seeded_model
 from zoo_dataset.data import load_dataset
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.sparsify.variational import get_variant, variational_entries
 from zoo_dataset.specs import registry
 from zoo_dataset.store import ZooStore
 
@@ -100,7 +101,8 @@ def test_a_permutation_moves_whole_neurons_only():
 def test_vd_pairs_stay_pairs_after_permuting(zoo, view):
     store = ZooStore(zoo)
     threshold = store.spec.vd.threshold
-    is_weight = torch.from_numpy(store.layout.weight_mask())
+    # the entries VD prunes: weights, and conv biases in the cnn_ard variant
+    prunable = torch.from_numpy(variational_entries(store.layout, get_variant(store.spec.vd.variant)))
     flat_of = make_view(view, store.layout).inverse
     for dataset in (ZooTwinDataset, ZooTrajectoryDataset):
         plain = dataset(zoo, method="vd", split=None, view=view, apply_mask=False)
@@ -109,7 +111,7 @@ def test_vd_pairs_stay_pairs_after_permuting(zoo, view):
         for a, b in zip(plain, permuted, strict=True):
             mask, log_alpha = flat_of(b["mask"]), flat_of(b["log_alpha"])
             assert not torch.equal(mask, flat_of(a["mask"]))
-            assert torch.equal(mask, torch.where(is_weight, log_alpha < threshold, True))
+            assert torch.equal(mask, torch.where(prunable, log_alpha < threshold, True))
             # the same permutation everywhere: the permuted original still maps to the permuted twin
             index = _recover_permutation(flat_of(a["original"]), flat_of(b["original"]))
             for key in ("twin", "mask", "log_alpha"):
