@@ -89,3 +89,40 @@ def test_migration_refuses_a_damaged_shard(zoo):
         f["weights"][0, 0, 0, :3] = 7.0
     with pytest.raises(ChecksumError, match="not migrated"):
         migrate_store(zoo)
+
+
+def test_migrate_never_checksums_a_damaged_schema_2_shard_into_the_manifest(zoo):
+    """A store already at schema 2 with a damaged shard: migrate once re-hashed it into the manifest."""
+    shard = zoo / ZooStore(zoo).population("vd").shards[0].file
+    with h5py.File(shard, "r+") as f:
+        f["weights"][0, 0, 0, :3] = 7.0
+    with pytest.raises(ChecksumError, match="neither the manifest's shard nor the one a migration wrote"):
+        migrate_store(zoo)
+    with pytest.raises(ChecksumError):
+        ZooStore(zoo).verify()  # the manifest still names the undamaged shard
+
+
+def test_a_migration_killed_between_a_shard_and_the_manifest_is_finished_by_a_rerun(zoo, monkeypatch):
+    """Killed after a shard was replaced but before the manifest named it: the pending record vouches for it."""
+    from zoo_dataset.store import migrate
+
+    before = all_arrays(ZooStore(zoo))
+    as_schema_1(zoo)
+    saves = {"n": 0}
+    real_save = migrate.Manifest.save
+
+    def killed_after_first_shard(self, zoo_dir):
+        saves["n"] += 1
+        raise KeyboardInterrupt  # the process dies before the manifest names the rewritten shard
+
+    monkeypatch.setattr(migrate.Manifest, "save", killed_after_first_shard)
+    with pytest.raises(KeyboardInterrupt):
+        migrate_store(zoo)
+    monkeypatch.setattr(migrate.Manifest, "save", real_save)
+    assert saves["n"] == 1 and (zoo / migrate.PENDING).exists()
+    migrate_store(zoo)
+    new = ZooStore(zoo)
+    new.verify()
+    assert new.manifest.schema_version == 2 and not (zoo / migrate.PENDING).exists()
+    after = all_arrays(new)
+    assert all(np.array_equal(before[k], after[k]) for k in before)

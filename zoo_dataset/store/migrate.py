@@ -4,21 +4,33 @@ Schema 1 stored a shard's ``level`` dataset as [levels]; schema 2 stores it as [
 that every dataset is row-aligned. Every other dataset is copied with HDF5's object copy (chunks
 and filters as they are, no decompression), each shard is replaced atomically and the manifest
 rewritten after each, so a killed migration leaves a readable store and running it again finishes
-the job (a shard already at schema 2 is only re-checksummed; the temporary a killed run left is
-removed first). Like every writer it refuses a store whose folders link outside it.
+the job (the temporary a killed run left is removed first). Before a rewritten shard replaces the
+old one, its sha256 is recorded in ``.migrate-pending.json``: a rerun accepts a schema-2 shard only
+when it matches the manifest or that record, so a shard damaged after (or outside) a migration is
+refused, never re-checksummed into the manifest. Like every writer it refuses a store whose folders
+link outside it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 
 from ..errors import ChecksumError
-from .files import atomic_path, file_matches, regular_size, remove_stale_tmp, sha256_file
+from .files import (
+    atomic_path,
+    atomic_write_text,
+    file_matches,
+    open_regular,
+    regular_size,
+    remove_stale_tmp,
+    sha256_file,
+)
 from .lock import writer_lock
-from .manifest import SCHEMA_VERSION, Manifest, ShardInfo
+from .manifest import SCHEMA_VERSION, Manifest
 from .paths import check_writable, inside
 from .writer import level_rows, shard_attrs, store_folders
 
@@ -32,23 +44,50 @@ def migrate_store(zoo_dir: Path | str, progress: Callable[[str], None] | None = 
         return _migrate(zoo_dir, Manifest.load(zoo_dir), progress)
 
 
+PENDING = ".migrate-pending.json"  # {shard file: [sha256, bytes]} of rewritten shards not yet in the manifest
+MAX_PENDING_BYTES = 1 << 20
+
+
 def _migrate(zoo_dir: Path, manifest: Manifest, progress: Callable[[str], None] | None) -> int:
-    rewritten = 0
+    rewritten, pending = 0, _load_pending(zoo_dir)
     for name, info in manifest.populations.items():
         for shard in info.shards:
             path = inside(zoo_dir, shard.file, "shard")
             if _shard_version(path) != SCHEMA_VERSION:
                 if not file_matches(path, shard.sha256, shard.bytes):  # never bless a damaged file
                     raise ChecksumError(f"checksum mismatch for {path}: not migrated; re-download it")
-                _rewrite_shard(path, manifest, name)
+                sha256, size = pending[shard.file] = _rewrite_shard(path, manifest, name, zoo_dir / PENDING,
+                                                                    pending, shard.file)
                 rewritten += 1
                 if progress:
                     progress(shard.file)
-            _rechecksum(zoo_dir, shard)
+            elif file_matches(path, shard.sha256, shard.bytes):
+                continue  # migrated and recorded
+            else:  # a killed run's rewritten shard, or a damaged one
+                sha256, size = pending.get(shard.file, ("", None))
+                if not file_matches(path, sha256, size):
+                    raise ChecksumError(f"checksum mismatch for {path}: it is neither the manifest's shard nor the "
+                                        "one a migration wrote; re-download it")
+            shard.sha256, shard.bytes = sha256, size
             manifest.save(zoo_dir)
     manifest.schema_version = SCHEMA_VERSION
     manifest.save(zoo_dir)
+    (zoo_dir / PENDING).unlink(missing_ok=True)
     return rewritten
+
+
+def _load_pending(zoo_dir: Path) -> dict[str, tuple[str, int]]:
+    path = zoo_dir / PENDING
+    if not path.exists():
+        return {}
+    with open_regular(path) as fh:
+        data = fh.read(MAX_PENDING_BYTES + 1)
+    try:
+        if len(data) > MAX_PENDING_BYTES:
+            raise ValueError(f"over {MAX_PENDING_BYTES} bytes")
+        return {str(k): (str(v[0]), int(v[1])) for k, v in json.loads(data).items()}
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise ChecksumError(f"{path} is not a migration record ({exc}); re-download the store") from None
 
 
 def _shard_version(path: Path) -> int:
@@ -57,16 +96,17 @@ def _shard_version(path: Path) -> int:
         return int(f.attrs.get("schema_version", 1))
 
 
-def _rewrite_shard(path: Path, manifest: Manifest, population: str) -> None:
-    with atomic_path(path) as tmp, h5py.File(path, "r") as old, h5py.File(tmp, "w") as new:
-        new.attrs.update(dict(old.attrs))
-        new.attrs.update(shard_attrs(manifest, population))
-        for key in old:
-            if key != "level":
-                old.copy(old[key], new, name=key)
-        new["level"] = level_rows(manifest.populations[population].levels, len(old["model_id"]))
-
-
-def _rechecksum(zoo_dir: Path, shard: ShardInfo) -> None:
-    path = zoo_dir / shard.file
-    shard.sha256, shard.bytes = sha256_file(path), path.stat().st_size
+def _rewrite_shard(path: Path, manifest: Manifest, population: str, record: Path,
+                   pending: dict[str, tuple[str, int]], file: str) -> tuple[str, int]:
+    """The shard at schema 2, its (sha256, bytes) recorded as pending before it replaces the old one."""
+    with atomic_path(path) as tmp:
+        with h5py.File(path, "r") as old, h5py.File(tmp, "w") as new:
+            new.attrs.update(dict(old.attrs))
+            new.attrs.update(shard_attrs(manifest, population))
+            for key in old:
+                if key != "level":
+                    old.copy(old[key], new, name=key)
+            new["level"] = level_rows(manifest.populations[population].levels, len(old["model_id"]))
+        written = (sha256_file(tmp), tmp.stat().st_size)
+        atomic_write_text(record, json.dumps({**pending, file: written}))
+    return written
