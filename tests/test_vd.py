@@ -602,8 +602,24 @@ def test_cnn_ard_is_the_default_and_a_resume_with_the_other_variant_is_refused(t
     assert vd_spec.vd.variant == "cnn_ard"
     assert ZooSpec.from_dict(json.loads((original_only / vd_spec.name / "manifest.json").read_text())["spec"]
                              ).vd.variant == "cnn_ard"
-    with pytest.raises(StoreError, match=r"different settings \(vd\)"):
+    with pytest.raises(StoreError, match=r"different settings \(vd\.variant\)"):
         build_zoo(vd_spec.with_overrides(vd_variant="elbo"), original_only, stages=["vd"], progress=False)
+
+
+def test_a_store_recorded_before_variants_existed_builds_on_with_the_variant_it_means(tmp_path, vd_spec, original_only):
+    """A manifest written before ``vd.variant`` existed records ``vd.kl_objective``; it means the elbo
+    layers, so ``--vd-variant elbo`` builds on it and the default cnn_ard is refused naming vd.variant."""
+    old = tmp_path / "old"
+    shutil.copytree(original_only, old)
+    manifest_path = old / vd_spec.name / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["spec"]["vd"]["variant"]
+    manifest["spec"]["vd"]["kl_objective"] = "elbo"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=r"different settings \(vd\.variant\)"):
+        build_zoo(vd_spec, old, stages=["vd"], progress=False)
+    store, _ = build_zoo(vd_spec.with_overrides(vd_variant="elbo"), old, stages=["vd"], progress=False)
+    assert store.population("vd").status == "complete"
 
 
 def test_cnn_ard_ramps_the_kl_from_zero_so_its_first_epoch_has_no_kl(tmp_path, vd_spec, monkeypatch):

@@ -40,6 +40,25 @@ def store_folders() -> list[str]:
     return ["", *methods(), *(f"{STAGING}/{p}" for p in methods()), "data/*"]
 
 
+def changed_settings(recorded: ZooSpec, wanted: ZooSpec) -> list[str]:
+    """The settings (``vd.variant``, ``epochs``...) in which ``wanted`` differs from the store's spec.
+
+    Both are compared as parsed specs, so a spec an older toolkit recorded (e.g. ``vd.kl_objective``
+    before ``vd.variant``) compares by what it means. Where the spec was read from is provenance,
+    not a setting: a moved spec file may resume."""
+    def settings(spec: ZooSpec) -> dict:
+        return json.loads(json.dumps(spec.to_dict()))  # tuples -> lists
+
+    old, new = settings(recorded), settings(wanted)
+    changed = []
+    for key in sorted(new.keys() - {"source"}):
+        if isinstance(new[key], dict) and isinstance(old.get(key), dict):
+            changed += [f"{key}.{sub}" for sub in sorted(new[key]) if old[key].get(sub) != new[key][sub]]
+        elif old.get(key) != new[key]:
+            changed.append(key)
+    return changed
+
+
 class StoreWriter:
     """Creates or reopens the store of one zoo under ``root/<zoo>``."""
 
@@ -66,9 +85,7 @@ class StoreWriter:
                     f"{zoo_dir} has store schema {manifest.schema_version}; convert it first with "
                     f"`zoo-build --migrate --zoo {spec.name} --out {root}` (lossless), then build on"
                 )
-            wanted = json.loads(json.dumps(spec.to_dict()))  # tuples -> lists, as stored
-            # where the spec was read from is provenance, not a setting: a moved spec file may resume
-            changed = sorted(k for k, v in wanted.items() if k != "source" and manifest.spec.get(k) != v)
+            changed = changed_settings(manifest.zoo_spec, spec)
             if changed:
                 raise StoreUsageError(
                     f"{zoo_dir} was built with different settings ({', '.join(changed)}); "
