@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from releases.network import http_error, one_line, unreachable
-from zoo_dataset.errors import ChecksumError, StoreError, ZooSpecError
+from zoo_dataset.errors import ChecksumError, StoreError, StoreUsageError, ZooSpecError
 from zoo_dataset.store.files import MAX_UNDECLARED_BYTES, file_matches, sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.lock import writer_lock
@@ -142,7 +142,7 @@ def _populations(manifest: Manifest, old: Manifest | None,
     wanted = list(populations) if populations else published
     missing = [p for p in wanted if p not in published]
     if missing:
-        raise StoreError(
+        raise StoreUsageError(
             f"the published {manifest.zoo} has no {', '.join(missing)} population "
             f"(it has: {', '.join(published)})"
         )
