@@ -28,6 +28,7 @@ from zoo_dataset.store.files import atomic_path, atomic_write_text
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST
+from zoo_dataset.store.paths import check_writable
 
 from .croissant import CROISSANT
 from .hub_tables import hub_files
@@ -69,6 +70,7 @@ def publish_mirror(store: ZooStore, mirror: Path) -> Path:
     target = Path(mirror) / store.manifest.zoo
     index = mirror_index(mirror)
     with writer_lock(target):
+        check_writable(target)  # the copy's folders, like a store's, may not lead a write elsewhere
         for relative in published_files(store):
             with atomic_path(target / relative) as tmp:
                 shutil.copyfile(store.zoo_dir / relative, tmp)

@@ -400,6 +400,17 @@ def test_publish_to_a_mirror_with_a_damaged_index_writes_nothing(copy, tmp_path,
     assert snapshot(mirror) == {"index.json": content} and snapshot(copy) == before  # no card written
 
 
+def test_publish_refuses_a_mirror_copy_whose_folder_links_outside(copy, tmp_path):
+    """Writers follow the readers' link rule (issue 25.6): a linked vd/ in the mirror's copy is not written through."""
+    mirror, outside = tmp_path / "m", tmp_path / "outside"
+    outside.mkdir()
+    (mirror / ZOO).mkdir(parents=True)
+    (mirror / ZOO / "vd").symlink_to(outside)
+    line = one_error_line(invoke("zoo-publish", "--zoo", ZOO, "--root", copy.parent, "--mirror", mirror), 1)
+    assert "outside the store" in line
+    assert list(outside.iterdir()) == []
+
+
 @pytest.mark.parametrize("repo_id", ["../../x y", "a/b/c", ""])
 def test_publish_to_a_repo_id_the_hub_refuses_is_a_usage_line_before_any_work(copy, repo_id):
     before = snapshot(copy)
