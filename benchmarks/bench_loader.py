@@ -3,7 +3,9 @@ the layout of the published original zoos, and (b) a raw h5py read of the same a
 
 All three read the same (original final state, twin state, twin mask) triples of a synthetic MP
 store written through the real PopulationWriter, in the same process, and print states/s, MB/s
-and the ratios. Usage: ``python benchmarks/bench_loader.py [--models 60] [--epochs 15] [--workers 0] [--repeat 3]``.
+and the ratios. Then the cost of augmentations: the same dataset in the tokens view, plain and
+with a layer-wise standardisation and a random neuron permutation per item (goal: >= 0.5x).
+Usage: ``python benchmarks/bench_loader.py [--models 60] [--epochs 15] [--workers 0] [--repeat 3]``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from loaders import ZooTwinDataset
+from loaders import Compose, LayerStandardization, RandomNeuronPermutation, Standardize, ZooTwinDataset
 from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.model_layout import layout_for
 from zoo_dataset.specs import get_spec
@@ -47,16 +49,23 @@ def write_store(root: Path, models: int, epochs: int) -> ZooStore:
     return ZooStore(writer.zoo_dir)
 
 
-def bench_loader(store: ZooStore, workers: int) -> tuple[int, int, float]:
+def bench_loader(store: ZooStore, workers: int, view: str = "flat", transform=None) -> tuple[int, int, float]:
     """Iteration only: opening the dataset (reading the states tables once) is not timed."""
-    ds = ZooTwinDataset(store.zoo_dir, method="mp", split=None)
+    ds = ZooTwinDataset(store.zoo_dir, method="mp", split=None, view=view, transform=transform)
     loader = DataLoader(ds, batch_size=64, num_workers=workers)
     start = time.perf_counter()
     n = nbytes = 0
     for batch in loader:
         n += len(batch["model_id"])
-        nbytes += sum(batch[k].numel() * batch[k].element_size() for k in ("original", "twin", "mask"))
+        states = [batch[k] if view == "flat" else batch[k]["tokens"] for k in ("original", "twin", "mask")]
+        nbytes += sum(t.numel() * t.element_size() for t in states)
     return n, nbytes, time.perf_counter() - start
+
+
+def augmentation(store: ZooStore) -> Compose:
+    """Standardised (fitted on the train split) and randomly permuted: a typical training item."""
+    stats = LayerStandardization.fit(store, split="train")
+    return Compose([Standardize(stats, "tokens"), RandomNeuronPermutation(store.layout, "tokens")])
 
 
 def units(store: ZooStore) -> list[tuple[int, int, float]]:
@@ -123,10 +132,13 @@ def main() -> None:
         ckpt = Path(tmp) / "checkpoints"
         ckpt.mkdir()
         write_checkpoints(store, ckpt)
+        augment = augmentation(store)
         runs = {
             "checkpoint files (a)": lambda: bench_checkpoints(store, ckpt),
             "raw h5py (b)": lambda: bench_h5py(store),
             f"ZooTwinDataset+DataLoader (workers={args.workers})": lambda: bench_loader(store, args.workers),
+            "tokens view, plain": lambda: bench_loader(store, args.workers, "tokens"),
+            "tokens view, standardised + permuted": lambda: bench_loader(store, args.workers, "tokens", augment),
         }
         results: dict[str, tuple[int, int, float]] = {}
         for _ in range(args.repeat):  # interleaved rounds; the fastest round of each counts
@@ -141,6 +153,8 @@ def main() -> None:
     loader = rate[next(k for k in rate if k.startswith("ZooTwin"))]
     print(f"ratio loader / checkpoint files: {loader / rate['checkpoint files (a)']:.2f}x (goal >= 10x)")
     print(f"ratio loader / raw h5py:         {loader / rate['raw h5py (b)']:.2f}x (goal >= 2x)")
+    augmented = rate["tokens view, standardised + permuted"] / rate["tokens view, plain"]
+    print(f"ratio augmented / plain tokens:  {augmented:.2f}x (goal >= 0.5x)")
 
 
 if __name__ == "__main__":

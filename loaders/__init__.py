@@ -1,18 +1,47 @@
-"""Loaders: PyTorch datasets over a zoo-twins store, weight views, download and cache."""
+"""Loaders: PyTorch datasets over a zoo-twins store, weight views, transforms, download and cache."""
 
+from . import transforms
 from .cache import cache_dir
-from .datasets import ZooTrajectoryDataset, ZooTwinDataset
-from .items import ITEM_SCHEMA, collate_shared
+from .datasets import ZooOriginalDataset, ZooOriginalTrajectoryDataset, ZooTrajectoryDataset, ZooTwinDataset
+from .items import ITEM_SCHEMA, ORIGINAL_ITEM_SCHEMA, collate_shared
 from .resolve import open_store
+from .selection import select_models
+from .splits import item_folds, model_folds, normalize_split
+from .transforms import (
+    CanonicalNeuronOrder,
+    Compose,
+    GaussianNoise,
+    LayerStandardization,
+    NeuronPermuter,
+    RandomErasing,
+    RandomNeuronPermutation,
+    Standardize,
+)
 from .views import VIEWS, make_view
 
 __all__ = [
     "ITEM_SCHEMA",
+    "ORIGINAL_ITEM_SCHEMA",
     "VIEWS",
+    "CanonicalNeuronOrder",
+    "Compose",
+    "GaussianNoise",
+    "LayerStandardization",
+    "NeuronPermuter",
+    "RandomErasing",
+    "RandomNeuronPermutation",
+    "Standardize",
+    "ZooOriginalDataset",
+    "ZooOriginalTrajectoryDataset",
     "ZooTrajectoryDataset",
     "ZooTwinDataset",
     "cache_dir",
     "collate_shared",
+    "item_folds",
     "make_view",
+    "model_folds",
+    "normalize_split",
     "open_store",
+    "select_models",
+    "transforms",
 ]

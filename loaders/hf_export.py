@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo_dataset.store.tables import SPLITS
 
-from .datasets import ZooTrajectoryDataset, ZooTwinDataset, _TwinDataset
+from .datasets import ZooTrajectoryDataset, ZooTwinDataset, _ZooDataset
 from .twins import FACTORS
 
 if TYPE_CHECKING:
@@ -43,14 +43,14 @@ def to_hf_dataset(
     from datasets import Dataset, DatasetDict  # deferred: importing datasets is slow, few need it
 
     if epoch is None:
-        pairs: _TwinDataset = ZooTrajectoryDataset(zoo, method=method, level=level, split=None, root=root)
+        pairs: _ZooDataset = ZooTrajectoryDataset(zoo, method=method, level=level, split=None, root=root)
     else:
         pairs = ZooTwinDataset(zoo, method=method, level=level, split=None, epoch=epoch, root=root)
     features = pair_features(pairs)
     split_of = dict(zip(pairs.store.models().model_id, pairs.store.models().split, strict=True))
     parts = {}
     for split in SPLITS:
-        rows = [i for i, (model_id, _) in enumerate(pairs.index.units) if split_of[model_id] == split]
+        rows = [i for i, model_id in enumerate(pairs.item_model_ids) if split_of[model_id] == split]
         parts[HUB_SPLITS[split]] = Dataset.from_generator(
             _rows, gen_kwargs={"pairs": pairs, "rows": rows}, features=features,
             cache_dir=str(cache_dir) if cache_dir else None,
@@ -72,12 +72,12 @@ def write_parquet(dataset: DatasetDict, folder: Path | str) -> dict[str, Path]:
     return paths
 
 
-def pair_features(pairs: _TwinDataset) -> Features:
+def pair_features(pairs: _ZooDataset) -> Features:
     """The typed schema of :func:`to_hf_dataset`'s rows for one dataset of pairs."""
     from datasets import Array2D, Features, List, Value
 
     n_params, n_states = pairs.store.layout.num_params, pairs.index.num_states
-    every = not isinstance(pairs.epochs, int)
+    every = pairs.trajectory
 
     def state(dtype: str) -> Any:
         return Array2D((n_states, n_params), dtype) if every else List(Value(dtype), length=n_params)
@@ -99,7 +99,7 @@ def pair_features(pairs: _TwinDataset) -> Features:
     return Features(columns)
 
 
-def _rows(pairs: _TwinDataset, rows: list[int]) -> Iterator[dict[str, Any]]:
+def _rows(pairs: _ZooDataset, rows: list[int]) -> Iterator[dict[str, Any]]:
     for i in rows:
         item = pairs[i]
         row: dict[str, Any] = {

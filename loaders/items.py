@@ -8,11 +8,13 @@ from typing import Any
 from torch.utils.data import default_collate
 
 # key -> what it holds; "state" is one flat [P] vector in the chosen view (ZooTrajectoryDataset:
-# stacked over epochs, [E+1, ...]). Keys marked "(VD)" exist for VD twins only.
+# stacked over the requested epochs, [E, ...]; by default every recorded one, epoch 0 included).
+# Keys marked "(VD)" exist for VD twins only.
 ITEM_SCHEMA: dict[str, str] = {
     "model_id": "int64 scalar: the model's id in the zoo",
     "level": "float32 scalar: the twin's sparsity level as a fraction (MP: the pruning level; VD: 0.0)",
-    "epoch": "int64 scalar: the twin's epoch (-1 resolved to the last); trajectories: arange(E+1)",
+    "epoch": "int64 scalar: the twin's epoch (-1 resolved to the last); trajectories: the requested epochs "
+    "(default arange(E+1))",
     "original": "state: the original model's final weights (float32)",
     "twin": "state: the twin's weights, pruned entries as exact zeros unless apply_mask=False (float32)",
     "mask": "state: the twin's keep-mask (bool; MP: pruning mask, VD: log_alpha < threshold)",
@@ -20,10 +22,22 @@ ITEM_SCHEMA: dict[str, str] = {
     "original_properties": "dict of float32 scalars of the original's final state: train_loss, train_acc, "
     "test_loss, test_acc, ggap, sparsity, sparsity_<layer>, epoch (no agreement: an original is not "
     "compared with itself, so the key is left out)",
-    "twin_properties": "dict of float32 scalars (trajectories: [E+1]) of the twin's state: the original's "
+    "twin_properties": "dict of float32 scalars (trajectories: [E]) of the twin's state: the original's "
     "keys plus agreement (share of test samples where twin and original predict the same class)",
     "factors": "dict of the model's generating factors: seed, activation, optimizer, lr, weight_decay, "
     "dropout, init (plain Python values)",
+}
+
+
+# what a ZooOriginalDataset item holds ("state": one flat [P] vector in the chosen view; trajectories:
+# stacked over the requested epochs, [E, ...])
+ORIGINAL_ITEM_SCHEMA: dict[str, str] = {
+    "model_id": ITEM_SCHEMA["model_id"],
+    "epoch": "int64 scalar: the state's epoch (-1 resolved to the last); trajectories: the requested epochs",
+    "original": "state: the original model's weights at that epoch (float32)",
+    "original_properties": "dict of float32 scalars (trajectories: [E]) of the state: train_loss, train_acc, "
+    "test_loss, test_acc, ggap, sparsity, sparsity_<layer>, epoch",
+    "factors": ITEM_SCHEMA["factors"],
 }
 
 

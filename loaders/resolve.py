@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from zoo_dataset.errors import StoreError
+import numpy as np
+
+from zoo_dataset.errors import StoreError, ZooTypeError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.manifest import MANIFEST, Manifest
 
@@ -27,6 +29,7 @@ def open_store(
     at ``revision``; a store that holds what is asked is used as is, so this works offline. A store
     found by name must say in its manifest that it is that zoo.
     """
+    check_bool("download", download)
     directory = zoo_dir(zoo, root)
     if download and _lacks(directory, populations):
         from .download import download_zoo  # deferred: network code only when needed
@@ -44,3 +47,9 @@ def _lacks(directory: Path, populations: Sequence[str] | None) -> bool:
         return True
     present = {n for n, p in Manifest.load(directory).populations.items() if p.status == "complete"}
     return bool(set(populations or ()) - present)
+
+
+def check_bool(name: str, value: object) -> None:
+    """Refuse a flag that is not a bool: ``download="no"`` is truthy and would download."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ZooTypeError(f"{name} must be True or False, not {value!r} (type {type(value).__name__})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -10,22 +12,27 @@ from zoo_dataset.methods import twin_methods
 from zoo_dataset.specs import parse_level
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.reader import match_level
-from zoo_dataset.store.tables import SPLITS
+
+from .splits import check_model_ids, normalize_split, split_model_ids
 
 FACTORS = ("seed", "activation", "optimizer", "lr", "weight_decay", "dropout", "init")
 NOT_PROPERTIES = {"model_id", "population", "level", "shard", "row"}
 
 
 class TwinIndex:
-    """Pairs of (original model, twin) of one method, level selection and model split.
+    """Units of one population (``method``: a twin method, or ``"original"``), level selection,
+    model split and model subset, with the recorded properties of the units.
 
-    ``level=None`` selects every level the method recorded (MP: one unit per model and level).
-    ``split=None`` selects every model. Only models packed in both populations are served.
+    A unit is (model, level): MP twins have one per model and level, VD twins and originals one
+    per model. ``level=None`` selects every level the method recorded. ``split=None`` selects
+    every model; ``models`` keeps only those ids. Only models packed in both the original and
+    ``method`` populations are served.
     """
 
-    def __init__(self, store: ZooStore, method: str, level: float | None, split: str | None):
+    def __init__(self, store: ZooStore, method: str, level: float | None, split: str | None,
+                 models: Iterable[int] | None = None):
         twins = [m.name for m in twin_methods()]
-        if method not in twins:
+        if method != "original" and method not in twins:
             raise ZooSpecError(f"unknown method {method!r}; choose one of {', '.join(twins)}")
         if method not in store.populations:
             have = ", ".join(p for p in store.populations if p in twins) or "none"
@@ -36,32 +43,44 @@ class TwinIndex:
         self.store, self.method = store, method
         self.info = store.population(method)
         self.levels = self._levels(level)
-        self.model_ids = self._models(split)
+        self.split = normalize_split(split)
+        self.model_ids = self._models(self.split, models)
         self.level_indices = [store.level_index(method, lv) for lv in self.levels]
         self.units = [(m, li) for m in self.model_ids for li in self.level_indices]
         self.factors = self._factors()
         self.property_names: dict[str, list[str]] = {}
         self._properties: dict[tuple[str, int, int], np.ndarray] = {}
-        for population in ("original", method):
+        for population in dict.fromkeys(("original", method)):
             self.property_names[population] = self._load_properties(population)
 
     @property
     def num_states(self) -> int:
-        """Recorded states per twin (epoch 0 included)."""
+        """Recorded states per unit (epoch 0 included)."""
         return self.info.epochs + 1
 
     def resolve_epoch(self, epoch: int) -> int:
+        """One recorded epoch as an index into the states (``-1`` = the last)."""
         n = self.num_states
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
             raise ZooTypeError(
-                f"epoch must be an int (-1 = last), not type {type(epoch).__name__}; "
-                "ZooTrajectoryDataset serves every epoch"
+                f"epoch must be an int (-1 = last), a list or range of ints, or None (every epoch), "
+                f"not type {type(epoch).__name__}"
             )
         if not -n <= epoch < n:
-            raise StoreError(
-                f"epoch {epoch} out of range: {self.method} twins record epochs 0..{n - 1} (or -1 = last)"
-            )
+            what = "originals" if self.method == "original" else f"{self.method} twins"
+            raise StoreError(f"epoch {epoch} out of range: {what} record epochs 0..{n - 1} (or -1 = last)")
         return int(epoch) % n
+
+    def resolve_epochs(self, epoch: int | Sequence[int] | range | None) -> list[int]:
+        """The requested epochs, in the order given: an int, a list / tuple / range of ints, or
+        None (every recorded epoch)."""
+        if epoch is None:
+            return list(range(self.num_states))
+        if isinstance(epoch, (list, tuple, range)):
+            if len(epoch) == 0:
+                raise ZooSpecError("epoch is an empty list: ask for at least one epoch, or None for every epoch")
+            return [self.resolve_epoch(e) for e in epoch]
+        return [self.resolve_epoch(epoch)]
 
     def properties(self, population: str, model_id: int, level_index: int) -> np.ndarray:
         """[states, properties] float32 for one unit (original: level index 0)."""
@@ -78,22 +97,19 @@ class TwinIndex:
             raise StoreError(f"level {level} not recorded for {self.method} twins (levels: {levels})")
         return [levels[match_level(levels, level)]]
 
-    def _models(self, split: str | None) -> list[int]:
-        models = self.store.models()
-        if split is not None and not isinstance(split, str):
-            raise ZooTypeError(f"split must be a str ({', '.join(SPLITS)}) or None, not type {type(split).__name__}")
-        if split is not None:
-            if split not in SPLITS:
-                raise ZooSpecError(
-                    f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or None for all"
-                )
-            models = models[models.split == split]
+    def _models(self, split: str | None, models: Iterable[int] | None) -> list[int]:
         packed = self._packed("original") & self._packed(self.method)
-        ids = sorted(int(m) for m in models.model_id if int(m) in packed)
+        ids = [m for m in split_model_ids(self.store, split) if m in packed]
+        if models is not None:
+            wanted = check_model_ids(models)
+            unknown = sorted(wanted - set(int(m) for m in self.store.models().model_id))
+            if unknown:
+                raise StoreError(f"models {unknown[:10]} are not in {self.store.zoo_dir}")
+            ids = [m for m in ids if m in wanted]
         if not ids:
-            raise StoreError(
-                f"split {split!r} of {self.store.zoo_dir} has no models with {self.method} twins"
-            )
+            what = "originals" if self.method == "original" else f"{self.method} twins"
+            subset = " among the models asked for" if models is not None else ""
+            raise StoreError(f"split {split!r} of {self.store.zoo_dir} has no models with {what}{subset}")
         return ids
 
     def _packed(self, population: str) -> set[int]:
@@ -107,14 +123,16 @@ class TwinIndex:
     def _load_properties(self, population: str) -> list[str]:
         """Index the population's per-state properties by unit; returns the property names.
 
-        A property the population does not record for these models (NaN, e.g. an original's
-        agreement with itself) is left out rather than served as a placeholder.
+        A property the population does not record for these models (NaN in every state, e.g. an
+        original's agreement with itself) is left out rather than served as a placeholder; a
+        property recorded for some states is kept, NaN where a state has none (e.g. a diverged
+        model: ``drop_nonfinite=True`` drops such states).
         """
         states = self.store.states(population)
         states = states[states.model_id.isin(self.model_ids)].sort_values(["model_id", "level", "epoch"])
         names = [
             c for c in states.columns
-            if c not in NOT_PROPERTIES and pd.api.types.is_numeric_dtype(states[c]) and states[c].notna().all()
+            if c not in NOT_PROPERTIES and pd.api.types.is_numeric_dtype(states[c]) and states[c].notna().any()
         ]
         levels = self.store.population(population).levels
         level_of = {lv: match_level(levels, lv) for lv in states.level.unique()}

@@ -94,6 +94,7 @@ class TokensView:
             index[i, -1] = bias
         self.index = index
         self.valid = index != pad
+        self._valid_index = index[self.valid]  # flat position of each valid slot, in slot order
         self.layer_id = torch.tensor(layer_ids)
         self.position_id = torch.tensor(positions)
 
@@ -112,7 +113,7 @@ class TokensView:
         tokens = viewed["tokens"]
         lead = tokens.shape[:-2]
         flat = tokens.new_zeros(*lead, self.layout.num_params)
-        flat[..., self.index[self.valid]] = tokens[..., self.valid]
+        flat[..., self._valid_index] = tokens[..., self.valid]
         return flat
 
 

@@ -158,8 +158,8 @@ def test_clear_errors(zoo, tmp_path):
         ZooTwinDataset("no_such_zoo", root=tmp_path)
     with pytest.raises(StoreError, match="is not at"):
         ZooTwinDataset("digits_seed", root=tmp_path)  # registered, but not built there
-    with pytest.raises(ZooSpecError, match="unknown split 'validation'"):
-        ZooTwinDataset(zoo, method="mp", split="validation")
+    with pytest.raises(ZooSpecError, match="unknown split 'valid'"):
+        ZooTwinDataset(zoo, method="mp", split="valid")
     with pytest.raises(StoreError, match="epoch 99 out of range"):
         ZooTwinDataset(zoo, method="mp", epoch=99)
     with pytest.raises(ZooSpecError, match="unknown method"):

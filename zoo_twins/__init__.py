@@ -41,11 +41,32 @@ def _toolkit_loaders() -> ModuleType:
 
 
 _loaders = _toolkit_loaders()
-ZooTwinDataset = _loaders.ZooTwinDataset
+# everything the loaders export (tests/test_public_import.py checks that none is missing)
+ITEM_SCHEMA = _loaders.ITEM_SCHEMA
+ORIGINAL_ITEM_SCHEMA = _loaders.ORIGINAL_ITEM_SCHEMA
+VIEWS = _loaders.VIEWS
+CanonicalNeuronOrder = _loaders.CanonicalNeuronOrder
+Compose = _loaders.Compose
+GaussianNoise = _loaders.GaussianNoise
+LayerStandardization = _loaders.LayerStandardization
+NeuronPermuter = _loaders.NeuronPermuter
+RandomErasing = _loaders.RandomErasing
+RandomNeuronPermutation = _loaders.RandomNeuronPermutation
+Standardize = _loaders.Standardize
+ZooOriginalDataset = _loaders.ZooOriginalDataset
+ZooOriginalTrajectoryDataset = _loaders.ZooOriginalTrajectoryDataset
 ZooTrajectoryDataset = _loaders.ZooTrajectoryDataset
-open_store = _loaders.open_store
-make_view = _loaders.make_view
+ZooTwinDataset = _loaders.ZooTwinDataset
 cache_dir = _loaders.cache_dir
+collate_shared = _loaders.collate_shared
+item_folds = _loaders.item_folds
+make_view = _loaders.make_view
+model_folds = _loaders.model_folds
+normalize_split = _loaders.normalize_split
+open_store = _loaders.open_store
+select_models = _loaders.select_models
+transforms = _loaders.transforms
+sys.modules[f"{__name__}.transforms"] = transforms  # `from zoo_twins.transforms import ...` works too
 
 
 def __getattr__(name: str) -> object:
@@ -54,16 +75,36 @@ def __getattr__(name: str) -> object:
         return importlib.import_module(f"{_loaders.__name__}.download").download_zoo
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
+    "CanonicalNeuronOrder",
+    "Compose",
+    "GaussianNoise",
+    "ITEM_SCHEMA",
+    "LayerStandardization",
+    "NeuronPermuter",
+    "ORIGINAL_ITEM_SCHEMA",
+    "RandomErasing",
+    "RandomNeuronPermutation",
+    "Standardize",
+    "VIEWS",
+    "ZooOriginalDataset",
+    "ZooOriginalTrajectoryDataset",
     "ZooSpec",
     "ZooStore",
     "ZooTrajectoryDataset",
     "ZooTwinDataset",
     "cache_dir",
+    "collate_shared",
     "download_zoo",
     "get_spec",
+    "item_folds",
     "load_specs",
     "make_view",
     "methods",
+    "model_folds",
+    "normalize_split",
     "open_store",
+    "select_models",
+    "transforms",
 ]

@@ -86,6 +86,8 @@ def _levels_match(stored: np.ndarray, levels: list[float], models: int) -> bool:
 class ZooStore:
     """A built (or downloaded) zoo: ``ZooStore(root / "digits_seed")``.
 
+    Tables are pandas DataFrames and arrays numpy arrays (:meth:`array`, :meth:`weights`,
+    :meth:`read`); the loaders' datasets serve the same values as torch tensors.
     ``verify_checksums`` hashes each shard on its first open in this process tree (about the cost
     of reading the file once); ``None`` turns it on for downloaded stores only.
     """
@@ -283,7 +285,10 @@ class ZooStore:
 
     def array(self, name: str, population: str, model_id: int, epoch: int | slice = -1,
               level: float | None = None) -> np.ndarray:
-        """``weights``, ``masks`` or ``log_alpha`` of one unit at ``epoch`` (an int, -1 = last, or a slice)."""
+        """``weights``, ``masks`` or ``log_alpha`` of one unit at ``epoch`` (an int, -1 = last, or a slice),
+        as a **numpy** array (``[P]``, or ``[states, P]`` for a slice), stored pruned or dense as the
+        population stores it. The datasets (``zoo_twins.ZooTwinDataset``, ``ZooOriginalDataset``...)
+        serve the same values as torch tensors: ``torch.from_numpy`` shares the memory."""
         f, row, li = self.locate(population, model_id, level)
         if name not in f:
             stored = ", ".join(k for k in f if k not in ("model_id", "level"))
@@ -293,7 +298,9 @@ class ZooStore:
             raise StoreError(f"epoch {epoch} out of range: population {population} records epochs 0..{n_states - 1}")
         return self.read(population, name, model_id, li, epoch)
 
-    def weights(self, population: str, model_id: int, epoch: int = -1, level: float | None = None) -> np.ndarray:
+    def weights(self, population: str, model_id: int, epoch: int | slice = -1,
+                level: float | None = None) -> np.ndarray:
+        """The stored weights of one unit as a **numpy** array (see :meth:`array`)."""
         return self.array("weights", population, model_id, epoch, level)
 
     def model(self, population: str, model_id: int, epoch: int = -1, level: float | None = None) -> nn.Module:
