@@ -36,6 +36,7 @@ class Report:
     tables: list[Table] = field(default_factory=list)
     figures: dict[str, tuple[str, Figure]] = field(default_factory=dict)  # key -> (caption, figure)
     missing: list[str] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # population -> its method's settings (VD variant)
 
 
 def spread_epochs(recorded: list[int], wanted: tuple[int, ...], count: int) -> list[int]:
@@ -193,7 +194,9 @@ ENTRIES: list[Entry] = [
 def build_report(store: ZooStore, sparsity: float = tables.DEFAULT_SPARSITY) -> Report:
     """Make every entry the store's populations allow; list what is missing and why."""
     pops = {name: store.states(name) for name in store.populations}
-    report = Report(store.manifest.zoo, pops)
+    spec = store.manifest.zoo_spec
+    report = Report(store.manifest.zoo, pops,
+                    settings={m.name: m.settings(spec) for m in methods().values() if m.name in pops})
     report.missing += _population_gaps(store)
     ctx = Context(store, pops, sparsity)
     for entry in ENTRIES:
@@ -248,6 +251,7 @@ def write_report(report: Report, out: Path) -> Path:
         lines.append(
             f"- {name}: {states.model_id.nunique()} models, levels "
             f"{sorted(float(x) for x in states.level.unique())}, epochs 0..{int(states.epoch.max())}"
+            + (f"; {report.settings[name]}" if report.settings.get(name) else "")
         )
     for table in report.tables:
         table.frame.to_csv(out / f"{table.key}.csv", index=False)
@@ -265,6 +269,7 @@ def write_report(report: Report, out: Path) -> Path:
 def summary(report: Report) -> str:
     """A one-page terminal summary: populations, headline numbers, what is missing."""
     lines = [f"zoo {report.zoo}"]
+    lines += [f"  {name}: {text}" for name, text in report.settings.items() if text]
     for r in last_epoch_summary(report.populations).itertuples():
         tag = r.population + (f" @ {r.level:.0%}" if r.level > 0 else "")
         lines.append(

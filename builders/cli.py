@@ -12,7 +12,7 @@ from releases.ingest import ingest_original
 from zoo_dataset.cli_support import EPOCHS, Command, check_device, one_line_errors, version_option, writable_dir
 from zoo_dataset.data import is_available
 from zoo_dataset.errors import ZooSpecError
-from zoo_dataset.specs import VD_KL_OBJECTIVES, check_levels, get_spec, load_specs, registry
+from zoo_dataset.specs import VD_VARIANTS, check_levels, get_spec, load_specs, registry
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.lock import writer_lock
@@ -139,8 +139,9 @@ def _worker_count(text: str) -> int:
 @click.option("--mp-levels", callback=_as_bad_parameter(parse_levels),
               help="Override MP sparsity levels, e.g. 0.5,0.9 or 50,90 (distinct).")
 @click.option("--vd-epochs", type=EPOCHS, help="Override VD training epochs.")
-@click.option("--vd-kl", type=click.Choice(VD_KL_OBJECTIVES),
-              help="VD KL weighting: elbo (KL / N_train, the default) or original (the original zoos' code's ramp).")
+@click.option("--vd-variant", type=click.Choice(VD_VARIANTS),
+              help="VD method: cnn_ard (the original zoos' CNN_ARD, default of the packaged zoos) or elbo "
+                   "(negative ELBO per sample, deterministic biases); see docs/variational-dropout.md.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="paper", show_default=True,
               help="smoke: 4 models, 2 epochs, a quick end-to-end check.")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
@@ -160,7 +161,7 @@ def _worker_count(text: str) -> int:
 @click.option("--migrate", is_flag=True,
               help="Convert the store ROOT/<zoo> from an older store schema to the current one (lossless), then stop.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_kl, preset,
+def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_levels, vd_epochs, vd_variant, preset,
          device, data_dir, resume, from_original, engine, executor, address, workers, migrate, quiet):
     """Build the original population of a zoo and its sparsified twins."""
     with one_line_errors():
@@ -183,7 +184,7 @@ def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_
             raise click.UsageError("--address is for --executor ray")
         overrides = dict(PRESETS[preset])
         overrides.update({k: v for k, v in {
-            "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs, "vd_kl_objective": vd_kl,
+            "epochs": epochs, "mp_epochs": mp_epochs, "vd_epochs": vd_epochs, "vd_variant": vd_variant,
             "model_subset": models, "mp_levels": mp_levels,
         }.items() if v is not None})
         spec = existing_spec(root, zoo, spec_file).with_overrides(**overrides)

@@ -113,8 +113,8 @@ def fetch_modelzoos(
         chosen = choose_zip(client.files(entry.record), entry, zoo, (files or {}).get(population))
         archives[population] = (chosen, client.download(chosen, downloads))
     spec = get_spec(zoo)
-    if "vd" in entries:  # the published twins followed the original code's KL ramp
-        spec = spec.with_overrides(vd_kl_objective="original")
+    if "vd" in entries:  # the published twins are the cnn_ard variant
+        spec = spec.with_overrides(vd_variant="cnn_ard")
     with tempfile.TemporaryDirectory(prefix="zoo-modelzoos-", dir=_mkdir(root)) as tmp:
         twins = None
         if "vd" in archives:

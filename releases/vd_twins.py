@@ -6,11 +6,12 @@ trial folder), ``result.json`` (train/test loss and accuracy per iteration) and
 ``checkpoint_<N>/checkpoints``: a bare state dict with ``module_list.<i>.weight|bias|log_sigma2``
 (and ``log_sigma2_bias``). Checkpoints are read with ``torch.load(weights_only=True)`` only.
 
-``log_alpha`` is what the original layers computed: ``log_sigma2 - 2 log(|w| + 1e-15)`` in float32,
+``log_alpha`` and the masks are those of the built ``cnn_ard`` VD variant, computed by the same
+functions (:mod:`zoo_dataset.sparsify.variational`): ``log_sigma2 - 2 log(|w| + 1e-15)`` in float32,
 clamped to [-8, 8] in ``Conv2dARD`` (weights and biases) and to [-10, 10] in ``LinearARD`` (weights;
-its biases are never pruned and hold :data:`BIAS_LOG_ALPHA`). The mask is ``log_alpha <`` the
-project's threshold, so the pruned model the store returns is the one the original code evaluated
-(conv biases included). Epoch 0 is the original's final state; each twin is matched to its
+its biases are never pruned and hold ``BIAS_LOG_ALPHA``). The mask is ``log_alpha <`` the
+project's threshold where the variant prunes, so the pruned model the store returns is the one the
+original code evaluated (conv biases included). Epoch 0 is the original's final state; each twin is matched to its
 original through the trial folder name in ``training::init_checkpoint_path``. A twin that cannot
 be mapped is reported in one line and left out, never guessed; models left without a twin keep the
 population partial, for ``zoo-build --stages vd --resume`` to complete.
@@ -35,12 +36,19 @@ from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method
 from zoo_dataset.safe_extract import safe_extract
-from zoo_dataset.sparsify.variational import BIAS_LOG_ALPHA, LOG_SIGMA2_INIT
+from zoo_dataset.sparsify.variational import (
+    CNN_ARD,
+    LOG_SIGMA2_INIT,
+    flat_log_alpha,
+    keep_mask,
+    variational_entries,
+)
 from zoo_dataset.specs import VD_THRESHOLD
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.files import atomic_write_text
 from zoo_dataset.store.layout_on_disk import INGEST_RECORD
 from zoo_dataset.training import JobResult, UnitKey
+from zoo_dataset.training.reference import sparsity_columns
 
 from .ingest import Trial, find_trials, flat_state, metric_row, read_checkpoint, read_results
 
@@ -48,9 +56,6 @@ METHOD = get_method("vd")  # the published twins are this method's population
 ARD_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias|log_sigma2|log_sigma2_bias)")
 ARD_SUFFIX = "_ARD"
 INIT_PATH_KEY = "training::init_checkpoint_path"
-LOG_EPS = 1e-15  # the original layers' guard inside log(|w| + eps)
-CONV_CLAMP = (-8.0, 8.0)  # Conv2dARD.log_alpha and log_alpha_bias
-LINEAR_CLAMP = (-10.0, 10.0)  # LinearARD.log_alpha
 
 
 @dataclass
@@ -95,14 +100,9 @@ def original_label(trial: Trial) -> str | None:
     return path.name or None
 
 
-def log_alpha(log_sigma2: torch.Tensor, values: torch.Tensor, clamp: tuple[float, float]) -> torch.Tensor:
-    """The original layers' log alpha: float32, ``log_sigma2 - 2 log(|w| + 1e-15)``, clamped."""
-    ls2, w = log_sigma2.detach().float(), values.detach().float()
-    return torch.clamp(ls2 - 2 * torch.log(torch.abs(w) + LOG_EPS), *clamp)
-
-
 def twin_state(state: object, layout: ParameterLayout) -> tuple[np.ndarray, np.ndarray]:
-    """(weights, log_alpha) of one ARD state dict as flat vectors in the store's layout."""
+    """(weights, log_alpha) of one ARD state dict as flat vectors in the store's layout, log_alpha
+    computed as the built ``cnn_ard`` variant computes it (``LinearARD.log_sigma2_bias`` is unused)."""
     if not isinstance(state, Mapping):
         raise ValueError(f"a checkpoint must be a state dict, found {type(state).__name__}")
     weights = flat_state(state, layout)  # same module order and shape checks as the originals
@@ -111,31 +111,23 @@ def twin_state(state: object, layout: ParameterLayout) -> tuple[np.ndarray, np.n
         if m := ARD_KEY.fullmatch(str(key)):
             modules.setdefault(int(m.group(1)), {})[m.group(2)] = tensor
     by_layer = dict(zip(layout.layers, (modules[i] for i in sorted(modules)), strict=True))
-    parts = []
-    for entry in layout.entries:
-        tensors = by_layer[entry.layer]
-        conv = tensors["weight"].dim() == 4
-        if entry.kind == "bias" and not conv:
-            parts.append(np.full(entry.size, BIAS_LOG_ALPHA, dtype=np.float32))
-            continue
+    params, sigma = layout.unflatten(torch.from_numpy(weights)), {}
+    variational = variational_entries(layout, CNN_ARD)
+    for entry in (e for e in layout.entries if variational[e.offset]):
         name = "log_sigma2" if entry.kind == "weight" else "log_sigma2_bias"
-        if name not in tensors or tuple(tensors[name].shape) != entry.shape:
-            shape = tuple(tensors[name].shape) if name in tensors else None
+        tensor = by_layer[entry.layer].get(name)
+        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != entry.shape:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else None
             raise ValueError(f"{entry.layer}.{name} has shape {shape}, expected {entry.shape}")
-        alpha = log_alpha(tensors[name], tensors[entry.kind], CONV_CLAMP if conv else LINEAR_CLAMP)
-        parts.append(alpha.reshape(-1).numpy())
-    return weights, np.concatenate(parts).astype(np.float32)
+        sigma[entry.name] = tensor
+    return weights, flat_log_alpha(layout, params, sigma, CNN_ARD)
 
 
 def start_state(final: np.ndarray, layout: ParameterLayout) -> np.ndarray:
     """log_alpha of the converted original before any VD step (``log_sigma2`` at its init, -10)."""
-    state = {}
-    for i, layer in enumerate(layout.layers):
-        for e in (e for e in layout.entries if e.layer == layer):
-            state[f"module_list.{i}.{e.kind}"] = torch.from_numpy(final[e.slice].reshape(e.shape))
-            sigma = "log_sigma2" if e.kind == "weight" else "log_sigma2_bias"
-            state[f"module_list.{i}.{sigma}"] = torch.full(e.shape, LOG_SIGMA2_INIT)
-    return twin_state(state, layout)[1]
+    params = layout.unflatten(torch.from_numpy(final))
+    sigma = {name: torch.full_like(value, LOG_SIGMA2_INIT) for name, value in params.items()}
+    return flat_log_alpha(layout, params, sigma, CNN_ARD)
 
 
 def checkpoint_epochs(trial: Trial, epochs: int) -> dict[int, Path]:
@@ -175,13 +167,13 @@ def twin_result(model_id: int, trial: Trial, epochs: int, original_final: np.nda
         weights.append(w)
         alphas.append(a)
     weights_arr, alpha_arr = np.stack(weights).astype(np.float32), np.stack(alphas).astype(np.float32)
-    masks = alpha_arr < np.float32(threshold)
+    masks = keep_mask(alpha_arr, variational_entries(layout, CNN_ARD), threshold)
     rows = read_results(trial)
     offset = min(rows, default=0)  # iterations counted from 0 (the test-only step) or from 1
     if rows and max(rows) - offset > epochs:
         raise ValueError(f"result.json has {max(rows) - offset + 1} iterations for {epochs + 1} states")
     metrics = [metric_row(e, rows.get(e + offset, {}), np.where(masks[e], weights_arr[e], 0.0), layout)
-               for e in range(epochs + 1)]
+               | sparsity_columns(layout, weights_arr[e], masks[e]) for e in range(epochs + 1)]
     return JobResult(key=UnitKey(model_id), weights=weights_arr, masks=masks, log_alpha=alpha_arr, metrics=metrics)
 
 

@@ -88,7 +88,7 @@ def test_killed_build_resumes_to_the_same_store(tmp_path, small_spec, one_thread
         (["--zoo", "digits_seed", "--mp-levels", "0,50"], "out of range"),
         (["--zoo", "digits_seed", "--models", "0-x"], "--models"),
         (["--zoo", "digits_seed", "--stages", "original,bogus"], "unknown stage"),
-        (["--zoo", "digits_seed", "--vd-kl", "elbow"], "'elbow' is not one of 'elbo', 'original'"),
+        (["--zoo", "digits_seed", "--vd-variant", "elbow"], "'elbow' is not one of 'cnn_ard', 'elbo'"),
         (["--zoo", "digits_seed", "--bogus"], "No such option '--bogus'"),
     ],
 )

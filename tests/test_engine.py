@@ -15,13 +15,15 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from zoo_dataset.architectures import build_model
+from zoo_dataset.counter_rng import CounterRNG, StepDraws, drawing
 from zoo_dataset.data import ImageData, load_dataset
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
-from zoo_dataset.methods import Method, methods
+from zoo_dataset.methods import Method, get_method, methods
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask
 from zoo_dataset.specs import VD_THRESHOLD, ModelConfig
 from zoo_dataset.training import ReferenceTrainer, TrainJob, UnitKey
+from zoo_dataset.training.batched_ops import per_model_input
 from zoo_dataset.training.engine import PopulationEngine, TrainingGroup
 
 EPOCHS = 2
@@ -61,20 +63,23 @@ def plain_jobs(cfgs: list[ModelConfig], architecture: str = "cnn_s") -> list[Tra
                      lr=c.lr, batch_size=10, seed=c.seed) for c in cfgs]
 
 
-def twin_jobs(method: str, cfgs: list[ModelConfig], data: ImageData, kl_objective: str = "elbo") -> list[TrainJob]:
-    """Masked / VD jobs that start from briefly trained originals, as the MP and VD stages do."""
+def twin_jobs(method: str, cfgs: list[ModelConfig], data: ImageData, variant: str = "cnn_ard") -> list[TrainJob]:
+    """Masked / VD jobs that start from briefly trained originals, as the MP and VD stages do. VD
+    starts with a few conv biases near zero, so that cnn_ard drops them (|b| < e^-6.5) from epoch 0."""
     originals = {r.key.model_id: r for r in ReferenceTrainer().run(plain_jobs(cfgs), data)}
     layout = ParameterLayout.from_module(build_model("cnn_s", 1, "tanh"))
     jobs = []
     for c in cfgs:
         start = originals[c.model_id]
-        weights = start.weights[-1]
+        weights = start.weights[-1].copy()
+        if method == "vd":
+            weights[layout.by_name["conv2.bias"].slice][:: 2 + c.model_id] = 1e-4
         jobs.append(TrainJob(
             key=UnitKey(c.model_id, 0.5 if method == "mp" else 0.0), config=c, architecture="cnn_s", method=method,
             epochs=EPOCHS, lr=c.lr, batch_size=10, seed=c.seed + 100, initial=weights,
             mask=global_magnitude_mask(weights, layout, 0.5) if method == "mp" else None,
             reference_predictions=start.test_predictions,
-            options={"threshold": VD_THRESHOLD, "kl_warmup_epochs": 1, "kl_objective": kl_objective}
+            options={"threshold": VD_THRESHOLD, "kl_warmup_epochs": int(variant == "elbo"), "variant": variant}
             if method == "vd" else {},
         ))
     return jobs
@@ -133,16 +138,55 @@ def test_masked_finetuning_matches_reference_and_keeps_pruned_weights_zero(data)
         assert np.all(eng.weights[:, ~job.mask] == 0)
 
 
-@pytest.mark.parametrize("kl_objective", ["elbo", "original"])
-def test_vd_training_matches_reference(data, kl_objective):
-    pairs = run_both(twin_jobs("vd", configs("gelu", "adam"), data, kl_objective), data)
+@pytest.mark.parametrize("variant", ["cnn_ard", "elbo"])
+def test_vd_training_matches_reference(data, variant):
+    pairs = run_both(twin_jobs("vd", configs("gelu", "adam"), data, variant), data)
     assert_same_training(pairs)
+    conv_bias = ParameterLayout.from_module(build_model("cnn_s", 1, "gelu")).by_name["conv2.bias"].slice
     for ref, eng in pairs:
+        # cnn_ard drops (and noises) conv biases, elbo never: both paths alike
+        assert (not ref.masks[:, conv_bias].all()) == (variant == "cnn_ard")
+        np.testing.assert_array_equal(eng.masks[:, conv_bias], ref.masks[:, conv_bias])
         # log_alpha = log sigma^2 - log theta^2 amplifies rounding where theta is small
         away_from_zero = np.abs(ref.weights) > 1e-2
         np.testing.assert_allclose(eng.log_alpha[away_from_zero], ref.log_alpha[away_from_zero], atol=1e-3)
         # the masks agree wherever rounding cannot move log_alpha across the threshold
         assert (eng.masks != ref.masks).sum(axis=-1).max() <= 1  # at most one weight per state
+
+
+@pytest.mark.parametrize("variant", ["cnn_ard", "elbo"])
+def test_a_vd_step_samples_penalises_and_prunes_as_the_per_model_layers(data, variant):
+    """One training forward (same counter draws), its KL term and one eval forward of the stacked
+    models equal each per-model VariationalNet's, with log_sigma2 (and cnn_ard's conv
+    log_sigma2_bias) spread so that the bias variance alpha_b b^2, clamps and pruning all matter."""
+    jobs = synthetic_jobs("vd", 2)
+    for job in jobs:
+        job.options["variant"] = variant
+    group = TrainingGroup(jobs, channels=1, device=torch.device("cpu"))
+    models = [get_method("vd").build(job, 1) for job in jobs]
+    gen = torch.Generator().manual_seed(0)
+    for m, model in enumerate(models):
+        for name, layer in model.vd_layers():
+            sigmas = [("log_sigma2", layer.log_sigma2)]
+            sigmas += [("log_sigma2_bias", layer.log_sigma2_bias)] if layer.noisy_bias else []
+            for extra, param in sigmas:
+                with torch.no_grad():
+                    param.copy_(torch.rand(param.shape, generator=gen) * 16 - 9)
+                    group.net.extra(extra, name)[m].copy_(param)
+    assert ("log_sigma2_bias" in group.net.flat_extras) == (variant == "cnn_ard")
+    idx = group.rng.batches(len(data.train_x), 10, epoch=1)[0]
+    stacked = group.net.forward(per_model_input(data.train_x[idx]), StepDraws(group.rng, 1, 0))
+    kl = group.hooks.loss_term(group.net, epoch=3, n_train=len(data.train_x))
+    evaluated = group.net.forward(data.test_x, draws=None)
+    for m, (job, model) in enumerate(zip(jobs, models, strict=True)):
+        rng = CounterRNG.for_jobs([job], "vd")
+        with drawing(StepDraws(rng, 1, 0)):
+            torch.testing.assert_close(stacked[m], model.train()(data.train_x[idx[m]]), rtol=1e-4, atol=1e-4)
+        with torch.no_grad():
+            torch.testing.assert_close(evaluated[m], model.eval()(data.test_x), rtol=1e-4, atol=1e-4)
+    expected = sum(model.kl_factor(3, len(data.train_x)) * float(model.kl().detach()) for model in models)
+    assert float(kl) == pytest.approx(expected, rel=1e-5)
+    assert expected > 0
 
 
 def test_mixed_jobs_are_grouped_and_all_returned(data):

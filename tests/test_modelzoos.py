@@ -110,7 +110,7 @@ def test_download_yields_original_and_vd_that_every_reader_opens(env, zoo, tmp_p
     origin = store.manifest.origin
     assert origin["source"] == "modelzoos" and origin["files"]["original"]["file"] == zip_name
     assert origin["files"]["vd"]["md5"] and origin["files"]["original"]["record"] == record
-    assert store.manifest.zoo_spec.vd.kl_objective == "original"
+    assert store.manifest.zoo_spec.vd.variant == "cnn_ard"
     # every reader opens it with no further flags
     ds = ZooTwinDataset(zoo, method="vd", split=None)
     assert len(ds) == 4 and ds[0]["twin"].shape == ds[0]["original"].shape

@@ -25,13 +25,14 @@ Activation = Literal["tanh", "sigmoid", "relu", "gelu"]
 Optimizer = Literal["adam", "sgd"]
 Init = Literal["uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal"]
 Variant = Literal["seed", "fixed", "random"]
-KLObjective = Literal["elbo", "original"]  # how VD weighs the KL: sparsify.variational.VariationalNet.kl_factor
+VDVariantName = Literal["cnn_ard", "elbo"]  # VD's layers and objective: sparsify.variational.VARIANTS
 Architecture = Literal["cnn_s", "cnn_l"]
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 INITS: tuple[str, ...] = get_args(Init)
 VARIANTS: tuple[str, ...] = get_args(Variant)
-VD_KL_OBJECTIVES: tuple[str, ...] = get_args(KLObjective)
+VD_VARIANTS: tuple[str, ...] = get_args(VDVariantName)
+LEGACY_VD_VARIANT = "elbo"  # what stores written before vd.variant existed were trained with
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 VD_THRESHOLD = 3.0  # log_alpha at which VD drops a weight, unless a zoo says otherwise
 
@@ -90,9 +91,9 @@ class MPSpec(TwinSchedule):
 class VDSpec(TwinSchedule):
     """Sparse variational-dropout twins trained from each original's last state."""
 
-    kl_warmup_epochs: int = 0
+    kl_warmup_epochs: int = 0  # the elbo variant's linear KL warm-up (0: none)
     threshold: float = VD_THRESHOLD
-    kl_objective: KLObjective = "elbo"  # or "original": the original zoos' KL ramp (see VariationalNet.kl_factor)
+    variant: VDVariantName = "cnn_ard"  # the original zoos' CNN_ARD, or "elbo" (docs/variational-dropout.md)
 
 
 @dataclass(frozen=True)
@@ -189,11 +190,20 @@ class ZooSpec:
         data = dict(data)
         data["factors"] = FactorGrid(**{k: tuple(v) for k, v in data["factors"].items()})
         data["mp"] = MPSpec(**{**data["mp"], "levels": tuple(data["mp"]["levels"])})
-        data["vd"] = VDSpec(**data["vd"])
+        data["vd"] = _vd_from_dict(data["vd"])
         data["model_split"] = tuple(data["model_split"])
         if data.get("model_subset") is not None:
             data["model_subset"] = tuple(data["model_subset"])
         return cls(**data)
+
+
+def _vd_from_dict(data: dict[str, Any]) -> VDSpec:
+    """A recorded VD spec; one from before ``variant`` existed (it had ``kl_objective``) was
+    trained with the ELBO layers."""
+    data = dict(data)
+    data.pop("kl_objective", None)
+    data.setdefault("variant", LEGACY_VD_VARIANT)
+    return VDSpec(**data)
 
 
 def parse_level(value: float | str) -> float:
@@ -285,7 +295,7 @@ def _build(name: str, raw: dict[str, Any], defaults: dict[str, Any], source: str
             vd=VDSpec(epochs=int(vd_raw["epochs"]), lr=_lr(vd_raw["lr"]),
                       kl_warmup_epochs=int(vd_raw.get("kl_warmup_epochs", VDSpec.kl_warmup_epochs)),
                       threshold=float(vd_raw.get("threshold", VDSpec.threshold)),
-                      kl_objective=vd_raw.get("kl_objective", VDSpec.kl_objective)),
+                      variant=vd_raw.get("variant", VDSpec.variant)),
             models_per_shard=int(fields["models_per_shard"]),
             model_split=tuple(float(x) for x in fields["model_split"]),
             split_seed=int(fields["split_seed"]),
@@ -318,8 +328,8 @@ def _validate(spec: ZooSpec) -> None:
         problems.append(f"variant {spec.variant!r}")
     if spec.architecture not in ARCHITECTURES:
         problems.append(f"architecture {spec.architecture!r}")
-    if spec.vd.kl_objective not in VD_KL_OBJECTIVES:
-        problems.append(f"vd.kl_objective {spec.vd.kl_objective!r}")
+    if spec.vd.variant not in VD_VARIANTS:
+        problems.append(f"vd.variant {spec.vd.variant!r} (choose {' or '.join(VD_VARIANTS)})")
     if problems:
         raise ZooSpecError(f"zoo {spec.name}: unknown {', '.join(problems)}")
     counts = {"epochs": spec.epochs, "mp.epochs": spec.mp.epochs, "vd.epochs": spec.vd.epochs,
@@ -328,6 +338,8 @@ def _validate(spec: ZooSpec) -> None:
     bad += [f"factors.{name} (empty)" for name, values in dataclasses.asdict(f).items() if not values]
     if len(spec.model_split) != 3 or abs(sum(spec.model_split) - 1.0) > 1e-6 or min(spec.model_split) < 0:
         bad.append(f"model_split {list(spec.model_split)} (three fractions that sum to 1)")
+    if spec.vd.kl_warmup_epochs and spec.vd.variant != "elbo":
+        bad.append(f"vd.kl_warmup_epochs = {spec.vd.kl_warmup_epochs} (a warm-up of the elbo variant only)")
     if bad:
         raise ZooSpecError(f"zoo {spec.name}: invalid {', '.join(bad)}")
     check_levels(spec.mp.levels)

@@ -138,6 +138,7 @@ def _fields(store: ZooStore, states: dict[str, pd.DataFrame], configs: list[HubC
         "methods": "\n".join(f"| {p} | {_method(store, p)} | {_states_per_model(store, p)} |" for p in states),
         "statistics": "\n".join(_statistics_rows(states)),
         "vd_threshold": spec.vd.threshold,
+        "vd_variant": spec.vd.variant,
         "example_method": example,
         "example_level": f", level={example_levels[-1]:g}" if len(example_levels) > 1 else "",
         "configs": "\n".join(f"| `{c.name}` | {c.description} | "
@@ -151,7 +152,8 @@ def _method(store: ZooStore, population: str) -> str:
     info, method = store.population(population), get_method(population)
     if method.requires is None:
         return method.description
-    return f"{method.description} ({method.details(info.levels, info.epochs)})"
+    settings = method.settings(store.manifest.zoo_spec)
+    return f"{method.description} ({method.details(info.levels, info.epochs)}{'; ' + settings if settings else ''})"
 
 
 def _states_per_model(store: ZooStore, population: str) -> str:

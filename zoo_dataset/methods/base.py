@@ -27,7 +27,7 @@ from torch import nn
 from ..architectures import build_model
 from ..errors import ZooSpecError
 from ..jobs import TrainJob, UnitKey
-from ..layout import ParameterLayout
+from ..layout import LayoutEntry, ParameterLayout
 from ..specs import ModelConfig, ZooSpec
 
 if TYPE_CHECKING:  # the engine's types; importing them here would pull training code into every reader
@@ -84,12 +84,22 @@ class PopulationHooks:
 
 
     def extra_parameters(self) -> dict[str, torch.Tensor]:
-        """Stacked per-weight parameters trained with the weights: name -> [M, weights of all layers]."""
+        """Stacked extra parameters trained with the weights: name -> [M, n], laid out as
+        :meth:`extra_entries` says (default: one per weight of all layers)."""
         return {}
+
+    def extra_entries(self, name: str, layout: ParameterLayout) -> list[LayoutEntry]:
+        """The parameters the extra parameter ``name`` has one value per, in its storage order
+        (VD: ``log_sigma2`` per weight; ``log_sigma2_bias`` per conv bias)."""
+        return layout.weight_entries()
 
     def eval_weight(self, net: PopulationNet, layer: str, weight: torch.Tensor) -> torch.Tensor:
         """The weight a layer computes with outside training (VD: dropped weights as zeros)."""
         return weight
+
+    def eval_bias(self, net: PopulationNet, layer: str, bias: torch.Tensor) -> torch.Tensor:
+        """The bias a layer computes with outside training (VD cnn_ard: dropped conv biases as zeros)."""
+        return bias
 
     def noisy_output(self, net: PopulationNet, layer: str, op: LayerOp, h: torch.Tensor, weight: torch.Tensor,
                      mean: torch.Tensor, draws: StepDraws) -> torch.Tensor:
@@ -139,6 +149,11 @@ class Method:
         if len(levels) > 1:
             return f"levels {', '.join(f'{lv:.0%}' for lv in levels)}, {epochs} epochs"
         return f"{epochs} epochs"
+
+    def settings(self, spec: ZooSpec) -> str:
+        """The spec's choices that tell this population's numbers apart from another build's of the
+        same method, for the card and the report ('' where there is none; VD: its variant)."""
+        return ""
 
     def jobs(self, spec: ZooSpec, keys: list[UnitKey], configs: dict[int, ModelConfig], starts: StartStates,
              layout: ParameterLayout) -> list[TrainJob]:

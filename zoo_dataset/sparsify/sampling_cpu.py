@@ -13,24 +13,22 @@ import numba
 import numpy as np
 import torch
 
-from .variational import VAR_EPS
-
-_EPS, _HALF = np.float32(VAR_EPS), np.float32(0.5)
+_HALF = np.float32(0.5)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _sample(mean: np.ndarray, variance: np.ndarray, noise: np.ndarray, out: np.ndarray,
-            d_variance: np.ndarray) -> None:
+            d_variance: np.ndarray, eps: np.float32) -> None:
     for i in range(out.shape[0]):
-        std = np.sqrt(variance[i] + _EPS)
+        std = np.sqrt(variance[i] + eps)
         out[i] = mean[i] + std * noise[i]
         d_variance[i] = noise[i] * _HALF / std
 
 
 def sample_compiled(mean: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor, out: torch.Tensor,
-                    d_variance: torch.Tensor) -> bool:
-    """``out = mean + sqrt(variance + VAR_EPS) * noise`` and ``d_variance = noise / (2 sqrt(variance
-    + VAR_EPS))`` where all five are float32 CPU tensors of one dense layout (any order of axes);
+                    d_variance: torch.Tensor, eps: float) -> bool:
+    """``out = mean + sqrt(variance + eps) * noise`` and ``d_variance = noise / (2 sqrt(variance
+    + eps))`` where all five are float32 CPU tensors of one dense layout (any order of axes);
     False, and nothing done, otherwise."""
     tensors = (mean, variance, noise, out, d_variance)
     if any(t.device.type != "cpu" or t.dtype != torch.float32 or t.stride() != mean.stride() for t in tensors):
@@ -38,7 +36,7 @@ def sample_compiled(mean: torch.Tensor, variance: torch.Tensor, noise: torch.Ten
     flat = [_flat(t.detach()) for t in tensors]
     if any(f is None for f in flat):
         return False
-    _sample(*(f.numpy() for f in flat))
+    _sample(*(f.numpy() for f in flat), np.float32(eps))
     return True
 
 

@@ -47,7 +47,7 @@ class PopulationNet:
         self.extra_leaves: dict[str, dict[str, torch.Tensor]] = {}
         for name, storage in self.flat_extras.items():
             offset, leaves = 0, {}
-            for e in self.layout.weight_entries():
+            for e in self.hooks.extra_entries(name, self.layout):
                 leaves[e.layer] = _leaf(storage[:, offset : offset + e.size], e.shape)
                 offset += e.size
             self.extra_leaves[name] = leaves
@@ -67,7 +67,7 @@ class PopulationNet:
         return self.leaves[name]
 
     def extra(self, name: str, layer: str) -> torch.Tensor:
-        """One layer's slice of an extra parameter (e.g. VD's ``log_sigma2``), [M, *weight shape]."""
+        """One layer's slice of an extra parameter (e.g. VD's ``log_sigma2``), [M, *shape of its entry]."""
         return self.extra_leaves[name][layer]
 
     # ------------------------------------------------------------------ forward
@@ -96,8 +96,13 @@ class PopulationNet:
         w = self.param(f"{layer}.weight")
         return self.hooks.eval_weight(self, layer, w) if draws is None else w
 
+    def _bias(self, layer: str, draws: StepDraws | None) -> torch.Tensor:
+        """The bias the layer computes with: the method's choice outside training."""
+        b = self.param(f"{layer}.bias")
+        return self.hooks.eval_bias(self, layer, b) if draws is None else b
+
     def _conv(self, layer: str, module: nn.Conv2d, h: torch.Tensor, draws: StepDraws | None) -> torch.Tensor:
-        w, b = self._weight(layer, draws), self.param(f"{layer}.bias")
+        w, b = self._weight(layer, draws), self._bias(layer, draws)
         groups = h.shape[1] // module.in_channels  # 1 for a shared input, M otherwise
         if groups == 1 and draws is None:
             return _shared_input_conv(module, h, w, b)
@@ -114,7 +119,7 @@ class PopulationNet:
         return self.hooks.noisy_output(self, layer, op, h, w, mean, draws)
 
     def _linear(self, layer: str, h: torch.Tensor, draws: StepDraws | None) -> torch.Tensor:
-        w, b = self._weight(layer, draws), self.param(f"{layer}.bias")
+        w, b = self._weight(layer, draws), self._bias(layer, draws)
         mean = _batched_linear(h, w, b)
         if draws is None:
             return mean

@@ -28,17 +28,25 @@ def state_metrics(
     test_pred: np.ndarray,
     reference_predictions: np.ndarray | None,
 ) -> dict[str, float]:
-    """The recorded properties of one state. Sparsity counts pruned weights (biases excluded)."""
-    effective = weights if mask is None else np.where(mask, weights, 0.0)
+    """The recorded properties of one state (sparsity: :func:`sparsity_columns`)."""
     row = {
         "train_loss": train[0], "train_acc": train[1], "test_loss": test[0], "test_acc": test[1],
         "ggap": train[1] - test[1],
-        "sparsity": float(layout.global_sparsity(effective)),
+        **sparsity_columns(layout, weights, mask),
     }
-    row.update({f"sparsity_{k}": float(v) for k, v in layout.layer_sparsity(effective).items()})
     row["agreement"] = (
         agreement(test_pred, reference_predictions) if reference_predictions is not None else float("nan")
     )
+    return row
+
+
+def sparsity_columns(layout: ParameterLayout, weights: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
+    """``sparsity`` and ``sparsity_<layer>``, over weights only (biases excluded): the fraction of
+    weights the keep-mask drops (for VD the original code's ``sparsity_ratio``, dropped weights /
+    weights), or without a mask the fraction that are zero."""
+    dropped = weights == 0 if mask is None else ~np.asarray(mask, dtype=bool)
+    row = {"sparsity": float(dropped[layout.weight_mask()].mean())}
+    row.update({f"sparsity_{e.layer}": float(dropped[e.slice].mean()) for e in layout.weight_entries()})
     return row
 
 
