@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.metrics import r2_score
 
 from .data import TokenSamples
@@ -26,13 +26,12 @@ def _statistics(values: torch.Tensor) -> torch.Tensor:
 
 def weight_statistics(samples: TokenSamples) -> np.ndarray:
     """[N, layers * 2 * 8] features: the statistics of each layer's weights, then of its biases."""
-    features = []
-    for layer in samples.layer_id.unique(sorted=True):
-        rows = samples.layer_id == layer
-        columns = samples.valid[rows][0].clone()
-        columns[-1] = False  # the bias column
-        tokens = samples.weights[:, rows].double()
-        features += [_statistics(tokens[:, :, columns].flatten(1)), _statistics(tokens[:, :, -1])]
+    flat, layout = samples.weights.double(), samples.layout
+    features = [
+        _statistics(flat[:, layout.by_name[f"{layer}.{kind}"].slice])
+        for layer in layout.layers
+        for kind in ("weight", "bias")
+    ]
     return torch.cat(features, dim=1).numpy()
 
 
@@ -41,6 +40,6 @@ def statistics_r2(train: TokenSamples, held_out: TokenSamples, seed: int = 0) ->
     x_train, x_test = weight_statistics(train), weight_statistics(held_out)
     out = {}
     for name, y_train in train.properties.items():
-        model = HistGradientBoostingRegressor(random_state=seed).fit(x_train, y_train)
+        model = GradientBoostingRegressor(random_state=seed).fit(x_train, y_train)
         out[name] = float(r2_score(held_out.properties[name], model.predict(x_test)))
     return out

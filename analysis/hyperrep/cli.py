@@ -15,7 +15,7 @@ from zoo_dataset.errors import StoreError
 from .baseline import statistics_r2
 from .data import HELD_OUT, load_samples
 from .probes import probe_r2
-from .train import TrainConfig, Trained, encode, reconstruction_r2, train_autoencoder
+from .train import TrainConfig, Trained, encode, pooled, reconstruction_r2, train_autoencoder
 from .zeroshot import ZeroShotConfig, fit_zero_shot
 from .zeroshot_eval import compare, model_ids, pairs, summary, sweep, test_data
 
@@ -47,9 +47,9 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     held_out = load_samples(zoo, root, HELD_OUT)
     rec = reconstruction_r2(trained, train, held_out)
     probes = probe_r2(
-        encode(trained, train)[0],
+        pooled(encode(trained, train)[0], train),
         train.properties,
-        encode(trained, held_out)[0],
+        pooled(encode(trained, held_out)[0], held_out),
         held_out.properties,
         train.model_ids,
     )
@@ -64,7 +64,7 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     ]
     lines += [_row(label, values) for label, values in PAPER_TABLE3.items()]
     lines += [
-        _row("zoo-hyperrep (ridge probe on z)",
+        _row("zoo-hyperrep (ridge probe on pooled z)",
              [100 * rec["weights"], 100 * rec["alphas"]] + [100 * probes[n]["probe"] for n in names]),
         _row("weight statistics + gradient boosting", [None, None] + [100 * statistics[n] for n in names]),
         _row("training mean", [0.0, 0.0] + [100 * probes[n]["mean_baseline"] for n in names]),
@@ -114,7 +114,9 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
         trained = train_autoencoder(samples, config, device=device, log=log)
         path.parent.mkdir(parents=True, exist_ok=True)
         trained.save(path)
-        click.echo(f"trained in {time.time() - started:.0f} s; checkpoint {path}\n")
+        seconds = time.time() - started
+        click.echo(f"trained in {seconds:.0f} s ({seconds / epochs:.1f} s per epoch, {device}, seed {seed}); "
+                   f"checkpoint {path}\n")
         click.echo(evaluate(trained, zoo, root))
 
 
