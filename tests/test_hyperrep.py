@@ -120,3 +120,31 @@ def test_cli_eval_without_checkpoint_is_one_clear_line(store, tmp_path):
         main, ["eval", "--zoo", str(store.zoo_dir), "--checkpoint", str(tmp_path / "x.pt")]
     )
     assert result.exit_code == 1 and "no checkpoint" in result.output and "Traceback" not in result.output
+
+
+def test_train_then_eval_print_table3_beside_the_statistics_baseline(tmp_path_factory):
+    store = synthetic_store(tmp_path_factory.mktemp("hr-eval"), n_models=8, populations=("original", "vd"),
+                            vd_epochs=2)
+    checkpoint = tmp_path_factory.mktemp("hr-ckpt") / "ae.pt"
+    zoo = ["--zoo", str(store.zoo_dir)]
+    trained = CliRunner().invoke(main, ["train", *zoo, "--out", str(checkpoint), "--epochs", "1",
+                                        "--d-model", "16", "--token-latent", "2"])
+    assert trained.exit_code == 0, trained.output
+    assert "s per epoch" in trained.output and "seed 0" in trained.output
+    result = CliRunner().invoke(main, ["eval", *zoo, "--checkpoint", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    table = store.models()
+    held_out = int(table.split.isin(["val", "test"]).sum())
+    assert f"held-out: {held_out} models" in result.output
+    assert f"(trained on {int((table.split == 'train').sum())} models" in result.output
+    for row in ("paper MNIST-s (Table 3) | 78.7 | 79.4", "weight statistics + gradient boosting | - | -",
+                "zoo-hyperrep (ridge probe on pooled z)", "training mean"):
+        assert row in result.output
+    assert "Warning" not in result.output
+
+
+def test_train_refuses_a_width_the_heads_cannot_split(store, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--zoo", str(store.zoo_dir), "--out", str(tmp_path / "x.pt"),
+                                       "--d-model", "18"])
+    assert result.exit_code == 2 and "multiple of the 4 attention heads" in result.output
+    assert not (tmp_path / "x.pt").exists()

@@ -12,8 +12,9 @@ from loaders.resolve import open_store
 from zoo_dataset.cli_support import EPOCHS, Group, check_device, one_line_errors, version_option, writable_dir
 from zoo_dataset.errors import StoreError
 
-from .baseline import statistics_r2
+from .baseline import boosting_r2, statistics_r2
 from .data import HELD_OUT, load_samples
+from .model import AEConfig
 from .probes import probe_r2
 from .train import TrainConfig, Trained, encode, pooled, reconstruction_r2, train_autoencoder
 from .zeroshot import ZeroShotConfig, fit_zero_shot
@@ -46,13 +47,9 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     train = load_samples(zoo, root, ("train",))
     held_out = load_samples(zoo, root, HELD_OUT)
     rec = reconstruction_r2(trained, train, held_out)
-    probes = probe_r2(
-        pooled(encode(trained, train)[0], train),
-        train.properties,
-        pooled(encode(trained, held_out)[0], held_out),
-        held_out.properties,
-        train.model_ids,
-    )
+    z_train, z_held_out = pooled(encode(trained, train)[0], train), pooled(encode(trained, held_out)[0], held_out)
+    probes = probe_r2(z_train, train.properties, z_held_out, held_out.properties, train.model_ids)
+    boosted = boosting_r2(z_train, train.properties, z_held_out, held_out.properties, trained.train.seed)
     statistics = statistics_r2(train, held_out, seed=trained.train.seed)
     names = list(probes)
     lines = [
@@ -66,6 +63,8 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     lines += [
         _row("zoo-hyperrep (ridge probe on pooled z)",
              [100 * rec["weights"], 100 * rec["alphas"]] + [100 * probes[n]["probe"] for n in names]),
+        _row("zoo-hyperrep (gradient boosting on pooled z)",
+             [100 * rec["weights"], 100 * rec["alphas"]] + [100 * boosted[n] for n in names]),
         _row("weight statistics + gradient boosting", [None, None] + [100 * statistics[n] for n in names]),
         _row("training mean", [0.0, 0.0] + [100 * probes[n]["mean_baseline"] for n in names]),
     ]
@@ -93,7 +92,11 @@ def main() -> None:
 @click.option("--beta", default=TrainConfig.beta, show_default=True, help="Contrastive weight in eq. 6.")
 @click.option("--device", default="cpu", show_default=True, callback=check_device, help="cpu or cuda.")
 @click.option("--seed", default=TrainConfig.seed, show_default=True)
-def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
+@click.option("--token-latent", type=click.IntRange(min=1), default=AEConfig.token_latent, show_default=True,
+              help="Bottleneck values per token (z has 48 x this many on the CNN-s).")
+@click.option("--d-model", type=click.IntRange(min=8), default=AEConfig.d_model, show_default=True,
+              help="Transformer width (a multiple of the 4 heads).")
+def train(zoo, root, out, epochs, batch_size, beta, device, seed, token_latent, d_model) -> None:
     """Train on the train split's VD trajectories, save a checkpoint, and evaluate on held-out models."""
     with one_line_errors():
         path = _checkpoint(zoo, out)
@@ -111,7 +114,12 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed) -> None:
                     f"  weights {row['weights']:.4f}  alphas {row['alphas']:.4f}"
                 )
 
-        trained = train_autoencoder(samples, config, device=device, log=log)
+        if d_model % AEConfig.heads:
+            raise click.BadParameter(f"{d_model} is not a multiple of the {AEConfig.heads} attention heads",
+                                     param_hint="'--d-model'")
+        ae = AEConfig(tokens=len(samples.layer_id), width=samples.valid.shape[1], d_model=d_model,
+                      token_latent=token_latent)
+        trained = train_autoencoder(samples, config, ae, device=device, log=log)
         path.parent.mkdir(parents=True, exist_ok=True)
         trained.save(path)
         seconds = time.time() - started
