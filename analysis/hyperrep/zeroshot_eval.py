@@ -129,7 +129,7 @@ def sweep(
             rows.append({"threshold": t, "model_id": m, "sparsity": sparsity,
                          "zero_shot_acc": _accuracy(store, m, np.where(keep, original, 0.0), data),
                          "mp_no_ft_acc": _accuracy(store, m, np.where(mp_keep, original, 0.0), data)})
-    return pd.DataFrame(rows).groupby("threshold", as_index=False).mean(numeric_only=True)
+    return pd.DataFrame(rows).drop(columns="model_id").groupby("threshold", as_index=False).mean()
 
 
 def summary(table: pd.DataFrame) -> str:
