@@ -18,7 +18,7 @@ from .model import AEConfig
 from .probes import probe_r2
 from .train import TrainConfig, Trained, encode, pooled, reconstruction_r2, train_autoencoder
 from .zeroshot import ZeroShotConfig, fit_zero_shot
-from .zeroshot_eval import compare, model_ids, pairs, summary, sweep, test_data
+from .zeroshot_eval import compare, model_ids, pairs, per_model, summary, sweep, test_data
 
 SWEEP_THRESHOLDS = [-2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0]  # the figure's cuts of the predicted log-alphas
 
@@ -188,10 +188,10 @@ def zero_shot_command(zoo, root, out, vd_epoch, epochs, device, seed, data_dir) 
         twins = {name: states[states.model_id.isin(held_out)] for name, states in twins.items()}
         figure = zero_shot_accuracy(curve, table, twins, f"{store.manifest.zoo}: zero-shot sparsification")
         figure.savefig(folder / "zero_shot.png", dpi=120)
-        (folder / "zero_shot.md").write_text(text + "\n")
+        (folder / "zero_shot.md").write_text(f"{text}\n\nPer model:\n\n{per_model(table)}\n")
         click.echo(text)
-        click.echo(f"\nwrote {folder}/zero_shot.md, zero_shot.csv (per model), zero_shot_sweep.csv, "
-                   "zero_shot.png, predictor.pt")
+        click.echo(f"\nwrote {folder}/zero_shot.md (with the per-model table), zero_shot.csv, "
+                   "zero_shot_sweep.csv, zero_shot.png, predictor.pt")
 
 
 if __name__ == "__main__":

@@ -152,3 +152,19 @@ def summary(table: pd.DataFrame) -> str:
         f"predicted vs true VD pruned weights: IoU {cell('iou')}, F1 {cell('f1')}",
     ]
     return "\n".join(lines)
+
+
+def per_model(table: pd.DataFrame) -> str:
+    """The comparison model by model, as a markdown table in %."""
+    lines = [
+        "| model | sparsity | zero-shot | global MP, no fine-tuning | MP twin (level) after fine-tuning "
+        "| VD twin (sparsity) | IoU | F1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        cells = [f"{100 * v:.1f}" for v in (r.sparsity, r.zero_shot_acc, r.mp_no_ft_acc)]
+        cells += [f"{100 * r.mp_ft_acc:.1f} ({100 * r.mp_level:.0f})",
+                  f"{100 * r.vd_acc:.1f} ({100 * r.vd_sparsity:.1f})"]
+        cells += [f"{100 * r.iou:.1f}", f"{100 * r.f1:.1f}"]
+        lines.append(f"| {r.model_id} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
