@@ -55,6 +55,7 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     lines = [
         f"held-out: {len(set(held_out.model_ids))} models, {len(held_out)} states "
         f"(trained on {len(set(train.model_ids))} models, {len(train)} states)",
+        f"reconstruction R^2   weights {100 * rec['weights']:.1f} %   alphas {100 * rec['alphas']:.1f} %",
         "",
         "| R² % | weights | alphas | " + " | ".join(names) + " |",
         "|---|---|---|" + "---|" * len(names),
