@@ -141,3 +141,33 @@ def accuracy_vs_sparsity(twins: dict[str, pd.DataFrame], title: str) -> Figure:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def zero_shot_accuracy(sweep: pd.DataFrame, table: pd.DataFrame, twins: dict[str, pd.DataFrame],
+                       title: str) -> Figure:
+    """Zero-shot sparsification: mean test accuracy over mean sparsity of the held-out models.
+
+    ``sweep`` holds the predicted log-alphas cut at several thresholds and global MP of the same
+    originals at the same sparsities (no training for either); ``table`` the per-model points at
+    the VD threshold; ``twins`` the stored twins of those models (``label -> states``), drawn as in
+    Figure 5."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.scatter(100 * table.sparsity, 100 * table.zero_shot_acc, s=10, alpha=0.35, color="tab:green",
+               label="zero-shot, per model (log-alpha >= 3)")
+    ax.plot(100 * sweep.sparsity, 100 * sweep.zero_shot_acc, "o-", color="tab:green",
+            label="zero-shot, predicted log-alpha cut at t")
+    ax.plot(100 * sweep.sparsity, 100 * sweep.mp_no_ft_acc, "s--", color="tab:gray",
+            label="global MP, no fine-tuning")
+    for (label, states), marker in zip(twins.items(), "^Dv", strict=False):
+        if states.level.nunique() > 1:
+            points = states[states.epoch == states.epoch.max()].groupby("level")[["sparsity", "test_acc"]].mean()
+            label = f"{label} twin (after fine-tuning)"
+        else:
+            points = states.groupby("epoch")[["sparsity", "test_acc"]].mean()
+            label = f"{label} twin (per epoch)"
+        ax.plot(100 * points.sparsity.to_numpy(), 100 * points.test_acc.to_numpy(), f"{marker}:", label=label)
+    ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -9,7 +9,6 @@ import torch
 from _analysis_store import synthetic_store
 from click.testing import CliRunner
 
-from analysis.hyperrep.augment import NeuronBlocks, noise_and_erase, permute_neurons
 from analysis.hyperrep.cli import main
 from analysis.hyperrep.data import load_samples
 from analysis.hyperrep.losses import alpha_mse, ecd_loss, nt_xent, weight_mse
@@ -17,8 +16,6 @@ from analysis.hyperrep.model import AEConfig
 from analysis.hyperrep.probes import probe_r2
 from analysis.hyperrep.train import TrainConfig, Trained, encode, train_autoencoder
 from loaders.views import TokensView
-from zoo_dataset.architectures import build_model
-from zoo_dataset.layout import ParameterLayout
 
 SMALL_AE = {"d_model": 16, "heads": 2, "depth": 1, "token_latent": 2, "projection": 8}
 
@@ -39,9 +36,10 @@ def test_samples_are_every_vd_state_as_tokens(store, samples):
     states = store.population("vd").epochs + 1
     assert len(samples) == len(set(samples.model_ids)) * states
     model_id = int(samples.model_ids[0])
+    np.testing.assert_allclose(samples.alphas[1].numpy(), store.array("log_alpha", "vd", model_id, 1))
+    np.testing.assert_allclose(samples.weights[1].numpy(), store.weights("vd", model_id, 1))  # dense
     view = TokensView(store.layout)
-    flat = view.inverse({"tokens": samples.alphas[1]})
-    np.testing.assert_allclose(flat.numpy(), store.array("log_alpha", "vd", model_id, 1))
+    torch.testing.assert_close(samples.tokens(samples.alphas[1]), view(samples.alphas[1])["tokens"])
     assert list(samples.properties["epoch"][:states]) == list(range(states))
 
 
@@ -93,28 +91,9 @@ def test_nt_xent_matches_simclr_formula():
     assert float(nt_xent(z1, z2, temperature)) == pytest.approx(np.mean(terms), rel=1e-5)
 
 
-def test_permutation_keeps_the_function_and_erasing_zeroes_tokens():
-    model = build_model("cnn_s", 1, "tanh").eval()
-    layout = ParameterLayout.from_module(model)
-    view = TokensView(layout)
-    flat = layout.flatten_module(model)
-    tokens = view(flat[None])
-    blocks = NeuronBlocks.from_tokens(tokens["layer_id"][0], tokens["valid"][0])
-    permuted, _ = permute_neurons(
-        tokens["tokens"], tokens["tokens"], blocks, torch.Generator().manual_seed(3)
-    )
-    assert not torch.equal(permuted, tokens["tokens"])
-    twin = layout.load_into(build_model("cnn_s", 1, "tanh").eval(), view.inverse({"tokens": permuted})[0])
-    x = torch.randn(5, 1, 28, 28)
-    torch.testing.assert_close(twin(x), model(x), rtol=1e-4, atol=1e-5)
-    erased = noise_and_erase(tokens["tokens"], tokens["valid"][0], noise=0.0, erase=0.25)
-    zero_rows = (erased[0] == 0).all(dim=1)
-    assert int(zero_rows.sum()) >= round(0.25 * erased.shape[1])
-
-
 def test_training_lowers_loss_and_checkpoint_round_trips(samples, tmp_path):
     config = TrainConfig(epochs=6, batch_size=8, lr=3e-3)
-    ae = AEConfig(tokens=samples.weights.shape[1], width=samples.weights.shape[2], **SMALL_AE)
+    ae = AEConfig(tokens=len(samples.layer_id), width=samples.valid.shape[1], **SMALL_AE)
     trained = train_autoencoder(samples, config, ae)
     losses = [row["loss"] for row in trained.history]
     assert losses[-1] < losses[0]
@@ -123,6 +102,8 @@ def test_training_lowers_loss_and_checkpoint_round_trips(samples, tmp_path):
     z, w_hat, a_hat = encode(again, samples)
     assert z.shape == (len(samples), ae.latent) and w_hat.shape == samples.weights.shape == a_hat.shape
     np.testing.assert_allclose(z, encode(trained, samples)[0], rtol=1e-5, atol=1e-6)
+    raw = torch.load(tmp_path / "ae.pt", weights_only=True)  # tensors and plain values only
+    assert set(raw) == {"model", "config", "train", "scaler", "history"}
 
 
 def test_probes_beat_the_mean_on_a_linear_property():
@@ -139,3 +120,31 @@ def test_cli_eval_without_checkpoint_is_one_clear_line(store, tmp_path):
         main, ["eval", "--zoo", str(store.zoo_dir), "--checkpoint", str(tmp_path / "x.pt")]
     )
     assert result.exit_code == 1 and "no checkpoint" in result.output and "Traceback" not in result.output
+
+
+def test_train_then_eval_print_table3_beside_the_statistics_baseline(tmp_path_factory):
+    store = synthetic_store(tmp_path_factory.mktemp("hr-eval"), n_models=8, populations=("original", "vd"),
+                            vd_epochs=2)
+    checkpoint = tmp_path_factory.mktemp("hr-ckpt") / "ae.pt"
+    zoo = ["--zoo", str(store.zoo_dir)]
+    trained = CliRunner().invoke(main, ["train", *zoo, "--out", str(checkpoint), "--epochs", "1",
+                                        "--d-model", "16", "--token-latent", "2"])
+    assert trained.exit_code == 0, trained.output
+    assert "s per epoch" in trained.output and "seed 0" in trained.output
+    result = CliRunner().invoke(main, ["eval", *zoo, "--checkpoint", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    table = store.models()
+    held_out = int(table.split.isin(["val", "test"]).sum())
+    assert f"held-out: {held_out} models" in result.output
+    assert f"(trained on {int((table.split == 'train').sum())} models" in result.output
+    for row in ("paper MNIST-s (Table 3) | 78.7 | 79.4", "weight statistics + gradient boosting | - | -",
+                "zoo-hyperrep (ridge probe on pooled z)", "training mean"):
+        assert row in result.output
+    assert "Warning" not in result.output
+
+
+def test_train_refuses_a_width_the_heads_cannot_split(store, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--zoo", str(store.zoo_dir), "--out", str(tmp_path / "x.pt"),
+                                       "--d-model", "18"])
+    assert result.exit_code == 2 and "multiple of the 4 attention heads" in result.output
+    assert not (tmp_path / "x.pt").exists()

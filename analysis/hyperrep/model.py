@@ -3,7 +3,10 @@
 Encoder: token embedding + position encoding, a CLS token, a transformer, and a linear map of the
 CLS output to the embedding ``z``. Decoder: ``z`` linearly expanded to two token sequences (weights
 and alphas), each with position and type encodings, one transformer over both (so each stream sees
-the other), then split and mapped back to token width.
+the other), then split and mapped back to token width. The alpha stream's output then passes a
+small per-entry head that also reads that entry's reconstructed weight: a VD log-alpha is
+``log sigma^2 - log theta^2``, a function of the weight it belongs to, which a linear map from a
+token's hidden state to 201 entries expresses poorly.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class AEConfig:
     token_latent: int = 16  # bottleneck width per token; z has tokens * token_latent entries
     projection: int = 32
     dropout: float = 0.0
+    alpha_hidden: int = 32  # width of the per-entry alpha head; 0: alphas from the alpha stream alone
 
     @property
     def latent(self) -> int:
@@ -49,9 +53,13 @@ class HyperAE(nn.Module):
     ``encode`` gives the embedding ``z`` that the downstream probes read.
     """
 
-    def __init__(self, config: AEConfig):
+    def __init__(self, config: AEConfig, valid: torch.Tensor | None = None):
         super().__init__()
         self.config = config
+        # [T, D]: real entries of the token grid (the rest is padding); saved with the weights
+        self.register_buffer(
+            "valid", torch.ones(config.tokens, config.width, dtype=torch.bool) if valid is None else valid.bool()
+        )
         d, t, k = config.d_model, config.tokens, config.token_latent
         self.embed = nn.Linear(config.width, d)
         self.position = nn.Parameter(0.02 * torch.randn(t, d))
@@ -63,6 +71,11 @@ class HyperAE(nn.Module):
         self.decoder = _transformer(config)
         self.to_weights = nn.Linear(d, config.width)
         self.to_alphas = nn.Linear(d, config.width)
+        self.alpha_head = (
+            nn.Sequential(nn.Linear(4, config.alpha_hidden), nn.GELU(), nn.Linear(config.alpha_hidden, 1))
+            if config.alpha_hidden
+            else None
+        )
         self.project = nn.Sequential(
             nn.Linear(config.latent, config.projection), nn.ReLU(), nn.Linear(config.projection, config.projection)
         )
@@ -73,12 +86,23 @@ class HyperAE(nn.Module):
         return self.compress(x).flatten(1)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, latent] -> reconstructed weight tokens and log-alpha tokens, each [B, T, D]."""
+        """[B, latent] -> standardised weight tokens and ``(log_alpha - t) / r`` tokens, each [B, T, D]."""
         t, d = self.config.tokens, self.config.d_model
         streams = self.expand(z.view(len(z), t, -1)).view(len(z), t, 2, d).transpose(1, 2)
         streams = streams + self.decoder_position + self.stream_type
         out = self.decoder(streams.reshape(len(z), 2 * t, d))
-        return self.to_weights(out[:, :t]), self.to_alphas(out[:, t:])
+        w_hat, a_base = self.to_weights(out[:, :t]), self.to_alphas(out[:, t:])
+        if self.alpha_head is None:
+            return w_hat, a_base
+        return w_hat, self.refine_alphas(w_hat.detach(), a_base)  # the weight stream learns from L_w only
+
+    def refine_alphas(self, w: torch.Tensor, a_base: torch.Tensor) -> torch.Tensor:
+        """The per-entry head on the real (non-padding) entries only: a quarter of the CNN-s token grid."""
+        w_real, a_real = w[:, self.valid], a_base[:, self.valid]
+        entry = torch.stack([w_real, w_real.abs(), torch.log(w_real.abs() + 1e-2), a_real], dim=-1)
+        out = a_base.clone()
+        out[:, self.valid] = a_real + self.alpha_head(entry).squeeze(-1)
+        return out
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = self.encode(tokens)

@@ -1,4 +1,12 @@
-"""Training and evaluating the autoencoder: the EcD loss on augmented views, reconstruction R^2."""
+"""Training and evaluating the autoencoder: the EcD loss on augmented views, reconstruction R^2.
+
+Weights are standardised per layer (``loaders.transforms.LayerStandardization``, fitted on the
+train split): the encoder reads them so, the weight stream reconstructs them so, and the
+squared error there is eq. 4. The augmentations are the loader's (``loaders.transforms``): a
+random neuron permutation per view, applied to weights and alpha targets alike (the model
+computes the same function), then Gaussian noise and an erased run of neurons on the encoder
+input only.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from loaders.transforms import (
+    LayerStandardization,
+    NeuronErasing,
+    NeuronPermuter,
+    erase_neurons,
+    gaussian_noise,
+    permute,
+)
 from zoo_dataset.errors import StoreError
 
-from .augment import NeuronBlocks, noise_and_erase, permute_neurons
 from .data import TokenSamples
 from .losses import alpha_mse, ecd_loss, nt_xent, weight_mse
 from .model import AEConfig, HyperAE
@@ -32,32 +47,10 @@ class TrainConfig:
     seed: int = 0
 
 
-class LayerScaler:
-    """Per-layer mean and std of the training weights, broadcast to tokens: the eq. 4 normaliser."""
-
-    def __init__(self, mean: torch.Tensor, sigma: torch.Tensor):
-        self.mean, self.sigma = mean, sigma  # [T]
-
-    @classmethod
-    def fit(cls, samples: TokenSamples) -> LayerScaler:
-        mean, sigma = torch.zeros(len(samples.layer_id)), torch.ones(len(samples.layer_id))
-        for layer in samples.layer_id.unique():
-            rows = samples.layer_id == layer
-            values = samples.weights[:, rows][:, samples.valid[rows]]
-            mean[rows], sigma[rows] = values.mean(), values.std().clamp_min(1e-8)
-        return cls(mean, sigma)
-
-    def normalise(self, w: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        return (w - self.mean[:, None]) / self.sigma[:, None] * valid
-
-    def restore(self, w: torch.Tensor) -> torch.Tensor:
-        return w * self.sigma[:, None] + self.mean[:, None]
-
-
 @dataclass
 class Trained:
     model: HyperAE
-    scaler: LayerScaler
+    scaler: LayerStandardization
     train: TrainConfig
     history: list[dict[str, float]]
 
@@ -67,7 +60,7 @@ class Trained:
                 "model": self.model.state_dict(),
                 "config": self.model.config.to_dict(),
                 "train": asdict(self.train),
-                "scaler": [self.scaler.mean, self.scaler.sigma],
+                "scaler": self.scaler.to_dict(),
                 "history": self.history,
             },
             path,
@@ -80,11 +73,15 @@ class Trained:
             raw = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
             model = HyperAE(AEConfig(**raw["config"]))
             model.load_state_dict(raw["model"])
-            scaler = LayerScaler(*raw["scaler"])
+            scaler = LayerStandardization.from_dict(raw["scaler"])
             return cls(model.to(device), scaler, TrainConfig(**raw["train"]), raw["history"])
         except Exception as exc:  # torch, pickle and dict access raise many types for a foreign file
             raise StoreError(f"{path} is not a zoo-hyperrep checkpoint ({type(exc).__name__}); "
                              "train one with `zoo-hyperrep train`") from None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
 
 def _log_alpha(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:
@@ -93,30 +90,41 @@ def _log_alpha(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:
     return cfg.threshold + cfg.span * out
 
 
+class Augmenter:
+    """Two views of a batch of flat states with the loader's transforms (see the module docstring)."""
+
+    def __init__(self, samples: TokenSamples, config: TrainConfig):
+        self.samples, self.config = samples, config
+        self.permuter, self.erasing = NeuronPermuter(samples.layout), NeuronErasing(samples.layout)
+
+    def view(
+        self, w: torch.Tensor, a: torch.Tensor, scaler: LayerStandardization, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(encoder input, weight target, alpha target) as tokens; weights standardised."""
+        cfg = self.config
+        if cfg.permute:
+            index = self.permuter.random((len(w),), generator)
+            w, a = permute(w, index), permute(a, index)
+        w = scaler.standardize(w)
+        x = erase_neurons(gaussian_noise(w, cfg.noise, generator=generator), self.erasing, cfg.erase, generator)
+        tokens = self.samples.tokens
+        return tokens(x), tokens(w), tokens(a)
+
+
 def _step_losses(
-    trained: Trained,
-    w: torch.Tensor,
-    a: torch.Tensor,
-    samples: TokenSamples,
-    blocks: NeuronBlocks,
-    generator: torch.Generator,
+    trained: Trained, w: torch.Tensor, a: torch.Tensor, augmenter: Augmenter, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    cfg, model, scaler = trained.train, trained.model, trained.scaler
-    device = next(model.parameters()).device
-    valid, sigma = samples.valid.to(device), scaler.sigma.to(device)
-    views = []
+    cfg, model, device = trained.train, trained.model, trained.device
+    valid = augmenter.samples.valid.to(device)
+    ones = torch.ones(valid.shape[0], device=device)  # targets are standardised: eq. 4's sigma is 1
+    zs, rec_w, rec_a = [], 0.0, 0.0
     for _ in range(2):
-        wv, av = permute_neurons(w, a, blocks, generator) if cfg.permute else (w, a)
-        x = noise_and_erase(
-            scaler.normalise(wv, samples.valid), samples.valid, cfg.noise, cfg.erase, generator
-        )
-        z, w_hat, a_hat = model(x.to(device))
-        a_hat = _log_alpha(cfg, a_hat)
-        views.append((z, scaler.restore(w_hat.cpu()).to(device), a_hat, wv.to(device), av.to(device)))
-    (z1, *_), (z2, *_) = views
-    contrastive = nt_xent(model.project(z1), model.project(z2), cfg.temperature)
-    rec_w = sum(weight_mse(wh, wv, valid, sigma) for _, wh, _, wv, _ in views) / 2
-    rec_a = sum(alpha_mse(ah, av, valid, cfg.threshold, cfg.span) for _, _, ah, _, av in views) / 2
+        x, w_target, a_target = (t.to(device) for t in augmenter.view(w, a, trained.scaler, generator))
+        z, w_hat, a_hat = model(x)
+        zs.append(z)
+        rec_w = rec_w + weight_mse(w_hat, w_target, valid, ones) / 2
+        rec_a = rec_a + alpha_mse(_log_alpha(cfg, a_hat), a_target, valid, cfg.threshold, cfg.span) / 2
+    contrastive = nt_xent(model.project(zs[0]), model.project(zs[1]), cfg.temperature)
     return {
         "loss": ecd_loss(contrastive, rec_w, rec_a, cfg.beta),
         "contrastive": contrastive,
@@ -135,22 +143,26 @@ def train_autoencoder(
     """Train on every (model, epoch) sample; returns the model, its scaler and per-epoch mean losses."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    ae = ae or AEConfig(tokens=samples.weights.shape[1], width=samples.weights.shape[2])
-    trained = Trained(HyperAE(ae).to(device), LayerScaler.fit(samples), config, [])
-    blocks = NeuronBlocks.from_tokens(samples.layer_id, samples.valid)
+    ae = ae or AEConfig(tokens=len(samples.layer_id), width=samples.valid.shape[1])
+    scaler = LayerStandardization.from_states(samples.layout, samples.weights)
+    trained = Trained(HyperAE(ae, samples.valid).to(device), scaler, config, [])
+    augmenter = Augmenter(samples, config)
     optimizer = torch.optim.AdamW(trained.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = sum(1 for b in range(0, len(samples), config.batch_size) if len(samples) - b > 1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, config.lr, total_steps=max(1, config.epochs * steps_per_epoch), pct_start=0.1
+    )
     for epoch in range(config.epochs):
         trained.model.train()
         totals: dict[str, float] = {}
         order = torch.randperm(len(samples), generator=generator)
         batches = [b for b in order.split(config.batch_size) if len(b) > 1]  # NT-Xent needs pairs
         for batch in batches:
-            losses = _step_losses(
-                trained, samples.weights[batch], samples.alphas[batch], samples, blocks, generator
-            )
+            losses = _step_losses(trained, samples.weights[batch], samples.alphas[batch], augmenter, generator)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             optimizer.step()
+            schedule.step()
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + float(v.detach()) / len(batches)
         trained.history.append({"epoch": epoch + 1, **totals})
@@ -161,33 +173,43 @@ def train_autoencoder(
 
 @torch.no_grad()
 def encode(trained: Trained, samples: TokenSamples, batch_size: int = 256) -> tuple[np.ndarray, ...]:
-    """Embeddings and reconstructions (weights in real units, log-alphas) of un-augmented samples."""
-    model = trained.model.eval()
-    device = next(model.parameters()).device
+    """Embeddings [N, latent], reconstructed weights (flat, real units) and log-alphas (flat) of
+    un-augmented samples."""
+    model, device = trained.model.eval(), trained.device
     zs, ws, alphas = [], [], []
     for start in range(0, len(samples), batch_size):
-        x = trained.scaler.normalise(samples.weights[start : start + batch_size], samples.valid)
+        x = samples.tokens(trained.scaler.standardize(samples.weights[start : start + batch_size]))
         z, w_hat, a_hat = model(x.to(device))
         zs.append(z.cpu())
-        ws.append(trained.scaler.restore(w_hat.cpu()))
-        alphas.append(_log_alpha(trained.train, a_hat).cpu())
+        ws.append(trained.scaler.inverse(samples.flat(w_hat.cpu())))
+        alphas.append(samples.flat(_log_alpha(trained.train, a_hat).cpu()))
     return torch.cat(zs).numpy(), torch.cat(ws), torch.cat(alphas)
 
 
+def pooled(z: np.ndarray, samples: TokenSamples) -> np.ndarray:
+    """Per layer, the mean and the std of its tokens' codes: a neuron permutation leaves them as
+    they are, so a probe reads what a model is, not in which order its neurons happen to sit."""
+    codes = torch.from_numpy(z).view(len(z), len(samples.layer_id), -1)
+    parts = []
+    for layer in samples.layer_id.unique(sorted=True):
+        rows = codes[:, samples.layer_id == layer]
+        parts += [rows.mean(dim=1), rows.std(dim=1, correction=0)]
+    return torch.cat(parts, dim=1).numpy()
+
+
 def reconstruction_r2(trained: Trained, train: TokenSamples, held_out: TokenSamples) -> dict[str, float]:
-    """R^2 of held-out reconstructions against the training mean of every entry, in the losses' spaces:
-    weights layer-normalised (eq. 4), log-alphas through ``tanh((a - t)/r)`` (eq. 2)."""
+    """R^2 of held-out reconstructions against the training mean of every parameter, in the losses'
+    spaces: weights layer-standardised (eq. 4), log-alphas through ``tanh((a - t)/r)`` (eq. 2)."""
     _, w_hat, a_hat = encode(trained, held_out)
-    cfg, valid = trained.train, held_out.valid
+    cfg, standardize = trained.train, trained.scaler.standardize
 
     def r2(pred: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor) -> float:
-        return float(1 - ((pred - target)[:, valid] ** 2).sum() / ((target - baseline)[:, valid] ** 2).sum())
+        return float(1 - ((pred - target) ** 2).sum() / ((target - baseline) ** 2).sum())
 
     def squash(a: torch.Tensor) -> torch.Tensor:
         return torch.tanh((a - cfg.threshold) / cfg.span)
 
-    scale = trained.scaler.sigma[:, None]
     return {
-        "weights": r2(w_hat / scale, held_out.weights / scale, train.weights.mean(0) / scale),
+        "weights": r2(standardize(w_hat), standardize(held_out.weights), standardize(train.weights).mean(0)),
         "alphas": r2(squash(a_hat), squash(held_out.alphas), squash(train.alphas).mean(0)),
     }

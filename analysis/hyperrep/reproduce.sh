@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerates the hyper-representation and zero-shot numbers of docs/analysis.md: builds the two
+# embedded 256-model zoos (original, MP, VD) under ROOT, trains zoo-hyperrep on each, evaluates
+# it beside the weight-statistics baseline and runs zero-shot sparsification on digits_256.
+# Usage: analysis/hyperrep/reproduce.sh [ROOT [EPOCHS]]   (default: stores 40; seeds: the defaults, 0)
+set -euo pipefail
+root=${1:-stores}
+epochs=${2:-40}
+out=${root}/hyperrep-results
+mkdir -p "$out"
+for zoo in digits_256 digits_random_256; do
+  zoo-build --zoo "$zoo" --root "$root" --stages original,mp,vd --resume --quiet
+  zoo-hyperrep train --zoo "$zoo" --root "$root" --epochs "$epochs" --out "$out/$zoo-hyperrep.pt" \
+    | tee "$out/$zoo-train.txt"
+done
+zoo-hyperrep zero-shot --zoo digits_256 --root "$root" --out "$out/digits_256-zero-shot" \
+  | tee "$out/digits_256-zero-shot.txt"
