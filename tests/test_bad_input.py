@@ -79,8 +79,8 @@ def test_missing_zoo_is_one_usage_line(tmp_path):
     assert "--zoo NAME is required" in line and "--help" in line
 
 
-@pytest.mark.parametrize(("args", "message"), [([], "Missing command. Commands: eval, train."),
-                                             (["bogus"], "No such command 'bogus'. Commands: eval, train.")])
+@pytest.mark.parametrize(("args", "message"), [([], "Missing command. Commands: eval, train, zero-shot."),
+                                             (["bogus"], "No such command 'bogus'. Commands: eval, train, zero-shot.")])
 def test_a_group_without_or_with_an_unknown_command_is_one_usage_line(args, message):
     line = one_error_line(invoke("zoo-hyperrep", *args), 2)
     assert message in line and "zoo-hyperrep --help" in line

@@ -100,7 +100,12 @@ def conv_by_patches(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def test_the_variants_are_the_spec_choices_and_cnn_ard_is_the_default_of_every_packaged_zoo():
     assert set(VARIANTS) == set(VD_VARIANTS) == set(VARIANT_NAMES)
-    assert {spec.vd.variant for spec in registry().values()} == {"cnn_ard"}  # paper and embedded zoos
+    variants = {name: spec.vd.variant for name, spec in registry().items()}
+    # the paper's zoos and the embedded demo zoos; the two 256-model hyper-representation zoos pin the
+    # elbo variant their measured numbers (docs/analysis.md) were built with
+    hyperrep_zoos = {"digits_256", "digits_random_256"}
+    assert {v for name, v in variants.items() if name not in hyperrep_zoos} == {"cnn_ard"}
+    assert {variants[name] for name in hyperrep_zoos} == {"elbo"}
     with pytest.raises(ValueError, match="unknown VD variant 'elbow'"):
         get_variant("elbow")
     with pytest.raises(ZooSpecError, match="vd.variant 'elbow'"):
