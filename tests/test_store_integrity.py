@@ -415,6 +415,25 @@ def test_each_shard_records_the_manifest_it_was_packed_for(store, tmp_path):
     ZooStore(copy).verify()
 
 
+@pytest.mark.parametrize(("key", "value"), [("dataset", "mnist"), ("vd", {"threshold": 2.0}),
+                                          ("vd", {"variant": "elbo"})])
+def test_a_spec_changed_in_the_manifest_is_refused_on_the_shards_first_open(store, tmp_path, key, value):
+    """The spec says which data a store's models were trained on and where VD prunes; an edited
+    spec once passed every check and was served to the report, the card and the transforms."""
+    copy = copy_of(store, tmp_path).zoo_dir
+
+    def change(manifest):
+        spec = manifest["spec"]
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
+
+    edit_manifest(copy, change)
+    for population in ("original", "vd"):
+        with pytest.raises(StoreError, match="was packed for another manifest"):
+            ZooStore(copy).array("weights", population, store.population(population).shards[0].model_ids[0])
+    with pytest.raises(StoreError, match="was packed for another manifest"):
+        ZooStore(copy).verify()
+
+
 def test_a_shard_holding_arrays_the_manifest_does_not_list_is_refused(store, tmp_path):
     """Checked against the shard itself too, so an older shard without the digest is covered."""
     copy = copy_of(store, tmp_path).zoo_dir

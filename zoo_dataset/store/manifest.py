@@ -150,11 +150,13 @@ class Manifest:
                              f"({layout.num_params} parameters; the architecture has {expected.num_params})")
 
     def packing_digest(self, population: str) -> str:
-        """sha256 of what a shard of ``population`` was packed for: zoo, layout, levels, epochs and
-        arrays. The writer records it in each shard; readers compare it on the shard's first open, so
-        a manifest changed after packing is refused even where its own checks pass."""
+        """sha256 of what a shard of ``population`` was packed for: zoo, spec (dataset, architecture,
+        VD variant and threshold...; not the file it was read from), layout, levels, epochs and arrays.
+        The writer records it in each shard; readers compare it on the shard's first open, so a
+        manifest changed after packing is refused even where its own checks pass."""
         info = self.populations[population]
-        part = {"zoo": self.zoo, "layout": self.layout, "population": population,
+        spec = {k: v for k, v in self.spec.items() if k != "source"}  # a moved spec file may resume
+        part = {"zoo": self.zoo, "spec": spec, "layout": self.layout, "population": population,
                 "levels": [float(x) for x in info.levels], "epochs": int(info.epochs), "arrays": list(info.arrays)}
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()
 

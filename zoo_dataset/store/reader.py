@@ -255,8 +255,8 @@ class ZooStore:
             stored = sorted(k for k in f if k not in SHARD_KEYS)
             problem = None
             if digest is not None and digest != self.manifest.packing_digest(population):
-                problem = ("was packed for another manifest (its layout, levels, epochs or arrays were changed "
-                           "since)")
+                problem = ("was packed for another manifest (its spec, layout, levels, epochs or arrays were "
+                           "changed since)")
             elif stored != sorted(info.arrays):
                 problem = f"holds the arrays {stored}, the manifest says {info.arrays}"
             elif ids != list(shard.model_ids):
