@@ -129,13 +129,7 @@ def accuracy_vs_sparsity(twins: dict[str, pd.DataFrame], title: str) -> Figure:
     """
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for (label, states), marker in zip(twins.items(), "os^Dv<>p*", strict=False):
-        if states.level.nunique() > 1:
-            points = states[states.epoch == states.epoch.max()].groupby("level")[["sparsity", "test_acc"]].mean()
-            label = f"{label} (after fine-tuning)"
-        else:
-            points = states.groupby("epoch")[["sparsity", "test_acc"]].mean()
-            label = f"{label} (per epoch)"
-        ax.plot(100 * points.sparsity.to_numpy(), 100 * points.test_acc.to_numpy(), f"{marker}-", label=label)
+        _twin_curve(ax, label, states, f"{marker}-")
     ax.set(xlabel="mean sparsity (%)", ylabel="mean test accuracy (%)", title=title)
     ax.legend()
     ax.grid(alpha=0.3)
@@ -159,15 +153,21 @@ def zero_shot_accuracy(sweep: pd.DataFrame, table: pd.DataFrame, twins: dict[str
     ax.plot(100 * sweep.sparsity, 100 * sweep.mp_no_ft_acc, "s--", color="tab:gray",
             label="global MP, no fine-tuning")
     for (label, states), marker in zip(twins.items(), "^Dv", strict=False):
-        if states.level.nunique() > 1:
-            points = states[states.epoch == states.epoch.max()].groupby("level")[["sparsity", "test_acc"]].mean()
-            label = f"{label} twin (after fine-tuning)"
-        else:
-            points = states.groupby("epoch")[["sparsity", "test_acc"]].mean()
-            label = f"{label} twin (per epoch)"
-        ax.plot(100 * points.sparsity.to_numpy(), 100 * points.test_acc.to_numpy(), f"{marker}:", label=label)
+        _twin_curve(ax, f"{label} twin", states, f"{marker}:")
     ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title=title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _twin_curve(ax, label: str, states: pd.DataFrame, style: str) -> None:
+    """One twin method's mean accuracy over mean sparsity: per level after fine-tuning (a method
+    with several levels), else per epoch as its sparsity grows in training."""
+    if states.level.nunique() > 1:
+        points = states[states.epoch == states.epoch.max()].groupby("level")[["sparsity", "test_acc"]].mean()
+        label = f"{label} (after fine-tuning)"
+    else:
+        points = states.groupby("epoch")[["sparsity", "test_acc"]].mean()
+        label = f"{label} (per epoch)"
+    ax.plot(100 * points.sparsity.to_numpy(), 100 * points.test_acc.to_numpy(), style, label=label)
