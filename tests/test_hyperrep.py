@@ -14,6 +14,7 @@ from analysis.hyperrep.data import load_samples
 from analysis.hyperrep.losses import alpha_mse, ecd_loss, nt_xent, weight_mse
 from analysis.hyperrep.model import AEConfig
 from analysis.hyperrep.probes import probe_r2
+from analysis.hyperrep.readout import alpha_statistics
 from analysis.hyperrep.train import TrainConfig, Trained, encode, train_autoencoder
 from loaders.views import TokensView
 
@@ -143,8 +144,28 @@ def test_train_then_eval_print_table3_beside_the_statistics_baseline(tmp_path_fa
     assert "Warning" not in result.output
 
 
-def test_train_refuses_a_width_the_heads_cannot_split(store, tmp_path):
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--d-model", "18", "multiple of the 4 attention heads"),
+        ("--d-model", "100000", "not in the range 8<=x<=1024"),
+        ("--batch-size", "1", "not in the range 2<=x<=4096"),  # NT-Xent would drop every batch of one
+        ("--token-latent", "0", "not in the range 1<=x<=256"),
+    ],
+)
+def test_train_refuses_sizes_it_cannot_train_before_loading_the_zoo(store, tmp_path, option, value, message):
     result = CliRunner().invoke(main, ["train", "--zoo", str(store.zoo_dir), "--out", str(tmp_path / "x.pt"),
-                                       "--d-model", "18"])
-    assert result.exit_code == 2 and "multiple of the 4 attention heads" in result.output
+                                       option, value])
+    assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_alpha_statistics_are_the_share_past_the_threshold_per_layer_and_overall(samples):
+    stats = alpha_statistics(samples.alphas, samples.layout, 3.0, 4.0)
+    layers = samples.layout.layers
+    assert stats.shape == (len(samples), 2 * len(layers) + 1)
+    every = samples.alphas[:, samples.layout.weight_mask()]
+    np.testing.assert_allclose(stats[:, -1], (every >= 3.0).double().mean(1).numpy())
+    conv1 = samples.alphas[:, samples.layout.by_name[f"{layers[0]}.weight"].slice].double()
+    np.testing.assert_allclose(stats[:, 0], (conv1 >= 3.0).double().mean(1).numpy())
+    np.testing.assert_allclose(stats[:, 1], torch.tanh((conv1 - 3.0) / 4.0).mean(1).numpy())

@@ -83,7 +83,7 @@ def test_entry_features_are_permutation_equivariant(store):
 
 def test_weight_statistics_are_per_layer_weight_and_bias_statistics(store):
     samples = load_samples(store.zoo_dir, None, ("train",))
-    features = weight_statistics(samples)
+    features = weight_statistics(samples.weights, samples.layout)
     layers = store.layout.layers
     assert features.shape == (len(samples), len(layers) * 2 * (3 + len(QUANTILES)))
     model_id, epoch = int(samples.model_ids[1]), int(samples.properties["epoch"][1])
@@ -98,6 +98,6 @@ def test_statistics_baseline_learns_a_property_of_the_statistics(store):
     train = load_samples(store.zoo_dir, None, ("train",))
     held_out = load_samples(store.zoo_dir, None, HELD_OUT)
     for samples in (train, held_out):  # a property the statistics determine: conv1's mean weight
-        samples.properties["epoch"] = weight_statistics(samples)[:, 0]
+        samples.properties["epoch"] = weight_statistics(samples.weights, samples.layout)[:, 0]
     r2 = statistics_r2(train, held_out)
     assert r2["epoch"] > 0.5 and set(r2) == set(train.properties)

@@ -12,6 +12,8 @@ import torch
 from sklearn.ensemble import GradientBoostingRegressor
 from sklearn.metrics import r2_score
 
+from zoo_dataset.layout import ParameterLayout
+
 from .data import TokenSamples
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -24,9 +26,10 @@ def _statistics(values: torch.Tensor) -> torch.Tensor:
                       values.abs().mean(1, keepdim=True)], dim=1)
 
 
-def weight_statistics(samples: TokenSamples) -> np.ndarray:
-    """[N, layers * 2 * 8] features: the statistics of each layer's weights, then of its biases."""
-    flat, layout = samples.weights.double(), samples.layout
+def weight_statistics(weights: torch.Tensor, layout: ParameterLayout) -> np.ndarray:
+    """[N, P] flat states -> [N, layers * 2 * 8] features: the statistics of each layer's weights,
+    then of its biases."""
+    flat = weights.double()
     features = [
         _statistics(flat[:, layout.by_name[f"{layer}.{kind}"].slice])
         for layer in layout.layers
@@ -52,5 +55,5 @@ def boosting_r2(
 
 def statistics_r2(train: TokenSamples, held_out: TokenSamples, seed: int = 0) -> dict[str, float]:
     """Per property: R² on ``held_out`` of gradient boosting on the weight statistics, fitted on ``train``."""
-    return boosting_r2(weight_statistics(train), train.properties, weight_statistics(held_out),
-                       held_out.properties, seed)
+    return boosting_r2(weight_statistics(train.weights, train.layout), train.properties,
+                       weight_statistics(held_out.weights, held_out.layout), held_out.properties, seed)

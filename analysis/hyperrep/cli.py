@@ -26,7 +26,8 @@ from .baseline import boosting_r2, statistics_r2
 from .data import HELD_OUT, load_samples
 from .model import AEConfig
 from .probes import probe_r2
-from .train import TrainConfig, Trained, encode, pooled, reconstruction_r2, train_autoencoder
+from .readout import readout_features
+from .train import TrainConfig, Trained, reconstruction_r2, train_autoencoder
 from .zeroshot import ZeroShotConfig, fit_zero_shot
 from .zeroshot_eval import compare, model_ids, pairs, per_model, summary, sweep, test_data
 
@@ -57,9 +58,11 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     train = load_samples(zoo, root, ("train",))
     held_out = load_samples(zoo, root, HELD_OUT)
     rec = reconstruction_r2(trained, train, held_out)
-    z_train, z_held_out = pooled(encode(trained, train)[0], train), pooled(encode(trained, held_out)[0], held_out)
+    (z_train, read_train), (z_held_out, read_held_out) = readout_features(trained, train), readout_features(
+        trained, held_out)
     probes = probe_r2(z_train, train.properties, z_held_out, held_out.properties, train.model_ids)
     boosted = boosting_r2(z_train, train.properties, z_held_out, held_out.properties, trained.train.seed)
+    decoded = boosting_r2(read_train, train.properties, read_held_out, held_out.properties, trained.train.seed)
     statistics = statistics_r2(train, held_out, seed=trained.train.seed)
     names = list(probes)
     lines = [
@@ -76,6 +79,8 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
              [100 * rec["weights"], 100 * rec["alphas"]] + [100 * probes[n]["probe"] for n in names]),
         _row("zoo-hyperrep (gradient boosting on pooled z)",
              [100 * rec["weights"], 100 * rec["alphas"]] + [100 * boosted[n] for n in names]),
+        _row("zoo-hyperrep (gradient boosting on pooled z + statistics of its decoding)",
+             [100 * rec["weights"], 100 * rec["alphas"]] + [100 * decoded[n] for n in names]),
         _row("weight statistics + gradient boosting", [None, None] + [100 * statistics[n] for n in names]),
         _row("training mean", [0.0, 0.0] + [100 * probes[n]["mean_baseline"] for n in names]),
     ]
@@ -99,18 +104,22 @@ def main() -> None:
     "--out", type=click.Path(dir_okay=False), help="Checkpoint path [default: ./<zoo>-hyperrep.pt]."
 )
 @click.option("--epochs", type=EPOCHS, default=TrainConfig.epochs, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
+@click.option("--batch-size", type=click.IntRange(2, 4096), default=TrainConfig.batch_size, show_default=True,
+              help="States per step (2 to 4096: the contrastive loss needs pairs).")
 @click.option("--beta", type=FiniteFloatRange(0, 1), default=TrainConfig.beta, show_default=True,
               help="Contrastive weight in eq. 6 (0 to 1).")
 @click.option("--device", default="cpu", show_default=True, callback=check_device, help="cpu or cuda.")
 @click.option("--seed", type=SEED, default=TrainConfig.seed, show_default=True)
-@click.option("--token-latent", type=click.IntRange(min=1), default=AEConfig.token_latent, show_default=True,
+@click.option("--token-latent", type=click.IntRange(1, 256), default=AEConfig.token_latent, show_default=True,
               help="Bottleneck values per token (z has 48 x this many on the CNN-s).")
-@click.option("--d-model", type=click.IntRange(min=8), default=AEConfig.d_model, show_default=True,
+@click.option("--d-model", type=click.IntRange(8, 1024), default=AEConfig.d_model, show_default=True,
               help="Transformer width (a multiple of the 4 heads).")
 def train(zoo, root, out, epochs, batch_size, beta, device, seed, token_latent, d_model) -> None:
     """Train on the train split's VD trajectories, save a checkpoint, and evaluate on held-out models."""
     with one_line_errors():
+        if d_model % AEConfig.heads:
+            raise click.BadParameter(f"{d_model} is not a multiple of the {AEConfig.heads} attention heads",
+                                     param_hint="'--d-model'")
         path = _checkpoint(zoo, out)
         writable_dir(path.parent, "--out")  # before training, not after
         samples = load_samples(zoo, root, ("train",))
@@ -126,9 +135,6 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed, token_latent, 
                     f"  weights {row['weights']:.4f}  alphas {row['alphas']:.4f}"
                 )
 
-        if d_model % AEConfig.heads:
-            raise click.BadParameter(f"{d_model} is not a multiple of the {AEConfig.heads} attention heads",
-                                     param_hint="'--d-model'")
         ae = AEConfig(tokens=len(samples.layer_id), width=samples.valid.shape[1], d_model=d_model,
                       token_latent=token_latent)
         trained = train_autoencoder(samples, config, ae, device=device, log=log)

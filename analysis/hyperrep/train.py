@@ -186,17 +186,6 @@ def encode(trained: Trained, samples: TokenSamples, batch_size: int = 256) -> tu
     return torch.cat(zs).numpy(), torch.cat(ws), torch.cat(alphas)
 
 
-def pooled(z: np.ndarray, samples: TokenSamples) -> np.ndarray:
-    """Per layer, the mean and the std of its tokens' codes: a neuron permutation leaves them as
-    they are, so a probe reads what a model is, not in which order its neurons happen to sit."""
-    codes = torch.from_numpy(z).view(len(z), len(samples.layer_id), -1)
-    parts = []
-    for layer in samples.layer_id.unique(sorted=True):
-        rows = codes[:, samples.layer_id == layer]
-        parts += [rows.mean(dim=1), rows.std(dim=1, correction=0)]
-    return torch.cat(parts, dim=1).numpy()
-
-
 def reconstruction_r2(trained: Trained, train: TokenSamples, held_out: TokenSamples) -> dict[str, float]:
     """R^2 of held-out reconstructions against the training mean of every parameter, in the losses'
     spaces: weights layer-standardised (eq. 4), log-alphas through ``tanh((a - t)/r)`` (eq. 2)."""
