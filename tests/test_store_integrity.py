@@ -623,3 +623,14 @@ def test_the_cards_datasets_snippet_verifies_the_copy_before_reading_a_shard(sto
     lose_chunks(copy, "mp")
     with pytest.raises(StoreError, match="lacks chunks of its masks"):
         exec(step, {})
+
+
+def test_a_build_refuses_a_staging_link_to_a_missing_folder_in_one_line(store, tmp_path):
+    """A dangling link is listed as a file, not a folder: it once passed the check and the build
+    then stumbled on it with FileExistsError."""
+    zoo_dir = copy_of(store, tmp_path).zoo_dir
+    shutil.rmtree(zoo_dir / "_staging", ignore_errors=True)
+    (zoo_dir / "_staging").symlink_to(tmp_path / "gone", target_is_directory=True)
+    with pytest.raises(StoreError, match=r"_staging is a link to .*gone, which does not exist"):
+        StoreWriter.open(tmp_path, store.spec, layout_for(store.spec), resume=True)
+    assert not (tmp_path / "gone").exists()

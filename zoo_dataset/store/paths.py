@@ -58,10 +58,15 @@ def check_writable(zoo_dir: Path) -> Path:
     if not zoo_dir.exists():
         return zoo_dir
     root = zoo_dir.resolve()
-    for folder, subfolders, _ in os.walk(zoo_dir):  # links are listed, never descended into
+    for folder, subfolders, files in os.walk(zoo_dir):  # links are listed, never descended into
         for name in subfolders:
             path = Path(folder) / name
             if path.is_symlink() and not path.resolve().is_relative_to(root):
                 raise StoreError(f"{path} is a link to {path.resolve()}, outside the store {zoo_dir}; writers "
                                  "refuse it (replace the link by the folder itself)")
+        for name in files:  # a dangling link is listed as a file: a writer would stumble on it later
+            path = Path(folder) / name
+            if path.is_symlink() and not path.exists():
+                raise StoreError(f"{path} is a link to {os.readlink(path)}, which does not exist; writers "
+                                 "refuse it (remove the link or restore its target)")
     return zoo_dir
