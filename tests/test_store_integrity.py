@@ -430,6 +430,8 @@ def test_a_spec_changed_in_the_manifest_is_refused_on_the_shards_first_open(stor
     for population in ("original", "vd"):
         with pytest.raises(StoreError, match="was packed for another manifest"):
             ZooStore(copy).array("weights", population, store.population(population).shards[0].model_ids[0])
+        with pytest.raises(StoreError, match="was packed for another manifest"):  # the report's tables
+            ZooStore(copy).states(population)
     with pytest.raises(StoreError, match="was packed for another manifest"):
         ZooStore(copy).verify()
 

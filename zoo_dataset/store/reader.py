@@ -37,6 +37,7 @@ CHUNK_CACHE_BYTES = 16 << 20
 LEVEL_TOLERANCE = 1e-6  # levels are stored as float64 fractions; requests may come through float32
 STATES_KEYS = ("model_id", "population", "level", "epoch")  # what identifies a states table's row
 SHARD_KEYS = ("model_id", "level")  # a shard's datasets besides its arrays
+PACKED_FOR_ANOTHER = "was packed for another manifest (its spec, layout, levels, epochs or arrays were changed since)"
 
 
 def match_level(levels: list[float], level: float) -> int | None:
@@ -131,6 +132,7 @@ class ZooStore:
         self._configs: dict[int, ModelConfig] | None = None
         self._shards = {s.file: (name, s) for name, p in self.manifest.populations.items() for s in p.shards}
         self._checked: set[str] = set()  # shards whose contents matched the manifest (kept across forks)
+        self._packing_checked: set[str] = set()  # shards whose packing digest matched (states-only reads)
         if verify_checksums is None:  # a downloaded store (it records its origin) proves its shards once
             verify_checksums = bool(self.manifest.origin)
         self.verify_checksums = verify_checksums
@@ -190,7 +192,27 @@ class ZooStore:
         problem = check_states_table(table, population, self.manifest.populations[population], shard.model_ids)
         if problem:
             raise StoreError(f"{path} {problem}; re-download or rebuild it")
+        self._check_packed_for(population, shard)
         return table
+
+    def _check_packed_for(self, population: str, shard: ShardInfo) -> None:
+        """A states table is served only beside the manifest its shard was packed for: reports that
+        read no array (zoo-report's tables) would otherwise present an edited spec as the store's.
+        Reads the shard's attribute only; a shard not on disk is left to the array reads."""
+        if shard.file in self._checked or shard.file in self._packing_checked:
+            return
+        path = inside(self.zoo_dir, shard.file, "shard")
+        if not path.exists():
+            return
+        regular_size(path)
+        try:
+            with h5py.File(path, "r") as f:
+                digest = f.attrs.get(PACKING_DIGEST)
+        except OSError as exc:
+            raise StoreError(f"shard {path} is corrupt or truncated ({exc}); re-download or rebuild it") from exc
+        if digest is not None and digest != self.manifest.packing_digest(population):
+            raise StoreError(f"shard {path} {PACKED_FOR_ANOTHER}; re-download the store or rebuild it")
+        self._packing_checked.add(shard.file)
 
     def _table(self, relative: str) -> pd.DataFrame:
         """A parquet table of the store; a missing or damaged one is a StoreError that says what to do."""
@@ -255,8 +277,7 @@ class ZooStore:
             stored = sorted(k for k in f if k not in SHARD_KEYS)
             problem = None
             if digest is not None and digest != self.manifest.packing_digest(population):
-                problem = ("was packed for another manifest (its spec, layout, levels, epochs or arrays were "
-                           "changed since)")
+                problem = PACKED_FOR_ANOTHER
             elif stored != sorted(info.arrays):
                 problem = f"holds the arrays {stored}, the manifest says {info.arrays}"
             elif ids != list(shard.model_ids):
