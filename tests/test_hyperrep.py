@@ -139,7 +139,8 @@ def test_train_then_eval_print_table3_beside_the_statistics_baseline(tmp_path_fa
     assert f"held-out: {held_out} models" in result.output
     assert f"(trained on {int((table.split == 'train').sum())} models" in result.output
     for row in ("paper MNIST-s (Table 3) | 78.7 | 79.4", "weight statistics + gradient boosting | - | -",
-                "zoo-hyperrep (ridge probe on pooled z)", "training mean"):
+                "zoo-hyperrep (ridge probe on pooled z)",
+                "zoo-hyperrep (gradient boosting on pooled z + statistics of its decoding)", "training mean"):
         assert row in result.output
     assert "Warning" not in result.output
 
@@ -184,3 +185,16 @@ def test_layer_distribution_term_is_the_sorted_value_distance_and_blind_to_neuro
     assert float(layer_distribution_mse(shuffled, x, slices)) == pytest.approx(0.0, abs=1e-12)
     mixed = x[:, [9, 1, 2, 3, 4, 5, 6, 7, 8, 0]]  # a value moved across layers changes both distributions
     assert float(layer_distribution_mse(mixed, x, slices)) > 0.01
+
+
+def test_a_checkpoint_of_an_encoder_that_read_values_only_still_loads(samples, tmp_path):
+    """Checkpoints written before the encoder read log-magnitudes have no ``log_magnitude`` key."""
+    ae = AEConfig(tokens=len(samples.layer_id), width=samples.valid.shape[1], log_magnitude=False, **SMALL_AE)
+    trained = train_autoencoder(samples, TrainConfig(epochs=1, batch_size=8), ae)
+    trained.save(tmp_path / "old.pt")
+    raw = torch.load(tmp_path / "old.pt", weights_only=True)
+    del raw["config"]["log_magnitude"]
+    torch.save(raw, tmp_path / "old.pt")
+    again = Trained.load(tmp_path / "old.pt")
+    assert again.model.config.log_magnitude is False
+    np.testing.assert_allclose(encode(again, samples)[0], encode(trained, samples)[0], rtol=1e-5, atol=1e-6)

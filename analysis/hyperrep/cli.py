@@ -114,7 +114,9 @@ def main() -> None:
               help="Bottleneck values per token (z has 48 x this many on the CNN-s).")
 @click.option("--d-model", type=click.IntRange(8, 1024), default=AEConfig.d_model, show_default=True,
               help="Transformer width (a multiple of the 4 heads).")
-def train(zoo, root, out, epochs, batch_size, beta, device, seed, token_latent, d_model) -> None:
+@click.option("--log-magnitude/--values-only", default=AEConfig.log_magnitude, show_default=True,
+              help="Whether the encoder also reads each weight's log-magnitude (where VD's pruned weights differ).")
+def train(zoo, root, out, epochs, batch_size, beta, device, seed, token_latent, d_model, log_magnitude) -> None:
     """Train on the train split's VD trajectories, save a checkpoint, and evaluate on held-out models."""
     with one_line_errors():
         if d_model % AEConfig.heads:
@@ -136,7 +138,7 @@ def train(zoo, root, out, epochs, batch_size, beta, device, seed, token_latent, 
                 )
 
         ae = AEConfig(tokens=len(samples.layer_id), width=samples.valid.shape[1], d_model=d_model,
-                      token_latent=token_latent)
+                      token_latent=token_latent, log_magnitude=log_magnitude)
         trained = train_autoencoder(samples, config, ae, device=device, log=log)
         path.parent.mkdir(parents=True, exist_ok=True)
         trained.save(path)

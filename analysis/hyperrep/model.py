@@ -1,7 +1,8 @@
 """The attention autoencoder of App. G (after Schürholt et al. 2022a), with two decoder streams.
 
-Encoder: token embedding + position encoding, a CLS token, a transformer, and a linear map of the
-CLS output to the embedding ``z``. Decoder: ``z`` linearly expanded to two token sequences (weights
+Encoder: each token's entries (values and, by default, their log-magnitudes) embedded, a position
+encoding, a transformer, and each token's output linearly compressed to ``token_latent`` values;
+``z`` is their concatenation (per-token codes where the paper compresses a CLS token). Decoder: ``z`` linearly expanded to two token sequences (weights
 and alphas), each with position and type encodings, one transformer over both (so each stream sees
 the other), then split and mapped back to token width. The alpha stream's output then passes a
 small per-entry head that also reads that entry's reconstructed weight: a VD log-alpha is
@@ -15,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+LOG_FLOOR = 1e-4  # added to |w| (in layer standard deviations) before the log: exact zeros stay finite
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class AEConfig:
     projection: int = 32
     dropout: float = 0.0
     alpha_hidden: int = 32  # width of the per-entry alpha head; 0: alphas from the alpha stream alone
+    log_magnitude: bool = True  # the encoder also reads log |w| of each entry (see HyperAE.encode)
 
     @property
     def latent(self) -> int:
@@ -61,7 +65,7 @@ class HyperAE(nn.Module):
             "valid", torch.ones(config.tokens, config.width, dtype=torch.bool) if valid is None else valid.bool()
         )
         d, t, k = config.d_model, config.tokens, config.token_latent
-        self.embed = nn.Linear(config.width, d)
+        self.embed = nn.Linear(config.width * (2 if config.log_magnitude else 1), d)
         self.position = nn.Parameter(0.02 * torch.randn(t, d))
         self.encoder = _transformer(config)
         self.compress = nn.Linear(d, k)
@@ -81,7 +85,11 @@ class HyperAE(nn.Module):
         )
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[B, T, D] tokens -> [B, T * token_latent] embedding."""
+        """[B, T, D] tokens -> [B, T * token_latent] embedding. With ``log_magnitude`` each entry is
+        read as its value and its log-magnitude: the weights VD prunes sit near zero, where values
+        differ by orders of magnitude that a linear embedding of the value cannot tell apart."""
+        if self.config.log_magnitude:
+            tokens = torch.cat([tokens, torch.log(tokens.abs() + LOG_FLOOR)], dim=-1)
         x = self.encoder(self.embed(tokens) + self.position)
         return self.compress(x).flatten(1)
 

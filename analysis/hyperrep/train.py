@@ -72,7 +72,7 @@ class Trained:
         """A checkpoint written by :meth:`save`; anything else is a StoreError that names the file."""
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
-            model = HyperAE(AEConfig(**raw["config"]))
+            model = HyperAE(AEConfig(**{"log_magnitude": False, **raw["config"]}))  # older: values only
             model.load_state_dict(raw["model"])
             scaler = LayerStandardization.from_dict(raw["scaler"])
             return cls(model.to(device), scaler, TrainConfig(**raw["train"]), raw["history"])
