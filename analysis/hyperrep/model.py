@@ -2,12 +2,13 @@
 
 Encoder: each token's entries (values and, by default, their log-magnitudes) embedded, a position
 encoding, a transformer, and each token's output linearly compressed to ``token_latent`` values;
-``z`` is their concatenation (per-token codes where the paper compresses a CLS token). Decoder: ``z`` linearly expanded to two token sequences (weights
-and alphas), each with position and type encodings, one transformer over both (so each stream sees
-the other), then split and mapped back to token width. The alpha stream's output then passes a
-small per-entry head that also reads that entry's reconstructed weight: a VD log-alpha is
-``log sigma^2 - log theta^2``, a function of the weight it belongs to, which a linear map from a
-token's hidden state to 201 entries expresses poorly.
+``z`` is their concatenation (per-token codes where the paper compresses a CLS token). Decoder:
+``z`` linearly expanded to two token sequences (weights and alphas), each with position and type
+encodings, one transformer over both (so each stream sees the other), then split and mapped back to
+token width. The alpha stream's output then passes a small per-entry head that also reads that
+entry's reconstructed weight: a VD log-alpha is ``log sigma^2 - log theta^2``, a function of the
+weight it belongs to, which a linear map from a token's hidden state to 201 entries expresses
+poorly.
 """
 
 from __future__ import annotations
