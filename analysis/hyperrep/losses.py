@@ -21,9 +21,8 @@ def nt_xent(z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> torch.T
 def weight_mse(
     w_hat: torch.Tensor, w: torch.Tensor, valid: torch.Tensor, token_sigma: torch.Tensor
 ) -> torch.Tensor:
-    """Eq. 4: squared error divided by the variance of each weight's layer, averaged over real entries.
-    ``token_sigma`` is [T] (one scale per layer, for the zoo) or [B, T] (each state's own)."""
-    error = ((w_hat - w) / token_sigma[..., None]) ** 2
+    """Eq. 4: squared error divided by the variance of each weight's layer, averaged over real entries."""
+    error = ((w_hat - w) / token_sigma[:, None]) ** 2
     return error[:, valid].mean()
 
 

@@ -30,8 +30,6 @@ from .data import TokenSamples
 from .losses import alpha_mse, ecd_loss, layer_distribution_mse, nt_xent, weight_mse
 from .model import AEConfig, HyperAE
 
-SCALE_FLOOR = 1e-2  # least per-state layer scale (in zoo standard deviations): a dead layer's error stays finite
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -47,7 +45,6 @@ class TrainConfig:
     threshold: float = 3.0  # VD pruning threshold t on log-alpha (eq. 2)
     span: float = 4.0  # range of interest r around the threshold (eq. 2)
     distribution: float = 0.0  # weight of the per-layer distribution term beside eq. 6's reconstruction
-    relative: bool = False  # eq. 4 with each state's own layer scale, not the zoo's (see Augmenter.scale)
     seed: int = 0
 
 
@@ -116,18 +113,6 @@ class Augmenter:
         tokens = self.samples.tokens
         return tokens(x), tokens(w), tokens(a)
 
-    def scale(self, w: torch.Tensor) -> torch.Tensor:
-        """[B, T] the scale eq. 4 divides each token's error by. Per zoo (``relative`` off) every
-        layer's is 1, its standard deviation over the zoo, as weights are standardised so. Per state,
-        each layer's own standard deviation: in a zoo whose models differ in scale (inits of
-        different widths) a zoo-wide scale lets the small-scale models' errors vanish in the sum,
-        and with them the relative sizes VD prunes by."""
-        ones = torch.ones(len(w), len(self.samples.layer_id))
-        if not self.config.relative:
-            return ones
-        spread = torch.stack([w[:, part].float().std(dim=1) for part in self.layers], dim=1)
-        return spread.clamp_min(SCALE_FLOOR)[:, self.samples.layer_id]
-
     def spread(self, w_hat: torch.Tensor, w: torch.Tensor, a_hat: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """The per-layer distribution term on weights (standardised) and alphas (through eq. 2's tanh)."""
         cfg, flat = self.config, self.samples.flat
@@ -144,14 +129,14 @@ def _step_losses(
 ) -> dict[str, torch.Tensor]:
     cfg, model, device = trained.train, trained.model, trained.device
     valid = augmenter.samples.valid.to(device)
-    scale = augmenter.scale(trained.scaler.standardize(w)).to(device)  # a permutation keeps each layer's
+    ones = torch.ones(valid.shape[0], device=device)  # targets are standardised: eq. 4's sigma is 1
     zs, rec_w, rec_a, spread = [], 0.0, 0.0, 0.0
     for _ in range(2):
         x, w_target, a_target = (t.to(device) for t in augmenter.view(w, a, trained.scaler, generator))
         z, w_hat, a_hat = model(x)
         zs.append(z)
         a_hat = _log_alpha(cfg, a_hat)
-        rec_w = rec_w + weight_mse(w_hat, w_target, valid, scale) / 2
+        rec_w = rec_w + weight_mse(w_hat, w_target, valid, ones) / 2
         rec_a = rec_a + alpha_mse(a_hat, a_target, valid, cfg.threshold, cfg.span) / 2
         if cfg.distribution:
             spread = spread + augmenter.spread(w_hat, w_target, a_hat, a_target) / 2
