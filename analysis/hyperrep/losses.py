@@ -1,6 +1,5 @@
 """The paper's self-supervised losses (App. H): NT-Xent, layer-normalised weight MSE (eq. 4),
-tanh-normalised alpha MSE (eq. 2/5) and their beta-weighted sum (eq. 6); and a per-layer
-distribution term of our own (``layer_distribution_mse``)."""
+tanh-normalised alpha MSE (eq. 2/5) and their beta-weighted sum (eq. 6)."""
 
 from __future__ import annotations
 
@@ -41,11 +40,3 @@ def ecd_loss(
     """Eq. 6: ``beta * L_C + (1 - beta) * (L_w + L_alpha)``."""
     return beta * contrastive + (1 - beta) * (weights + alphas)
 
-
-def layer_distribution_mse(x_hat: torch.Tensor, x: torch.Tensor, slices: list[slice]) -> torch.Tensor:
-    """Squared distance between the sorted values of each layer (the 1-D Wasserstein-2 distance of
-    the two value distributions), averaged over entries. Per-entry MSE lets a reconstruction blur a
-    layer's distribution (its spread, the share of weights near zero that VD prunes); this term holds
-    it and is blind to neuron order, so permuted views share it."""
-    total = sum(((x_hat[:, s].sort(dim=1).values - x[:, s].sort(dim=1).values) ** 2).sum(dim=1) for s in slices)
-    return (total / sum(s.stop - s.start for s in slices)).mean()

@@ -27,7 +27,7 @@ from loaders.transforms import (
 from zoo_dataset.errors import StoreError
 
 from .data import TokenSamples
-from .losses import alpha_mse, ecd_loss, layer_distribution_mse, nt_xent, weight_mse
+from .losses import alpha_mse, ecd_loss, nt_xent, weight_mse
 from .model import AEConfig, HyperAE
 
 
@@ -44,7 +44,6 @@ class TrainConfig:
     permute: bool = True
     threshold: float = 3.0  # VD pruning threshold t on log-alpha (eq. 2)
     span: float = 4.0  # range of interest r around the threshold (eq. 2)
-    distribution: float = 0.0  # weight of the per-layer distribution term beside eq. 6's reconstruction
     seed: int = 0
 
 
@@ -97,8 +96,6 @@ class Augmenter:
     def __init__(self, samples: TokenSamples, config: TrainConfig):
         self.samples, self.config = samples, config
         self.permuter, self.erasing = NeuronPermuter(samples.layout), NeuronErasing(samples.layout)
-        layout = samples.layout
-        self.layers = [layout.by_name[f"{layer}.weight"].slice for layer in layout.layers]
 
     def view(
         self, w: torch.Tensor, a: torch.Tensor, scaler: LayerStandardization, generator: torch.Generator
@@ -113,16 +110,6 @@ class Augmenter:
         tokens = self.samples.tokens
         return tokens(x), tokens(w), tokens(a)
 
-    def spread(self, w_hat: torch.Tensor, w: torch.Tensor, a_hat: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """The per-layer distribution term on weights (standardised) and alphas (through eq. 2's tanh)."""
-        cfg, flat = self.config, self.samples.flat
-
-        def squash(tokens: torch.Tensor) -> torch.Tensor:
-            return torch.tanh((flat(tokens) - cfg.threshold) / cfg.span)
-
-        return (layer_distribution_mse(flat(w_hat), flat(w), self.layers)
-                + layer_distribution_mse(squash(a_hat), squash(a), self.layers))
-
 
 def _step_losses(
     trained: Trained, w: torch.Tensor, a: torch.Tensor, augmenter: Augmenter, generator: torch.Generator
@@ -130,20 +117,20 @@ def _step_losses(
     cfg, model, device = trained.train, trained.model, trained.device
     valid = augmenter.samples.valid.to(device)
     ones = torch.ones(valid.shape[0], device=device)  # targets are standardised: eq. 4's sigma is 1
-    zs, rec_w, rec_a, spread = [], 0.0, 0.0, 0.0
+    zs, rec_w, rec_a = [], 0.0, 0.0
     for _ in range(2):
         x, w_target, a_target = (t.to(device) for t in augmenter.view(w, a, trained.scaler, generator))
         z, w_hat, a_hat = model(x)
         zs.append(z)
-        a_hat = _log_alpha(cfg, a_hat)
         rec_w = rec_w + weight_mse(w_hat, w_target, valid, ones) / 2
-        rec_a = rec_a + alpha_mse(a_hat, a_target, valid, cfg.threshold, cfg.span) / 2
-        if cfg.distribution:
-            spread = spread + augmenter.spread(w_hat, w_target, a_hat, a_target) / 2
+        rec_a = rec_a + alpha_mse(_log_alpha(cfg, a_hat), a_target, valid, cfg.threshold, cfg.span) / 2
     contrastive = nt_xent(model.project(zs[0]), model.project(zs[1]), cfg.temperature)
-    loss = ecd_loss(contrastive, rec_w, rec_a, cfg.beta) + (1 - cfg.beta) * cfg.distribution * spread
-    return {"loss": loss, "contrastive": contrastive, "weights": rec_w, "alphas": rec_a,
-            "distribution": torch.as_tensor(spread)}
+    return {
+        "loss": ecd_loss(contrastive, rec_w, rec_a, cfg.beta),
+        "contrastive": contrastive,
+        "weights": rec_w,
+        "alphas": rec_a,
+    }
 
 
 def train_autoencoder(
