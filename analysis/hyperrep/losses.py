@@ -39,4 +39,3 @@ def ecd_loss(
 ) -> torch.Tensor:
     """Eq. 6: ``beta * L_C + (1 - beta) * (L_w + L_alpha)``."""
     return beta * contrastive + (1 - beta) * (weights + alphas)
-
