@@ -13,9 +13,12 @@ for zoo in digits_256 digits_random_256; do
   zoo-hyperrep train --zoo "$zoo" --root "$root" --epochs "$epochs" --out "$out/$zoo-hyperrep.pt" \
     | tee "$out/$zoo-train.txt"
 done
-# the larger code of the docs' table: 64 values per token (z 3072 values for the CNN-s's 2464 parameters)
+# the larger codes of the docs' table: 64 values per token (z 3072 values for the CNN-s's 2464 parameters),
+# alone and with a wider transformer
 zoo-hyperrep train --zoo digits_256 --root "$root" --epochs "$epochs" --token-latent 64 \
   --out "$out/digits_256-hyperrep-latent64.pt" | tee "$out/digits_256-train-latent64.txt"
+zoo-hyperrep train --zoo digits_256 --root "$root" --epochs "$epochs" --token-latent 64 --d-model 128 \
+  --out "$out/digits_256-hyperrep-d128.pt" | tee "$out/digits_256-train-d128.txt"
 # the VD twins' last epoch (10, ~87 % sparse) and epoch 3 (~45 % sparse, where the twins keep the dense accuracy)
 zoo-hyperrep zero-shot --zoo digits_256 --root "$root" --out "$out/digits_256-zero-shot" \
   | tee "$out/digits_256-zero-shot.txt"
