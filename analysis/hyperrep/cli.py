@@ -58,8 +58,8 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     train = load_samples(zoo, root, ("train",))
     held_out = load_samples(zoo, root, HELD_OUT)
     rec = reconstruction_r2(trained, train, held_out)
-    (z_train, read_train), (z_held_out, read_held_out) = readout_features(trained, train), readout_features(
-        trained, held_out)
+    z_train, read_train = readout_features(trained, train)
+    z_held_out, read_held_out = readout_features(trained, held_out)
     probes = probe_r2(z_train, train.properties, z_held_out, held_out.properties, train.model_ids)
     boosted = boosting_r2(z_train, train.properties, z_held_out, held_out.properties, trained.train.seed)
     decoded = boosting_r2(read_train, train.properties, read_held_out, held_out.properties, trained.train.seed)
