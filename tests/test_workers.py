@@ -235,3 +235,20 @@ def test_a_worker_or_ray_task_groups_its_batch_at_most_max_models(monkeypatch):
     sizes.clear()
     _train_batch("population", "cpu", jobs, data)
     assert sizes == [3]
+
+
+def test_each_trainer_call_holds_a_chunk_for_every_worker():
+    """A chunk trains whole in one worker: calls of one 64-model chunk each (the 256-model zoos'
+    shards) once left the second worker idle through whole builds."""
+    from builders.stages.base import UNITS_PER_BATCH, _calls
+
+    def chunks(n_chunks: int, units: int) -> list[list[UnitKey]]:
+        return [[UnitKey(c * units + u) for u in range(units)] for c in range(n_chunks)]
+
+    big = chunks(4, UNITS_PER_BATCH)
+    assert [len(call) for call in _calls(big)] == [1, 1, 1, 1]
+    assert [len(call) for call in _calls(big, workers=2)] == [2, 2]
+    assert [len(call) for call in _calls(chunks(3, 9 * UNITS_PER_BATCH), workers=2)] == [2, 1]
+    small = chunks(16, 8)  # gathered to UNITS_PER_BATCH units as before
+    assert [len(call) for call in _calls(small, workers=2)] == [8, 8]
+    assert [k for call in _calls(big, workers=3) for chunk in call for k in chunk] == [k for c in big for k in c]

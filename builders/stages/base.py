@@ -86,7 +86,7 @@ class MethodStage:
             def show_epoch(epoch: int, epochs: int, models: int) -> None:
                 bar.set_postfix_str(f"epoch {epoch}/{epochs} of {models} model(s) in training", refresh=True)
 
-            for call in _calls(unfinished):
+            for call in _calls(unfinished, getattr(ctx.trainer, "workers", 1)):
                 jobs = iter(self.jobs(ctx, [k for chunk in call for k in chunk]))  # in key order
                 job_chunks = [[next(jobs) for _ in chunk] for chunk in call]
                 for result in run_chunks(ctx.trainer, job_chunks, ctx.data, on_epoch=show_epoch):
@@ -102,11 +102,13 @@ class MethodStage:
         return self.method.jobs(ctx.spec, keys, ctx.model_configs, starts, ctx.store.manifest.parameter_layout)
 
 
-def _calls(chunks: list[list[UnitKey]]) -> list[list[list[UnitKey]]]:
-    """Whole chunks, gathered until a call holds at least UNITS_PER_BATCH units."""
+def _calls(chunks: list[list[UnitKey]], workers: int = 1) -> list[list[list[UnitKey]]]:
+    """Whole chunks, gathered until a call holds at least UNITS_PER_BATCH units and one chunk per
+    worker: a chunk trains whole in one worker, so a call of one chunk (a 64-model shard is one)
+    leaves the other workers idle."""
     calls: list[list[list[UnitKey]]] = [[]]
     for chunk in chunks:
-        if sum(len(c) for c in calls[-1]) >= UNITS_PER_BATCH:
+        if sum(len(c) for c in calls[-1]) >= UNITS_PER_BATCH and len(calls[-1]) >= workers:
             calls.append([])
         calls[-1].append(chunk)
     return [c for c in calls if c]
