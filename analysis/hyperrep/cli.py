@@ -27,7 +27,7 @@ from .data import HELD_OUT, load_samples
 from .model import AEConfig
 from .probes import probe_r2
 from .readout import readout_features
-from .train import TrainConfig, Trained, reconstruction_r2, train_autoencoder
+from .train import TrainConfig, Trained, encode, reconstruction_r2, train_autoencoder
 from .zeroshot import ZeroShotConfig, fit_zero_shot
 from .zeroshot_eval import compare, model_ids, pairs, per_model, summary, sweep, test_data
 
@@ -57,9 +57,10 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     weight-statistics baseline on the same split and the paper's Table 3, as a markdown table."""
     train = load_samples(zoo, root, ("train",))
     held_out = load_samples(zoo, root, HELD_OUT)
-    rec = reconstruction_r2(trained, train, held_out)
-    z_train, read_train = readout_features(trained, train)
-    z_held_out, read_held_out = readout_features(trained, held_out)
+    encoded_train, encoded_held_out = encode(trained, train), encode(trained, held_out)  # once per split
+    rec = reconstruction_r2(trained, train, held_out, *encoded_held_out[1:])
+    z_train, read_train = readout_features(encoded_train, train, trained.train)
+    z_held_out, read_held_out = readout_features(encoded_held_out, held_out, trained.train)
     probes = probe_r2(z_train, train.properties, z_held_out, held_out.properties, train.model_ids)
     boosted = boosting_r2(z_train, train.properties, z_held_out, held_out.properties, trained.train.seed)
     decoded = boosting_r2(read_train, train.properties, read_held_out, held_out.properties, trained.train.seed)

@@ -15,7 +15,7 @@ from zoo_dataset.layout import ParameterLayout
 
 from .baseline import weight_statistics
 from .data import TokenSamples
-from .train import Trained, encode
+from .train import TrainConfig
 
 
 def pooled(z: np.ndarray, samples: TokenSamples) -> np.ndarray:
@@ -43,10 +43,12 @@ def alpha_statistics(alphas: torch.Tensor, layout: ParameterLayout, threshold: f
     return torch.stack(parts, dim=1).numpy()
 
 
-def readout_features(trained: Trained, samples: TokenSamples) -> tuple[np.ndarray, np.ndarray]:
-    """``(pooled z, pooled z + statistics of the decoded weights and log-alphas)`` of every sample."""
-    z, w_hat, a_hat = encode(trained, samples)
-    cfg = trained.train
+def readout_features(
+    encoded: tuple[np.ndarray, torch.Tensor, torch.Tensor], samples: TokenSamples, cfg: TrainConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(pooled z, pooled z + statistics of the decoded weights and log-alphas)`` of every sample,
+    from ``train.encode``'s output for ``samples``."""
+    z, w_hat, a_hat = encoded
     pooled_z = pooled(z, samples)
     decoded = np.concatenate(
         [weight_statistics(w_hat, samples.layout), alpha_statistics(a_hat, samples.layout, cfg.threshold, cfg.span)],

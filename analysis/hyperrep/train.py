@@ -186,10 +186,12 @@ def encode(trained: Trained, samples: TokenSamples, batch_size: int = 256) -> tu
     return torch.cat(zs).numpy(), torch.cat(ws), torch.cat(alphas)
 
 
-def reconstruction_r2(trained: Trained, train: TokenSamples, held_out: TokenSamples) -> dict[str, float]:
-    """R^2 of held-out reconstructions against the training mean of every parameter, in the losses'
-    spaces: weights layer-standardised (eq. 4), log-alphas through ``tanh((a - t)/r)`` (eq. 2)."""
-    _, w_hat, a_hat = encode(trained, held_out)
+def reconstruction_r2(
+    trained: Trained, train: TokenSamples, held_out: TokenSamples, w_hat: torch.Tensor, a_hat: torch.Tensor
+) -> dict[str, float]:
+    """R^2 of held-out reconstructions (``w_hat``, ``a_hat``: :func:`encode`'s for ``held_out``) against
+    the training mean of every parameter, in the losses' spaces: weights layer-standardised (eq. 4),
+    log-alphas through ``tanh((a - t)/r)`` (eq. 2)."""
     cfg, standardize = trained.train, trained.scaler.standardize
 
     def r2(pred: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor) -> float:
