@@ -18,6 +18,13 @@ Two layers, both public:
   the dataset's view; it reads a state back to flat (the view's exact inverse), works there, and
   views it again.
 
+**Pruned entries stay pruned.** A masked twin holds exact zeros where its mask prunes; every
+transform keeps them exact zeros, in any order and in every view (standardisation maps them to 0
+and back to 0, noise leaves them, permutations move them with the mask, erasing writes zeros).
+The rule is per entry: an entry the item's ``mask`` prunes **and** that holds an exact zero is a
+pruned zero (:func:`pruned_zeros`). A dense twin (``apply_mask=False``) holds its trained values
+there, and the original has no mask: their entries are transformed like any other.
+
 Randomness comes from ``generator`` when given, else torch's global RNG, which a ``DataLoader``
 seeds differently in each worker (a generator passed here is copied into every worker as is, so
 workers would draw the same augmentations: leave it ``None`` with ``num_workers > 0``).
@@ -39,10 +46,21 @@ from zoo_dataset.layout import ParameterLayout
 from .views import make_view
 
 Item = dict[str, Any]
+ELEMENTWISE_VIEWS = ("flat", "layers", "tokens")  # views the transforms work in directly; others via flat
+
 
 STATE_KEYS = ("original", "twin", "mask", "log_alpha")  # every state an item may hold
 WEIGHT_KEYS = ("original", "twin")  # states holding weights (noise, erasing, weight statistics)
 KINDS = ("weights", "log_alpha")  # what a LayerStandardization holds statistics of
+# the smallest layer std a LayerStandardization serves: standardised weights stay finite (below
+# 1e12 * |x - mean|) in float32; a fitted layer with less spread is constant and keeps its scale
+MIN_STD = 1e-12
+
+
+def pruned_zeros(state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Bool, ``state``'s shape: the entries ``mask`` prunes (False) that ``state`` holds as exact
+    zeros, i.e. a masked twin's pruned weights: the entries every transform keeps exact zeros."""
+    return ~mask & (state == 0)
 
 
 # ---------------------------------------------------------------------------- permutations
@@ -173,12 +191,15 @@ def gaussian_noise(
     std: float = 0.05,
     relative: bool = True,
     generator: torch.Generator | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``flat`` plus Gaussian noise of ``std`` (``relative``: times each state's own weight std,
-    as the hyper-representation reference does; else absolute)."""
+    as the hyper-representation reference does; else absolute). ``mask``: a twin's keep-mask
+    (``flat``'s shape): its pruned zeros (:func:`pruned_zeros`) stay exact zeros."""
     scale = flat.float().std(dim=-1, keepdim=True) if relative else torch.tensor(1.0)
     noise = torch.randn(flat.shape, generator=generator, dtype=torch.float32)
-    return (flat + (std * scale * noise).to(flat.dtype)).to(flat.dtype)
+    out = (flat + (std * scale * noise).to(flat.dtype)).to(flat.dtype)
+    return out if mask is None else out.masked_fill(pruned_zeros(flat, mask), 0)
 
 
 class NeuronErasing:
@@ -234,8 +255,12 @@ class LayerStandardization:
         for kind, layers in stats.items():
             if set(layers) != set(layout.layers):
                 raise ZooSpecError(f"{kind} statistics cover layers {sorted(layers)}, the layout {layout.layers}")
-            if any(not (np.isfinite(m) and np.isfinite(s) and s > 0) for m, s in layers.values()):
-                raise ZooSpecError(f"{kind} statistics hold a non-finite mean or a std that is not positive")
+            for layer, (m, s) in layers.items():
+                if not (np.isfinite(m) and np.isfinite(s) and s >= MIN_STD):
+                    raise ZooSpecError(
+                        f"{kind} statistics of layer {layer} hold mean {m!r} and std {s!r}: need finite values "
+                        f"and a std of at least {MIN_STD:g} (standardised values would overflow)"
+                    )
         self.layout = layout
         self.stats = {k: {layer: (float(m), float(s)) for layer, (m, s) in v.items()} for k, v in stats.items()}
         self._broadcast: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -308,13 +333,16 @@ class LayerStandardization:
             self._broadcast[kind] = (mean, std)
         return self._broadcast[kind]
 
-    def standardize(self, flat: torch.Tensor, kind: str = "weights") -> torch.Tensor:
+    def standardize(self, flat: torch.Tensor, kind: str = "weights", mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(flat - mean) / std`` per layer; ``mask``: a twin's keep-mask, whose pruned zeros
+        (:func:`pruned_zeros`) stay exact zeros."""
         mean, std = self.mean_std(kind)
-        return ((flat.double() - mean) / std).to(flat.dtype)
+        return _keep_pruned(flat, ((flat.double() - mean) / std).to(flat.dtype), mask)
 
-    def inverse(self, flat: torch.Tensor, kind: str = "weights") -> torch.Tensor:
+    def inverse(self, flat: torch.Tensor, kind: str = "weights", mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``flat * std + mean`` per layer, the inverse of :meth:`standardize` (the same ``mask``)."""
         mean, std = self.mean_std(kind)
-        return (flat.double() * std + mean).to(flat.dtype)
+        return _keep_pruned(flat, (flat.double() * std + mean).to(flat.dtype), mask)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -371,9 +399,18 @@ class _Moments:
         out = {}
         for layer, (n, total, squares) in self.sums.items():
             mean = total / n
-            var = max(squares / n - mean * mean, 0.0)
-            out[layer] = (mean, float(np.sqrt(var)) if var > 0 else 1.0)  # a constant layer keeps its scale
+            var = squares / n - mean * mean
+            # a constant layer keeps its scale (std 1): one whose variance is within the rounding of
+            # these float64 sums (~2**-46 of the mean square; a constant layer leaves that much), or
+            # whose std is below MIN_STD
+            constant = var <= max(MIN_STD**2, 2.0**-46 * squares / n)
+            out[layer] = (mean, 1.0 if constant else float(np.sqrt(var)))
         return out
+
+
+def _keep_pruned(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``after`` with ``before``'s pruned zeros under ``mask`` (if any) set back to exact zeros."""
+    return after if mask is None else after.masked_fill(pruned_zeros(before, mask), 0)
 
 
 # ---------------------------------------------------------------------------- item transforms
@@ -419,22 +456,32 @@ class _StateTransform:
         return out
 
     def _constant(self, flat: torch.Tensor, pad: float | bool) -> Any:
-        """A parameter-space constant ``[P]`` in this view, for elementwise work there (tokens: the
-        token grid, its padding ``pad``)."""
+        """A parameter-space constant ``[P]`` as an operand of :meth:`_elementwise` (tokens: the
+        token grid, its padding ``pad``; layers: the layers dict; any other view: flat)."""
+        if self.view_name not in ELEMENTWISE_VIEWS:
+            return flat
         viewed = self.view(flat)
         if self.view_name == "tokens":
             return viewed["tokens"].masked_fill(~viewed["valid"], pad)
         return viewed
 
-    def _elementwise(self, viewed: Any, change: Callable[..., torch.Tensor], *constants: Any) -> Any:
-        """``change(values, *constants)`` on a viewed state's values, entry by entry, in the view
-        itself: no round trip through flat (the cost of a tokens item)."""
+    def _operand(self, viewed: Any) -> Any:
+        """A viewed state of the item (e.g. its mask) as an operand of :meth:`_elementwise`."""
         if self.view_name == "tokens":
-            return {**viewed, "tokens": change(viewed["tokens"], *constants)}
+            return viewed["tokens"]  # the padding of a mask is False, of a state 0
+        return viewed if self.view_name in ELEMENTWISE_VIEWS else self.view.inverse(viewed)
+
+    def _elementwise(self, viewed: Any, change: Callable[..., torch.Tensor], *operands: Any) -> Any:
+        """``change(values, *operands)`` on a viewed state's values, entry by entry: in the view
+        itself where it allows (no round trip through flat, the cost of a tokens item), else flat."""
+        if self.view_name == "tokens":
+            return {**viewed, "tokens": change(viewed["tokens"], *operands)}
         if self.view_name == "layers":
-            return {part: [change(x, *(c[part][i] for c in constants)) for i, x in enumerate(viewed[part])]
+            return {part: [change(x, *(c[part][i] for c in operands)) for i, x in enumerate(viewed[part])]
                     for part in ("weights", "biases")}
-        return change(viewed, *constants)
+        if self.view_name == "flat":
+            return change(viewed, *operands)
+        return self.view(change(self.view.inverse(viewed), *operands))
 
     def _permute(self, item: Item, index: torch.Tensor) -> Item:
         """Every present state permuted by the flat index map ``index`` [P]."""
@@ -442,8 +489,7 @@ class _StateTransform:
             return self._map(item, lambda _, flat: permute(flat, index))
         if not hasattr(self, "_slot"):  # the grid slot of each parameter; the padding's: any padding slot (a 0)
             padding = np.flatnonzero(~self.view.valid.numpy().ravel())
-            self._slot = np.full(self.num_params + 1, padding[0] if len(padding) else 0, dtype=np.int64)
-            self._slot[self.view._valid_index.numpy()] = np.flatnonzero(self.view.valid.numpy())
+            self._slot = np.append(self.view._slot.numpy(), padding[0] if len(padding) else 0)
             self._grid_index = self.view.index.numpy().ravel()
         source = torch.from_numpy(self._slot[np.append(index.numpy(), self.num_params)[self._grid_index]])
         out = dict(item)
@@ -489,7 +535,9 @@ class CanonicalNeuronOrder(_StateTransform):
 
 class GaussianNoise(_StateTransform):
     """Gaussian noise on weight states (:func:`gaussian_noise`; the reference's 5 % of each state's
-    weight std by default). ``keep_pruned``: a twin's pruned entries (``mask`` False) stay exact zeros."""
+    weight std by default). ``keep_pruned``: a twin's pruned zeros (:func:`pruned_zeros`: pruned by
+    its mask and exact zeros, in whatever space the item is, standardised included) stay exact
+    zeros; a dense twin (``apply_mask=False``) and the original get noise everywhere."""
 
     def __init__(self, layout: ParameterLayout, view: str = "flat", std: float = 0.05, relative: bool = True,
                  keys: Sequence[str] = WEIGHT_KEYS, keep_pruned: bool = True,
@@ -501,8 +549,7 @@ class GaussianNoise(_StateTransform):
         mask = self._flat(item, "mask") if self.keep_pruned and "mask" in item else None
 
         def noisy(key: str, flat: torch.Tensor) -> torch.Tensor:
-            out = gaussian_noise(flat, self.std, self.relative, self.generator)
-            return out.masked_fill(~mask, 0) if key == "twin" and mask is not None else out
+            return gaussian_noise(flat, self.std, self.relative, self.generator, mask if key == "twin" else None)
 
         return self._map(item, noisy)
 
@@ -527,7 +574,8 @@ class RandomErasing(_StateTransform):
 class Standardize(_StateTransform):
     """Layer-wise standardisation of an item's weight states (``original``, ``twin``) with the
     weight statistics and of ``log_alpha`` with the log-alpha statistics (left as is when none
-    were fitted). Masks are untouched. :meth:`inverse` undoes it."""
+    were fitted). Masks are untouched, and a twin's pruned zeros (:func:`pruned_zeros`) stay exact
+    zeros both ways. :meth:`inverse` undoes it."""
 
     def __init__(self, stats: LayerStandardization, view: str = "flat",
                  keys: Sequence[str] = (*WEIGHT_KEYS, "log_alpha")):
@@ -547,8 +595,17 @@ class Standardize(_StateTransform):
 
     def _apply(self, item: Item, change: Callable[..., torch.Tensor]) -> Item:
         out = dict(item)
+        mask = self._operand(item["mask"]) if "mask" in item else None
+
+        def keeping_pruned(x: torch.Tensor, mean: Any, std: Any, twin_mask: torch.Tensor) -> torch.Tensor:
+            return _keep_pruned(x, change(x, mean, std), twin_mask)
+
         for key in self._present(item):
-            out[key] = self._elementwise(item[key], change, *self._viewed[self._kind(key)])
+            mean, std = self._viewed[self._kind(key)]
+            if key == "twin" and mask is not None:
+                out[key] = self._elementwise(item[key], keeping_pruned, mean, std, mask)
+            else:
+                out[key] = self._elementwise(item[key], change, mean, std)
         return out
 
     def __call__(self, item: Item) -> Item:
