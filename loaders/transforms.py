@@ -285,8 +285,10 @@ class LayerStandardization:
         root: str | Path | None = None,
         models: Iterable[int] | None = None,
     ) -> LayerStandardization:
-        """Fit on every recorded state (all epochs and levels) of the ``split`` models (of those
-        among them listed in ``models``, e.g. the training models of a fold).
+        """Fit on every recorded state (all epochs and levels) of the ``split`` models, or of the
+        models listed in ``models`` (e.g. the training models of a fold; all in ``split``, or pass
+        ``split=None``).
+
 
         ``zoo``: a zoo name or store path (found under ``root``) or an open ``ZooStore``.
         Weight statistics come from the ``populations`` listed (default the originals: the
@@ -296,11 +298,11 @@ class LayerStandardization:
         from zoo_dataset.store import ZooStore
 
         from .resolve import open_store
-        from .splits import check_model_ids, split_model_ids
+        from .splits import models_of_split
 
         store = zoo if isinstance(zoo, ZooStore) else open_store(zoo, root)
-        wanted = None if models is None else check_model_ids(models)
-        models = [m for m in split_model_ids(store, split) if wanted is None or m in wanted]
+        asked = models is not None
+        models = models_of_split(store, split, models)
         weights, log_alpha = _Moments(store.layout), _Moments(store.layout)
         alpha_populations = [p for p in store.populations if "log_alpha" in store.population(p).arrays]
         for population in dict.fromkeys([*populations, *alpha_populations]):
@@ -314,7 +316,7 @@ class LayerStandardization:
                         log_alpha.add(store.read(population, "log_alpha", model_id, level_index, slice(None)))
         if not weights.count:
             raise StoreError(f"split {split!r} of {store.zoo_dir} has no states of {', '.join(populations)}"
-                             + (" among the models asked for" if wanted is not None else ""))
+                             + (" among the models asked for" if asked else ""))
         stats = {"weights": weights.result()}
         if log_alpha.count:
             stats["log_alpha"] = log_alpha.result()
