@@ -44,8 +44,9 @@ def synthetic_store(
     mp_epochs=2,
     vd_epochs=6,
     seed=0,
+    zoo="digits_seed",
 ) -> ZooStore:
-    spec = get_spec("digits_seed").with_overrides(
+    spec = get_spec(zoo).with_overrides(
         model_subset=range(n_models),
         epochs=original_epochs,
         mp_epochs=mp_epochs,

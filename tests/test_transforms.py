@@ -384,3 +384,34 @@ def test_standardisation_refuses_a_vanishing_std_and_fits_constant_layers_to_sca
     fitted = LayerStandardization.from_states(layout, constant.float())
     assert fitted.stats["weights"]["conv1"][1] == 1.0
     assert torch.isfinite(fitted.standardize(torch.randn(layout.num_params))).all()
+
+
+class _HalvesView:
+    """A view the transforms know nothing of (as a new view would be): the flat vector in two halves."""
+
+    name = "halves"
+
+    def __init__(self, layout: ParameterLayout):
+        self.half = layout.num_params // 2
+
+    def __call__(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"first": flat[..., : self.half], "second": flat[..., self.half :]}
+
+    def inverse(self, viewed: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([viewed["first"], viewed["second"]], dim=-1)
+
+
+@pytest.mark.parametrize("method", ["mp", "vd"])
+def test_a_view_without_a_fast_path_is_transformed_through_flat(zoo, train_stats, method, monkeypatch):
+    monkeypatch.setitem(LOADER_VIEWS, "halves", _HalvesView)
+    flat_of = make_view("halves", train_stats.layout).inverse
+    order = ("erase", "standardize", "permute", "noise", "canonical")
+    results = {}
+    for view in ("flat", "halves"):
+        every = _every_transform(train_stats, view)  # the same seed: the same draws in both views
+        item = ZooTrajectoryDataset(zoo, method=method, split=None, view=view)[0]
+        results[view] = _undo([every[name] for name in order], Compose([every[name] for name in order])(item))
+    for key in ("original", "twin", "mask"):
+        assert torch.equal(flat_of(results["halves"][key]), results["flat"][key])
+    twin, mask = flat_of(results["halves"]["twin"]), flat_of(results["halves"]["mask"])
+    assert (~mask).any() and torch.equal(twin.masked_select(~mask), torch.zeros(int((~mask).sum())))
