@@ -48,7 +48,6 @@ from .views import make_view
 Item = dict[str, Any]
 ELEMENTWISE_VIEWS = ("flat", "layers", "tokens")  # views the transforms work in directly; others via flat
 
-
 STATE_KEYS = ("original", "twin", "mask", "log_alpha")  # every state an item may hold
 WEIGHT_KEYS = ("original", "twin")  # states holding weights (noise, erasing, weight statistics)
 KINDS = ("weights", "log_alpha")  # what a LayerStandardization holds statistics of
@@ -288,7 +287,6 @@ class LayerStandardization:
         """Fit on every recorded state (all epochs and levels) of the ``split`` models, or of the
         models listed in ``models`` (e.g. the training models of a fold; all in ``split``, or pass
         ``split=None``).
-
 
         ``zoo``: a zoo name or store path (found under ``root``) or an open ``ZooStore``.
         Weight statistics come from the ``populations`` listed (default the originals: the
