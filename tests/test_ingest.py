@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import stat
@@ -387,3 +388,41 @@ def test_epoch0_of_a_seed_zoo_must_be_the_init_its_seed_replays(tmp_path, capsys
     report = ingest_original(spec(), zoo, tmp_path / "stores")
     assert report.trials.keys() == {0}
     assert "checkpoint_000000 is not the init of seed 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alias", ["{zoo}/./{trial}", "{zoo}//{trial}", "./{zoo}/{trial}", "{zoo}/{trial}/."])
+def test_a_second_copy_of_a_checkpoint_under_an_aliased_name_is_refused(tmp_path, alias):
+    """``zoo/./trial/...`` unpacks onto ``zoo/trial/...``: names are compared as they unpack, so the
+    copy (weights all 5.0) never replaces the trial's own checkpoint."""
+    zoo, _ = make_zoo(tmp_path / "src")
+    archive = tmp_path / "alias.zip"
+    trial = next(p for p in sorted(zoo.iterdir()) if "seed=1_" in p.name)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(p for p in zoo.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(zoo.parent).as_posix())
+        state = torch.load(trial / "checkpoint_000002" / "checkpoints", weights_only=True)
+        fives = io.BytesIO()
+        torch.save({k: torch.full_like(v, 5.0) for k, v in state.items()}, fives)
+        name = alias.format(zoo=zoo.name, trial=trial.name) + "/checkpoint_000002/checkpoints"
+        zf.writestr(zipfile.ZipInfo(name), fives.getvalue())  # a ZipInfo keeps the name as given
+    with pytest.raises(DataFormatError, match="a second member of that name: .* unpacks to the same file") as info:
+        ingest_original(spec(), archive, tmp_path / "stores")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "stores").exists()
+
+
+@pytest.mark.parametrize("names, reason", [
+    (["zoo/caf\u00e9/a", "zoo/cafe\u0301/a"], "a second member of that name"),  # one name, NFC and NFD
+    (["zoo/a", "zoo/a/b"], "a file, and a folder of other members"),
+    (["zoo\\a"], "a backslash in the name"),
+    (["zoo/\na"], "a control character"),
+    (["./"], "an empty name"),
+])
+def test_member_names_are_normalised_and_plain(tmp_path, names, reason):
+    archive = tmp_path / "names.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in names:
+            zf.writestr(name, "x")
+    with pytest.raises(DataFormatError, match=reason):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
