@@ -30,9 +30,11 @@ from zoo_dataset.architectures import seeded_model
 from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import DataFormatError, DataUnavailableError
+from zoo_dataset.inputs import parse_json, read_regular
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method
 from zoo_dataset.model_layout import layout_for
+from zoo_dataset.names import normal_name
 from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import ModelConfig, ZooSpec, whole_number
 from zoo_dataset.store import StoreWriter
@@ -61,7 +63,7 @@ class Trial:
 
     @property
     def label(self) -> str:
-        return self.folder.name
+        return normal_name(self.folder.name)
 
     def factors(self) -> dict:
         """params.json mapped to ModelConfig fields; a value of the wrong kind raises ValueError (never coerced)."""
@@ -102,12 +104,20 @@ def regular_file(path: Path, limit: int) -> Path:
     return path
 
 
-def read_text(path: Path, limit: int = MAX_JSON_BYTES) -> str:
-    """A small regular file's text, never through a link (O_NOFOLLOW) and never past ``limit``."""
+def read_json(path: Path, lines: bool = False, limit: int = MAX_JSON_BYTES) -> object:
+    """A small regular file's JSON (``lines``: a list, one value per non-empty line), never read
+    through a link (O_NOFOLLOW) nor past ``limit``; DataFormatError (a ValueError) for text that is
+    not JSON, however it fails."""
     regular_file(path, limit)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read(limit + 1)[:limit].decode()
+    data = read_regular(path, limit, path.name, DataFormatError, follow=False)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise DataFormatError(f"{path.name} is not UTF-8 text") from None
+    if not lines:
+        return parse_json(text, path.name, DataFormatError)
+    return [parse_json(line, f"{path.name} line {i + 1}", DataFormatError)
+            for i, line in enumerate(text.splitlines()) if line.strip()]
 
 
 def find_trials(root: Path) -> list[Trial]:
@@ -120,8 +130,8 @@ def find_trials(root: Path) -> list[Trial]:
         checkpoints = {int(m.group(1)): d / "checkpoints" for d in folder.iterdir()
                        if d.is_dir() and not d.is_symlink() and (m := CHECKPOINT_DIR.fullmatch(d.name))}
         try:
-            trials.append(Trial(folder, json.loads(read_text(params)), checkpoints))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, OSError):
+            trials.append(Trial(folder, read_json(params), checkpoints))
+        except (ValueError, OSError):
             trials.append(Trial(folder, {}, checkpoints))
     return sorted(trials, key=lambda t: t.label)
 
@@ -187,10 +197,7 @@ def read_results(trial: Trial) -> dict[int, dict]:
     path = trial.folder / "result.json"
     if not path.exists() and not path.is_symlink():
         return {}
-    try:
-        rows = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"result.json is not JSON lines ({type(exc).__name__})") from None
+    rows = read_json(path, lines=True)
     by_epoch = {}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):

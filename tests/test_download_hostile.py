@@ -237,6 +237,34 @@ def test_a_redirect_loop_is_one_line(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+class OtherHostRedirect(SimpleHTTPRequestHandler):
+    """Every path redirects to the same path under another host name of this server (localhost)."""
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", f"http://localhost:{self.server.server_address[1]}{self.path}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_mirror_redirecting_to_another_host_is_refused_in_one_line(tmp_path):
+    with local_server(OtherHostRedirect) as (_, url):
+        result = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--source", url, "--root", str(tmp_path), "--quiet"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"{url}/{ZOO}/manifest.json redirects to http://localhost:" in result.output
+    assert "refusing it" in result.output
+    assert not (tmp_path / ZOO).exists()
+
+
+def test_a_population_named_twice_by_file_is_refused(tmp_path):
+    result = CliRunner().invoke(cli.main, ["--zoo", "mnist_seed", "--source", "modelzoos", "--root", str(tmp_path),
+                                           "--file", "original=a.zip", "--file", "original=b.zip"])
+    assert result.exit_code == 2 and "--file names the original population twice" in result.output
+
+
 @pytest.mark.parametrize("source", ["ftp://x", "file:///tmp/x", "s3://bucket/zoos"])
 def test_a_source_with_an_unknown_url_scheme_is_refused_not_taken_for_a_path(tmp_path, monkeypatch, source):
     monkeypatch.chdir(tmp_path)

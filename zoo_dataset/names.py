@@ -34,7 +34,7 @@ def archive_path(name: str) -> str:
         raise ValueError("absolute path")
     if ".." in parts:
         raise ValueError("'..' path traversal")
-    normal = unicodedata.normalize("NFC", posixpath.normpath(name))
+    normal = normal_name(posixpath.normpath(name))
     if normal in (".", ""):
         raise ValueError("an empty name")
     return normal
@@ -43,13 +43,18 @@ def archive_path(name: str) -> str:
 def plain_file_name(name: str) -> str:
     """A file name from a listing (a Zenodo key) in NFC: one path component with a name before its
     extension, no control characters; ValueError otherwise."""
-    normal = unicodedata.normalize("NFC", name)
+    normal = normal_name(name)
     stem = normal.rpartition(".")[0] if "." in normal else normal
     if _control(normal) or "/" in normal or "\\" in normal or not stem.strip(" ."):
         raise ValueError(f"file name {name!r} is not a plain file name")
     return normal
 
 
+def normal_name(name: str) -> str:
+    """The form in which names are compared and kept (NFC): look-ups by name key on it."""
+    return unicodedata.normalize("NFC", name)
+
+
 def same_name(a: str, b: str) -> bool:
-    """Whether two names from a listing or a table are one name (compared in NFC)."""
-    return unicodedata.normalize("NFC", a) == unicodedata.normalize("NFC", b)
+    """Whether two names from a listing, an archive or a table are one name."""
+    return normal_name(a) == normal_name(b)
