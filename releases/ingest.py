@@ -4,9 +4,16 @@ Layout read (docs/research/original-zoos.md, section 3): one trial folder per mo
 ``params.json`` (the generating factors), ``result.json`` (one JSON line per epoch) and
 ``checkpoint_<NNNNNN>/checkpoints`` (a bare state dict with ``module_list.<i>.weight|bias`` keys).
 Checkpoints are read with ``torch.load(weights_only=True)`` only. Trials that cannot be matched to
-a model of the zoo, whose checkpoints are missing, faulty or beyond the zoo's epochs, whose
-``checkpoint_000000`` in a seed zoo is not the init its seed replays, or whose files are symbolic
-links or not regular files, are reported and skipped; links are never followed.
+a model of the zoo, whose checkpoints are missing, faulty or beyond the zoo's epochs, or whose
+files are symbolic links or not regular files, are reported and skipped; links are never followed.
+
+A trial's ``checkpoint_000000`` is compared with the init this toolkit replays from its seed, and
+the answer is recorded per model (``init_matches_seed`` in the models table; NA where no
+checkpoint_000000 was published and epoch 0 is the replay) and reported, never used to refuse the
+trial: the replay equals the original init only if our model construction draws from the seeded
+RNG exactly as the original trainable did, which no live archive has confirmed. Two copies of a
+file in one archive (the confusion such a check would catch) are refused by the archive's
+extraction (:mod:`zoo_dataset.safe_extract`).
 """
 
 from __future__ import annotations
@@ -39,9 +46,10 @@ from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import ModelConfig, ZooSpec, whole_number
 from zoo_dataset.store import StoreWriter
 from zoo_dataset.store.files import atomic_write_text
-from zoo_dataset.store.layout_on_disk import INGEST_RECORD
+from zoo_dataset.store.layout_on_disk import INGEST_RECORD, MODELS_TABLE
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.paths import check_zoo_name
+from zoo_dataset.store.tables import INIT_MATCHES_SEED
 from zoo_dataset.training import JobResult, UnitKey
 
 METHOD = get_method("original")  # an ingested zoo is this method's population
@@ -86,6 +94,17 @@ class IngestReport:
     spec: ZooSpec  # the named zoo restricted to the ingested models and the epochs found
     trials: dict[int, str] = field(default_factory=dict)  # model id -> trial folder
     skipped: list[str] = field(default_factory=list)  # one line per trial left out
+    init_matches_seed: dict[int, bool | None] = field(default_factory=dict)  # None: no checkpoint_000000
+
+    def init_warning(self) -> str | None:
+        """One line when some published epoch-0 states are not the init their seed replays here."""
+        differ = [self.trials[m] for m, same in self.init_matches_seed.items() if same is False]
+        if not differ:
+            return None
+        checked = sum(same is not None for same in self.init_matches_seed.values())
+        return (f"warning: checkpoint_000000 of {len(differ)} of {checked} ingested trials is not the init their "
+                f"seed replays in this toolkit (first: {differ[0]}); they are ingested as published, and "
+                f"{MODELS_TABLE} records {INIT_MATCHES_SEED} = false for them")
 
 
 def regular_file(path: Path, limit: int) -> Path:
@@ -228,14 +247,11 @@ def initial_state(spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -
     return layout.flatten_module(model).numpy()
 
 
-def check_initial_state(start: np.ndarray, spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -> None:
-    """In a seed zoo the seed alone makes a model: checkpoint_000000 (the trainable saves its init in
-    ``setup``) must be that seed's replayed init, else params.json and the weights belong to different
-    trials (ValueError). A tolerance, not bit equality: the replay runs on another torch build."""
-    replayed = initial_state(spec, config, layout)
-    if not np.allclose(start, replayed, rtol=1e-5, atol=1e-6):
-        raise ValueError(f"checkpoint_000000 is not the init of seed {config.seed} that params.json names "
-                         "(its weights and its params.json disagree)")
+def init_matches_seed(start: np.ndarray, spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -> bool:
+    """Whether checkpoint_000000 (the trainable saves its init in ``setup``) is the init this toolkit
+    replays from the seed params.json names. A tolerance, not bit equality: the replay runs on
+    another torch build. Recorded, not enforced (module docstring)."""
+    return bool(np.allclose(start, initial_state(spec, config, layout), rtol=1e-5, atol=1e-6))
 
 
 def read_checkpoint(path: Path, convert: Callable[[Mapping], T]) -> T:
@@ -261,19 +277,19 @@ def load_checkpoint(path: Path, layout: ParameterLayout) -> np.ndarray:
 
 
 def trial_result(spec: ZooSpec, config: ModelConfig, trial: Trial, epochs: int,
-                 layout: ParameterLayout) -> JobResult:
-    """Weights [E+1, P] and metrics of one trial; raises ValueError when a checkpoint is missing or faulty."""
+                 layout: ParameterLayout) -> tuple[JobResult, bool | None]:
+    """Weights [E+1, P] and metrics of one trial, and whether its checkpoint_000000 is the init its
+    seed replays (None: not published, replayed); raises ValueError when a checkpoint is missing or faulty."""
     missing = [e for e in range(1, epochs + 1) if e not in trial.checkpoints]
     if missing:
         raise ValueError(f"checkpoints of epochs {missing[:5]} are missing")
     states = [load_checkpoint(trial.checkpoints[e], layout) if e in trial.checkpoints
               else initial_state(spec, config, layout) for e in range(epochs + 1)]
-    if spec.variant == "seed" and 0 in trial.checkpoints:
-        check_initial_state(states[0], spec, config, layout)
+    same_init = init_matches_seed(states[0], spec, config, layout) if 0 in trial.checkpoints else None
     weights = np.stack(states).astype(np.float32)
     results = read_results(trial)
     metrics = [metric_row(e, results.get(e, {}), weights[e], layout) for e in range(epochs + 1)]
-    return JobResult(key=UnitKey(config.model_id), weights=weights, metrics=metrics)
+    return JobResult(key=UnitKey(config.model_id), weights=weights, metrics=metrics), same_init
 
 
 def ingest_original(
@@ -292,6 +308,8 @@ def ingest_original(
         echo(f"skipped {line}")
     echo(f"ingested {len(report.trials)} models ({report.spec.epochs} epochs) from {source}; "
          f"skipped {len(report.skipped)}")
+    if warning := report.init_warning():
+        echo(warning)
     return report
 
 
@@ -320,9 +338,10 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path, label: str) -> Inges
     # a random-seed zoo's published seeds are its own draws, not the spec's: keep the published ones
     configs = {m.model_id: replace(m, seed=int(matched[m.model_id].factors()["seed"])) for m in full.models()}
     results: dict[int, JobResult] = {}
+    same_init: dict[int, bool | None] = {}
     for model_id, trial in sorted(matched.items()):
         try:
-            results[model_id] = trial_result(full, configs[model_id], trial, epochs, layout)
+            results[model_id], same_init[model_id] = trial_result(full, configs[model_id], trial, epochs, layout)
         except (ValueError, OSError) as exc:
             skipped.append(f"{trial.label}: {exc}")
     if not results:
@@ -331,12 +350,14 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path, label: str) -> Inges
     ingested = spec.with_overrides(model_subset=sorted(results), epochs=epochs)
     writer = StoreWriter.open(root, ingested, layout, resume=True)
     writer.record_seeds({i: configs[i].seed for i in results})
+    writer.record_model_flags(INIT_MATCHES_SEED, same_init)
     population = writer.population(METHOD.name, [0.0], epochs, list(METHOD.arrays), GENERATOR)
     for result in results.values():
         if not population.is_done(result.key):
             population.stage(result)
-    report = IngestReport(ingested, {i: matched[i].label for i in results}, skipped)
+    report = IngestReport(ingested, {i: matched[i].label for i in results}, skipped, same_init)
     provenance = {"source": label, "trials": {str(k): v for k, v in report.trials.items()},
-                  "seeds": {str(i): matched[i].factors()["seed"] for i in results}, "skipped": skipped}
+                  "seeds": {str(i): matched[i].factors()["seed"] for i in results}, "skipped": skipped,
+                  INIT_MATCHES_SEED: {str(i): same for i, same in same_init.items()}}
     atomic_write_text(writer.zoo_dir / INGEST_RECORD, json.dumps(provenance, indent=1))
     return report

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from _http import range_start, send_bytes
 
-from zoo_dataset.architectures import parametrised_layers, seeded_model
+from zoo_dataset.architectures import build_model, initialize, parametrised_layers, seeded_model
 from zoo_dataset.data import get_source
 
 LIFETIME_S = 120.0
@@ -208,9 +208,24 @@ def original_params(config) -> dict:
             "training::epochs_train": 50, "cuda": False, "dataset::dump": "/home/u/zoos/MNIST/dataset.pt"}
 
 
-def original_zip(spec, model_ids, folder: str, epochs: int = ORIGINAL_EPOCHS, trial_hex: str = "c0371") -> tuple:
-    """A zip of ``folder/`` holding one original trial per model; returns (bytes, {model id: (trial
-    folder name, final state dict)})."""
+def original_init(spec, config, channels: int, replayable: bool = True):
+    """The trainable's model at its init. ``replayable=False``: its construction draws once more from
+    the seeded RNG than ours (as a different layer order or an extra module would), so the init is
+    another draw of the same distribution, which the toolkit's replay of the seed does not give."""
+    if replayable:
+        return seeded_model(spec.architecture, channels, config.activation, config.dropout, config.init, config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        torch.rand(1)
+        model = build_model(spec.architecture, channels, config.activation, config.dropout)
+        initialize(model, method=config.init)
+    return model
+
+
+def original_zip(spec, model_ids, folder: str, epochs: int = ORIGINAL_EPOCHS, trial_hex: str = "c0371",
+                 init_replayable: bool = True) -> tuple:
+    """A zip of ``folder/`` holding one original trial per model (its init as :func:`original_init`
+    makes it); returns (bytes, {model id: (trial folder name, final state dict)})."""
     channels = get_source(spec.dataset).channels
     out = {}
     buffer = io.BytesIO()
@@ -221,8 +236,7 @@ def original_zip(spec, model_ids, folder: str, epochs: int = ORIGINAL_EPOCHS, tr
             resolved = ({k: params[k] for k in HYPER_KEYS} if spec.variant != "seed" else {"seed": config.seed})
             name = trial_dirname(trial_hex, index, resolved, "2021-07-01_16-59-53")
             zf.writestr(f"{folder}/{name}/params.json", json.dumps(params))
-            model = seeded_model(spec.architecture, channels, config.activation, config.dropout, config.init,
-                                 config.seed)
+            model = original_init(spec, config, channels, init_replayable)
             indices = module_indices(spec.architecture, config.dropout)
             lines = []
             for epoch in range(epochs + 1):

@@ -18,9 +18,11 @@ from click.testing import CliRunner
 from analysis import cli as report_cli
 from analysis.hyperrep import cli as hyperrep_cli
 from builders import cli as build_cli
+from builders.stages.card import write_card
 from loaders import ZooTwinDataset, cli
 from loaders.download import download_zoo
 from releases import network, zenodo
+from releases.ingest import initial_state
 from releases.modelzoos import published, table
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import ChecksumError, DataFormatError, StoreError, ZooSpecError
@@ -53,7 +55,7 @@ def version_of(zoo: str, population: str = "original") -> int:
 
 
 def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False, drop: bool = False,
-            models: list[int] | None = None, version: int | None = None) -> dict:
+            models: list[int] | None = None, version: int | None = None, init_replayable: bool = True) -> dict:
     """The zoo's records on the fake Zenodo: the original zip beside the record's other zips (the
     other zoos of the same record), the preprocessed dataset_*.pt pickles and index_dict*.json, and,
     for MNIST and SVHN, the twins zip. Returns what was written."""
@@ -61,7 +63,7 @@ def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False, drop:
     models = models or pick_models(zoo)
     written: dict = {"models": models}
     original = entries["original"]
-    blob, written["originals"] = original_zip(spec, models, original.folder)
+    blob, written["originals"] = original_zip(spec, models, original.folder, init_replayable=init_replayable)
     files = {}
     for other in ZOOS:  # the record's other zips and its preprocessed files are never fetched
         if published(other)["original"].record == original.record and other != zoo:
@@ -160,6 +162,32 @@ def test_every_published_zoo_downloads_from_zenodo_as_it_answers_today(env, zoo,
     if "vd" in published(zoo):
         twins = json.loads((store.zoo_dir / "ingest-vd.json").read_text())["twins"]
         assert len(twins) == 2 and not any(label in twin for twin in twins.values() for label in labels)
+
+
+def test_a_seed_zoo_whose_epoch0_is_not_our_replay_ingests_every_trial_and_says_so(env, tmp_path):
+    """Our replay of a seed's init was never checked against a live archive: where the published
+    checkpoint_000000 differs, every trial is still ingested as published, and the models table,
+    the download, zoo-report and the card say so."""
+    server, _ = env
+    written = publish(server, "usps_seed", init_replayable=False)
+    result = CliRunner().invoke(cli.main, ["--zoo", "usps_seed", "--source", "modelzoos", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 0" in result.output
+    assert "warning: checkpoint_000000 of 4 of 4 ingested trials is not the init their seed replays" in result.output
+    store = ZooStore(tmp_path / "cache" / "usps_seed")
+    assert store.manifest.model_ids == written["models"]
+    assert store.models().set_index("model_id").init_matches_seed.to_dict() == dict.fromkeys(written["models"], False)
+    configs, layout = store.model_configs(), store.layout
+    for model_id in written["models"]:  # epoch 0 is the published init, not our replay
+        assert not np.allclose(store.weights("original", model_id, 0),
+                               initial_state(store.spec, configs[model_id], layout), rtol=1e-5, atol=1e-6)
+    line = ("epoch 0: the published checkpoint_000000 of 4 of 4 ingested models is not the init their seed replays "
+            "in this toolkit; they are kept as published (init_matches_seed = false in models.parquet)")
+    report = CliRunner().invoke(report_cli.main, ["--zoo", "usps_seed", "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert line in report.output and line in (tmp_path / "report" / "report.md").read_text()
+    card = write_card(store).read_text()
+    assert f"| epoch 0 | {line.removeprefix('epoch 0: ')} |" in card
 
 
 def test_a_pinned_version_is_fetched_and_recorded(env, tmp_path):
