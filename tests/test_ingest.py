@@ -206,6 +206,10 @@ MISTYPED = {  # what a published trial may hold, and the reason its skip line gi
     "seed 3.9": (lambda f: _rewrite_params(f, seed=3.9), "seed is 3.9, not a whole number"),
     "lr is a string": (lambda f: _rewrite_params(f, **{"optim::lr": "0.001"}),
                        "optim::lr is '0.001', not a number"),
+    "result nested deeply": (lambda f: (f / "result.json").write_text("[" * 100_000 + "]" * 100_000 + "\n"),
+                             "result.json line 1: not JSON this toolkit reads (nested too deeply)"),
+    "params nested deeply": (lambda f: (f / "params.json").write_text("[" * 100_000 + "]" * 100_000),
+                             "params.json lacks or mangles a generating factor"),
 }
 BAD_TENSORS = {
     "a list": (lambda w: w.tolist(), "module_list.0.weight is a list"),
