@@ -220,9 +220,12 @@ def test_a_partial_update_never_mixes_versions(store, tmp_path):
 class RedirectLoop(SimpleHTTPRequestHandler):
     """Every path redirects to itself: urllib gives up with a three-line message."""
 
+    def location(self) -> str:
+        return self.path
+
     def do_GET(self):
         self.send_response(302)
-        self.send_header("Location", self.path)
+        self.send_header("Location", self.location())
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -237,17 +240,11 @@ def test_a_redirect_loop_is_one_line(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
-class OtherHostRedirect(SimpleHTTPRequestHandler):
+class OtherHostRedirect(RedirectLoop):
     """Every path redirects to the same path under another host name of this server (localhost)."""
 
-    def do_GET(self):
-        self.send_response(302)
-        self.send_header("Location", f"http://localhost:{self.server.server_address[1]}{self.path}")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+    def location(self) -> str:
+        return f"http://localhost:{self.server.server_address[1]}{self.path}"
 
 
 def test_a_mirror_redirecting_to_another_host_is_refused_in_one_line(tmp_path):
