@@ -26,7 +26,7 @@ from urllib.parse import quote
 import pandas as pd
 from tqdm.auto import tqdm
 
-from releases.network import CutTransfer, NotFound, open_url, retrying
+from releases.network import CutTransfer, NotFound, content_length, open_url, retrying
 from zoo_dataset.errors import ChecksumError, StoreError, StoreUsageError, ZooSpecError
 from zoo_dataset.store.files import MAX_UNDECLARED_BYTES, file_matches, sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
@@ -364,7 +364,7 @@ class HttpFetcher:
         with response:
             if have and response.status != 206:  # the server ignored the range: start over
                 have = 0
-            total = have + int(response.headers.get("Content-Length", 0))
+            total = have + (content_length(response) or 0)
             if total > limit:
                 raise StoreError(f"{url} announces {total} bytes, more than the {limit} its manifest declares")
             with (

@@ -50,6 +50,7 @@ class _SameHostRedirects(HTTPRedirectHandler):
         old, new = urlparse(req.full_url), urlparse(newurl)
         if new.scheme not in ("http", "https") or new.netloc != old.netloc or (old.scheme, new.scheme) == (
                 "https", "http"):
+            fp.close()
             raise StoreError(f"{req.full_url} redirects to {one_line(newurl)}; refusing it (only redirects to "
                              f"{old.scheme}:// on {old.netloc} are followed)")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
@@ -61,6 +62,12 @@ _OPENER = build_opener(_SameHostRedirects)
 def open_url(url: str, headers: dict[str, str] | None = None, timeout: float = TIMEOUT_S):
     """``urlopen`` with the redirect rule above (the response is a context manager)."""
     return _OPENER.open(Request(url, headers=headers or {}), timeout=timeout)
+
+
+def content_length(response) -> int | None:
+    """The ``Content-Length`` an answer announces (1*DIGIT, RFC 9110 8.6), None when absent or not a length."""
+    value = (response.headers.get("Content-Length") or "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
 def retrying(url: str, attempt: Callable[[], T], sleep: Callable[[float], None] = time.sleep,

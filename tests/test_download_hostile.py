@@ -256,6 +256,26 @@ def test_a_mirror_redirecting_to_another_host_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / ZOO).exists()
 
 
+class BadLengthHandler(SimpleHTTPRequestHandler):
+    """Static files whose Content-Length is not a length ("123abc"): the body ends with the connection."""
+
+    def send_header(self, keyword, value):
+        super().send_header(keyword, f"{value}abc" if keyword == "Content-Length" else value)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_content_length_that_is_not_a_length_is_ignored_not_a_traceback(store, tmp_path):
+    directory = tmp_path / "mirror"
+    publish_mirror(store, directory)
+    with local_server(functools.partial(BadLengthHandler, directory=str(directory))) as (_, url):
+        result = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--source", url, "--root", str(tmp_path / "r"),
+                                               "--quiet"])
+    assert result.exit_code == 0, result.output
+    ZooStore(tmp_path / "r" / ZOO).verify()
+
+
 def test_a_population_named_twice_by_file_is_refused(tmp_path):
     result = CliRunner().invoke(cli.main, ["--zoo", "mnist_seed", "--source", "modelzoos", "--root", str(tmp_path),
                                            "--file", "original=a.zip", "--file", "original=b.zip"])

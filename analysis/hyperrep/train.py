@@ -88,11 +88,11 @@ class Trained:
         try:
             raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # never unpickle code
         except Exception as exc:  # torch and pickle raise many types for a foreign file
-            raise StoreError(f"{path} is not a zoo-hyperrep checkpoint ({type(exc).__name__}); "
-                             "train one with `zoo-hyperrep train`") from None
+            raw = exc
+        if not isinstance(raw, dict) or set(raw) != {"model", "config", "train", "scaler", "history"}:
+            why = type(raw).__name__ if isinstance(raw, Exception) else "not a dict of its five parts"
+            raise StoreError(f"{path} is not a zoo-hyperrep checkpoint ({why}); train one with `zoo-hyperrep train`")
         try:
-            if not isinstance(raw, dict) or set(raw) != {"model", "config", "train", "scaler", "history"}:
-                raise ValueError("it is not a dict of model, config, train, scaler and history")
             config = AEConfig.from_dict({"log_magnitude": False, **raw["config"]})  # older: values only
             train = config_from_dict(TrainConfig, raw["train"], TRAIN_BOUNDS)
             scaler = LayerStandardization.from_dict(raw["scaler"])
