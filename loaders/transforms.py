@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from zoo_dataset.errors import StoreError, ZooSpecError
+from zoo_dataset.inputs import parse_json, read_regular
 from zoo_dataset.layout import ParameterLayout
 
 from .views import make_view
@@ -350,15 +351,42 @@ class LayerStandardization:
             "stats": {k: {layer: {"mean": m, "std": s} for layer, (m, s) in v.items()} for k, v in self.stats.items()},
         }
 
+    MAX_FILE_BYTES = 16 << 20  # a layout and two numbers per layer and kind: kilobytes
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerStandardization:
+    def from_dict(cls, data: Any, layout: ParameterLayout | None = None) -> LayerStandardization:
+        """Statistics as :meth:`to_dict` wrote them, every part checked before use (one ZooSpecError
+        line): an object of ``layout`` and ``stats``; a layout that tiles its vector and, when
+        ``layout`` is given (the store's the statistics will standardise), is that layout; per kind
+        and layer an object of a mean and a std that are finite real numbers."""
+        if not isinstance(data, dict) or set(data) != {"layout", "stats"}:
+            raise ZooSpecError("not a layer standardization (an object of layout and stats)")
         try:
-            layout = ParameterLayout.from_dict(data["layout"])
-            stats = {k: {layer: (v["mean"], v["std"]) for layer, v in layers.items()}
-                     for k, layers in data["stats"].items()}
+            saved = ParameterLayout.from_dict(data["layout"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ZooSpecError(f"not a layer standardization ({type(exc).__name__}: {exc})") from None
-        return cls(layout, stats)
+            raise ZooSpecError(f"not a layer standardization: its layout is refused ({exc})") from None
+        if layout is not None and saved != layout:
+            raise ZooSpecError(f"these layer statistics are of another parameter layout ({saved!r}), not of "
+                               f"{layout!r}")
+        if not isinstance(data["stats"], dict) or not all(isinstance(v, dict) for v in data["stats"].values()):
+            raise ZooSpecError("not a layer standardization: stats is not an object of kinds, each of layers")
+        stats = {kind: {layer: cls._mean_std(kind, layer, value) for layer, value in layers.items()}
+                 for kind, layers in data["stats"].items()}
+        return cls(saved, stats)
+
+    @staticmethod
+    def _mean_std(kind: str, layer: str, value: Any) -> tuple[float, float]:
+        """A saved ``{"mean": m, "std": s}`` as two finite floats; ZooSpecError otherwise."""
+        pair = [value["mean"], value["std"]] if isinstance(value, dict) and set(value) == {"mean", "std"} else []
+        reals = [x for x in pair if isinstance(x, int | float) and not isinstance(x, bool)]
+        try:
+            mean, std = (float(x) for x in reals) if len(reals) == 2 else (np.nan, np.nan)
+        except OverflowError:  # an integer beyond any float
+            mean = std = np.nan
+        if not (np.isfinite(mean) and np.isfinite(std)):
+            raise ZooSpecError(f"not a layer standardization: the {kind} statistics of {layer!r} are {value!r:.80}, "
+                               "not a finite mean and std")
+        return mean, std
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -366,12 +394,15 @@ class LayerStandardization:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> LayerStandardization:
+    def load(cls, path: str | Path, layout: ParameterLayout | None = None) -> LayerStandardization:
+        """Statistics :meth:`save` wrote, from a regular file of at most ``MAX_FILE_BYTES``, checked as
+        :meth:`from_dict` checks them (``layout``: the one they must be of); errors are one line."""
+        what = f"cannot read layer standardization {path}"
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ZooSpecError(f"cannot read layer standardization {path}: {exc}") from None
-        return cls.from_dict(data)
+            data = read_regular(Path(path), cls.MAX_FILE_BYTES, "layer standardization", ZooSpecError)
+        except OSError as exc:
+            raise ZooSpecError(f"{what}: {exc.strerror or exc}") from None
+        return cls.from_dict(parse_json(data, what, ZooSpecError), layout)
 
     def __repr__(self) -> str:
         return f"LayerStandardization({', '.join(self.stats)}; layers={self.layout.layers})"
