@@ -35,6 +35,7 @@ from urllib.request import Request, urlopen
 from tqdm.auto import tqdm
 
 from zoo_dataset.errors import ChecksumError, StoreError
+from zoo_dataset.store.files import open_for_writing
 
 from .network import http_error, one_line, retry_after, unreachable
 
@@ -182,7 +183,7 @@ class ZenodoClient:
         with urlopen(Request(file.url, headers=headers), timeout=TIMEOUT_S) as response:
             if have and response.status != 206:  # the server ignored the range: start over
                 have = 0
-            with (open(part, "ab" if have else "wb") as fh,
+            with (open_for_writing(part, append=bool(have)) as fh,
                   tqdm(total=file.size, initial=have, unit="B", unit_scale=True, desc=file.key,
                        disable=not self.progress, leave=False) as bar):
                 while have < file.size and (block := response.read(min(CHUNK, file.size - have))):

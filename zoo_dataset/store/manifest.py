@@ -25,7 +25,7 @@ from ..errors import StoreError, ZooError
 from ..layout import ParameterLayout
 from ..methods import methods
 from ..specs import ZooSpec
-from .files import atomic_write_text, open_regular
+from .files import atomic_write_text, open_regular, regular_size, sha256_file
 from .layout_on_disk import MODELS_TABLE
 from .paths import check_relative, check_zoo_name
 
@@ -63,6 +63,11 @@ class FileEntry:
 
     sha256: str
     bytes: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileEntry:
+        """The entry of the regular file at ``path`` as it is now."""
+        return cls(sha256=sha256_file(path), bytes=regular_size(path))
 
 
 @dataclass

@@ -27,6 +27,7 @@ import h5py
 import pandas as pd
 
 from ..errors import ChecksumError, StoreError
+from ..hdf5_files import hdf5_errors
 from .files import (
     MAX_UNDECLARED_BYTES,
     atomic_path,
@@ -130,7 +131,7 @@ def _load_pending(zoo_dir: Path) -> dict[str, tuple[str, int]]:
 
 def _shard_version(path: Path) -> int:
     regular_size(path)  # a FIFO or device would block h5py's open
-    with h5py.File(path, "r") as f:
+    with hdf5_errors(path), h5py.File(path, "r") as f:
         return int(f.attrs.get("schema_version", 1))
 
 
@@ -138,7 +139,7 @@ def _rewrite_shard(path: Path, manifest: Manifest, population: str, record: Path
                    pending: dict[str, tuple[str, int]], file: str) -> tuple[str, int]:
     """The shard at schema 2, its (sha256, bytes) recorded as pending before it replaces the old one."""
     with atomic_path(path) as tmp:
-        with h5py.File(path, "r") as old, h5py.File(tmp, "w") as new:
+        with hdf5_errors(path), h5py.File(path, "r") as old, h5py.File(tmp, "w") as new:
             new.attrs.update(dict(old.attrs))
             new.attrs.update(shard_attrs(manifest, population))
             for key in old:

@@ -1,4 +1,5 @@
-"""The models table: one row per model with its generating factors and its fixed split."""
+"""The models table (one row per model with its generating factors and its fixed split) and the
+states tables' ``diverged`` flag."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pandas as pd
 from ..specs import ModelConfig, ZooSpec
 
 SPLITS = ("train", "val", "test")
+DIVERGED = "diverged"  # states tables: the state's weights (or log-alphas) hold a NaN or an infinity
+FLOAT_ARRAYS = ("weights", "log_alpha")  # the arrays a diverged state shows in (masks are booleans)
 
 
 def model_splits(spec: ZooSpec) -> dict[int, str]:
@@ -42,3 +45,14 @@ def configs_from_table(table: pd.DataFrame) -> dict[int, ModelConfig]:
         int(row["model_id"]): ModelConfig(**{k: cast.get(k, str)(row[k]) for k in ModelConfig.__dataclass_fields__})
         for row in table.to_dict("records")
     }
+
+
+def diverged_states(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Bool [states]: which states of one unit (``arrays[name]``: [states, P]) hold a NaN or an
+    infinity in their weights or log-alphas: a model that diverged (a learning rate of 1e300 gives
+    NaN weights). Such a state is real data, recorded as it is and flagged, never refused."""
+    flags = np.zeros(len(arrays["weights"]), dtype=bool)
+    for name in FLOAT_ARRAYS:
+        if name in arrays:
+            flags |= ~np.isfinite(arrays[name]).all(axis=-1)
+    return flags
