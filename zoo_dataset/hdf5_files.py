@@ -41,7 +41,7 @@ class hdf5_errors:  # noqa: N801  (used as a context manager: ``with hdf5_errors
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc is None or isinstance(exc, ZooError) or not isinstance(exc, HDF5_FAILURES):
             return
-        raise self.error(f"{self.what} {self.path} is corrupt or unreadable ({describe(exc)}); {self.fix}") from None
+        raise self.error(f"{self.what} {self.path} is corrupt or truncated ({describe(exc)}); {self.fix}") from None
 
 
 def describe(exc: BaseException) -> str:

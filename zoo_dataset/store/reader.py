@@ -149,8 +149,8 @@ class ZooStore:
     def _forget_handles(self) -> None:
         """h5py handles belong to the process that opened them; start afresh (init, fork, unpickle)."""
         self._handles: dict[str, h5py.File] = {}
-        # (file, array) -> the dataset, whether it is boolean, and its number of levels
-        self._datasets: dict[tuple[str, str], tuple[h5py.Dataset, bool, int]] = {}
+        # (file, array) -> the dataset, whether it is boolean, its number of levels, and its shard's path
+        self._datasets: dict[tuple[str, str], tuple[h5py.Dataset, bool, int, Path]] = {}
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ tables
@@ -354,14 +354,14 @@ class ZooStore:
         file, row = self.where(population, model_id)
         known = self._datasets.get((file, name)) if os.getpid() == self._pid else None
         if known is None:
-            shard = self.open_shard(file)
-            with hdf5_errors(self.zoo_dir / file):
+            shard, path = self.open_shard(file), self.zoo_dir / file
+            with hdf5_errors(path):
                 dataset = shard[name]
-                known = self._datasets[(file, name)] = (dataset, dataset.dtype == np.bool_, dataset.shape[1])
+                known = self._datasets[(file, name)] = (dataset, dataset.dtype == np.bool_, dataset.shape[1], path)
         if not 0 <= level_index < known[2]:  # h5py would report it as a failed read, i.e. a corrupt shard
             raise StoreError(f"level index {level_index} out of range: population {population} has "
                              f"{known[2]} levels")
-        with hdf5_errors(self.zoo_dir / file):  # e.g. a chunk that failed its zlib (adler32) check
+        with hdf5_errors(known[3]):  # e.g. a chunk that failed its zlib (adler32) check
             return _read_unit(known[0], row, level_index, epoch, known[1])
 
     def array(self, name: str, population: str, model_id: int, epoch: int | slice = -1,
