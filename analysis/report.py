@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from zoo_dataset.methods import Method, methods, twin_methods
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
-from zoo_dataset.store.tables import init_check
+from zoo_dataset.store.files import atomic_path, atomic_write_text
+from zoo_dataset.store.tables import DIVERGED, init_check
 
 from . import figures, tables
 from .frequency import pruned_frequency
@@ -252,22 +253,27 @@ def write_report(report: Report, out: Path) -> Path:
     lines = [f"# Zoo report: {report.zoo}", "", "Accuracies, ggap, sparsity, agreement and levels are in %, as mean "
              "(std over models); correlation coefficients are printed as they are.", ""]
     for name, states in report.populations.items():
+        diverged = states.model_id[states[DIVERGED]].nunique()
         lines.append(
             f"- {name}: {states.model_id.nunique()} models, levels "
             f"{sorted(float(x) for x in states.level.unique())}, epochs 0..{int(states.epoch.max())}"
             + (f"; {report.settings[name]}" if report.settings.get(name) else "")
+            + (f"; {diverged} diverged (a state with NaN or infinite weights; their numbers are in the "
+               "tables as recorded)" if diverged else "")
         )
     lines += [f"- {note}" for note in report.notes]
-    for table in report.tables:
-        table.frame.to_csv(out / f"{table.key}.csv", index=False)
+    for table in report.tables:  # every file under a fresh name, renamed: never written through a link
+        with atomic_path(out / f"{table.key}.csv") as tmp:
+            table.frame.to_csv(tmp, index=False)
         lines += ["", f"## {table.title}", "", to_markdown(table.frame), "", f"CSV: `{table.key}.csv`"]
     for key, (caption, fig) in report.figures.items():
-        fig.savefig(out / f"{key}.png", dpi=110)
+        with atomic_path(out / f"{key}.png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
         lines += ["", f"## {caption.split(':')[0]}", "", f"![{caption}]({key}.png)", "", caption]
     if report.missing:
         lines += ["", "## Missing", "", *(f"- {m}" for m in report.missing)]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"
 
 
@@ -281,6 +287,7 @@ def summary(report: Report) -> str:
         lines.append(
             f"  {tag:16} {r.models:4d} models  epoch {r.epoch:3d}  acc {percent(r.test_acc_mean, r.test_acc_std)}  "
             f"sparsity {100 * r.sparsity_mean:5.1f}  ggap {100 * r.ggap_mean:5.1f}"
+            + (f"  diverged {r.diverged}" if r.diverged else "")
         )
     for table in report.tables:
         if table.key in ("table1_agreement", "table2_correlation"):

@@ -122,6 +122,7 @@ def summary(store: ZooStore, seconds: float, reports: list[StageReport]) -> None
         click.echo(
             f"  {tag:16} models {row.models:5d}  epochs {row.epoch:3d}  "
             f"test acc {percent(row.test_acc_mean, row.test_acc_std)} %  sparsity {100 * row.sparsity_mean:5.1f} %"
+            + (f"  diverged {row.diverged} (NaN or infinite weights)" if row.diverged else "")
         )
 
 

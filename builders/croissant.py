@@ -13,12 +13,12 @@ from typing import Any
 
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import sha256_file
-from zoo_dataset.store.layout_on_disk import MODELS_TABLE
+from zoo_dataset.store.layout_on_disk import CROISSANT_FILE, MODELS_TABLE
 from zoo_dataset.store.manifest import MANIFEST
 
 from .hub_tables import HubConfig
 
-CROISSANT = "croissant.json"
+CROISSANT = CROISSANT_FILE
 CONFORMS_TO = "http://mlcommons.org/croissant/1.1"
 LICENSE_URL = "https://creativecommons.org/licenses/by/4.0/"
 CONTEXT = {
@@ -77,8 +77,11 @@ def croissant(store: ZooStore, configs: list[HubConfig], description: str, url: 
     spec, manifest = store.spec, store.manifest
     files = [
         _file_object(store, MODELS_TABLE, "application/x-parquet", "the models table: one row per model"),
-        _file_object(store, MANIFEST, "application/json",
-                     "the store's index: schema, zoo spec, parameter layout, shards with sha256"),
+        {  # a file set, not a file object with a sha256: the manifest records this file's own sha256
+            "@type": "cr:FileSet", "@id": MANIFEST, "name": MANIFEST, "encodingFormat": "application/json",
+            "description": "the store's index: schema, zoo spec, parameter layout, shards and the card's files "
+            "with sha256", "includes": MANIFEST,
+        },
     ]
     for population in store.populations:
         files.append({

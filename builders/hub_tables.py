@@ -18,7 +18,6 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
@@ -27,12 +26,12 @@ from loaders.hf_export import HUB_SPLITS, to_hf_dataset
 from zoo_dataset.methods import twin_methods
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path
+from zoo_dataset.store.layout_on_disk import DATA_DIR, card_data_files
 from zoo_dataset.store.paths import check_writable
 
 if TYPE_CHECKING:
     from datasets import Dataset, Features
 
-DATA_DIR = "data"
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,17 @@ class HubConfig:
 
 
 def write_hub_tables(store: ZooStore) -> list[HubConfig]:
-    """Write every config's parquet files into the store; returns the configs, models first. A store
-    whose ``data/`` (or any folder) links outside it is refused before anything is written."""
+    """Write every config's parquet files into the store and remove the parquet files of ``data/``
+    that no config lists now (an earlier card's), so that every file there is one the card offers and
+    the manifest vouches for; returns the configs, models first. A store whose ``data/`` (or any
+    folder) links outside it is refused before anything is written."""
     check_writable(store.zoo_dir)
     with _no_datasets_progress():
-        return _write_all(store)
+        configs = _write_all(store)
+    written = {path for c in configs for path in c.files.values()}
+    for stale in set(card_data_files(store.zoo_dir)) - written:
+        (store.zoo_dir / stale).unlink()
+    return configs
 
 
 @contextlib.contextmanager
@@ -102,9 +107,7 @@ def _write(store: ZooStore, name: str, description: str, parts: dict[str, Datase
     """Write the non-empty splits (``datasets`` cannot read a parquet file without rows)."""
     files, rows = {}, {}
     for split, part in parts.items():
-        stale = store.zoo_dir / f"{DATA_DIR}/{name}/{split}-00000-of-00001.parquet"
         if not part.num_rows:
-            stale.unlink(missing_ok=True)
             continue
         relative = f"{DATA_DIR}/{name}/{split}-00000-of-00001.parquet"
         with atomic_path(store.zoo_dir / relative) as tmp:
@@ -113,9 +116,4 @@ def _write(store: ZooStore, name: str, description: str, parts: dict[str, Datase
     features = next(iter(parts.values())).features
     return HubConfig(name, description, files, rows, features)
 
-
-def hub_files(zoo_dir: Path) -> list[str]:
-    """The config files present in a store (relative paths), for publishing."""
-    folder = Path(zoo_dir) / DATA_DIR
-    return sorted(str(p.relative_to(zoo_dir)) for p in folder.rglob("*.parquet")) if folder.exists() else []
 

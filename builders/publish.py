@@ -1,8 +1,8 @@
 """``zoo-publish``: put a built store on the Hugging Face Hub, or lay it out as a static HTTP mirror.
 
-Both carry exactly the files the manifest lists (plus the models table, the card, croissant.json and
-the card's parquet configs), after the store has passed its own sha256 check, so a downloader can
-verify what it receives.
+Both carry exactly the files the manifest lists (the shards, their tables and the card's files:
+README.md, croissant.json and the parquet configs) plus the models table, after the store has passed
+its own sha256 check, so a downloader can verify what it receives.
 """
 
 from __future__ import annotations
@@ -29,20 +29,18 @@ from zoo_dataset.store.files import atomic_path, atomic_write_text
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST
-from zoo_dataset.store.paths import check_writable
+from zoo_dataset.store.paths import check_not_linked, check_writable
 
-from .croissant import CROISSANT
-from .hub_tables import hub_files
-from .stages.card import CARD, write_card
+from .stages.card import write_card
 
 MIRROR_INDEX = "index.json"
 MAX_INDEX_BYTES = 16 << 20  # a list of zoo names: kilobytes
 
 
 def published_files(store: ZooStore) -> list[str]:
-    """Paths (relative to the zoo directory) that make up the published store; manifest last."""
-    files = [MODELS_TABLE] + [f for f in (CARD, CROISSANT) if (store.zoo_dir / f).exists()]
-    files += hub_files(store.zoo_dir)
+    """Paths (relative to the zoo directory) that make up the published store: what its manifest
+    lists (the card's files included), the models table, and the manifest last."""
+    files = [MODELS_TABLE, *(store.manifest.card_files or {})]
     for name in store.populations:
         for shard in store.population(name).shards:
             files += [shard.file, shard.states_file]
@@ -138,6 +136,9 @@ def main(zoo, root, repo_id, private, mirror, cards_dir):
             store = ZooStore(directory)
             if not store.populations:
                 raise StoreError(f"{directory} holds no finished shards yet; build it first")
+            for folder in (mirror, cards_dir):  # refused before anything is written, not halfway
+                if folder:
+                    check_not_linked(Path(folder) / store.manifest.zoo)
             store.verify()
             write_card(store, Path(cards_dir) if cards_dir else None, repo_id)
             if mirror:

@@ -83,7 +83,8 @@ def main(zoo, source, repo_id, url, root, populations, revision, files, verify, 
         )
         store = ZooStore(path)
         if verify:
-            store.verify()
+            for line in store.verify():
+                click.echo(f"warning: {line}", err=True)
         click.echo(f"{zoo}: {path} (populations: {', '.join(store.populations)})")
 
 

@@ -45,7 +45,8 @@ COMMON_ARGUMENTS = """
             not): ``split=None`` with ``models=`` picks models across splits. ``None`` serves every
             model of the split.
         drop_nonfinite: leave out states whose weights, log-alphas or recorded properties hold a
-            NaN or an infinity (a diverged model); ``dataset.dropped`` counts what was left out.
+            NaN or an infinity (a diverged model: the states tables' ``diverged`` flag, recorded when
+            the store was written); ``dataset.dropped`` counts what was left out.
         source: where ``download`` fetches from: ``"hub"`` (Hugging Face Hub), ``"modelzoos"``
             (the published Model Zoos on Zenodo, converted), a mirror URL or a local path;
             default ``$ZOO_TWINS_SOURCE``, else ``"hub"``.
@@ -196,13 +197,10 @@ class _ZooDataset(Dataset):
         return dict(zip(self.index.property_names[population], columns, strict=True))
 
     def _finite_states(self, population: str, model_id: int, level_index: int) -> np.ndarray:
-        """Bool [states]: the unit's arrays and recorded properties are finite at each state."""
+        """Bool [states]: the unit's arrays (the store's ``diverged`` flag, no array is read) and
+        recorded properties are finite at each state."""
         ok = np.isfinite(self.index.properties(population, model_id, level_index)).all(axis=-1)
-        for name in self.store.population(population).arrays:
-            if name != "masks":
-                values = self.store.read(population, name, model_id, level_index, slice(None))
-                ok &= np.isfinite(values).all(axis=-1)
-        return ok
+        return ok & ~self.index.diverged(population, model_id, level_index)
 
     def _drop_nonfinite(self) -> None:
         finite: dict[tuple[int, int], np.ndarray] = {}

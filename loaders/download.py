@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from releases.network import CutTransfer, NotFound, content_length, open_url, retrying
 from zoo_dataset.errors import ChecksumError, StoreError, StoreUsageError, ZooSpecError
-from zoo_dataset.store.files import MAX_UNDECLARED_BYTES, file_matches, sha256_file
-from zoo_dataset.store.layout_on_disk import MODELS_TABLE
+from zoo_dataset.store.files import MAX_UNDECLARED_BYTES, file_matches, open_for_writing, sha256_file
+from zoo_dataset.store.layout_on_disk import CROISSANT_FILE, DATA_DIR, MODELS_TABLE
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest
 from zoo_dataset.store.paths import check_writable, check_zoo_name, inside
@@ -122,11 +122,13 @@ def install(fetcher: Fetcher, target: Path, populations: tuple[str, ...] | list[
             for shard in info.shards:
                 files[shard.file] = (shard.sha256, shard.bytes)
                 files[shard.states_file] = (shard.states_sha256, shard.states_bytes)
+        files.update({rel: (entry.sha256, entry.bytes) for rel, entry in (manifest.card_files or {}).items()})
         for relative, (sha256, size) in files.items():
             _place(fetcher, staging, target, relative, sha256, size)
         _fetch_models_table(fetcher, staging, manifest)
-        with contextlib.suppress(FileNotFoundError):  # the card is documentation; a store without one loads
-            _fetch_to(fetcher, CARD, staging / CARD, MAX_CARD_BYTES)
+        if manifest.card_files is None:  # a card of an older toolkit: documentation, unchecked (verify says so)
+            with contextlib.suppress(FileNotFoundError):  # a store without one loads
+                _fetch_to(fetcher, CARD, staging / CARD, MAX_CARD_BYTES)
         _remove_unlisted(staging, {*files, MODELS_TABLE, CARD})
         manifest.save(staging)  # its origin marks a downloaded store: readers verify shards on first open
         _swap_in(staging, target)
@@ -323,7 +325,7 @@ class LocalFetcher:
         source = inside(self.zoo_dir, relative, "manifest entry")
         if not source.is_file():
             raise FileNotFoundError(source)
-        with open(source, "rb") as src, open(dest, "wb") as out:
+        with open(source, "rb") as src, open_for_writing(dest) as out:
             copied = 0
             while block := src.read(min(CHUNK, limit + 1 - copied)):
                 copied += len(block)
@@ -368,7 +370,7 @@ class HttpFetcher:
             if total > limit:
                 raise StoreError(f"{url} announces {total} bytes, more than the {limit} its manifest declares")
             with (
-                open(dest, "ab" if have else "wb") as fh,
+                open_for_writing(dest, append=bool(have)) as fh,
                 tqdm(
                     total=total or None,
                     initial=have,
@@ -413,7 +415,7 @@ class HubFetcher:
         self.repo_id = repo_id
         patterns = None
         if populations:
-            patterns = [MANIFEST, MODELS_TABLE, CARD, *(f"{p}/*" for p in populations)]
+            patterns = [MANIFEST, MODELS_TABLE, CARD, CROISSANT_FILE, f"{DATA_DIR}/*", *(f"{p}/*" for p in populations)]
         try:
             self.snapshot = Path(
                 snapshot_download(repo_id, repo_type="dataset", revision=revision, allow_patterns=patterns)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo_dataset.store.files import atomic_path
 from zoo_dataset.store.tables import SPLITS
 
 from .datasets import ZooTrajectoryDataset, ZooTwinDataset, _ZooDataset
@@ -68,7 +69,8 @@ def write_parquet(dataset: DatasetDict, folder: Path | str) -> dict[str, Path]:
         if not part.num_rows:
             continue
         paths[split] = folder / f"{split}-00000-of-00001.parquet"
-        part.to_parquet(str(paths[split]))
+        with atomic_path(paths[split]) as tmp:  # never written through a link
+            part.to_parquet(str(tmp))
     return paths
 
 

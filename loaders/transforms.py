@@ -43,6 +43,7 @@ import torch
 from zoo_dataset.errors import StoreError, ZooSpecError
 from zoo_dataset.inputs import parse_json, read_regular
 from zoo_dataset.layout import ParameterLayout
+from zoo_dataset.store.files import atomic_write_text
 
 from .views import make_view
 
@@ -390,7 +391,7 @@ class LayerStandardization:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))  # never written through a link
         return path
 
     @classmethod

@@ -12,11 +12,12 @@ from zoo_dataset.methods import twin_methods
 from zoo_dataset.specs import parse_level
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.reader import match_level
+from zoo_dataset.store.tables import DIVERGED
 
 from .splits import models_of_split, normalize_split
 
 FACTORS = ("seed", "activation", "optimizer", "lr", "weight_decay", "dropout", "init")
-NOT_PROPERTIES = {"model_id", "population", "level", "shard", "row"}
+NOT_PROPERTIES = {"model_id", "population", "level", "shard", "row", DIVERGED}
 
 
 class TwinIndex:
@@ -50,6 +51,7 @@ class TwinIndex:
         self.factors = self._factors()
         self.property_names: dict[str, list[str]] = {}
         self._properties: dict[tuple[str, int, int], np.ndarray] = {}
+        self._diverged: dict[tuple[str, int, int], np.ndarray] = {}
         for population in dict.fromkeys(("original", method)):
             self.property_names[population] = self._load_properties(population)
 
@@ -88,6 +90,11 @@ class TwinIndex:
     def properties(self, population: str, model_id: int, level_index: int) -> np.ndarray:
         """[states, properties] float32 for one unit (original: level index 0)."""
         return self._properties[(population, model_id, level_index)]
+
+    def diverged(self, population: str, model_id: int, level_index: int) -> np.ndarray:
+        """Bool [states] for one unit: the store's ``diverged`` flag (NaN or infinite weights or
+        log-alphas, recorded when the unit was written)."""
+        return self._diverged[(population, model_id, level_index)]
 
     @property
     def has_levels(self) -> bool:
@@ -152,8 +159,9 @@ class TwinIndex:
         levels = self.store.population(population).levels
         level_of = {lv: match_level(levels, lv) for lv in states.level.unique()}
         keys = np.stack([states.model_id.to_numpy(), states.level.map(level_of).to_numpy()], axis=1)
-        values = states[names].to_numpy(np.float32)
+        values, diverged = states[names].to_numpy(np.float32), states[DIVERGED].to_numpy(bool)
         starts = np.flatnonzero(np.any(keys[1:] != keys[:-1], axis=1)) + 1  # rows sorted by unit
         for lo, hi in zip(np.r_[0, starts], np.r_[starts, len(values)], strict=True):
-            self._properties[(population, int(keys[lo, 0]), int(keys[lo, 1]))] = values[lo:hi]
+            unit = (population, int(keys[lo, 0]), int(keys[lo, 1]))
+            self._properties[unit], self._diverged[unit] = values[lo:hi], diverged[lo:hi]
         return names

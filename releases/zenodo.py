@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from zoo_dataset.errors import ChecksumError, StoreError
 from zoo_dataset.inputs import parse_json
 from zoo_dataset.names import plain_file_name
+from zoo_dataset.store.files import open_for_writing
 
 from .network import CutTransfer, NotFound, one_line, open_url, retrying
 
@@ -176,7 +177,7 @@ class ZenodoClient:
         with open_url(file.url, headers) as response:
             if have and response.status != 206:  # the server ignored the range: start over
                 have = 0
-            with (open(part, "ab" if have else "wb") as fh,
+            with (open_for_writing(part, append=bool(have)) as fh,
                   tqdm(total=file.size, initial=have, unit="B", unit_scale=True, desc=file.key,
                        disable=not self.progress, leave=False) as bar):
                 while have < file.size and (block := response.read(min(CHUNK, file.size - have))):

@@ -186,6 +186,8 @@ def test_non_finite_states_are_dropped_and_counted(zoo, monkeypatch):
         if population == "original":
             last = (table.model_id == broken_original) & (table.epoch == table.epoch.max())
             table.loc[last, "train_loss"] = np.nan
+        if population == "vd":  # the flag the writer records for a state with NaN log-alphas
+            table.loc[(table.model_id == victim) & (table.epoch == 1), "diverged"] = True
         return table
 
     monkeypatch.setattr(ZooStore, "read", nan_weights)

@@ -21,6 +21,7 @@ from zoo_dataset.cli_support import (
     writable_dir,
 )
 from zoo_dataset.errors import StoreError
+from zoo_dataset.store.files import atomic_path, atomic_write_text
 
 from .baseline import boosting_r2, statistics_r2
 from .data import HELD_OUT, load_samples
@@ -201,16 +202,19 @@ def zero_shot_command(zoo, root, out, vd_epoch, epochs, device, seed, data_dir) 
         curve = sweep(store, model, held_out, data, SWEEP_THRESHOLDS)
         text = summary(table)
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state(), folder / "predictor.pt")
-        table.to_csv(folder / "zero_shot.csv", index=False)
-        curve.to_csv(folder / "zero_shot_sweep.csv", index=False)
+        with atomic_path(folder / "predictor.pt") as tmp:  # outputs never written through a link
+            torch.save(model.state(), tmp)
+        for name, frame in (("zero_shot.csv", table), ("zero_shot_sweep.csv", curve)):
+            with atomic_path(folder / name) as tmp:
+                frame.to_csv(tmp, index=False)
         from analysis.figures import zero_shot_accuracy  # deferred: matplotlib only for this command
 
         twins = {name: store.states(name) for name in ("mp", "vd")}
         twins = {name: states[states.model_id.isin(held_out)] for name, states in twins.items()}
         figure = zero_shot_accuracy(curve, table, twins, f"{store.manifest.zoo}: zero-shot sparsification")
-        figure.savefig(folder / "zero_shot.png", dpi=120)
-        (folder / "zero_shot.md").write_text(f"{text}\n\nPer model:\n\n{per_model(table)}\n")
+        with atomic_path(folder / "zero_shot.png") as tmp:
+            figure.savefig(tmp, dpi=120, format="png")
+        atomic_write_text(folder / "zero_shot.md", f"{text}\n\nPer model:\n\n{per_model(table)}\n")
         click.echo(text)
         click.echo(f"\nwrote {folder}/zero_shot.md (with the per-model table), zero_shot.csv, "
                    "zero_shot_sweep.csv, zero_shot.png, predictor.pt")

@@ -27,6 +27,7 @@ from loaders.transforms import (
 )
 from zoo_dataset.errors import StoreError, ZooError
 from zoo_dataset.inputs import read_regular
+from zoo_dataset.store.files import atomic_path
 
 from .data import TokenSamples
 from .losses import alpha_mse, ecd_loss, nt_xent, weight_mse
@@ -65,16 +66,15 @@ class Trained:
     history: list[dict[str, float]]
 
     def save(self, path: Path) -> None:
-        torch.save(
-            {
-                "model": self.model.state_dict(),
-                "config": self.model.config.to_dict(),
-                "train": asdict(self.train),
-                "scaler": self.scaler.to_dict(),
-                "history": self.history,
-            },
-            path,
-        )
+        checkpoint = {
+            "model": self.model.state_dict(),
+            "config": self.model.config.to_dict(),
+            "train": asdict(self.train),
+            "scaler": self.scaler.to_dict(),
+            "history": self.history,
+        }
+        with atomic_path(path) as tmp:  # never written through a link
+            torch.save(checkpoint, tmp)
 
     @classmethod
     def load(cls, path: Path, device: str = "cpu") -> Trained:

@@ -6,7 +6,9 @@ task categories, source datasets, size category, tags, those configs and their `
 features, made with ``huggingface_hub``'s and ``datasets``' own card writers), the template in
 ``dataset_cards/template.md`` filled with the spec and statistics computed from the stored states,
 and the Croissant description of the same files (``builders.croissant``). So the card never
-disagrees with the data.
+disagrees with the data. Every file it writes is then entered in the manifest with its sha256
+(``card_files``), so ``ZooStore.verify()`` and downloads check what the card offers as they check
+the shards.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from zoo_dataset.methods import get_method, methods, twin_methods
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_write_text
+from zoo_dataset.store.layout_on_disk import CARD_FILE
+from zoo_dataset.store.manifest import FileEntry
+from zoo_dataset.store.paths import check_not_linked
 from zoo_dataset.store.tables import SPLITS, init_check
 
 from ..context import BuildContext
@@ -31,7 +36,7 @@ from ..hub_tables import HubConfig, write_hub_tables
 from .base import StageReport
 
 TEMPLATE = files("dataset_cards") / "template.md"  # package data: found in wheels and editable installs
-CARD = "README.md"
+CARD = CARD_FILE
 LICENSE = "cc-by-4.0"  # the license of the original model zoos these twins derive from (a Hub license id)
 # Hub task ids: predicting properties (accuracy, ggap) and factors (activation, optimizer) from weights
 TASK_CATEGORIES = ["tabular-regression", "tabular-classification"]
@@ -49,24 +54,30 @@ class CardStage:
     name = "card"
 
     def run(self, ctx: BuildContext) -> StageReport:
-        write_card(ctx.reader())
+        store = ctx.reader()
+        write_card(store)
+        ctx.store.manifest.card_files = store.manifest.card_files  # a later stage saves the writer's copy
         return StageReport(self.name, 1, 1)
 
 
 def write_card(store: ZooStore, copy_dir: Path | None = None, repo_id: str | None = None) -> Path:
-    """Write the configs' parquet files, ``README.md`` and ``croissant.json`` into the store
-    (and the card to ``copy_dir/<zoo>/README.md`` if given). ``repo_id``: the Hub dataset repo the
-    store is published to, named in the snippets (default: the downloader's default repo) and, only
-    when given, as the Croissant ``url``. A store with a folder linked outside it is refused before
-    anything is written (:func:`write_hub_tables` checks)."""
+    """Write the configs' parquet files, ``README.md`` and ``croissant.json`` into the store, enter
+    each in the manifest's ``card_files`` (saved) and write the card to ``copy_dir/<zoo>/README.md``
+    if given. ``repo_id``: the Hub dataset repo the store is published to, named in the snippets
+    (default: the downloader's default repo) and, only when given, as the Croissant ``url``. A store
+    with a folder linked outside it is refused before anything is written (:func:`write_hub_tables`
+    checks). The caller holds the store's writer lock."""
     configs = write_hub_tables(store)
     text = render_card(store, configs, repo_id or default_repo_id(store.manifest.zoo))
     atomic_write_text(store.zoo_dir / CARD, text)
     description = store.spec.description or _pretty_name(store)
     url = f"https://huggingface.co/datasets/{repo_id}" if repo_id else None
     atomic_write_text(store.zoo_dir / CROISSANT, json.dumps(croissant(store, configs, description, url), indent=1))
-    if copy_dir is not None:
-        atomic_write_text(Path(copy_dir) / store.manifest.zoo / CARD, text)
+    offered = [CARD, CROISSANT, *(path for c in configs for path in c.files.values())]
+    store.manifest.card_files = {rel: FileEntry.of(store.zoo_dir / rel) for rel in sorted(offered)}
+    store.manifest.save(store.zoo_dir)
+    if copy_dir is not None:  # the copy's folder, like a store's, is never written through a link
+        atomic_write_text(check_not_linked(Path(copy_dir) / store.manifest.zoo) / CARD, text)
     return store.zoo_dir / CARD
 
 
@@ -171,7 +182,7 @@ def _statistics_rows(states: dict[str, pd.DataFrame]) -> list[str]:
         rows.append(
             f"| {r.population} | {tag} | {r.models} | {r.states} | {percent(r.test_acc_mean, r.test_acc_std)} | "
             f"{percent(r.train_acc_mean, r.train_acc_std)} | {percent(r.ggap_mean, r.ggap_std)} | "
-            f"{100 * r.sparsity_mean:.1f} | {agreement} |"
+            f"{100 * r.sparsity_mean:.1f} | {agreement} | {r.diverged} |"
         )
     return rows
 

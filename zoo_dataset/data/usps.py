@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import DataFormatError
+from ..hdf5_files import hdf5_errors
 from .files import find_file, find_folder, read_bytes
 from .raw import RawImages
 
@@ -43,12 +44,9 @@ def read_libsvm(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_h5(path: Path) -> RawImages:
-    try:
-        with h5py.File(path, "r") as f:
-            splits = {s: (f[s]["data"][()], f[s]["target"][()]) for s in ("train", "test")}
-    except (OSError, KeyError) as exc:
-        raise DataFormatError(f"{path}: not a USPS HDF5 file with train/test data and target ({exc})") \
-            from exc
+    with hdf5_errors(path, "USPS HDF5 file", DataFormatError, "it must hold train/test data and target"), \
+            h5py.File(path, "r") as f:
+        splits = {s: (f[s]["data"][()], f[s]["target"][()]) for s in ("train", "test")}
     out = {}
     for split, (data, target) in splits.items():
         if data.ndim != 2 or data.shape[1] != SIDE * SIDE or data.min() < 0 or data.max() > 1:

@@ -14,7 +14,8 @@ import pkgutil
 from functools import cache
 
 from ..errors import ZooSpecError
-from .base import LayerOp, Method, PopulationHooks
+from ..population_hooks import LayerOp, PopulationHooks
+from .base import Method
 
 __all__ = ["LayerOp", "Method", "PopulationHooks", "default_methods", "get_method", "methods", "twin_methods"]
 

@@ -3,8 +3,8 @@
 A :class:`Method` owns its units and levels, how a unit's start state becomes a
 :class:`~zoo_dataset.jobs.TrainJob`, the per-model recipe the reference trainer runs (build,
 loss, after-step, state), the batched hooks the population engine runs
-(:class:`PopulationHooks`), the arrays the store keeps for it and its labels. The engine, the
-stages, the store, the loaders, the card and the report ask the registry
+(:class:`~zoo_dataset.population_hooks.PopulationHooks`), the arrays the store keeps for it and
+its labels. The engine, the stages, the store, the loaders, the card and the report ask the registry
 (:mod:`zoo_dataset.methods`) and never name a method.
 
 The defaults here are plain training from a given state (cross-entropy, nothing after a step,
@@ -15,9 +15,8 @@ model at a time by the reference engine only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -27,12 +26,9 @@ from torch import nn
 from ..architectures import build_model
 from ..errors import ZooSpecError
 from ..jobs import TrainJob, UnitKey
-from ..layout import LayoutEntry, ParameterLayout
+from ..layout import ParameterLayout
+from ..population_hooks import PopulationHooks
 from ..specs import ModelConfig, ZooSpec
-
-if TYPE_CHECKING:  # the engine's types; importing them here would pull training code into every reader
-    from ..counter_rng import StepDraws
-    from ..training.batched_ops import PopulationNet
 
 StartStates = dict[int, tuple[np.ndarray, np.ndarray]]  # model id -> (last state, its test predictions)
 RecordedState = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]  # (weights, keep-mask, log_alpha)
@@ -51,74 +47,6 @@ def plain_from_state(job: TrainJob, channels: int) -> nn.Module:
     model = build_model(job.architecture, channels, c.activation, c.dropout)
     ParameterLayout.from_module(model).load_into(model, job.initial)
     return model
-
-
-@dataclass(frozen=True)
-class LayerOp:
-    """How one stacked layer computes, handed to hooks that add to its output (VD's variance pass).
-
-    ``apply(input, weight, bias)`` runs the layer's op over all models; ``model_major(output)``
-    views a tensor of the layer's output layout as ``[M, *noise_shape]``, one model's output per
-    row, so that ``normal`` draws the step's next standard normals straight into that layout.
-    """
-
-    apply: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-    noise_shape: tuple[int, ...]
-    model_major: Callable[[torch.Tensor], torch.Tensor]
-
-    def normal(self, draws: StepDraws, like: torch.Tensor) -> torch.Tensor:
-        """Standard normals laid out as ``like`` (a layer output): model ``m``'s draw in its block."""
-        out = torch.empty_like(like)
-        draws.normal(self.noise_shape, out=self.model_major(out))
-        return out
-
-
-class PopulationHooks:
-    """What a method changes in the population engine's training of ``M`` stacked models.
-
-    Every hook defaults to plain training. Hooks see the :class:`PopulationNet` (stacked
-    parameters ``net.param(name)`` [M, ...], extra parameters ``net.extra(name, layer)``) and must
-    compute what the method's per-model recipe computes, model by model, so that the engine and
-    the reference trainer agree.
-    """
-
-
-    def extra_parameters(self) -> dict[str, torch.Tensor]:
-        """Stacked extra parameters trained with the weights: name -> [M, n], laid out as
-        :meth:`extra_entries` says (default: one per weight of all layers)."""
-        return {}
-
-    def extra_entries(self, name: str, layout: ParameterLayout) -> list[LayoutEntry]:
-        """The parameters the extra parameter ``name`` has one value per, in its storage order
-        (VD: ``log_sigma2`` per weight; ``log_sigma2_bias`` per conv bias)."""
-        return layout.weight_entries()
-
-    def eval_weight(self, net: PopulationNet, layer: str, weight: torch.Tensor) -> torch.Tensor:
-        """The weight a layer computes with outside training (VD: dropped weights as zeros)."""
-        return weight
-
-    def eval_bias(self, net: PopulationNet, layer: str, bias: torch.Tensor) -> torch.Tensor:
-        """The bias a layer computes with outside training (VD cnn_ard: dropped conv biases as zeros)."""
-        return bias
-
-    def noisy_output(self, net: PopulationNet, layer: str, op: LayerOp, h: torch.Tensor, weight: torch.Tensor,
-                     mean: torch.Tensor, draws: StepDraws) -> torch.Tensor:
-        """A layer's training output given its deterministic output ``mean`` (VD: a sampled output)."""
-        return mean
-
-    def loss_term(self, net: PopulationNet, epoch: int, n_train: int) -> torch.Tensor | None:
-        """Added to the sum over models of each model's mean cross-entropy (VD: the weighted KL)."""
-        return None
-
-    def project_gradients(self, net: PopulationNet, grads: list[torch.Tensor]) -> None:
-        """Change the gradients in place before the optimizer step (MP: none where pruned)."""
-
-    def project(self, net: PopulationNet) -> None:
-        """Restore an invariant after each optimizer step (MP: pruned weights stay exactly zero)."""
-
-    def recorded(self, net: PopulationNet) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The keep-masks [M, P] and log_alpha [M, P] of the current states (None where not stored)."""
-        return None, None
 
 
 class Method:

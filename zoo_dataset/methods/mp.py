@@ -20,9 +20,10 @@ from torch import nn
 from ..errors import ZooSpecError
 from ..jobs import TrainJob, UnitKey
 from ..layout import ParameterLayout
+from ..population_hooks import PopulationHooks
 from ..sparsify.magnitude import global_magnitude_mask
 from ..specs import ModelConfig, ZooSpec
-from .base import Method, PopulationHooks, RecordedState, StartStates, plain_from_state, twin_seed
+from .base import Method, RecordedState, StartStates, plain_from_state, twin_seed
 
 
 class MaskedNet(nn.Module):

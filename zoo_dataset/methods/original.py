@@ -8,8 +8,9 @@ from torch import nn
 from ..architectures import seeded_model
 from ..jobs import TrainJob, UnitKey
 from ..layout import ParameterLayout
+from ..population_hooks import PopulationHooks
 from ..specs import ModelConfig, ZooSpec
-from .base import Method, PopulationHooks, StartStates
+from .base import Method, StartStates
 
 
 class Original(Method):

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..jobs import TrainJob, UnitKey
 from ..layout import LayoutEntry, ParameterLayout
+from ..population_hooks import LayerOp, PopulationHooks
 from ..sparsify.variational import (
     BIAS_LOG_ALPHA,
     VariationalNet,
@@ -30,7 +31,7 @@ from ..sparsify.variational import (
     variational_entries,
 )
 from ..specs import ModelConfig, VDSpec, ZooSpec
-from .base import LayerOp, Method, PopulationHooks, RecordedState, StartStates, plain_from_state
+from .base import Method, RecordedState, StartStates, plain_from_state
 
 VARIANT_NOTES = {
     "cnn_ard": "the original zoos' CNN_ARD, as the published twins",

@@ -1,13 +1,23 @@
-"""Small file helpers: atomic writes and checksums. A killed process never leaves a half file."""
+"""Small file helpers: atomic writes and checksums. A killed process never leaves a half file, and no
+writer opens a path that is a symbolic link.
+
+Every file the toolkit writes is opened by :func:`open_no_follow` (``O_NOFOLLOW``: a link at the
+path is refused, a dangling one included, instead of writing or creating its target) or written
+under a temporary name that :func:`atomic_path` creates itself (``O_EXCL``) and then renamed over the
+final name, which replaces a link there rather than writing through it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import ChecksumError, StoreError
 from ..inputs import open_regular
@@ -20,25 +30,58 @@ STORE_TMP = re.compile(r"(manifest\.json|models\.parquet|README\.md|croissant\.j
                        r"|[a-z]+-\d{5}-of-\d{5}\.parquet)\.(\d+)\.tmp")
 
 
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags | O_NOFOLLOW | O_NONBLOCK)`` of a regular file: the one way the toolkit
+    opens a file it writes. A link at ``path`` (dangling or not) is a StoreError, never followed;
+    so is a FIFO or device (opened non-blocking, then checked). Returns the descriptor."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a link
+            raise StoreError(f"{path} is a symbolic link; the toolkit never writes through a link "
+                             "(remove the link)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{path} is not a regular file (a device, FIFO or folder); refusing to write it")
+    return fd
+
+
+def open_for_writing(path: Path, append: bool = False) -> BinaryIO:
+    """``path`` opened to write from its start (truncated) or its end (``append``), created if
+    absent, never through a link (:func:`open_no_follow`)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(open_no_follow(path, flags), "ab" if append else "wb")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success it is fsynced and renamed over ``path``."""
+    """Yield a temporary sibling path, created empty by this process (``O_EXCL``, never through a
+    link: an entry left at that name is removed first); on success it is fsynced and renamed over
+    ``path`` (a link at ``path`` is replaced, not written through). Libraries that write by name
+    (h5py, pyarrow) write into the file created here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a killed process of the same pid left it, or someone planted a link there
     try:
+        os.close(open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
         yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        fd = open_no_follow(tmp, os.O_RDONLY)  # still the regular file written, not a link put in its place
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    with atomic_path(path) as tmp, open_for_writing(tmp) as fh:
+        fh.write(text.encode())
 
 
 def regular_size(path: Path) -> int:

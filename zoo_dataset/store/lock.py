@@ -4,7 +4,9 @@ Build, ingest, download and publish take ``<root>/.<zoo>.lock`` before they chan
 lock is an OS lock (``flock``) on that file, so it dies with its owner: a lock file left by a
 killed process (its pid gone) is stale and simply taken over. The file records the owner's pid,
 host and command, so a second writer is refused with one line naming the first. The lock lives
-beside the folder, not in it, because a download swaps the whole folder.
+beside the folder, not in it, because a download swaps the whole folder. The lock file is never
+opened through a link, and a store folder that is a link is refused (either would lead the writer
+outside the root).
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import StoreError
+from .files import open_no_follow
+from .paths import check_not_linked
 
 _held: dict[Path, int] = {}  # lock files this process holds -> nesting depth
 
 
 def lock_path(zoo_dir: Path) -> Path:
     """The lock of the folder ``zoo_dir`` really is (links resolved): two paths to one store, e.g.
-    through a linked root or zoo folder, share one lock."""
+    through a linked root, share one lock."""
     zoo_dir = Path(zoo_dir).resolve()
     return zoo_dir.with_name(f".{zoo_dir.name}.lock")
 
@@ -55,10 +59,11 @@ def writer_lock(zoo_dir: Path) -> Iterator[Path]:
         finally:
             _held[path] -= 1
         return
+    check_not_linked(zoo_dir)  # a linked store folder would take the lock, and the writes, elsewhere
     created = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)  # a link at the lock's name is refused
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

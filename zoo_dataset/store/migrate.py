@@ -7,28 +7,40 @@ rewritten after each, so a killed migration leaves a readable store and running 
 the job (the temporary a killed run left is removed first). Before a rewritten shard replaces the
 old one, its sha256 is recorded in ``.migrate-pending.json``: a rerun accepts a schema-2 shard only
 when it matches the manifest or that record, so a shard damaged after (or outside) a migration is
-refused, never re-checksummed into the manifest. Like every writer it refuses a store whose folders
-link outside it.
+refused, never re-checksummed into the manifest. Keys that schema 2 requires and an older
+manifest lacks are recorded too: the models table's sha256 (after checking that it lists every
+model, the check such stores had), the training chunk (``models_per_shard``, what such stores
+trained with) and each states table's size (after checking its sha256). Like every writer it
+refuses a store whose folders link outside it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
+import pandas as pd
 
-from ..errors import ChecksumError
+from ..errors import ChecksumError, StoreError
+from ..hdf5_files import hdf5_errors
 from ..inputs import parse_json, read_regular
 from .files import (
+    MAX_UNDECLARED_BYTES,
     atomic_path,
     atomic_write_text,
     file_matches,
+    open_regular,
+    read_checked,
     regular_size,
     remove_stale_tmp,
     sha256_file,
 )
+from .layout_on_disk import MODELS_TABLE
 from .lock import writer_lock
 from .manifest import SCHEMA_VERSION, Manifest
 from .paths import check_writable, inside
@@ -41,7 +53,9 @@ def migrate_store(zoo_dir: Path | str, progress: Callable[[str], None] | None = 
     with writer_lock(zoo_dir):
         check_writable(zoo_dir)
         remove_stale_tmp(zoo_dir, store_folders())  # a killed migration's temporary shard
-        return _migrate(zoo_dir, Manifest.load(zoo_dir), progress)
+        manifest = Manifest.load(zoo_dir, complete=False)  # it may lack keys schema 2 requires
+        _record_missing_keys(zoo_dir, manifest)
+        return _migrate(zoo_dir, manifest, progress)
 
 
 PENDING = ".migrate-pending.json"  # {shard file: [sha256, bytes]} of rewritten shards not yet in the manifest
@@ -76,6 +90,32 @@ def _migrate(zoo_dir: Path, manifest: Manifest, progress: Callable[[str], None] 
     return rewritten
 
 
+def _record_missing_keys(zoo_dir: Path, manifest: Manifest) -> None:
+    """Fill in what schema 2 requires and a manifest of an early toolkit lacks, each value checked
+    as such stores were checked before it is vouched for; saves the manifest if it changed."""
+    before = asdict(manifest)
+    if manifest.models_sha256 is None:
+        table = inside(zoo_dir, MODELS_TABLE, "models table")
+        with open_regular(table) as fh:
+            data = fh.read(MAX_UNDECLARED_BYTES + 1)
+        try:
+            ids = set(pd.read_parquet(io.BytesIO(data)).model_id.astype(int))
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise StoreError(f"{table} is unreadable ({type(exc).__name__}); not migrated: re-download it") from None
+        if not set(manifest.model_ids) <= ids:
+            raise StoreError(f"{table} does not list every model of the manifest; not migrated: re-download it")
+        manifest.models_sha256 = hashlib.sha256(data).hexdigest()  # the bytes just checked
+    if manifest.train_chunk is None:
+        manifest.train_chunk = manifest.models_per_shard
+    for info in manifest.populations.values():
+        for shard in info.shards:
+            if shard.states_bytes is None:
+                path = inside(zoo_dir, shard.states_file, "states table")
+                shard.states_bytes = len(read_checked(path, shard.states_sha256, None))
+    if asdict(manifest) != before:
+        manifest.save(zoo_dir)
+
+
 def _load_pending(zoo_dir: Path) -> dict[str, tuple[str, int]]:
     path = zoo_dir / PENDING
     if not path.exists():
@@ -89,7 +129,7 @@ def _load_pending(zoo_dir: Path) -> dict[str, tuple[str, int]]:
 
 def _shard_version(path: Path) -> int:
     regular_size(path)  # a FIFO or device would block h5py's open
-    with h5py.File(path, "r") as f:
+    with hdf5_errors(path), h5py.File(path, "r") as f:
         return int(f.attrs.get("schema_version", 1))
 
 
@@ -97,7 +137,7 @@ def _rewrite_shard(path: Path, manifest: Manifest, population: str, record: Path
                    pending: dict[str, tuple[str, int]], file: str) -> tuple[str, int]:
     """The shard at schema 2, its (sha256, bytes) recorded as pending before it replaces the old one."""
     with atomic_path(path) as tmp:
-        with h5py.File(path, "r") as old, h5py.File(tmp, "w") as new:
+        with hdf5_errors(path), h5py.File(path, "r") as old, h5py.File(tmp, "w") as new:
             new.attrs.update(dict(old.attrs))
             new.attrs.update(shard_attrs(manifest, population))
             for key in old:

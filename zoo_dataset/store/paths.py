@@ -4,7 +4,8 @@ A manifest comes from a builder, a mirror or the Hub, so its ``file`` and ``stat
 are untrusted input: each must be a relative path without ``..`` that resolves inside the store
 (symbolic links included). A zoo name becomes a folder under a root, so it must be one plain path
 component. Builders, downloads and readers all call these functions before they touch a file, and
-writers check with :func:`check_writable` that no linked folder leads their writes out of the store.
+writers check with :func:`check_writable` that no linked folder leads their writes out of the store
+and with :func:`check_not_linked` that the store's folder itself is no link.
 """
 
 from __future__ import annotations
@@ -70,3 +71,15 @@ def check_writable(zoo_dir: Path) -> Path:
                 raise StoreError(f"{path} is a link to {os.readlink(path)}, which does not exist; writers "
                                  "refuse it (remove the link or restore its target)")
     return zoo_dir
+
+
+def check_not_linked(folder: Path) -> Path:
+    """``folder`` if it is not a symbolic link; else StoreError. A writer's own folder (a store
+    ``ROOT/<zoo>``, a mirror's ``M/<zoo>``, a card copy's ``D/<zoo>``) is never written through a
+    link: one planted there would send every file to wherever it points. The folders a user names
+    (``--root``, ``--mirror``, ``--cards-dir``) may be links; they are the user's choice."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise StoreError(f"{folder} is a link to {os.readlink(folder)}; writers never write through a linked "
+                         f"store folder (give the folder it links to as the path, or its parent as the root)")
+    return folder

@@ -9,6 +9,8 @@ opening the store checks the manifest (its layout and arrays included) and the m
 sha256; the first open of a shard checks that it is a regular file, its ``model_id`` and ``level``
 datasets, arrays, shapes, stored chunks and packing digest against the manifest (and, with
 ``verify_checksums``, its size and sha256); every states table read is checked by sha256 and rows.
+Every h5py call runs inside :class:`~zoo_dataset.hdf5_files.hdf5_errors`, so a damaged shard is
+a StoreError whatever h5py raises.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from torch import nn
 
 from ..architectures import build_model
 from ..errors import ChecksumError, StoreError
+from ..hdf5_files import hdf5_errors, read_text
 from ..layout import ParameterLayout
 from ..specs import ModelConfig, ZooSpec
 from .files import MAX_UNDECLARED_BYTES, check_file, read_checked, regular_size, sha256_file
-from .layout_on_disk import MODELS_TABLE
+from .layout_on_disk import CARD_FILE, CROISSANT_FILE, MODELS_TABLE, card_data_files
 from .manifest import MANIFEST, PACKING_DIGEST, Manifest, PopulationInfo, ShardInfo
 from .paths import inside
-from .tables import configs_from_table
+from .tables import DIVERGED, FLOAT_ARRAYS, configs_from_table, diverged_states
 
 CHUNK_CACHE_BYTES = 16 << 20
 LEVEL_TOLERANCE = 1e-6  # levels are stored as float64 fractions; requests may come through float32
@@ -99,6 +102,8 @@ def check_states_table(table: pd.DataFrame, population: str, info: PopulationInf
             or len(np.unique(models * len(info.levels) + levels)) != units
             or not np.array_equal(epochs[order], np.tile(np.arange(states), units))):
         return "does not hold one row per model, level and epoch of its shard"
+    if DIVERGED in table and table[DIVERGED].dtype != np.bool_:
+        return f"holds a {DIVERGED} column that is not boolean"
     sparsities = [c for c in table.columns if c == "sparsity" or c.startswith("sparsity_")]
     if not all(np.isfinite(table[c].to_numpy(np.float64)).all() for c in sparsities):
         return f"holds non-finite values in {', '.join(sparsities)}"
@@ -132,6 +137,7 @@ class ZooStore:
         self._configs: dict[int, ModelConfig] | None = None
         self._shards = {s.file: (name, s) for name, p in self.manifest.populations.items() for s in p.shards}
         self._checked: set[str] = set()  # shards whose contents matched the manifest (kept across forks)
+        self._diverged: dict[str, np.ndarray] = {}  # shard -> diverged flags computed from its arrays
         self._packing_checked: set[str] = set()  # shards whose packing digest matched (states-only reads)
         if verify_checksums is None:  # a downloaded store (it records its origin) proves its shards once
             verify_checksums = bool(self.manifest.origin)
@@ -143,8 +149,8 @@ class ZooStore:
     def _forget_handles(self) -> None:
         """h5py handles belong to the process that opened them; start afresh (init, fork, unpickle)."""
         self._handles: dict[str, h5py.File] = {}
-        # (file, array) -> the dataset, whether it is boolean, and its number of levels
-        self._datasets: dict[tuple[str, str], tuple[h5py.Dataset, bool, int]] = {}
+        # (file, array) -> the dataset, whether it is boolean, its number of levels, and its shard's path
+        self._datasets: dict[tuple[str, str], tuple[h5py.Dataset, bool, int, Path]] = {}
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------ tables
@@ -193,7 +199,28 @@ class ZooStore:
         if problem:
             raise StoreError(f"{path} {problem}; re-download or rebuild it")
         self._check_packed_for(population, shard)
+        if DIVERGED not in table:  # a table of an older toolkit: the flag from the shard's arrays
+            table[DIVERGED] = self._diverged_from_arrays(population, shard, table)
         return table
+
+    def _diverged_from_arrays(self, population: str, shard: ShardInfo, table: pd.DataFrame) -> np.ndarray:
+        """The ``diverged`` flag of each row of a states table that lacks it, computed from the
+        shard's arrays as the writer computes it (:func:`~.tables.diverged_states`); read once per
+        shard and reader (the cost of one pass over the shard)."""
+        if shard.file not in self._diverged:
+            info, f = self.manifest.populations[population], self.open_shard(shard.file)
+            flags = np.zeros((shard.rows, len(info.levels), info.epochs + 1), dtype=bool)
+            with hdf5_errors(f.filename):
+                for row in range(shard.rows):
+                    for level in range(len(info.levels)):
+                        arrays = {a: f[a][row, level] for a in info.arrays if a in FLOAT_ARRAYS}
+                        flags[row, level] = diverged_states(arrays)
+            self._diverged[shard.file] = flags
+        rows = {m: r for r, m in enumerate(shard.model_ids)}
+        levels = self.manifest.populations[population].levels
+        return self._diverged[shard.file][table.model_id.map(rows).to_numpy(),
+                                          [match_level(levels, lv) for lv in table.level],
+                                          table.epoch.to_numpy()]
 
     def _check_packed_for(self, population: str, shard: ShardInfo) -> None:
         """A states table is served only beside the manifest its shard was packed for: reports that
@@ -205,11 +232,8 @@ class ZooStore:
         if not path.exists():
             return
         regular_size(path)
-        try:
-            with h5py.File(path, "r") as f:
-                digest = f.attrs.get(PACKING_DIGEST)
-        except OSError as exc:
-            raise StoreError(f"shard {path} is corrupt or truncated ({exc}); re-download or rebuild it") from exc
+        with hdf5_errors(path), h5py.File(path, "r") as f:
+            digest = read_text(f.attrs.get(PACKING_DIGEST))
         if digest is not None and digest != self.manifest.packing_digest(population):
             raise StoreError(f"shard {path} {PACKED_FOR_ANOTHER}; re-download the store or rebuild it")
         self._packing_checked.add(shard.file)
@@ -251,13 +275,12 @@ class ZooStore:
             regular_size(path)  # a FIFO or device would block or never end
             if self.verify_checksums and relative not in self._checked:
                 check_file(path, shard.sha256, shard.bytes)
-            try:
+            with hdf5_errors(path):
                 f = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
-            except OSError as exc:
-                raise StoreError(f"shard {path} is corrupt or truncated ({exc}); re-download or rebuild it") from exc
             if relative not in self._checked:
                 try:
-                    self._check_shard(f, population, shard)
+                    with hdf5_errors(path):
+                        self._check_shard(f, population, shard)
                 except BaseException:
                     f.close()
                     raise
@@ -270,29 +293,26 @@ class ZooStore:
         holds, and the manifest the one it was packed for (its recorded digest, where it has one)."""
         info = self.manifest.populations[population]
         shape = (len(shard.model_ids), len(info.levels), info.epochs + 1, self.layout.num_params)
-        try:
-            ids = f["model_id"][()].tolist() if "model_id" in f else None
-            levels = np.asarray(f["level"][()]) if "level" in f else np.empty(0)
-            digest = f.attrs.get(PACKING_DIGEST)  # absent in shards of older toolkits
-            stored = sorted(k for k in f if k not in SHARD_KEYS)
-            problem = None
-            if digest is not None and digest != self.manifest.packing_digest(population):
-                problem = PACKED_FOR_ANOTHER
-            elif stored != sorted(info.arrays):
-                problem = f"holds the arrays {stored}, the manifest says {info.arrays}"
-            elif ids != list(shard.model_ids):
-                problem = f"holds models {ids}, the manifest says {shard.model_ids}"
-            elif not _levels_match(levels, info.levels, len(ids)):
-                problem = f"holds levels {levels.tolist()}, the manifest says {info.levels}"
-            else:
-                bad = [a for a in info.arrays if a not in f or f[a].shape != shape]
-                missing = [a for a in info.arrays if a not in bad and not _all_chunks_stored(f[a])]
-                if bad:
-                    problem = f"its {', '.join(bad)} array(s) lack the shape {shape}"
-                elif missing:  # HDF5 would serve fill values (zeros) for those states
-                    problem = f"lacks chunks of its {', '.join(missing)} array(s)"
-        except OSError as exc:
-            problem = f"is unreadable ({exc})"
+        ids = f["model_id"][()].tolist() if "model_id" in f else None
+        levels = np.asarray(f["level"][()]) if "level" in f else np.empty(0)
+        digest = read_text(f.attrs.get(PACKING_DIGEST))  # absent in shards of older toolkits
+        stored = sorted(k for k in f if k not in SHARD_KEYS)
+        problem = None
+        if digest is not None and digest != self.manifest.packing_digest(population):
+            problem = PACKED_FOR_ANOTHER
+        elif stored != sorted(info.arrays):
+            problem = f"holds the arrays {stored}, the manifest says {info.arrays}"
+        elif ids != list(shard.model_ids):
+            problem = f"holds models {ids}, the manifest says {shard.model_ids}"
+        elif not _levels_match(levels, info.levels, len(ids)):
+            problem = f"holds levels {levels.tolist()}, the manifest says {info.levels}"
+        else:
+            bad = [a for a in info.arrays if a not in f or f[a].shape != shape]
+            missing = [a for a in info.arrays if a not in bad and not _all_chunks_stored(f[a])]
+            if bad:
+                problem = f"its {', '.join(bad)} array(s) lack the shape {shape}"
+            elif missing:  # HDF5 would serve fill values (zeros) for those states
+                problem = f"lacks chunks of its {', '.join(missing)} array(s)"
         if problem:
             raise StoreError(f"shard {f.filename} {problem}; re-download the store or rebuild it")
 
@@ -334,15 +354,15 @@ class ZooStore:
         file, row = self.where(population, model_id)
         known = self._datasets.get((file, name)) if os.getpid() == self._pid else None
         if known is None:
-            dataset = self.open_shard(file)[name]
-            known = self._datasets[(file, name)] = (dataset, dataset.dtype == np.bool_, dataset.shape[1])
+            shard, path = self.open_shard(file), self.zoo_dir / file
+            with hdf5_errors(path):
+                dataset = shard[name]
+                known = self._datasets[(file, name)] = (dataset, dataset.dtype == np.bool_, dataset.shape[1], path)
         if not 0 <= level_index < known[2]:  # h5py would report it as a failed read, i.e. a corrupt shard
             raise StoreError(f"level index {level_index} out of range: population {population} has "
                              f"{known[2]} levels")
-        try:
+        with hdf5_errors(known[3]):  # e.g. a chunk that failed its zlib (adler32) check
             return _read_unit(known[0], row, level_index, epoch, known[1])
-        except OSError as exc:  # a chunk failed its zlib (adler32) check
-            raise StoreError(f"shard {self.zoo_dir / file} is corrupt ({exc}); re-download or rebuild it") from None
 
     def array(self, name: str, population: str, model_id: int, epoch: int | slice = -1,
               level: float | None = None) -> np.ndarray:
@@ -351,10 +371,11 @@ class ZooStore:
         population stores it. The datasets (``zoo_twins.ZooTwinDataset``, ``ZooOriginalDataset``...)
         serve the same values as torch tensors: ``torch.from_numpy`` shares the memory."""
         f, row, li = self.locate(population, model_id, level)
-        if name not in f:
-            stored = ", ".join(k for k in f if k not in ("model_id", "level"))
-            raise StoreError(f"population {population} stores no {name!r} (it has {stored})")
-        n_states = f[name].shape[2]
+        if name not in self.population(population).arrays:  # the shard's arrays were checked on its open
+            raise StoreError(f"population {population} stores no {name!r} (it has "
+                             f"{', '.join(self.population(population).arrays)})")
+        with hdf5_errors(f.filename):
+            n_states = f[name].shape[2]
         if isinstance(epoch, int) and not -n_states <= epoch < n_states:
             raise StoreError(f"epoch {epoch} out of range: population {population} records epochs 0..{n_states - 1}")
         return self.read(population, name, model_id, li, epoch)
@@ -375,10 +396,14 @@ class ZooStore:
         return self.layout.load_into(net, flat).eval()
 
     # ------------------------------------------------------------------ integrity
-    def verify(self) -> None:
+    def verify(self) -> list[str]:
         """Check every file of the store: each shard and states table against the manifest's sha256,
-        the models table against its recorded sha256 (older stores: that it lists every model), and
-        each shard's and table's contents against the manifest. Raises StoreError / ChecksumError."""
+        the models table against its recorded sha256 (older stores: that it lists every model), each
+        shard's and table's contents against the manifest, and every file the card offers (README.md,
+        croissant.json, the parquet configs under data/) against the manifest's ``card_files``.
+        Raises StoreError / ChecksumError; returns what it could not check, one line each (a card
+        written before the manifest recorded its files)."""
+        unchecked = self._verify_card_files()
         self._check_models_table()
         if not set(self.manifest.model_ids) <= set(self.models().model_id.astype(int)):
             raise StoreError(f"{self.zoo_dir / MODELS_TABLE} does not list every model of the manifest")
@@ -392,6 +417,31 @@ class ZooStore:
                     check_file(path, expected, size)
                 self.open_shard(shard.file)
                 self._states_table(name, shard)
+        return unchecked
+
+    def _verify_card_files(self) -> list[str]:
+        """Each file of ``card_files`` must be present with its size and sha256, and no parquet file
+        under data/ may be missing from it (a Croissant reader takes in data/<config>/*.parquet).
+        A manifest without ``card_files`` (a card of an older toolkit) leaves the card unchecked."""
+        listed = self.manifest.card_files
+        present = [f for f in (CARD_FILE, CROISSANT_FILE) if (self.zoo_dir / f).exists()]
+        present += card_data_files(self.zoo_dir)
+        if listed is None:
+            if not present:
+                return []
+            return [f"the card's files ({', '.join(present[:3])}{', ...' if len(present) > 3 else ''}) are not in "
+                    f"the manifest (a card written by an older toolkit): unchecked; rewrite the card with "
+                    f"`zoo-build --zoo {self.manifest.zoo} --stages card` to have them checked"]
+        unlisted = sorted(set(card_data_files(self.zoo_dir)) - set(listed))
+        if unlisted:
+            raise StoreError(f"{self.zoo_dir / unlisted[0]} is not a file the manifest lists for the card "
+                             "(a Croissant reader would take it in); remove it or rewrite the card")
+        for relative, entry in listed.items():
+            path = inside(self.zoo_dir, relative, "card file")
+            if not path.exists():
+                raise StoreError(f"{path}, a file of the card, is missing; re-download the store or rewrite the card")
+            check_file(path, entry.sha256, entry.bytes)
+        return []
 
     def close(self) -> None:
         for f in self._handles.values():

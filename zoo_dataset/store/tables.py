@@ -1,4 +1,5 @@
-"""The models table: one row per model with its generating factors and its fixed split."""
+"""The models table (one row per model with its generating factors and its fixed split) and the
+states tables' ``diverged`` flag."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ SPLITS = ("train", "val", "test")
 # an ingested model's published epoch 0 equals the init its seed replays here (NA: none published);
 # absent from the tables of built stores and of stores ingested before the column existed
 INIT_MATCHES_SEED = "init_matches_seed"
+DIVERGED = "diverged"  # states tables: the state's weights (or log-alphas) hold a NaN or an infinity
+FLOAT_ARRAYS = ("weights", "log_alpha")  # the arrays a diverged state shows in (masks are booleans)
 
 
 def model_splits(spec: ZooSpec) -> dict[int, str]:
@@ -65,3 +68,12 @@ def init_check(table: pd.DataFrame) -> str | None:
         text = "no ingested model has a published checkpoint_000000"
     unchecked = len(table) - checked
     return text + (f"; for {unchecked} models without one it is that replay" if unchecked else "")
+def diverged_states(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Bool [states]: which states of one unit (``arrays[name]``: [states, P]) hold a NaN or an
+    infinity in their weights or log-alphas: a model that diverged (a learning rate of 1e300 gives
+    NaN weights). Such a state is real data, recorded as it is and flagged, never refused."""
+    flags = np.zeros(len(arrays["weights"]), dtype=bool)
+    for name in FLOAT_ARRAYS:
+        if name in arrays:
+            flags |= ~np.isfinite(arrays[name]).all(axis=-1)
+    return flags

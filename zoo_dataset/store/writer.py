@@ -10,6 +10,7 @@ sees a half-written shard, and a resumed build redoes nothing that finished.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StoreError, StoreUsageError
+from ..hdf5_files import hdf5_errors, text_attribute
 from ..jobs import JobResult, UnitKey
 from ..layout import ParameterLayout
 from ..methods import methods
@@ -25,7 +27,7 @@ from .files import atomic_path, file_matches, remove_stale_tmp, sha256_file
 from .layout_on_disk import MODELS_TABLE, STAGING, shard_name, states_name, unit_path
 from .manifest import PACKING_DIGEST, SCHEMA_VERSION, Manifest, PopulationInfo, ShardInfo
 from .paths import check_writable, check_zoo_name
-from .tables import models_table
+from .tables import DIVERGED, diverged_states, models_table
 
 # gzip's zlib stream ends in an adler32 of the chunk, which HDF5 checks on every read: a flipped chunk
 # raises. (HDF5's fletcher32 filter on top corrupted the heap on multi-chunk reads with h5py 3.16 /
@@ -245,12 +247,13 @@ class PopulationWriter:
                         for a in self.info.arrays}
             for row, model_id in enumerate(model_ids):
                 for li, level in enumerate(levels):
-                    with h5py.File(unit_path(self.zoo_dir, self.name, model_id, level), "r") as unit:
-                        for name, ds in datasets.items():
-                            ds[row, li] = unit[name][()]
-                        for m in json.loads(unit.attrs["metrics"]):
-                            rows.append({"model_id": model_id, "population": self.name, "level": level, **m,
-                                         "shard": index, "row": row})
+                    arrays, metrics = read_unit(unit_path(self.zoo_dir, self.name, model_id, level), datasets)
+                    for name, ds in datasets.items():
+                        ds[row, li] = arrays[name]
+                    diverged = diverged_states(arrays)
+                    for m in metrics:
+                        rows.append({"model_id": model_id, "population": self.name, "level": level, **m,
+                                     DIVERGED: bool(diverged[int(m["epoch"])]), "shard": index, "row": row})
         states_path = self.zoo_dir / states_name(self.name, index)
         with atomic_path(states_path) as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
@@ -267,11 +270,18 @@ class PopulationWriter:
                 unit_path(self.zoo_dir, self.name, model_id, level).unlink()
 
 
+def read_unit(path: Path, arrays: Iterable[str]) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """A staged unit's ``arrays`` and per-epoch metrics; a damaged file is one StoreError line (a
+    failure to write the shard they go into stays what it is, e.g. a full disk)."""
+    with hdf5_errors(path, "staged unit", fix="delete it and resume the build"), h5py.File(path, "r") as unit:
+        return {name: unit[name][()] for name in arrays}, json.loads(unit.attrs["metrics"])
+
+
 def shard_attrs(manifest: Manifest, population: str) -> dict[str, object]:
     """A shard's attributes: what it holds, and the manifest digest readers check it against."""
     info = manifest.populations[population]
-    return {"population": population, "levels": info.levels, "epochs": info.epochs, "schema_version": SCHEMA_VERSION,
-            PACKING_DIGEST: manifest.packing_digest(population)}
+    return {"population": text_attribute(population), "levels": info.levels, "epochs": info.epochs,
+            "schema_version": SCHEMA_VERSION, PACKING_DIGEST: text_attribute(manifest.packing_digest(population))}
 
 
 def level_rows(levels: list[float], rows: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..counter_rng import StepDraws
 from ..layout import ParameterLayout
-from ..methods import LayerOp, PopulationHooks
+from ..population_hooks import LayerOp, PopulationHooks
 
 
 class PopulationNet:
