@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from builders.executors import make_trainer
-from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.architectures import build_model
 from zoo_dataset.data import load_dataset
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import methods
+from zoo_dataset.model_layout import input_size
 from zoo_dataset.specs import get_spec
 from zoo_dataset.training import TrainJob, UnitKey
 from zoo_dataset.training.engine import PopulationEngine
@@ -48,11 +49,11 @@ def forward_flops(model: nn.Module, channels: int, size: int) -> tuple[int, int]
     return sum(flops), flops[0]
 
 
-def flops_per_model(kind: str, arch: str, channels: int, n_train: int, n_test: int, epochs: int) -> float:
+def flops_per_model(kind: str, arch: str, channels: int, size: int, n_train: int, n_test: int, epochs: int) -> float:
     """What one model's timed run computes: ``epochs`` of training (forward + weight gradients +
     input gradients, none for the first layer; VD a mean and a variance pass per layer) and
     ``epochs + 1`` evaluation forwards over train and test (the start state is recorded too)."""
-    fwd, first = forward_flops(build_model(arch, channels, "tanh"), channels, INPUT_SIZE[arch])
+    fwd, first = forward_flops(build_model(arch, channels, "tanh"), channels, size)
     passes = 2 if kind == "vd" else 1
     train = n_train * passes * (3 * fwd - first)
     evaluation = (n_train + n_test) * fwd
@@ -131,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     spec = get_spec(args.zoo)
-    data = load_dataset(spec.dataset, INPUT_SIZE[spec.architecture])
+    data = load_dataset(spec.dataset, input_size(spec))
     jobs = stage_jobs(spec, args.models, data.channels, data, args.device, args.epochs)
     print(f"{spec.name}: {spec.architecture}, batch {spec.batch_size}, {len(data.train_x)} train / "
           f"{len(data.test_x)} test samples, {args.epochs} epoch(s) per stage, device {device}, torch threads "
@@ -145,8 +146,8 @@ def main() -> None:
             for trainer, n in (("reference", args.reference_models), ("engine", args.models))
         )
         peak = matmul_gflops(device)
-        flops = flops_per_model(kind, spec.architecture, data.channels, len(data.train_x), len(data.test_x),
-                                args.epochs)
+        flops = flops_per_model(kind, spec.architecture, data.channels, data.image_size, len(data.train_x),
+                                len(data.test_x), args.epochs)
         ref_me, eng_me = ref_rate * args.epochs, eng_rate * args.epochs  # model-epochs/s
         print(f"{kind:8} {ref_me:9.2f} me/s {eng_me:9.2f} me/s {eng_rate / ref_rate:6.1f}x "
               f"{flops * ref_rate / 1e9:12.2f} {flops * eng_rate / 1e9:7.2f} {peak:7.1f} "
