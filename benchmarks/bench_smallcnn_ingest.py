@@ -11,6 +11,7 @@ reports its wall time and peak resident memory. The folder is deleted afterwards
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import subprocess
@@ -66,6 +67,7 @@ def main() -> None:
     zoo, root = args.dir / "published", args.dir / "stores"
     start = time.perf_counter()
     size = write_synthetic(zoo, args.models)
+    os.sync()  # the timed ingest should not wait for the writeback of the files it reads
     print(f"wrote {args.models} models x {len(STEPS)} checkpoints ({size / 1e9:.2f} GB weights.npy) in "
           f"{time.perf_counter() - start:.0f} s")
     build = Path(sys.executable).with_name("zoo-build")

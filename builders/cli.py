@@ -104,11 +104,11 @@ def existing_spec(root: Path, zoo: str, spec_file: str | None = None):
 
 def list_zoos(data_dir: str | None, spec_file: str | None = None) -> None:
     zoos = registry() if spec_file is None else load_specs(spec_file)  # a bad file: its error line alone
-    click.echo(f"{'zoo':18} {'dataset':8} {'arch':6} {'variant':7} {'models':>6} {'epochs':>6}  data")
+    click.echo(f"{'zoo':18} {'dataset':9} {'arch':8} {'variant':9} {'models':>6} {'epochs':>6}  data")
     for name, spec in zoos.items():
         data = "available" if is_available(spec.dataset, data_dir) else "missing"
         click.echo(
-            f"{name:18} {spec.dataset:8} {spec.architecture:6} {spec.variant:7} {spec.size:>6} {spec.epochs:>6}  {data}"
+            f"{name:18} {spec.dataset:9} {spec.architecture:8} {spec.variant:9} {spec.size:>6} {spec.epochs:>6}  {data}"
         )
 
 

@@ -21,9 +21,12 @@ from builders.cli import main as zoo_build
 from builders.export import main as zoo_export
 from releases import smallcnnzoo
 from releases.smallcnn_export import Selection, export_smallcnnzoo
+from releases.smallcnn_format import layout_frame, read_layout, tf_permutation, tf_variables
 from releases.smallcnnzoo import ingest_smallcnnzoo
+from zoo_dataset.architectures import REGISTRY, build_model
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import DataFormatError, ZooSpecError
+from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.metrics import evaluate
 from zoo_dataset.model_layout import input_size
 from zoo_dataset.specs import get_spec
@@ -270,3 +273,27 @@ def test_a_selection_the_store_lacks_is_one_line(demo, tmp_path):
     result = CliRunner().invoke(zoo_export, ["--zoo", str(demo.zoo_dir), "--population", "mp", "--out",
                                              str(tmp_path / "out")])
     assert result.exit_code == 2 and "name one" in result.output
+
+
+@pytest.mark.parametrize("architecture", sorted(REGISTRY))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_architecture_reads_back_with_nfns_reading_and_ingests_to_itself(tmp_path, architecture, channels):
+    """The export's layout for CNN-s, CNN-l and smallcnn: NFN's reading gives our tensors, and the
+    ingest's reading of layout.csv inverts the export's permutation exactly."""
+    layout = ParameterLayout.from_module(build_model(architecture, channels, "relu"))
+    ours = np.random.default_rng(0).standard_normal((3, layout.num_params)).astype(np.float32)
+    variables = tf_variables(layout)
+    perm = tf_permutation(variables, layout.num_params)
+    rows = np.empty_like(ours)
+    rows[:, perm] = ours
+    tmp_path.mkdir(exist_ok=True)
+    np.save(tmp_path / "weights.npy", rows)
+    layout_frame(variables).to_csv(tmp_path / "layout.csv", index=False)
+    pd.DataFrame({"step": [0, 1, 2]}).to_csv(tmp_path / "metrics.csv.gz", index=False)
+    weights, biases, _ = read_like_nfn(tmp_path)
+    named = layout.unflatten(ours)
+    for layer, w, b in zip(layout.layers, weights, biases, strict=True):
+        np.testing.assert_array_equal(w, named[f"{layer}.weight"].numpy())
+        np.testing.assert_array_equal(b, named[f"{layer}.bias"].numpy())
+    read = read_layout(pd.read_csv(tmp_path / "layout.csv"), layout, "test")
+    np.testing.assert_array_equal(rows[:, tf_permutation(read, layout.num_params)], ours)
