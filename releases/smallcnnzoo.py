@@ -1,19 +1,21 @@
 """Ingest a folder in the Small CNN Zoo's format as a zoo's complete original population.
 
-``weights.npy`` is memory-mapped and read a block of models at a time, so a 5.4 GB zoo of 30 000
-models is never held whole; ``metrics.csv.gz`` (one row per checkpoint) becomes the states table
-and its ``config.*`` columns the models table's factors. A model's checkpoints (every ``step``
-the files hold, e.g. 0, 1, 2, 3, 20, 40, 60, 80, 86) become store epochs 0..E in step order; the
-real step of each is kept in the states table's ``step`` column and in ``ingest.json``. Models
-without every step (crashed runs) or with non-finite weights are reported and left out. Each
-model is staged as it is read, so a killed ingest continues where it stopped when run again.
-The format's facts and their sources: :mod:`releases.smallcnn_format`, docs/research/small-cnn-zoo.md.
+``weights.npy`` is memory-mapped and read a block of models at a time, each block's pages released
+after use, so a 5.4 GB zoo of 30 000 models is never held whole; ``metrics.csv.gz`` (one row per
+checkpoint) becomes the states table and its ``config.*`` columns the models table's factors. A
+model's checkpoints (every ``step`` the files hold, e.g. 0, 1, 2, 3, 20, 40, 60, 80, 86) become
+store epochs 0..E in step order; the real step of each is kept in the states table's ``step``
+column and in ``ingest.json``. Models without every step (crashed runs) or with non-finite
+weights are reported and left out. Each model is staged as it is read, so a killed ingest
+continues where it stopped when run again. The format's facts and their sources:
+:mod:`releases.smallcnn_format`, docs/research/small-cnn-zoo.md.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,43 @@ METHOD = get_method("original")
 MODEL_BLOCK = 64  # models read from the memory map at a time: ~11 MB of rows for the Small CNN Zoo
 MAX_TABLE_BYTES = 4 << 30  # metrics.csv.gz / layout.csv: tens of MB in the published zoos
 MAX_WEIGHTS_BYTES = 1 << 40
+
+
+class MappedRows:
+    """``weights.npy`` memory-mapped read-only: ``rows[index]`` reads rows; :meth:`release` drops the
+    pages read so far from this process (they stay in the page cache), so its resident memory stays
+    at a block of rows rather than growing to the file's size as a plain ``np.load(mmap_mode="r")``
+    does."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}[version]
+                shape, fortran, dtype = read_header(fh)
+            except (ValueError, KeyError) as exc:
+                raise DataFormatError(f"{path}: not a .npy array ({exc})") from None
+            offset = fh.tell()
+            self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        if fortran or dtype != np.float32 or len(shape) != 2:
+            raise DataFormatError(f"{path}: {dtype} {shape}{' in Fortran order' if fortran else ''}, expected "
+                                  "C-ordered float32 rows")
+        if offset + int(np.prod(shape)) * dtype.itemsize > len(self.map):
+            raise DataFormatError(f"{path}: truncated ({len(self.map)} bytes for {shape} float32)")
+        self.rows = np.ndarray(shape, dtype, buffer=self.map, offset=offset)
+        self.shape = shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """A copy of ``rows`` (sorted: one pass through the file)."""
+        return np.array(self.rows[rows])
+
+    def release(self) -> None:
+        if hasattr(mmap, "MADV_DONTNEED"):
+            self.map.madvise(mmap.MADV_DONTNEED)
 
 
 def is_smallcnnzoo(path: Path | str) -> bool:
@@ -134,15 +173,15 @@ def factors(row: pd.Series, model_id: int) -> ModelConfig:
                        **values)
 
 
-def finite_models(weights: np.ndarray, models: PublishedModels, ids: list[int], progress: bool) -> set[int]:
+def finite_models(weights: MappedRows, models: PublishedModels, ids: list[int], progress: bool) -> set[int]:
     """The models whose every checkpoint is finite: one streamed pass over their rows."""
     finite = set()
     with tqdm(total=len(ids), desc="checking weights", unit="model", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(ids), MODEL_BLOCK):
             block = ids[start : start + MODEL_BLOCK]
-            rows = np.concatenate([models.rows[m] for m in block])
-            ok = np.isfinite(weights[np.sort(rows)]).all(axis=1)
-            good_rows = set(np.sort(rows)[ok].tolist())
+            rows = np.sort(np.concatenate([models.rows[m] for m in block]))
+            good_rows = set(rows[np.isfinite(weights.read(rows)).all(axis=1)].tolist())
+            weights.release()
             finite.update(m for m in block if all(int(r) in good_rows for r in models.rows[m]))
             bar.update(len(block))
     return finite
@@ -200,10 +239,10 @@ def _ingest(spec: ZooSpec, folder: Path, root: Path, progress: bool) -> IngestRe
     layout = layout_for(spec)
     variables = read_layout(pd.read_csv(regular_file(folder / LAYOUT, MAX_TABLE_BYTES)), layout, str(folder))
     perm = tf_permutation(variables, layout.num_params)
-    weights = np.load(regular_file(folder / WEIGHTS, MAX_WEIGHTS_BYTES), mmap_mode="r", allow_pickle=False)
-    if weights.ndim != 2 or weights.shape[1] != layout.num_params or weights.dtype != np.float32:
-        raise DataFormatError(f"{folder / WEIGHTS}: {weights.dtype} {weights.shape}, expected float32 rows of "
-                              f"{layout.num_params} ({spec.architecture})")
+    weights = MappedRows(regular_file(folder / WEIGHTS, MAX_WEIGHTS_BYTES))
+    if weights.shape[1] != layout.num_params:
+        raise DataFormatError(f"{folder / WEIGHTS}: rows of {weights.shape[1]}, expected {layout.num_params} "
+                              f"({spec.architecture})")
     metrics = read_metrics(folder)
     if len(metrics) != len(weights):
         raise DataFormatError(f"{folder}: metrics.csv.gz has {len(metrics)} rows, weights.npy {len(weights)}")
@@ -240,6 +279,7 @@ def _ingest(spec: ZooSpec, folder: Path, root: Path, progress: bool) -> IngestRe
             for result in read_models(weights, perm, values, models, todo[start : start + MODEL_BLOCK], layout):
                 population.stage(result)
                 bar.update(1)
+            weights.release()
     report = IngestReport(ingested, {m: str(metrics.modeldir.iloc[models.first[m]]) if "modeldir" in metrics
                                      else f"model {m}" for m in configs}, skipped)
     record = {"source": str(folder), "format": "small-cnn-zoo", "steps": models.steps, "split": split_source,
@@ -255,12 +295,12 @@ def metric_columns(metrics: pd.DataFrame) -> dict[str, np.ndarray]:
             for ours, field in METRIC_NAMES.items()}
 
 
-def read_models(weights: np.ndarray, perm: np.ndarray, values: dict[str, np.ndarray], models: PublishedModels,
+def read_models(weights: MappedRows, perm: np.ndarray, values: dict[str, np.ndarray], models: PublishedModels,
                 block: list[int], layout: ParameterLayout) -> list[JobResult]:
     """Each model of ``block`` as a result in our layout: its rows read from the memory map in file
     order (one pass), reordered by ``perm``, with one metrics row per checkpoint."""
     rows = np.sort(np.concatenate([models.rows[m] for m in block]))
-    read = np.asarray(weights[rows])[:, perm]  # [rows, P] in our flat layout
+    read = weights.read(rows)[:, perm]  # [rows, P] in our flat layout
     position = {int(r): i for i, r in enumerate(rows)}
     results = []
     for m in block:

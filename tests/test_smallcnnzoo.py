@@ -216,6 +216,18 @@ def test_a_published_zoo_is_never_trained_and_a_mismatched_layout_is_refused(tmp
         ingest_smallcnnzoo(get_spec("smallcnn_cifar10gs"), zoo, tmp_path / "s", progress=False)
 
 
+@pytest.mark.parametrize(("array", "message"), [
+    (np.zeros((2, 4970)), "float64"), (np.asfortranarray(np.zeros((2, 4970), np.float32)), "Fortran"),
+    (np.zeros((2, 4971), np.float32), "rows of 4971"),
+])
+def test_weights_that_are_not_float32_rows_of_the_layout_are_refused(tmp_path, array, message):
+    _, zoo, _, _ = synthetic(tmp_path)
+    np.save(zoo / "weights.npy", array)
+    with pytest.raises(DataFormatError, match=message):
+        ingest_smallcnnzoo(get_spec("smallcnn_cifar10gs"), zoo, tmp_path / "s", progress=False)
+    assert not (tmp_path / "s" / "smallcnn_cifar10gs").exists()
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     return ZooStore(shared_loader_store(tmp_path_factory))
