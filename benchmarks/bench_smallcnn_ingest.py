@@ -70,10 +70,9 @@ def main() -> None:
     os.sync()  # the timed ingest should not wait for the writeback of the files it reads
     print(f"wrote {args.models} models x {len(STEPS)} checkpoints ({size / 1e9:.2f} GB weights.npy) in "
           f"{time.perf_counter() - start:.0f} s")
-    build = Path(sys.executable).with_name("zoo-build")
     start = time.perf_counter()
-    subprocess.run([str(build), "--zoo", "smallcnn_cifar10gs", "--from-original", str(zoo), "--root", str(root),
-                    "--stages", "original"], check=True)
+    subprocess.run([sys.executable, "-m", "builders.cli", "--zoo", "smallcnn_cifar10gs", "--from-original", str(zoo),
+                    "--root", str(root), "--stages", "original"], check=True)  # zoo-build
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
     store = sum(p.stat().st_size for p in (root / "smallcnn_cifar10gs").rglob("*") if p.is_file())
