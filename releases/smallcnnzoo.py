@@ -115,12 +115,24 @@ class PublishedModels:
     incomplete: dict[int, str]  # model id -> why it is left out
 
 
+def whole_numbers(values: pd.Series, what: str) -> np.ndarray:
+    """A column of whole numbers as int64; DataFormatError for text, blanks or fractions."""
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(numbers).all() or (numbers != np.round(numbers)).any():
+        raise DataFormatError(f"{what} holds values that are not whole numbers")
+    return numbers.astype(np.int64)
+
+
 def read_metrics(folder: Path) -> pd.DataFrame:
     """metrics.csv.gz with floats exactly as written."""
     path = regular_file(folder / METRICS, MAX_TABLE_BYTES)
-    table = pd.read_csv(path, low_memory=False, **EXACT_FLOATS)
-    if "step" not in table.columns:
-        raise DataFormatError(f"{path}: no step column (one row per checkpoint, with the step it was taken at)")
+    try:
+        table = pd.read_csv(path, low_memory=False, **EXACT_FLOATS)
+    except (ValueError, OSError, EOFError) as exc:  # pandas' parser errors are ValueErrors; gzip's OSError
+        raise DataFormatError(f"{path}: not a CSV table ({type(exc).__name__}: {exc})") from None
+    if "step" not in table.columns or table.empty:
+        raise DataFormatError(f"{path}: no rows with a step column (one row per checkpoint, with its step)")
+    table["step"] = whole_numbers(table.step, f"{path}: the step column")
     return table
 
 
@@ -128,7 +140,7 @@ def model_ids(metrics: pd.DataFrame, where: str) -> np.ndarray:
     """Each row's model: our own ``model_id`` column (a zoo this toolkit exported), else the distinct
     ``modeldir`` values (one per training run) numbered in sorted order, whatever the rows' order."""
     if "model_id" in metrics.columns:
-        return metrics.model_id.to_numpy(np.int64)
+        return whole_numbers(metrics.model_id, f"{where}: the model_id column")
     if "modeldir" not in metrics.columns:
         raise DataFormatError(f"{where}: metrics.csv.gz has neither modeldir nor model_id: rows cannot be told apart")
     return pd.factorize(metrics.modeldir.astype(str), sort=True)[0].astype(np.int64)
@@ -198,7 +210,10 @@ def split_of_models(folder: Path, metrics: pd.DataFrame, models: PublishedModels
     if len(files) > 1:
         raise DataFormatError(f"{where}: several split files ({', '.join(p.name for p in files)}); keep one")
     if files:
-        order = pd.read_csv(regular_file(files[0], MAX_TABLE_BYTES), header=None).to_numpy().reshape(-1)
+        try:
+            order = pd.read_csv(regular_file(files[0], MAX_TABLE_BYTES), header=None).to_numpy().reshape(-1)
+        except ValueError:  # empty or not CSV
+            order = np.array([])
         if len(order) != len(metrics) or not np.array_equal(np.sort(order), np.arange(len(metrics))):
             raise DataFormatError(f"{files[0]}: not a permutation of the {len(metrics)} rows")
         final = metrics.step.to_numpy() == models.steps[-1]
@@ -237,7 +252,11 @@ def ingest_smallcnnzoo(spec: ZooSpec, source: Path | str, root: Path | str,
 
 def _ingest(spec: ZooSpec, folder: Path, root: Path, progress: bool) -> IngestReport:
     layout = layout_for(spec)
-    variables = read_layout(pd.read_csv(regular_file(folder / LAYOUT, MAX_TABLE_BYTES)), layout, str(folder))
+    try:
+        table = pd.read_csv(regular_file(folder / LAYOUT, MAX_TABLE_BYTES))
+    except ValueError as exc:  # pandas' parser errors
+        raise DataFormatError(f"{folder / LAYOUT}: not a CSV table ({exc})") from None
+    variables = read_layout(table, layout, str(folder))
     perm = tf_permutation(variables, layout.num_params)
     weights = MappedRows(regular_file(folder / WEIGHTS, MAX_WEIGHTS_BYTES))
     if weights.shape[1] != layout.num_params:

@@ -228,6 +228,31 @@ def test_weights_that_are_not_float32_rows_of_the_layout_are_refused(tmp_path, a
     assert not (tmp_path / "s" / "smallcnn_cifar10gs").exists()
 
 
+def _damage_metrics(zoo, change):
+    change(pd.read_csv(zoo / "metrics.csv.gz")).to_csv(zoo / "metrics.csv.gz", index=False)
+
+
+DAMAGE = {
+    "step is text": (lambda zoo: _damage_metrics(zoo, lambda t: t.assign(step="last")), "not whole numbers"),
+    "a row lost": (lambda zoo: _damage_metrics(zoo, lambda t: t.drop(index=3)), "rows, weights.npy"),
+    "truncated gzip": (lambda zoo: (zoo / "metrics.csv.gz").write_bytes((zoo / "metrics.csv.gz").read_bytes()[:200]),
+                       "not a CSV table"),
+    "split file of other rows": (lambda zoo: (zoo / "cifar10_split.csv").write_text("0\n1\n"), "not a permutation"),
+    "layout not CSV": (lambda zoo: (zoo / "layout.csv").write_bytes(b"\x00\x01\"\n\"\"\"x"), "layout.csv"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_damaged_files_are_refused_in_one_line_before_a_store_is_made(tmp_path, case):
+    _, zoo, _, _ = synthetic(tmp_path)
+    damage, message = DAMAGE[case]
+    damage(zoo)
+    with pytest.raises(DataFormatError, match=message) as info:
+        ingest_smallcnnzoo(get_spec("smallcnn_cifar10gs"), zoo, tmp_path / "s", progress=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "s" / "smallcnn_cifar10gs").exists()
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     return ZooStore(shared_loader_store(tmp_path_factory))
