@@ -9,6 +9,7 @@ trains); the engine on the whole slice. Two epochs by default (``--epochs``).
     .venv/bin/python benchmarks/bench_build.py                 # 32 CNN-s models of digits_seed, batch 10
     .venv/bin/python benchmarks/bench_build.py --models 64 --reference-models 4 --device cuda
     .venv/bin/python benchmarks/bench_build.py --processes 2   # one trainer per core, as --executor ray runs
+    .venv/bin/python benchmarks/bench_build.py --zoo smallcnn_cifar10gs --random-data 5000,1000  # no data files
 
 With ``--processes N`` each trainer runs as ``zoo-build --workers N`` runs it: in N worker processes
 at once (torch threads split between them), each on its share of the models. That is also how
@@ -22,14 +23,16 @@ import time
 from dataclasses import replace
 
 import torch
+from synthetic import random_data
 from torch import nn
 
 from builders.executors import make_trainer
-from zoo_dataset.architectures import INPUT_SIZE, build_model
-from zoo_dataset.data import load_dataset
+from zoo_dataset.architectures import build_model
+from zoo_dataset.data import get_source, load_dataset
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import methods
-from zoo_dataset.specs import get_spec
+from zoo_dataset.model_layout import input_size
+from zoo_dataset.specs import PUBLISHED, get_spec
 from zoo_dataset.training import TrainJob, UnitKey
 from zoo_dataset.training.engine import PopulationEngine
 
@@ -48,11 +51,11 @@ def forward_flops(model: nn.Module, channels: int, size: int) -> tuple[int, int]
     return sum(flops), flops[0]
 
 
-def flops_per_model(kind: str, arch: str, channels: int, n_train: int, n_test: int, epochs: int) -> float:
+def flops_per_model(kind: str, arch: str, channels: int, size: int, n_train: int, n_test: int, epochs: int) -> float:
     """What one model's timed run computes: ``epochs`` of training (forward + weight gradients +
     input gradients, none for the first layer; VD a mean and a variance pass per layer) and
     ``epochs + 1`` evaluation forwards over train and test (the start state is recorded too)."""
-    fwd, first = forward_flops(build_model(arch, channels, "tanh"), channels, INPUT_SIZE[arch])
+    fwd, first = forward_flops(build_model(arch, channels, "tanh"), channels, size)
     passes = 2 if kind == "vd" else 1
     train = n_train * passes * (3 * fwd - first)
     evaluation = (n_train + n_test) * fwd
@@ -125,13 +128,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--stages", default="original,mp,vd", help="methods to time")
     parser.add_argument("--processes", type=int, default=1, help="worker processes per trainer (one per core)")
+    parser.add_argument("--random-data", metavar="TRAIN,TEST",
+                        help="time on random images (TRAIN and TEST of them, at the zoo's input size) instead of "
+                             "the zoo's data: step time does not depend on the pixels")
     parser.add_argument("--epochs", type=int, default=2,
                         help="epochs per timed run (each run also records the start state: a build's stage "
                              "of E epochs evaluates E + 1 times)")
     args = parser.parse_args()
     device = torch.device(args.device)
     spec = get_spec(args.zoo)
-    data = load_dataset(spec.dataset, INPUT_SIZE[spec.architecture])
+    if spec.variant == PUBLISHED:  # timing only: the engine trains any zoo's models alike
+        spec = replace(spec, variant="seed")
+    if args.random_data:
+        n_train, n_test = (int(n) for n in args.random_data.split(","))
+        data = random_data(n_train, n_test, spec.architecture, get_source(spec.dataset).channels, input_size(spec))
+    else:
+        data = load_dataset(spec.dataset, input_size(spec))
     jobs = stage_jobs(spec, args.models, data.channels, data, args.device, args.epochs)
     print(f"{spec.name}: {spec.architecture}, batch {spec.batch_size}, {len(data.train_x)} train / "
           f"{len(data.test_x)} test samples, {args.epochs} epoch(s) per stage, device {device}, torch threads "
@@ -145,8 +157,8 @@ def main() -> None:
             for trainer, n in (("reference", args.reference_models), ("engine", args.models))
         )
         peak = matmul_gflops(device)
-        flops = flops_per_model(kind, spec.architecture, data.channels, len(data.train_x), len(data.test_x),
-                                args.epochs)
+        flops = flops_per_model(kind, spec.architecture, data.channels, data.image_size, len(data.train_x),
+                                len(data.test_x), args.epochs)
         ref_me, eng_me = ref_rate * args.epochs, eng_rate * args.epochs  # model-epochs/s
         print(f"{kind:8} {ref_me:9.2f} me/s {eng_me:9.2f} me/s {eng_rate / ref_rate:6.1f}x "
               f"{flops * ref_rate / 1e9:12.2f} {flops * eng_rate / 1e9:7.2f} {peak:7.1f} "

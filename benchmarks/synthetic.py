@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.architectures import build_model, get_architecture
 from zoo_dataset.data import ImageData
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask
@@ -18,9 +18,11 @@ from zoo_dataset.training import TrainJob, UnitKey
 MP_LEVEL = 0.5
 
 
-def random_data(n_train: int, n_test: int, architecture: str = "cnn_s", channels: int = 1) -> ImageData:
+def random_data(n_train: int, n_test: int, architecture: str = "cnn_s", channels: int = 1,
+                size: int = 28) -> ImageData:
+    """Random images at the architecture's input size (``size`` where it takes the dataset's own)."""
     g = torch.Generator().manual_seed(0)
-    size = INPUT_SIZE[architecture]
+    size = get_architecture(architecture).image_size(size)
 
     def images(n: int) -> torch.Tensor:
         return torch.rand(n, channels, size, size, generator=g)

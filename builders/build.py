@@ -8,14 +8,15 @@ from pathlib import Path
 import torch
 
 from loaders.cache import store_root
-from zoo_dataset.architectures import INPUT_SIZE
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.methods import methods
-from zoo_dataset.model_layout import layout_for
-from zoo_dataset.specs import ZooSpec
+from zoo_dataset.methods.original import published_only
+from zoo_dataset.model_layout import input_size, layout_for
+from zoo_dataset.specs import PUBLISHED, ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.lock import writer_lock
+from zoo_dataset.store.manifest import MANIFEST
 from zoo_dataset.store.paths import check_zoo_name
 from zoo_dataset.training import Trainer
 from zoo_dataset.training.device_memory import TRAIN_SAMPLES_BOUND, group_size
@@ -31,7 +32,7 @@ def device_chunk(spec: ZooSpec, device: str) -> int | None:
     if torch.device(device).type != "cuda":
         return None
     return group_size(device, spec.architecture, get_source(spec.dataset).channels, spec.batch_size,
-                      TRAIN_SAMPLES_BOUND)
+                      TRAIN_SAMPLES_BOUND, input_size(spec))
 
 
 def build_zoo(
@@ -57,10 +58,12 @@ def build_zoo(
         raise ZooSpecError(f"unknown stage(s) {', '.join(unknown)}; available: {', '.join(STAGES)}")
     # a stage of a method that starts from nothing (the original training) may create the store
     creates = any(m.requires is None for name, m in methods().items() if name in stages)
+    if creates and spec.variant == PUBLISHED and not (root / check_zoo_name(spec.name) / MANIFEST).exists():
+        raise ZooSpecError(published_only(spec.name))  # before a store skeleton is made
     source = get_source(spec.dataset)
     if creates and not resume and not source.is_available(Path(data_dir) if data_dir else None):
         # fail before a new store is created; a resumed (or ingested) store loads data only if a stage needs it
-        source.load(INPUT_SIZE[spec.architecture], Path(data_dir) if data_dir else None)  # raises a clear error
+        source.load(input_size(spec), Path(data_dir) if data_dir else None)  # raises a clear error
     with writer_lock(root / check_zoo_name(spec.name)):
         writer = StoreWriter.open(root, spec, layout_for(spec), resume=resume, create=creates,
                                   train_chunk=device_chunk(spec, device))

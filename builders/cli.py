@@ -9,6 +9,7 @@ import click
 
 from loaders.cache import store_root
 from releases.ingest import ingest_original
+from releases.smallcnnzoo import ingest_smallcnnzoo, is_smallcnnzoo
 from zoo_dataset.cli_support import (
     EPOCHS,
     Command,
@@ -103,11 +104,11 @@ def existing_spec(root: Path, zoo: str, spec_file: str | None = None):
 
 def list_zoos(data_dir: str | None, spec_file: str | None = None) -> None:
     zoos = registry() if spec_file is None else load_specs(spec_file)  # a bad file: its error line alone
-    click.echo(f"{'zoo':18} {'dataset':8} {'arch':6} {'variant':7} {'models':>6} {'epochs':>6}  data")
+    click.echo(f"{'zoo':18} {'dataset':9} {'arch':8} {'variant':9} {'models':>6} {'epochs':>6}  data")
     for name, spec in zoos.items():
         data = "available" if is_available(spec.dataset, data_dir) else "missing"
         click.echo(
-            f"{name:18} {spec.dataset:8} {spec.architecture:6} {spec.variant:7} {spec.size:>6} {spec.epochs:>6}  {data}"
+            f"{name:18} {spec.dataset:9} {spec.architecture:8} {spec.variant:9} {spec.size:>6} {spec.epochs:>6}  {data}"
         )
 
 
@@ -163,7 +164,8 @@ def _worker_count(text: str) -> int:
               help="Where dataset files are (default $ZOO_TWINS_DATA).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build; finished models are kept.")
 @click.option("--from-original", type=click.Path(exists=True),
-              help="Ingest a published original zoo (Ray Tune folder or zip) instead of training it.")
+              help="Ingest a published original zoo instead of training it: a Ray Tune folder or zip (Model "
+                   "Zoos), or a folder of weights.npy, layout.csv and metrics.csv.gz (Small CNN Zoo).")
 @click.option("--engine", type=click.Choice(sorted(ENGINES)), default="population", show_default=True,
               help="population: many models as one batched computation; reference: one model at a time.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
@@ -210,7 +212,8 @@ def main(zoo, spec_file, show_list, stages, root, models, epochs, mp_epochs, mp_
         started = time.time()
         with writer_lock(root / spec.name):  # one lock over ingest and build
             if from_original:  # the original stage then finds every ingested model done
-                spec, resume = ingest_original(spec, from_original, root).spec, True
+                ingest = ingest_smallcnnzoo if is_smallcnnzoo(from_original) else ingest_original
+                spec, resume = ingest(spec, from_original, root).spec, True
             store, reports = build_zoo(spec, root, stages=stages, resume=resume, device=device, data_dir=data_dir,
                                        progress=not quiet, trainer=trainer)
         summary(store, time.time() - started, reports)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo_dataset.architectures import INPUT_SIZE
 from zoo_dataset.data import ImageData, load_dataset
 from zoo_dataset.metrics import evaluate
+from zoo_dataset.model_layout import input_size
 from zoo_dataset.specs import ModelConfig, ZooSpec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.training import Trainer
@@ -29,7 +29,7 @@ class BuildContext:
 
     @cached_property
     def data(self) -> ImageData:
-        return load_dataset(self.spec.dataset, INPUT_SIZE[self.spec.architecture], self.data_dir)
+        return load_dataset(self.spec.dataset, input_size(self.spec), self.data_dir)
 
     def reader(self) -> ZooStore:
         """A reader over what the store holds now (re-created so it sees newly packed shards)."""

@@ -15,11 +15,11 @@ import numpy as np
 
 from builders.build import build_zoo
 from builders.stages import STAGES
-from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.architectures import build_model
 from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.data import load_dataset
 from zoo_dataset.metrics import evaluate
-from zoo_dataset.model_layout import layout_for
+from zoo_dataset.model_layout import input_size, layout_for
 from zoo_dataset.specs import ZooSpec, get_spec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.training import JobResult, UnitKey
@@ -49,7 +49,7 @@ def loader_store(base: Path) -> Path:
 
 def _write_stand_in_twins(spec: ZooSpec, root: Path, method: str) -> None:
     layout = layout_for(spec)
-    data = load_dataset(spec.dataset, INPUT_SIZE[spec.architecture])
+    data = load_dataset(spec.dataset, input_size(spec))
     writer = StoreWriter.open(root, spec, layout, resume=True)
     reader = ZooStore(writer.zoo_dir)
     levels = list(spec.mp.levels) if method == "mp" else [0.0]

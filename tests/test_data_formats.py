@@ -266,3 +266,24 @@ def test_a_torchvision_root_is_a_data_dir(tmp_path, dataset):
         write_stl(folder, "test", images[:2], [10, 1])
     assert is_available(dataset, root)
     assert len(load_dataset(dataset, 28, root).test_y) > 0
+
+
+def test_small_cnn_zoo_datasets_read_the_same_files_as_its_pipeline_prepared_them(tmp_path):
+    """train_network.py's _preprocess_batch: image / 255, scaled to [-1, 1], then
+    tf.math.reduce_mean over channels (not luma); tfds' whole train split, images at their own size
+    (32 for CIFAR-10 and SVHN, 28 for MNIST); the files are the ones the Model Zoos' datasets read."""
+    batches = make_cifar(tmp_path / "cifar10" / "cifar-10-batches-py")
+    svhn = make_svhn(tmp_path / "svhn")
+    raw = make_idx(tmp_path / "mnist")
+    cifar = load_dataset("cifar10gs", 32, tmp_path)
+    x = batches["test_batch"][b"data"].reshape(-1, 3, 32, 32) / 255 * 2 - 1
+    np.testing.assert_allclose(cifar.test_x[:, 0].numpy(), x.mean(axis=1), atol=1e-6)
+    train = np.concatenate([batches[f"data_batch_{i}"][b"data"] for i in range(1, 6)]).reshape(-1, 3, 32, 32)
+    np.testing.assert_allclose(cifar.train_x[:, 0].numpy(), (train / 255 * 2 - 1).mean(axis=1), atol=1e-6)
+    grey = load_dataset("svhngs", 32, tmp_path)
+    np.testing.assert_allclose(grey.test_x[:, 0].numpy(),
+                               (np.transpose(svhn["test"][0], (3, 2, 0, 1)) / 255 * 2 - 1).mean(axis=1), atol=1e-6)
+    assert grey.train_y.tolist() == np.where(svhn["train"][1] == 10, 0, svhn["train"][1]).tolist()
+    mnist = load_dataset("mnist_tf", 28, tmp_path)
+    np.testing.assert_allclose(mnist.train_x[:, 0].numpy(), raw["train_x"] / 255 * 2 - 1, atol=1e-6)
+    assert mnist.train_y.tolist() == raw["train_y"].tolist()  # every train image, in file order

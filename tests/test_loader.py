@@ -9,10 +9,11 @@ from _fixtures_loader import SPEC, shared_loader_store
 from torch.utils.data import ConcatDataset, DataLoader
 
 from loaders import ITEM_SCHEMA, VIEWS, ZooTrajectoryDataset, ZooTwinDataset, collate_shared, make_view
-from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.architectures import build_model
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import StoreError, UnknownZooError, ZooSpecError
 from zoo_dataset.metrics import evaluate
+from zoo_dataset.model_layout import input_size
 from zoo_dataset.store import ZooStore
 
 
@@ -23,7 +24,7 @@ def zoo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data():
-    return load_dataset(SPEC.dataset, INPUT_SIZE[SPEC.architecture])
+    return load_dataset(SPEC.dataset, input_size(SPEC))
 
 
 @pytest.mark.parametrize("method", ["mp", "vd"])

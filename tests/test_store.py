@@ -10,6 +10,7 @@ import pytest
 
 from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.errors import ChecksumError, StoreError
+from zoo_dataset.specs import get_spec
 from zoo_dataset.store import StoreWriter, ZooStore
 from zoo_dataset.store.layout_on_disk import unit_path
 from zoo_dataset.store.reader import _read_unit as read_unit
@@ -108,6 +109,36 @@ def test_staged_units_survive_and_shards_appear_only_when_complete(tmp_path, sma
     np.testing.assert_array_equal(store.weights("original", 3, epoch=0), fake_result(3, layout.num_params).weights[0])
     assert store.population("original").status == "complete"
     assert isinstance(store.states("original"), pd.DataFrame) and len(store.states()) == 8
+
+
+def test_staging_a_unit_looks_at_its_own_shard_only(tmp_path, small_spec, monkeypatch):
+    """Staging scanned every unpacked shard's units and is_done rebuilt the set of packed models on
+    every call: a 30 000-model ingest or build was quadratic (~1 s per model at 30 000)."""
+    from zoo_dataset.model_layout import layout_for
+    from zoo_dataset.store import writer as store_writer
+
+    layout = layout_for(small_spec)
+    spec = get_spec("digits_256").with_overrides(models_per_shard=2, epochs=1)
+    writer = StoreWriter.open(tmp_path, spec, layout, resume=False)
+    pop = writer.population("original", [0.0], epochs=1, arrays=["weights"], generator=GENERATOR)
+    pop.stage(fake_result(0, layout.num_params))
+    pop.stage(fake_result(1, layout.num_params))  # shard 0 packed
+    looked = []
+    monkeypatch.setattr(store_writer, "unit_path", lambda *args: looked.append(args[2]) or unit_path(*args))
+    pop.stage(fake_result(200, layout.num_params))
+    assert set(looked) == {200, 201}  # its shard's units, not the 127 other shards'
+
+    class Counted(list):
+        iterations = 0
+
+        def __iter__(self):
+            Counted.iterations += 1
+            return super().__iter__()
+
+    pop.info.shards = Counted(pop.info.shards)
+    pop._packed = None
+    assert [pop.is_done(UnitKey(m)) for m in range(4)] == [True, True, False, False]
+    assert Counted.iterations == 1
 
 
 def test_existing_store_needs_resume_and_matching_spec(original_store, small_spec):

@@ -27,7 +27,7 @@ from loaders.transforms import (
     gaussian_noise,
     permute,
 )
-from zoo_dataset.architectures import INPUT_SIZE, build_model, parametrised_layers, seeded_model
+from zoo_dataset.architectures import REGISTRY, build_model, get_architecture, parametrised_layers, seeded_model
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
@@ -65,11 +65,11 @@ def train_stats(zoo):
 @pytest.fixture(scope="module")
 def images():
     """Real images: the embedded digits' test scans at each architecture's input size."""
-    return {arch: load_dataset("digits", size).test_x[:64] for arch, size in INPUT_SIZE.items()}
+    return {arch: load_dataset("digits", get_architecture(arch).image_size(28)).test_x[:64] for arch in REGISTRY}
 
 
-def test_the_zoos_cover_both_architectures_and_every_activation():
-    assert {n[0] for n in NETWORKS} == {"cnn_s", "cnn_l"}
+def test_the_zoos_cover_every_architecture_and_activation():
+    assert {n[0] for n in NETWORKS} == set(REGISTRY)
     assert {n[2] for n in NETWORKS} == {"tanh", "sigmoid", "relu", "gelu"}
     assert {n[1] for n in NETWORKS} == {1, 3}
 

@@ -1,8 +1,9 @@
-"""The parameter layout of a zoo's models, from its spec (architecture and the dataset's channels)."""
+"""What a zoo's models look like, from its spec: their parameter layout and input size (the
+architecture's and the dataset's together)."""
 
 from __future__ import annotations
 
-from .architectures import build_model
+from .architectures import build_model, get_architecture
 from .data import get_source
 from .layout import ParameterLayout
 from .specs import ZooSpec
@@ -11,3 +12,8 @@ from .specs import ZooSpec
 def layout_for(spec: ZooSpec) -> ParameterLayout:
     channels = get_source(spec.dataset).channels
     return ParameterLayout.from_module(build_model(spec.architecture, channels, "tanh"))
+
+
+def input_size(spec: ZooSpec) -> int:
+    """The side of the images the zoo's models see: the architecture's, else the dataset's own."""
+    return get_architecture(spec.architecture).image_size(get_source(spec.dataset).native_size)

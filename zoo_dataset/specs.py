@@ -20,22 +20,25 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from .architectures import REGISTRY as ARCHITECTURE_REGISTRY
 from .errors import UnknownZooError, ZooError, ZooSpecError
 from .inputs import read_regular
 
 Activation = Literal["tanh", "sigmoid", "relu", "gelu"]
 Optimizer = Literal["adam", "sgd"]
 Init = Literal["uniform", "normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal"]
-Variant = Literal["seed", "fixed", "random"]
+# published: a zoo whose models exist only as a publication's checkpoints (the Small CNN Zoo): its
+# grid only sizes the zoo, each model's factors come with its ingest, and it is never trained here
+Variant = Literal["seed", "fixed", "random", "published"]
+PUBLISHED = "published"
 VDVariantName = Literal["cnn_ard", "elbo"]  # VD's layers and objective: sparsify.variational.VARIANTS
-Architecture = Literal["cnn_s", "cnn_l"]
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 INITS: tuple[str, ...] = get_args(Init)
 VARIANTS: tuple[str, ...] = get_args(Variant)
 VD_VARIANTS: tuple[str, ...] = get_args(VDVariantName)
 LEGACY_VD_VARIANT = "elbo"  # what stores written before vd.variant existed were trained with
-ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+ARCHITECTURES: tuple[str, ...] = tuple(ARCHITECTURE_REGISTRY)  # zoo_dataset.architectures
 VD_THRESHOLD = 3.0  # log_alpha at which VD drops a weight, unless a zoo says otherwise
 # Bounds, checked before anything is allocated, for spec files and command-line overrides alike.
 MAX_EPOCHS = 10_000  # far above any zoo of the paper (at most a few hundred); catches typos such as 1e12
@@ -114,7 +117,7 @@ class ZooSpec:
 
     name: str
     dataset: str
-    architecture: Architecture
+    architecture: str  # a name of zoo_dataset.architectures.REGISTRY
     variant: Variant
     description: str
     epochs: int

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from zoo_dataset.architectures import INPUT_SIZE, build_model
+from zoo_dataset.architectures import build_model
 from zoo_dataset.data import ImageData, load_dataset
 from zoo_dataset.errors import StoreError
 from zoo_dataset.metrics import evaluate
+from zoo_dataset.model_layout import input_size
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask
 from zoo_dataset.store import ZooStore
 
@@ -45,7 +46,7 @@ def pairs(store: ZooStore, ids: list[int], vd_epoch: int) -> tuple[torch.Tensor,
 
 
 def test_data(store: ZooStore, data_dir: str | None = None) -> ImageData:
-    return load_dataset(store.spec.dataset, INPUT_SIZE[store.spec.architecture], data_dir)
+    return load_dataset(store.spec.dataset, input_size(store.spec), data_dir)
 
 
 def _accuracy(store: ZooStore, model_id: int, flat: np.ndarray, data: ImageData) -> float:

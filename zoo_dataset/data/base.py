@@ -48,6 +48,7 @@ class DataSource(Protocol):
 
     name: str
     channels: int  # channels the zoos use (after any greyscale conversion)
+    native_size: int  # side of the distributed images (what an architecture without a fixed input size gets)
 
     def is_available(self, data_dir: Path | None = None) -> bool:
         """True when :meth:`load` can work without the network."""

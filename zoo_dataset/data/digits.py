@@ -22,6 +22,7 @@ SPLIT_SEED = 42
 class DigitsSource:
     name = "digits"
     channels = 1
+    native_size = 8
 
     def is_available(self, data_dir: Path | None = None) -> bool:
         return True

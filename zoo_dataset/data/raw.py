@@ -52,7 +52,8 @@ class Preprocessing:
     std: tuple[float, ...]
     official_train: int  # size of the official train split
     zoo_train: int  # size of the train part of the originals' random_split (seed 42)
-    greyscale: bool = False
+    greyscale: bool = False  # PIL's luma, rounded to 8 bits (the Model Zoos)
+    channel_mean: bool = False  # greyscale as the plain mean of the channels, unrounded (the Small CNN Zoo)
     crop: bool = False  # center crop (instead of resize) to the input size
 
 
@@ -62,6 +63,8 @@ def train_subset(n: int, prep: Preprocessing) -> torch.Tensor:
     For a train split of another size than the official one (tiny test files, a custom cut), the
     same fraction is kept.
     """
+    if prep.zoo_train == prep.official_train:  # the whole split, in file order (the Small CNN Zoo's)
+        return torch.arange(n)
     n_train = prep.zoo_train if n == prep.official_train else round(n * prep.zoo_train / prep.official_train)
     return torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))[:n_train]
 
@@ -73,7 +76,12 @@ def transform(images: np.ndarray, size: int, prep: Preprocessing) -> torch.Tenso
         x = torch.from_numpy(np.array(images[start : start + CHUNK])).float()
         if prep.greyscale:
             x = to_greyscale(x).round()  # PIL's convert("L") yields 8-bit values
-        x = center_crop(x, size) if prep.crop else resize(x, size).round().clamp(0, 255)
+        if prep.channel_mean:
+            x = x.mean(dim=1, keepdim=True)  # tf.math.reduce_mean over channels, in float
+        if prep.crop:
+            x = center_crop(x, size)
+        elif x.shape[-1] != size or x.shape[-2] != size:
+            x = resize(x, size).round().clamp(0, 255)  # PIL resizes 8-bit images
         chunks.append(x / 255.0)
     return torch.cat(chunks)
 

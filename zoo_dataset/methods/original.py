@@ -6,10 +6,11 @@ import torch
 from torch import nn
 
 from ..architectures import seeded_model
+from ..errors import ZooSpecError
 from ..jobs import TrainJob, UnitKey
 from ..layout import ParameterLayout
 from ..population_hooks import PopulationHooks
-from ..specs import ModelConfig, ZooSpec
+from ..specs import PUBLISHED, ModelConfig, ZooSpec
 from .base import Method, StartStates
 
 
@@ -27,6 +28,8 @@ class Original(Method):
 
     def jobs(self, spec: ZooSpec, keys: list[UnitKey], configs: dict[int, ModelConfig], starts: StartStates,
              layout: ParameterLayout) -> list[TrainJob]:
+        if spec.variant == PUBLISHED and keys:
+            raise ZooSpecError(published_only(spec.name))
         return [
             TrainJob(key=k, config=configs[k.model_id], architecture=spec.architecture, method=self.name,
                      epochs=spec.epochs, lr=configs[k.model_id].lr, batch_size=spec.batch_size,
@@ -44,6 +47,12 @@ class Original(Method):
     def population_hooks(self, models: list[nn.Module], jobs: list[TrainJob],
                          device: torch.device) -> PopulationHooks:
         return PopulationHooks()
+
+
+def published_only(zoo: str) -> str:
+    """Why the original stage refuses a published zoo's models: their factors are not a recipe."""
+    return (f"zoo {zoo} is published models only (its factors come with its checkpoints); ingest them with "
+            f"`zoo-build --zoo {zoo} --from-original DIR`, then build its twins")
 
 
 METHOD = Original()

@@ -175,6 +175,9 @@ class PopulationWriter:
     def __init__(self, store: StoreWriter, name: str, info: PopulationInfo):
         self.store, self.name, self.info = store, name, info
         self.dropped: list[str] = []  # shards a resume found damaged and will rebuild
+        # looked up once per unit: rebuilt per call, both made staging 30 000 models quadratic
+        self._packed: set[int] | None = None  # models of the listed shards (None: to be recomputed)
+        self._shard_of = {m: i for i, ids in enumerate(store.manifest.shard_groups()) for m in ids}
 
     @property
     def zoo_dir(self) -> Path:
@@ -194,11 +197,14 @@ class PopulationWriter:
         if dropped:
             self.info.status = "partial"
             self.store.manifest.save(self.zoo_dir)
+            self._packed = None
         self.dropped = dropped
         return dropped
 
     def packed_models(self) -> set[int]:
-        return {m for s in self.info.shards for m in s.model_ids}
+        if self._packed is None:
+            self._packed = {m for s in self.info.shards for m in s.model_ids}
+        return self._packed
 
     def is_done(self, key: UnitKey) -> bool:
         return key.model_id in self.packed_models() or unit_path(self.zoo_dir, self.name, *_key(key)).exists()
@@ -212,13 +218,15 @@ class PopulationWriter:
             if result.log_alpha is not None:
                 f["log_alpha"] = result.log_alpha.astype(np.float32)
             f.attrs["metrics"] = json.dumps(result.metrics)
-        self.pack_ready()
+        self.pack_ready([self._shard_of[result.key.model_id]])
 
-    def pack_ready(self) -> list[int]:
-        """Pack every shard whose units are all staged; returns the indices packed."""
+    def pack_ready(self, shards: list[int] | None = None) -> list[int]:
+        """Pack every shard (of ``shards``, default all) whose units are all staged; returns the indices packed."""
         packed = []
         done = {s.index for s in self.info.shards}
-        for index, model_ids in enumerate(self.store.manifest.shard_groups()):
+        groups = self.store.manifest.shard_groups()
+        for index in range(len(groups)) if shards is None else shards:
+            model_ids = groups[index]
             if index in done:
                 continue
             units = [unit_path(self.zoo_dir, self.name, m, lv) for m in model_ids for lv in self.info.levels]
@@ -264,6 +272,7 @@ class PopulationWriter:
             states_bytes=states_path.stat().st_size,
         ))
         self.info.shards.sort(key=lambda s: s.index)
+        self._packed = None
         self.store.manifest.save(self.zoo_dir)
         for model_id in model_ids:  # only now is the staged work redundant
             for level in levels:

@@ -58,7 +58,7 @@ class PopulationEngine:
         for _, group in groupby(sorted(jobs, key=group_key), key=group_key):
             group = list(group)
             limit = self.max_models or group_size(self.device, group[0].architecture, data.channels,
-                                                  group[0].batch_size, len(data.train_x))
+                                                  group[0].batch_size, len(data.train_x), data.image_size)
             # equal chunks of at most the limit: 72 jobs train as 36 + 36, not as 64 + an inefficient 8
             chunk = -(-len(group) // -(-len(group) // limit))
             for start in range(0, len(group), chunk):
@@ -70,7 +70,7 @@ class PopulationEngine:
     ) -> list[JobResult]:
         """Train jobs that share a :func:`group_key` together; returns their results in job order."""
         group = TrainingGroup(jobs, channels, self.device)
-        chunk = eval_chunk(self.device, jobs[0].architecture, channels, len(jobs), len(train_x))
+        chunk = eval_chunk(self.device, jobs[0].architecture, channels, len(jobs), len(train_x), train_x.shape[-1])
         recorder = _Recorder(group.net, jobs, chunk, train_x, train_y, test_x, test_y)
         recorder.record()
         for epoch in range(1, jobs[0].epochs + 1):
