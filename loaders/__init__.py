@@ -2,9 +2,11 @@
 
 from . import transforms
 from .cache import cache_dir
+from .collate import collate_padded
 from .datasets import ZooOriginalDataset, ZooOriginalTrajectoryDataset, ZooTrajectoryDataset, ZooTwinDataset
 from .items import ITEM_SCHEMA, ORIGINAL_ITEM_SCHEMA, collate_shared
 from .resolve import open_store
+from .sane import RandomTokenWindow
 from .selection import select_models
 from .splits import item_folds, model_folds, normalize_split
 from .transforms import (
@@ -30,12 +32,14 @@ __all__ = [
     "NeuronPermuter",
     "RandomErasing",
     "RandomNeuronPermutation",
+    "RandomTokenWindow",
     "Standardize",
     "ZooOriginalDataset",
     "ZooOriginalTrajectoryDataset",
     "ZooTrajectoryDataset",
     "ZooTwinDataset",
     "cache_dir",
+    "collate_padded",
     "collate_shared",
     "item_folds",
     "make_view",

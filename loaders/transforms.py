@@ -39,6 +39,7 @@ from zoo_dataset.layout import ParameterLayout
 from .views import make_view
 
 Item = dict[str, Any]
+ELEMENTWISE_VIEWS = ("flat", "layers", "tokens")  # views the transforms work in directly; others via flat
 
 STATE_KEYS = ("original", "twin", "mask", "log_alpha")  # every state an item may hold
 WEIGHT_KEYS = ("original", "twin")  # states holding weights (noise, erasing, weight statistics)
@@ -401,8 +402,9 @@ class _StateTransform:
             raise TypeError(
                 f"layout must be a ParameterLayout (e.g. open_store(zoo).layout), not {type(layout).__name__}"
             )
-        self.layout, self.view_name, self.keys = layout, view, tuple(keys)
-        self.view = make_view(view, layout)
+        self.layout, self.keys = layout, tuple(keys)
+        self.view = make_view(view, layout)  # a view name, or a view made for this layout
+        self.view_name = self.view.name
         self.num_params = layout.num_params
 
     def _present(self, item: Item) -> list[str]:
@@ -421,6 +423,8 @@ class _StateTransform:
     def _constant(self, flat: torch.Tensor, pad: float | bool) -> Any:
         """A parameter-space constant ``[P]`` in this view, for elementwise work there (tokens: the
         token grid, its padding ``pad``)."""
+        if self.view_name not in ELEMENTWISE_VIEWS:
+            return flat
         viewed = self.view(flat)
         if self.view_name == "tokens":
             return viewed["tokens"].masked_fill(~viewed["valid"], pad)
@@ -434,7 +438,9 @@ class _StateTransform:
         if self.view_name == "layers":
             return {part: [change(x, *(c[part][i] for c in constants)) for i, x in enumerate(viewed[part])]
                     for part in ("weights", "biases")}
-        return change(viewed, *constants)
+        if self.view_name == "flat":
+            return change(viewed, *constants)
+        return self.view(change(self.view.inverse(viewed), *constants))  # any other view: through flat
 
     def _permute(self, item: Item, index: torch.Tensor) -> Item:
         """Every present state permuted by the flat index map ``index`` [P]."""

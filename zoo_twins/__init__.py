@@ -52,12 +52,14 @@ LayerStandardization = _loaders.LayerStandardization
 NeuronPermuter = _loaders.NeuronPermuter
 RandomErasing = _loaders.RandomErasing
 RandomNeuronPermutation = _loaders.RandomNeuronPermutation
+RandomTokenWindow = _loaders.RandomTokenWindow
 Standardize = _loaders.Standardize
 ZooOriginalDataset = _loaders.ZooOriginalDataset
 ZooOriginalTrajectoryDataset = _loaders.ZooOriginalTrajectoryDataset
 ZooTrajectoryDataset = _loaders.ZooTrajectoryDataset
 ZooTwinDataset = _loaders.ZooTwinDataset
 cache_dir = _loaders.cache_dir
+collate_padded = _loaders.collate_padded
 collate_shared = _loaders.collate_shared
 item_folds = _loaders.item_folds
 make_view = _loaders.make_view
@@ -86,6 +88,7 @@ __all__ = [
     "ORIGINAL_ITEM_SCHEMA",
     "RandomErasing",
     "RandomNeuronPermutation",
+    "RandomTokenWindow",
     "Standardize",
     "VIEWS",
     "ZooOriginalDataset",
@@ -95,6 +98,7 @@ __all__ = [
     "ZooTrajectoryDataset",
     "ZooTwinDataset",
     "cache_dir",
+    "collate_padded",
     "collate_shared",
     "download_zoo",
     "get_spec",
