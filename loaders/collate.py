@@ -12,6 +12,7 @@ marks the real entries of each edge's feature vector).
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,8 +21,7 @@ from torch.utils.data import default_collate
 
 from zoo_dataset.errors import ZooSpecError
 
-from .graph import data_class
-from .items import _shared
+from .items import shared_items
 
 STATES = ("original", "twin", "mask", "log_alpha")
 
@@ -33,7 +33,7 @@ def collate_padded(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     ``DataLoader(ConcatDataset([cnn_s, cnn_l]), batch_size=32, collate_fn=collate_padded)``.
     """
-    items = [_shared(batch, item) for item in batch]
+    items = shared_items(batch)
     out = _collate(items)
     out["real"] = {key: _real([item[key] for item in items]) for key in STATES if key in items[0]}
     return out
@@ -41,13 +41,14 @@ def collate_padded(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _collate(samples: list[Any]) -> Any:
     first = samples[0]
-    data = data_class()
-    if data is not None and isinstance(first, data):
+    geometric = sys.modules.get("torch_geometric.data")  # a graph state means torch-geometric is loaded
+    if geometric is not None and isinstance(first, geometric.Data):
         from torch_geometric.data import Batch
 
         return Batch.from_data_list(_padded_graphs(samples))
     if isinstance(first, torch.Tensor):
-        return torch.stack(_padded(samples))
+        same = all(s.shape == first.shape for s in samples)
+        return torch.stack(samples if same else _padded(samples))
     if isinstance(first, Mapping):
         return {key: _collate([s[key] for s in samples]) for key in first}
     if isinstance(first, list | tuple):
@@ -61,6 +62,8 @@ def _real(samples: list[Any]) -> Any:
     """The structure of ``samples[0]`` with the padded real-entry mask of each tensor."""
     first = samples[0]
     if isinstance(first, torch.Tensor):
+        if all(s.shape == first.shape for s in samples):  # nothing padded (one architecture): one allocation
+            return torch.ones((len(samples), *first.shape), dtype=torch.bool)
         return torch.stack(_padded([torch.ones(s.shape, dtype=torch.bool) for s in samples]))
     if isinstance(first, Mapping):
         return {key: _real([s[key] for s in samples]) for key in first}
@@ -90,13 +93,15 @@ def _padded(tensors: list[torch.Tensor], keep: int | None = None) -> list[torch.
 def _padded_graphs(graphs: list[Any]) -> list[Any]:
     """Copies of the graphs whose tensors are padded on every axis but the one torch_geometric
     concatenates along (nodes, edges)."""
-    graphs = [copy.copy(g) for g in graphs]  # shallow: the padded tensors replace the copies' own
+    out = list(graphs)
     for key, first in graphs[0]:  # a Data iterates over (key, value)
         values = [g[key] for g in graphs]
-        if not all(isinstance(v, torch.Tensor) for v in values):
+        if not all(isinstance(v, torch.Tensor) for v in values) or all(v.shape == first.shape for v in values):
             continue
         cat = graphs[0].__cat_dim__(key, first)
-        keep = cat % values[0].dim() if values[0].dim() else None
-        for g, v in zip(graphs, _padded(values, keep), strict=True):
-            g[key] = v
-    return graphs
+        keep = cat % first.dim() if first.dim() else None
+        for i, v in enumerate(_padded(values, keep)):
+            if out[i] is graphs[i]:
+                out[i] = copy.copy(graphs[i])  # shallow: the padded tensors replace the copy's own
+            out[i][key] = v
+    return out

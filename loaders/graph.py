@@ -29,6 +29,7 @@ the node and edge axes stay first, as torch_geometric batches them. With torch-g
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Any
 
@@ -40,6 +41,7 @@ from zoo_dataset.layout import ParameterLayout
 from .shapes import layer_shapes
 
 
+@functools.cache
 def data_class() -> type | None:
     """``torch_geometric.data.Data`` when torch-geometric is installed (imported on first use only)."""
     if importlib.util.find_spec("torch_geometric") is None:
