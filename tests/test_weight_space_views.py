@@ -324,3 +324,32 @@ def test_mixed_batches_of_differing_layer_kinds_are_refused():
     conv, dense = {"original": [torch.zeros(2, 3, 3)]}, {"original": [torch.zeros(2, 3)]}
     with pytest.raises(ZooSpecError, match="cannot batch tensors of"):
         collate_padded([conv, dense])
+
+
+def test_a_global_pooling_network_reads_its_channels_one_to_one():
+    """The views derive shapes from the layout: after global average pooling the dense layer reads
+    each channel once (a 1 x 1 map), so it stays a plain dense weight."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    net = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 6, 3, stride=2)), ("act1", nn.ReLU()), ("conv2", nn.Conv2d(6, 5, 3, stride=2)),
+        ("act2", nn.ReLU()), ("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("fc", nn.Linear(5, 10)),
+    ]))
+    layout = ParameterLayout.from_module(net)
+    flat = layout.flatten_module(net)
+    weights, _ = make_view("nfn", layout)(flat)
+    assert [tuple(w.shape) for w in weights] == [(1, 6, 1, 3, 3), (1, 5, 6, 3, 3), (1, 10, 5)]
+    graph = make_view("graph", layout)(flat)
+    assert graph["edge_attr"].shape == (1 * 6 + 6 * 5 + 5 * 10, 9)
+    for view in _views(layout).values():
+        assert torch.equal(view.inverse(view(flat)), flat)
+    orders = _orders(layout, 0)
+    permuted = permute(flat, NeuronPermuter(layout).from_orders(orders))
+    x, edges = _relabelled(make_view("graph", layout)(flat), orders, layout)
+    assert torch.equal(make_view("graph", layout)(permuted)["edge_attr"], edges)
+    images = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():  # the permutation keeps the function
+        expected = net(images)
+        torch.testing.assert_close(layout.load_into(net, permuted)(images), expected)
