@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from zoo_dataset.methods import Method, methods, twin_methods
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
+from zoo_dataset.store.tables import init_check
 
 from . import figures, tables
 from .frequency import pruned_frequency
@@ -37,6 +38,7 @@ class Report:
     figures: dict[str, tuple[str, Figure]] = field(default_factory=dict)  # key -> (caption, figure)
     missing: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # population -> its method's settings (VD variant)
+    notes: list[str] = field(default_factory=list)  # what the models table records about the models' provenance
 
 
 def spread_epochs(recorded: list[int], wanted: tuple[int, ...], count: int) -> list[int]:
@@ -198,6 +200,8 @@ def build_report(store: ZooStore, sparsity: float = tables.DEFAULT_SPARSITY) -> 
     report = Report(store.manifest.zoo, pops,
                     settings={m.name: m.settings(spec) for m in methods().values() if m.name in pops})
     report.missing += _population_gaps(store)
+    if epoch0 := init_check(store.models()):
+        report.notes.append(f"epoch 0: {epoch0}")
     ctx = Context(store, pops, sparsity)
     for entry in ENTRIES:
         chosen = entry.methods(ctx)
@@ -253,6 +257,7 @@ def write_report(report: Report, out: Path) -> Path:
             f"{sorted(float(x) for x in states.level.unique())}, epochs 0..{int(states.epoch.max())}"
             + (f"; {report.settings[name]}" if report.settings.get(name) else "")
         )
+    lines += [f"- {note}" for note in report.notes]
     for table in report.tables:
         table.frame.to_csv(out / f"{table.key}.csv", index=False)
         lines += ["", f"## {table.title}", "", to_markdown(table.frame), "", f"CSV: `{table.key}.csv`"]
@@ -270,6 +275,7 @@ def summary(report: Report) -> str:
     """A one-page terminal summary: populations, headline numbers, what is missing."""
     lines = [f"zoo {report.zoo}"]
     lines += [f"  {name}: {text}" for name, text in report.settings.items() if text]
+    lines += [f"  {note}" for note in report.notes]
     for r in last_epoch_summary(report.populations).itertuples():
         tag = r.population + (f" @ {r.level:.0%}" if r.level > 0 else "")
         lines.append(

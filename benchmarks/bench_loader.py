@@ -6,7 +6,9 @@ store written through the real PopulationWriter, in the same process, and print 
 and the ratios. It also times reading every states table through ``ZooStore.states()`` (each
 table's sha256 and contents checked, docs/store-format.md) against ``pandas.read_parquet`` alone.
 Then the cost of augmentations: the same dataset in the tokens view, plain and
-with a layer-wise standardisation and a random neuron permutation per item (goal: >= 0.5x).
+with a layer-wise standardisation and a random neuron permutation per item (goal: >= 0.5x), each
+with one and with two torch threads in the process that makes the items (the main process with
+``--workers 0``, else each worker, through ``worker_init_fn``): the item path should not care.
 Last, items/s of every view (nfn, graph, sane...) against the flat view.
 Usage: ``python benchmarks/bench_loader.py [--models 60] [--epochs 15] [--workers 0] [--repeat 3]``.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -61,17 +64,29 @@ def write_store(root: Path, models: int, epochs: int) -> ZooStore:
     return ZooStore(writer.zoo_dir)
 
 
-def bench_loader(store: ZooStore, workers: int, view: str = "flat", transform=None) -> tuple[int, int, float]:
-    """Iteration only: opening the dataset (reading the states tables once) is not timed."""
+def bench_loader(store: ZooStore, workers: int, view: str = "flat", transform=None,
+                 threads: int = 1) -> tuple[int, int, float]:
+    """Iteration only: opening the dataset (reading the states tables once) is not timed. Items are
+    made with ``threads`` torch threads (in the main process, or in each worker)."""
     ds = ZooTwinDataset(store.zoo_dir, method="mp", split=None, view=view, transform=transform)
-    loader = DataLoader(ds, batch_size=64, num_workers=workers)
-    start = time.perf_counter()
-    n = nbytes = 0
-    for batch in loader:
-        n += len(batch["model_id"])
-        states = [batch[k] if view == "flat" else batch[k]["tokens"] for k in ("original", "twin", "mask")]
-        nbytes += sum(t.numel() * t.element_size() for t in states)
-    return n, nbytes, time.perf_counter() - start
+    loader = DataLoader(ds, batch_size=64, num_workers=workers, worker_init_fn=partial(set_threads, threads))
+    before = torch.get_num_threads()
+    if not workers:
+        torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        n = nbytes = 0
+        for batch in loader:
+            n += len(batch["model_id"])
+            states = [batch[k] if view == "flat" else batch[k]["tokens"] for k in ("original", "twin", "mask")]
+            nbytes += sum(t.numel() * t.element_size() for t in states)
+        return n, nbytes, time.perf_counter() - start
+    finally:
+        torch.set_num_threads(before)
+
+
+def set_threads(threads: int, worker_id: int) -> None:
+    torch.set_num_threads(threads)
 
 
 def augmentation(store: ZooStore) -> Compose:
@@ -185,6 +200,9 @@ def main() -> None:
             f"ZooTwinDataset+DataLoader (workers={args.workers})": lambda: bench_loader(store, args.workers),
             "tokens view, plain": lambda: bench_loader(store, args.workers, "tokens"),
             "tokens view, standardised + permuted": lambda: bench_loader(store, args.workers, "tokens", augment),
+            "tokens view, plain, 2 threads": lambda: bench_loader(store, args.workers, "tokens", threads=2),
+            "tokens view, standardised + permuted, 2 threads": lambda: bench_loader(
+                store, args.workers, "tokens", augment, threads=2),
         }
         results: dict[str, tuple[int, int, float]] = {}
         tables = (float("inf"), float("inf"))
@@ -196,13 +214,16 @@ def main() -> None:
             tables = tuple(min(a, b) for a, b in zip(tables, bench_states(store), strict=True))
     print(f"{args.models} models x 9 MP levels, {store.layout.num_params} params, {args.epochs + 1} states per unit")
     for name, (n, nbytes, seconds) in results.items():
-        print(f"{name:42s} {n / seconds:10.0f} states/s {nbytes / seconds / 1e6:8.1f} MB/s")
+        print(f"{name:48s} {n / seconds:10.0f} states/s {nbytes / seconds / 1e6:8.1f} MB/s")
     rate = {k: v[0] / v[2] for k, v in results.items()}
     loader = rate[next(k for k in rate if k.startswith("ZooTwin"))]
     print(f"ratio loader / checkpoint files: {loader / rate['checkpoint files (a)']:.2f}x (goal >= 10x)")
     print(f"ratio loader / raw h5py:         {loader / rate['raw h5py (b)']:.2f}x (goal >= 2x)")
     augmented = rate["tokens view, standardised + permuted"] / rate["tokens view, plain"]
     print(f"ratio augmented / plain tokens:  {augmented:.2f}x (goal >= 0.5x)")
+    for kind in ("plain", "standardised + permuted"):
+        two = rate[f"tokens view, {kind}, 2 threads"] / rate[f"tokens view, {kind}"]
+        print(f"ratio 2 / 1 torch threads, tokens view, {kind}: {two:.2f}x (1.0: the thread count does not matter)")
     print(f"states tables checked (ZooStore.states): {tables[0] * 1e3:.1f} ms; "
           f"pandas alone: {tables[1] * 1e3:.1f} ms; ratio {tables[0] / tables[1]:.2f}x")
     bench_views(args.models, args.epochs, args.workers, args.repeat)

@@ -23,6 +23,7 @@ from zoo_dataset.cli_support import (
     writable_dir,
 )
 from zoo_dataset.errors import StoreError
+from zoo_dataset.inputs import parse_json, read_regular
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_path, atomic_write_text
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
@@ -35,6 +36,7 @@ from .hub_tables import hub_files
 from .stages.card import CARD, write_card
 
 MIRROR_INDEX = "index.json"
+MAX_INDEX_BYTES = 16 << 20  # a list of zoo names: kilobytes
 
 
 def published_files(store: ZooStore) -> list[str]:
@@ -51,11 +53,11 @@ def mirror_index(mirror: Path) -> dict:
     """The mirror's ``index.json`` (``{"zoos": [names]}``; a new mirror has none), checked before the
     store is copied: a damaged index stops the publication with nothing written."""
     path = Path(mirror) / MIRROR_INDEX
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return {"zoos": []}
     try:
-        index = json.loads(path.read_bytes())
-    except ValueError:  # not JSON, or not text (UnicodeDecodeError is a ValueError)
+        index = parse_json(read_regular(path, MAX_INDEX_BYTES, "mirror index"), str(path))
+    except StoreError:  # not a regular file, too large, not JSON
         index = None
     zoos = index.get("zoos") if isinstance(index, dict) else None
     if not (isinstance(zoos, list) and all(isinstance(zoo, str) for zoo in zoos)):

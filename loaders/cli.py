@@ -27,6 +27,8 @@ def parse_files(values: tuple[str, ...]) -> dict[str, str]:
         population, sep, name = value.partition("=")
         if not sep or not population.strip() or not name.strip():
             raise ZooSpecError(f"--file {value!r} is not POPULATION=NAME, e.g. original=mnist_seed.zip")
+        if population.strip() in files:
+            raise ZooSpecError(f"--file names the {population.strip()} population twice")
         files[population.strip()] = name.strip()
     return files
 

@@ -27,6 +27,7 @@ from .views import make_view
 
 Item = dict[str, Any]
 Epochs = int | Sequence[int] | range | None
+Levels = float | Sequence[float] | None
 
 COMMON_ARGUMENTS = """
         split: ``"train"``, ``"val"`` (or ``"validation"``) or ``"test"`` (by model, fixed when the
@@ -40,8 +41,10 @@ COMMON_ARGUMENTS = """
             or a view made with ``loaders.make_view``; see ``loaders.views``.
         transform: called with each item dict (after ``target_transform``); its result is the item.
             ``loaders.transforms`` holds augmentations and standardisation for every view.
-        models: keep only these model ids (e.g. from ``loaders.select_models`` or a fold of
-            ``loaders.model_folds``); ``None`` keeps every model of the split.
+        models: serve only these model ids (e.g. from ``loaders.select_models`` or a fold of
+            ``loaders.model_folds``); each must be in ``split`` (an error names those that are
+            not): ``split=None`` with ``models=`` picks models across splits. ``None`` serves every
+            model of the split.
         drop_nonfinite: leave out states whose weights, log-alphas or recorded properties hold a
             NaN or an infinity (a diverged model); ``dataset.dropped`` counts what was left out.
         source: where ``download`` fetches from: ``"hub"`` (Hugging Face Hub), ``"modelzoos"``
@@ -54,8 +57,9 @@ TWIN_ARGUMENTS = """
         zoo: a zoo name (looked up as ``<root>/<zoo>``) or the path of a store directory.
         method: the twins to serve: ``"mp"`` (magnitude pruning), ``"vd"`` (variational dropout)
             or another twin method of the store (``"mp_local"``).
-        level: the sparsity level of MP twins as a fraction or percent (``0.5`` or ``50``);
-            ``None`` serves every stored level (one item per model and level). VD has one level.""" + (
+        level: the sparsity level of MP twins as a fraction or percent (``0.5`` or ``50``), a
+            list of levels (``[0.5, 0.9]``), or ``None`` for every stored level (one item per model
+            and level). VD has no levels.""" + (
     COMMON_ARGUMENTS
 ) + """
         target_transform: called with ``twin_properties`` (the usual prediction targets); its
@@ -85,7 +89,7 @@ class _ZooDataset(Dataset):
         self,
         zoo: str | Path,
         method: str,
-        level: float | None,
+        level: Levels,
         split: str | None,
         root: str | Path | None,
         download: bool,
@@ -232,7 +236,8 @@ class _ZooDataset(Dataset):
             f"    Method: {self.method}",
         ]
         if not self.original_only:
-            lines.append(f"    Level: {', '.join(f'{lv:g}' for lv in self.index.levels)}")
+            levels = ", ".join(f"{lv:g}" for lv in self.index.levels)
+            lines.append(f"    Level: {levels if self.index.has_levels else f'none ({self.method} has no levels)'}")
         lines += [
             f"    Split: {self.split if self.split is not None else 'all'}",
             f"    Epochs: {epochs}",
@@ -267,9 +272,9 @@ class ZooTwinDataset(_ZooDataset):
     An item is a dict; ``ZooTwinDataset.schema`` (``loaders.items.ITEM_SCHEMA``) says what each key
     holds. MP and VD items differ in keys: batch them together with ``loaders.collate_shared``.
     {TWIN_ARGUMENTS}
-        epoch: the twin's recorded epoch(s): an int (``0`` = the start state, ``-1`` = the last),
-            a list, tuple or range of ints (one item per epoch, in that order), or ``None``
-            (every recorded epoch).
+        epoch: the twin's recorded epoch(s): an int (``0`` = the start state; negative counts
+            from the end as in Python: ``-1`` = the last, ``-2`` the one before), a list, tuple or
+            range of ints (one item per epoch, in that order), or ``None`` (every recorded epoch).
     """
 
     schema = ITEM_SCHEMA
@@ -278,7 +283,7 @@ class ZooTwinDataset(_ZooDataset):
         self,
         zoo: str | Path,
         method: str = "mp",
-        level: float | None = None,
+        level: Levels = None,
         split: str | None = "train",
         epoch: Epochs = -1,
         root: str | Path | None = None,
@@ -318,7 +323,7 @@ class ZooTrajectoryDataset(_ZooDataset):
         self,
         zoo: str | Path,
         method: str = "mp",
-        level: float | None = None,
+        level: Levels = None,
         split: str | None = "train",
         root: str | Path | None = None,
         download: bool = False,
@@ -345,9 +350,9 @@ class ZooOriginalDataset(_ZooDataset):
     ``original_properties``; ``ZooOriginalDataset.schema`` says what each key holds. With
     ``loaders.collate_shared`` it batches together with twin items (the keys they share).
     {ORIGINAL_ARGUMENTS}
-        epoch: the recorded epoch(s): an int (``0`` = the initialisation, ``-1`` = the last), a
-            list, tuple or range of ints (one item per epoch, in that order), or ``None`` (every
-            recorded epoch).
+        epoch: the recorded epoch(s): an int (``0`` = the initialisation; negative counts
+            from the end as in Python: ``-1`` = the last), a list, tuple or range of ints (one
+            item per epoch, in that order), or ``None`` (every recorded epoch).
     """
 
     schema = ORIGINAL_ITEM_SCHEMA

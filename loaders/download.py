@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import http.client
 import os
 import shutil
 from pathlib import Path
 from typing import Protocol
-from urllib.error import HTTPError, URLError
+from urllib.error import HTTPError
 from urllib.parse import quote
-from urllib.request import Request, urlopen
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from releases.network import http_error, one_line, unreachable
+from releases.network import CutTransfer, NotFound, content_length, open_url, retrying
 from zoo_dataset.errors import ChecksumError, StoreError, StoreUsageError, ZooSpecError
 from zoo_dataset.store.files import MAX_UNDECLARED_BYTES, file_matches, sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
@@ -338,44 +336,35 @@ class LocalFetcher:
 
 
 class HttpFetcher:
-    """Plain HTTP(S): resumes ``.part`` files with Range requests and retries cut transfers."""
+    """Plain HTTP(S): resumes ``.part`` files with Range requests and retries cut transfers
+    (:func:`releases.network.retrying`: the one translation of network failures)."""
 
     def __init__(self, base_url: str, progress: bool = True):
         self.base_url, self.progress = base_url, progress
 
     def fetch(self, relative: str, dest: Path, limit: int) -> None:
         url = f"{self.base_url}/{quote(relative)}"
-        error: Exception | None = None
-        for _ in range(RETRIES):
-            try:
-                if self._transfer(url, relative, dest, limit):
-                    return
-                error = ConnectionError("the connection closed before the whole file arrived")
-            except HTTPError as exc:
-                if exc.code == 404:
-                    raise FileNotFoundError(url) from None
-                if exc.code != 416:  # 416: nothing left to fetch past the .part file
-                    raise StoreError(http_error(url, exc)) from None
-                return
-            except (URLError, OSError, http.client.HTTPException) as exc:
-                if message := unreachable(exc, url):  # no network: no retry cures it
-                    raise StoreError(message) from None
-                error = exc
-        raise StoreError(
-            f"download of {url} failed after {RETRIES} tries ({one_line(error)}); run the same command again to resume"
-        )
+        try:
+            retrying(url, lambda: self._transfer(url, relative, dest, limit), tries=RETRIES)
+        except NotFound:
+            raise FileNotFoundError(url) from None
 
-    def _transfer(self, url: str, relative: str, dest: Path, limit: int) -> bool:
-        """One request of at most ``limit`` bytes in all; True when the file is complete, False when
-        the connection was cut."""
+    def _transfer(self, url: str, relative: str, dest: Path, limit: int) -> None:
+        """One request of at most ``limit`` bytes in all; CutTransfer when the connection was cut."""
         have = dest.stat().st_size if dest.exists() else 0
         if have > limit:
             have = 0
         headers = {"Range": f"bytes={have}-"} if have else {}
-        with urlopen(Request(url, headers=headers), timeout=60) as response:
+        try:
+            response = open_url(url, headers)
+        except HTTPError as exc:
+            if exc.code == 416 and have:  # nothing left to fetch past the .part file
+                return
+            raise
+        with response:
             if have and response.status != 206:  # the server ignored the range: start over
                 have = 0
-            total = have + int(response.headers.get("Content-Length", 0))
+            total = have + (content_length(response) or 0)
             if total > limit:
                 raise StoreError(f"{url} announces {total} bytes, more than the {limit} its manifest declares")
             with (
@@ -398,7 +387,8 @@ class HttpFetcher:
                                          "refusing it")
                     fh.write(block)
                     bar.update(len(block))
-        return not total or dest.stat().st_size >= total
+        if total and dest.stat().st_size < total:
+            raise CutTransfer("the connection closed before the whole file arrived")
 
     def __str__(self) -> str:
         return self.base_url

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
+from releases.modelzoos import POPULATIONS, pinned_versions
 from releases.zenodo import zenodo_url
 from zoo_dataset.errors import StoreError, ZooSpecError
 from zoo_dataset.store.manifest import MANIFEST, Manifest
@@ -24,7 +25,6 @@ SOURCE_ENV = "ZOO_TWINS_SOURCE"
 DEFAULT_SOURCE = "hub"
 SOURCE_MODELZOOS = "modelzoos"
 URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-ZENODO_REVISION = re.compile(r"\d+|[a-z]+=\d+(,[a-z]+=\d+)*")  # a version id, or POPULATION=ID,...
 
 
 def default_repo_id(zoo: str) -> str:
@@ -48,9 +48,7 @@ def source_origin(zoo: str, source: str | None, repo_id: str | None = None, url:
     if source in ("hub", "hf"):
         return {"source": "hub", "location": repo_id or default_repo_id(zoo), "revision": revision}
     if source == SOURCE_MODELZOOS:
-        if revision is not None and not ZENODO_REVISION.fullmatch(revision):
-            raise ZooSpecError(f"--revision {revision!r}: modelzoos takes a Zenodo version id (e.g. 6632087) or "
-                               "POPULATION=ID,... (e.g. original=6632087,vd=7023336)")
+        pinned_versions(revision, POPULATIONS)  # the one parser; the zoo's own populations are checked later
         return {"source": SOURCE_MODELZOOS, "location": zenodo_url(), "revision": revision}
     if revision is not None:
         raise ZooSpecError(f"--revision applies to the Hub (a branch, tag or commit) and to modelzoos (a Zenodo "

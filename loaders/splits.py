@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from torch.utils.data import ConcatDataset, Subset
 
-from zoo_dataset.errors import ZooSpecError, ZooTypeError
+from zoo_dataset.errors import StoreError, ZooSpecError, ZooTypeError
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.tables import SPLITS
 
@@ -39,6 +40,27 @@ def split_model_ids(store: ZooStore, split: str | None) -> list[int]:
     if split is not None:
         models = models[models.split == split]
     return sorted(int(m) for m in models.model_id)
+
+
+def models_of_split(store: ZooStore, split: str | None, models: Iterable[int] | None) -> list[int]:
+    """Sorted ids of the ``split`` models, or of those listed in ``models``, which must all be in
+    the store and in ``split``: a dataset never leaves out a model it was asked for without a word
+    (``split=None`` takes models from every split)."""
+    ids = split_model_ids(store, split)
+    if models is None:
+        return ids
+    wanted = check_model_ids(models)
+    unknown = sorted(wanted - set(split_model_ids(store, None)))
+    if unknown:
+        raise StoreError(f"models {unknown[:10]} are not in {store.zoo_dir}")
+    outside = sorted(wanted - set(ids))
+    if outside:
+        split = normalize_split(split)
+        raise StoreError(
+            f"models {outside[:10]} are not in the {split!r} split of {store.zoo_dir} (the split is by model); "
+            "pass split=None to take models from every split"
+        )
+    return sorted(wanted)
 
 
 def check_model_ids(models: Iterable[int]) -> set[int]:
@@ -74,11 +96,29 @@ def model_folds(model_ids: Iterable[int], k: int = 5, seed: int = 0) -> list[tup
 
 def item_folds(dataset: Any, k: int = 5, seed: int = 0) -> list[tuple[list[int], list[int]]]:
     """``k`` (train item indices, test item indices) folds of a dataset, grouped by model (for
-    ``torch.utils.data.Subset``): :func:`model_folds` over its models, mapped to its items."""
-    item_models = dataset.item_model_ids
+    ``torch.utils.data.Subset``): :func:`model_folds` over its models, mapped to its items.
+
+    ``dataset``: a zoo dataset, or a ``ConcatDataset`` / ``Subset`` of them (e.g. the MP and VD
+    twins of one zoo): a model's items in every part are on the same side of a fold."""
+    item_models = item_model_ids(dataset)
     out = []
     for _, test in model_folds(set(item_models), k, seed):
         held = set(test)
         out.append(([i for i, m in enumerate(item_models) if m not in held],
                     [i for i, m in enumerate(item_models) if m in held]))
     return out
+
+
+def item_model_ids(dataset: Any) -> list[int]:
+    """The model id of each item of a zoo dataset, or of a ``ConcatDataset`` or ``Subset`` of them."""
+    if isinstance(dataset, ConcatDataset):
+        return [m for part in dataset.datasets for m in item_model_ids(part)]
+    if isinstance(dataset, Subset):
+        ids = item_model_ids(dataset.dataset)
+        return [ids[i] for i in dataset.indices]
+    if not hasattr(dataset, "item_model_ids"):
+        raise ZooTypeError(
+            f"cannot group the items of a {type(dataset).__name__} by model: pass a zoo dataset, or a "
+            "ConcatDataset or Subset of them"
+        )
+    return dataset.item_model_ids

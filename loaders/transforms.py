@@ -18,6 +18,13 @@ Two layers, both public:
   the dataset's view; it reads a state back to flat (the view's exact inverse), works there, and
   views it again.
 
+**Pruned entries stay pruned.** A masked twin holds exact zeros where its mask prunes; every
+transform keeps them exact zeros, in any order and in every view (standardisation maps them to 0
+and back to 0, noise leaves them, permutations move them with the mask, erasing writes zeros).
+The rule is per entry: an entry the item's ``mask`` prunes **and** that holds an exact zero is a
+pruned zero (:func:`pruned_zeros`). A dense twin (``apply_mask=False``) holds its trained values
+there, and the original has no mask: their entries are transformed like any other.
+
 Randomness comes from ``generator`` when given, else torch's global RNG, which a ``DataLoader``
 seeds differently in each worker (a generator passed here is copied into every worker as is, so
 workers would draw the same augmentations: leave it ``None`` with ``num_workers > 0``).
@@ -34,6 +41,7 @@ import numpy as np
 import torch
 
 from zoo_dataset.errors import StoreError, ZooSpecError
+from zoo_dataset.inputs import parse_json, read_regular
 from zoo_dataset.layout import ParameterLayout
 
 from .views import make_view
@@ -44,6 +52,15 @@ ELEMENTWISE_VIEWS = ("flat", "layers", "tokens")  # views the transforms work in
 STATE_KEYS = ("original", "twin", "mask", "log_alpha")  # every state an item may hold
 WEIGHT_KEYS = ("original", "twin")  # states holding weights (noise, erasing, weight statistics)
 KINDS = ("weights", "log_alpha")  # what a LayerStandardization holds statistics of
+# the smallest layer std a LayerStandardization serves: standardised weights stay finite (below
+# 1e12 * |x - mean|) in float32; a fitted layer with less spread is constant and keeps its scale
+MIN_STD = 1e-12
+
+
+def pruned_zeros(state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Bool, ``state``'s shape: the entries ``mask`` prunes (False) that ``state`` holds as exact
+    zeros, i.e. a masked twin's pruned weights: the entries every transform keeps exact zeros."""
+    return ~mask & (state == 0)
 
 
 # ---------------------------------------------------------------------------- permutations
@@ -174,12 +191,15 @@ def gaussian_noise(
     std: float = 0.05,
     relative: bool = True,
     generator: torch.Generator | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``flat`` plus Gaussian noise of ``std`` (``relative``: times each state's own weight std,
-    as the hyper-representation reference does; else absolute)."""
+    as the hyper-representation reference does; else absolute). ``mask``: a twin's keep-mask
+    (``flat``'s shape): its pruned zeros (:func:`pruned_zeros`) stay exact zeros."""
     scale = flat.float().std(dim=-1, keepdim=True) if relative else torch.tensor(1.0)
     noise = torch.randn(flat.shape, generator=generator, dtype=torch.float32)
-    return (flat + (std * scale * noise).to(flat.dtype)).to(flat.dtype)
+    out = (flat + (std * scale * noise).to(flat.dtype)).to(flat.dtype)
+    return out if mask is None else out.masked_fill(pruned_zeros(flat, mask), 0)
 
 
 class NeuronErasing:
@@ -235,8 +255,12 @@ class LayerStandardization:
         for kind, layers in stats.items():
             if set(layers) != set(layout.layers):
                 raise ZooSpecError(f"{kind} statistics cover layers {sorted(layers)}, the layout {layout.layers}")
-            if any(not (np.isfinite(m) and np.isfinite(s) and s > 0) for m, s in layers.values()):
-                raise ZooSpecError(f"{kind} statistics hold a non-finite mean or a std that is not positive")
+            for layer, (m, s) in layers.items():
+                if not (np.isfinite(m) and np.isfinite(s) and s >= MIN_STD):
+                    raise ZooSpecError(
+                        f"{kind} statistics of layer {layer} hold mean {m!r} and std {s!r}: need finite values "
+                        f"and a std of at least {MIN_STD:g} (standardised values would overflow)"
+                    )
         self.layout = layout
         self.stats = {k: {layer: (float(m), float(s)) for layer, (m, s) in v.items()} for k, v in stats.items()}
         self._broadcast: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -261,8 +285,9 @@ class LayerStandardization:
         root: str | Path | None = None,
         models: Iterable[int] | None = None,
     ) -> LayerStandardization:
-        """Fit on every recorded state (all epochs and levels) of the ``split`` models (of those
-        among them listed in ``models``, e.g. the training models of a fold).
+        """Fit on every recorded state (all epochs and levels) of the ``split`` models, or of the
+        models listed in ``models`` (e.g. the training models of a fold; all in ``split``, or pass
+        ``split=None``).
 
         ``zoo``: a zoo name or store path (found under ``root``) or an open ``ZooStore``.
         Weight statistics come from the ``populations`` listed (default the originals: the
@@ -272,11 +297,11 @@ class LayerStandardization:
         from zoo_dataset.store import ZooStore
 
         from .resolve import open_store
-        from .splits import check_model_ids, split_model_ids
+        from .splits import models_of_split
 
         store = zoo if isinstance(zoo, ZooStore) else open_store(zoo, root)
-        wanted = None if models is None else check_model_ids(models)
-        models = [m for m in split_model_ids(store, split) if wanted is None or m in wanted]
+        asked = models is not None
+        models = models_of_split(store, split, models)
         weights, log_alpha = _Moments(store.layout), _Moments(store.layout)
         alpha_populations = [p for p in store.populations if "log_alpha" in store.population(p).arrays]
         for population in dict.fromkeys([*populations, *alpha_populations]):
@@ -290,7 +315,7 @@ class LayerStandardization:
                         log_alpha.add(store.read(population, "log_alpha", model_id, level_index, slice(None)))
         if not weights.count:
             raise StoreError(f"split {split!r} of {store.zoo_dir} has no states of {', '.join(populations)}"
-                             + (" among the models asked for" if wanted is not None else ""))
+                             + (" among the models asked for" if asked else ""))
         stats = {"weights": weights.result()}
         if log_alpha.count:
             stats["log_alpha"] = log_alpha.result()
@@ -309,13 +334,16 @@ class LayerStandardization:
             self._broadcast[kind] = (mean, std)
         return self._broadcast[kind]
 
-    def standardize(self, flat: torch.Tensor, kind: str = "weights") -> torch.Tensor:
+    def standardize(self, flat: torch.Tensor, kind: str = "weights", mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(flat - mean) / std`` per layer; ``mask``: a twin's keep-mask, whose pruned zeros
+        (:func:`pruned_zeros`) stay exact zeros."""
         mean, std = self.mean_std(kind)
-        return ((flat.double() - mean) / std).to(flat.dtype)
+        return _keep_pruned(flat, ((flat.double() - mean) / std).to(flat.dtype), mask)
 
-    def inverse(self, flat: torch.Tensor, kind: str = "weights") -> torch.Tensor:
+    def inverse(self, flat: torch.Tensor, kind: str = "weights", mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``flat * std + mean`` per layer, the inverse of :meth:`standardize` (the same ``mask``)."""
         mean, std = self.mean_std(kind)
-        return (flat.double() * std + mean).to(flat.dtype)
+        return _keep_pruned(flat, (flat.double() * std + mean).to(flat.dtype), mask)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -323,15 +351,42 @@ class LayerStandardization:
             "stats": {k: {layer: {"mean": m, "std": s} for layer, (m, s) in v.items()} for k, v in self.stats.items()},
         }
 
+    MAX_FILE_BYTES = 16 << 20  # a layout and two numbers per layer and kind: kilobytes
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerStandardization:
+    def from_dict(cls, data: Any, layout: ParameterLayout | None = None) -> LayerStandardization:
+        """Statistics as :meth:`to_dict` wrote them, every part checked before use (one ZooSpecError
+        line): an object of ``layout`` and ``stats``; a layout that tiles its vector and, when
+        ``layout`` is given (the store's the statistics will standardise), is that layout; per kind
+        and layer an object of a mean and a std that are finite real numbers."""
+        if not isinstance(data, dict) or set(data) != {"layout", "stats"}:
+            raise ZooSpecError("not a layer standardization (an object of layout and stats)")
         try:
-            layout = ParameterLayout.from_dict(data["layout"])
-            stats = {k: {layer: (v["mean"], v["std"]) for layer, v in layers.items()}
-                     for k, layers in data["stats"].items()}
+            saved = ParameterLayout.from_dict(data["layout"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ZooSpecError(f"not a layer standardization ({type(exc).__name__}: {exc})") from None
-        return cls(layout, stats)
+            raise ZooSpecError(f"not a layer standardization: its layout is refused ({exc})") from None
+        if layout is not None and saved != layout:
+            raise ZooSpecError(f"these layer statistics are of another parameter layout ({saved!r}), not of "
+                               f"{layout!r}")
+        if not isinstance(data["stats"], dict) or not all(isinstance(v, dict) for v in data["stats"].values()):
+            raise ZooSpecError("not a layer standardization: stats is not an object of kinds, each of layers")
+        stats = {kind: {layer: cls._mean_std(kind, layer, value) for layer, value in layers.items()}
+                 for kind, layers in data["stats"].items()}
+        return cls(saved, stats)
+
+    @staticmethod
+    def _mean_std(kind: str, layer: str, value: Any) -> tuple[float, float]:
+        """A saved ``{"mean": m, "std": s}`` as two finite floats; ZooSpecError otherwise."""
+        pair = [value["mean"], value["std"]] if isinstance(value, dict) and set(value) == {"mean", "std"} else []
+        reals = [x for x in pair if isinstance(x, int | float) and not isinstance(x, bool)]
+        try:
+            mean, std = (float(x) for x in reals) if len(reals) == 2 else (np.nan, np.nan)
+        except OverflowError:  # an integer beyond any float
+            mean = std = np.nan
+        if not (np.isfinite(mean) and np.isfinite(std)):
+            raise ZooSpecError(f"not a layer standardization: the {kind} statistics of {layer!r} are {value!r:.80}, "
+                               "not a finite mean and std")
+        return mean, std
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -339,12 +394,15 @@ class LayerStandardization:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> LayerStandardization:
+    def load(cls, path: str | Path, layout: ParameterLayout | None = None) -> LayerStandardization:
+        """Statistics :meth:`save` wrote, from a regular file of at most ``MAX_FILE_BYTES``, checked as
+        :meth:`from_dict` checks them (``layout``: the one they must be of); errors are one line."""
+        what = f"cannot read layer standardization {path}"
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ZooSpecError(f"cannot read layer standardization {path}: {exc}") from None
-        return cls.from_dict(data)
+            data = read_regular(Path(path), cls.MAX_FILE_BYTES, "layer standardization", ZooSpecError)
+        except OSError as exc:
+            raise ZooSpecError(f"{what}: {exc.strerror or exc}") from None
+        return cls.from_dict(parse_json(data, what, ZooSpecError), layout)
 
     def __repr__(self) -> str:
         return f"LayerStandardization({', '.join(self.stats)}; layers={self.layout.layers})"
@@ -372,9 +430,18 @@ class _Moments:
         out = {}
         for layer, (n, total, squares) in self.sums.items():
             mean = total / n
-            var = max(squares / n - mean * mean, 0.0)
-            out[layer] = (mean, float(np.sqrt(var)) if var > 0 else 1.0)  # a constant layer keeps its scale
+            var = squares / n - mean * mean
+            # a constant layer keeps its scale (std 1): one whose variance is within the rounding of
+            # these float64 sums (~2**-46 of the mean square; a constant layer leaves that much), or
+            # whose std is below MIN_STD
+            constant = var <= max(MIN_STD**2, 2.0**-46 * squares / n)
+            out[layer] = (mean, 1.0 if constant else float(np.sqrt(var)))
         return out
+
+
+def _keep_pruned(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``after`` with ``before``'s pruned zeros under ``mask`` (if any) set back to exact zeros."""
+    return after if mask is None else after.masked_fill(pruned_zeros(before, mask), 0)
 
 
 # ---------------------------------------------------------------------------- item transforms
@@ -421,8 +488,8 @@ class _StateTransform:
         return out
 
     def _constant(self, flat: torch.Tensor, pad: float | bool) -> Any:
-        """A parameter-space constant ``[P]`` in this view, for elementwise work there (tokens: the
-        token grid, its padding ``pad``)."""
+        """A parameter-space constant ``[P]`` as an operand of :meth:`_elementwise` (tokens: the
+        token grid, its padding ``pad``; layers: the layers dict; any other view: flat)."""
         if self.view_name not in ELEMENTWISE_VIEWS:
             return flat
         viewed = self.view(flat)
@@ -430,17 +497,23 @@ class _StateTransform:
             return viewed["tokens"].masked_fill(~viewed["valid"], pad)
         return viewed
 
-    def _elementwise(self, viewed: Any, change: Callable[..., torch.Tensor], *constants: Any) -> Any:
-        """``change(values, *constants)`` on a viewed state's values, entry by entry, in the view
-        itself: no round trip through flat (the cost of a tokens item)."""
+    def _operand(self, viewed: Any) -> Any:
+        """A viewed state of the item (e.g. its mask) as an operand of :meth:`_elementwise`."""
         if self.view_name == "tokens":
-            return {**viewed, "tokens": change(viewed["tokens"], *constants)}
+            return viewed["tokens"]  # the padding of a mask is False, of a state 0
+        return viewed if self.view_name in ELEMENTWISE_VIEWS else self.view.inverse(viewed)
+
+    def _elementwise(self, viewed: Any, change: Callable[..., torch.Tensor], *operands: Any) -> Any:
+        """``change(values, *operands)`` on a viewed state's values, entry by entry: in the view
+        itself where it allows (no round trip through flat, the cost of a tokens item), else flat."""
+        if self.view_name == "tokens":
+            return {**viewed, "tokens": change(viewed["tokens"], *operands)}
         if self.view_name == "layers":
-            return {part: [change(x, *(c[part][i] for c in constants)) for i, x in enumerate(viewed[part])]
+            return {part: [change(x, *(c[part][i] for c in operands)) for i, x in enumerate(viewed[part])]
                     for part in ("weights", "biases")}
         if self.view_name == "flat":
-            return change(viewed, *constants)
-        return self.view(change(self.view.inverse(viewed), *constants))  # any other view: through flat
+            return change(viewed, *operands)
+        return self.view(change(self.view.inverse(viewed), *operands))
 
     def _permute(self, item: Item, index: torch.Tensor) -> Item:
         """Every present state permuted by the flat index map ``index`` [P]."""
@@ -448,8 +521,7 @@ class _StateTransform:
             return self._map(item, lambda _, flat: permute(flat, index))
         if not hasattr(self, "_slot"):  # the grid slot of each parameter; the padding's: any padding slot (a 0)
             padding = np.flatnonzero(~self.view.valid.numpy().ravel())
-            self._slot = np.full(self.num_params + 1, padding[0] if len(padding) else 0, dtype=np.int64)
-            self._slot[self.view._valid_index.numpy()] = np.flatnonzero(self.view.valid.numpy())
+            self._slot = np.append(self.view._slot.numpy(), padding[0] if len(padding) else 0)
             self._grid_index = self.view.index.numpy().ravel()
         source = torch.from_numpy(self._slot[np.append(index.numpy(), self.num_params)[self._grid_index]])
         out = dict(item)
@@ -495,7 +567,9 @@ class CanonicalNeuronOrder(_StateTransform):
 
 class GaussianNoise(_StateTransform):
     """Gaussian noise on weight states (:func:`gaussian_noise`; the reference's 5 % of each state's
-    weight std by default). ``keep_pruned``: a twin's pruned entries (``mask`` False) stay exact zeros."""
+    weight std by default). ``keep_pruned``: a twin's pruned zeros (:func:`pruned_zeros`: pruned by
+    its mask and exact zeros, in whatever space the item is, standardised included) stay exact
+    zeros; a dense twin (``apply_mask=False``) and the original get noise everywhere."""
 
     def __init__(self, layout: ParameterLayout, view: str = "flat", std: float = 0.05, relative: bool = True,
                  keys: Sequence[str] = WEIGHT_KEYS, keep_pruned: bool = True,
@@ -507,8 +581,7 @@ class GaussianNoise(_StateTransform):
         mask = self._flat(item, "mask") if self.keep_pruned and "mask" in item else None
 
         def noisy(key: str, flat: torch.Tensor) -> torch.Tensor:
-            out = gaussian_noise(flat, self.std, self.relative, self.generator)
-            return out.masked_fill(~mask, 0) if key == "twin" and mask is not None else out
+            return gaussian_noise(flat, self.std, self.relative, self.generator, mask if key == "twin" else None)
 
         return self._map(item, noisy)
 
@@ -533,7 +606,8 @@ class RandomErasing(_StateTransform):
 class Standardize(_StateTransform):
     """Layer-wise standardisation of an item's weight states (``original``, ``twin``) with the
     weight statistics and of ``log_alpha`` with the log-alpha statistics (left as is when none
-    were fitted). Masks are untouched. :meth:`inverse` undoes it."""
+    were fitted). Masks are untouched, and a twin's pruned zeros (:func:`pruned_zeros`) stay exact
+    zeros both ways. :meth:`inverse` undoes it."""
 
     def __init__(self, stats: LayerStandardization, view: str = "flat",
                  keys: Sequence[str] = (*WEIGHT_KEYS, "log_alpha")):
@@ -553,8 +627,17 @@ class Standardize(_StateTransform):
 
     def _apply(self, item: Item, change: Callable[..., torch.Tensor]) -> Item:
         out = dict(item)
+        mask = self._operand(item["mask"]) if "mask" in item else None
+
+        def keeping_pruned(x: torch.Tensor, mean: Any, std: Any, twin_mask: torch.Tensor) -> torch.Tensor:
+            return _keep_pruned(x, change(x, mean, std), twin_mask)
+
         for key in self._present(item):
-            out[key] = self._elementwise(item[key], change, *self._viewed[self._kind(key)])
+            mean, std = self._viewed[self._kind(key)]
+            if key == "twin" and mask is not None:
+                out[key] = self._elementwise(item[key], keeping_pruned, mean, std, mask)
+            else:
+                out[key] = self._elementwise(item[key], change, mean, std)
         return out
 
     def __call__(self, item: Item) -> Item:

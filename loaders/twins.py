@@ -13,7 +13,7 @@ from zoo_dataset.specs import parse_level
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.reader import match_level
 
-from .splits import check_model_ids, normalize_split, split_model_ids
+from .splits import models_of_split, normalize_split
 
 FACTORS = ("seed", "activation", "optimizer", "lr", "weight_decay", "dropout", "init")
 NOT_PROPERTIES = {"model_id", "population", "level", "shard", "row"}
@@ -24,12 +24,12 @@ class TwinIndex:
     model split and model subset, with the recorded properties of the units.
 
     A unit is (model, level): MP twins have one per model and level, VD twins and originals one
-    per model. ``level=None`` selects every level the method recorded. ``split=None`` selects
-    every model; ``models`` keeps only those ids. Only models packed in both the original and
-    ``method`` populations are served.
+    per model. ``level``: one level, a list of levels, or None (every level the method recorded).
+    ``split=None`` selects every model; ``models`` selects those ids (all in ``split``). Only
+    models packed in both the original and ``method`` populations are served.
     """
 
-    def __init__(self, store: ZooStore, method: str, level: float | None, split: str | None,
+    def __init__(self, store: ZooStore, method: str, level: float | Sequence[float] | None, split: str | None,
                  models: Iterable[int] | None = None):
         twins = [m.name for m in twin_methods()]
         if method != "original" and method not in twins:
@@ -68,7 +68,10 @@ class TwinIndex:
             )
         if not -n <= epoch < n:
             what = "originals" if self.method == "original" else f"{self.method} twins"
-            raise StoreError(f"epoch {epoch} out of range: {what} record epochs 0..{n - 1} (or -1 = last)")
+            raise StoreError(
+                f"epoch {epoch} out of range: {what} record epochs 0..{n - 1} (negative counts from the end: "
+                f"-1 = last, -{n} = 0)"
+            )
         return int(epoch) % n
 
     def resolve_epochs(self, epoch: int | Sequence[int] | range | None) -> list[int]:
@@ -86,26 +89,38 @@ class TwinIndex:
         """[states, properties] float32 for one unit (original: level index 0)."""
         return self._properties[(population, model_id, level_index)]
 
-    def _levels(self, level: float | None) -> list[float]:
+    @property
+    def has_levels(self) -> bool:
+        """Whether the method records sparsity levels (MP); one without (VD) records the one level 0.0."""
+        return list(self.info.levels) != [0.0]
+
+    def _levels(self, level: float | Sequence[float] | None) -> list[float]:
+        """The stored levels asked for, in the order given: one level, a list / tuple of levels, or None (all)."""
         levels = self.info.levels
         if level is None:
             return list(levels)
-        if isinstance(level, bool) or not isinstance(level, (int, float, np.integer, np.floating)):
-            raise ZooTypeError(f"level must be a number (0.5 or 50) or None, not type {type(level).__name__}")
-        level = 0.0 if float(level) == 0 else parse_level(level)  # 0: the one level of twins without levels
-        if match_level(levels, level) is None:
-            raise StoreError(f"level {level} not recorded for {self.method} twins (levels: {levels})")
-        return [levels[match_level(levels, level)]]
+        asked = list(level) if isinstance(level, (list, tuple)) else [level]
+        if not asked:
+            raise ZooSpecError("level is an empty list: ask for at least one level, or None for every level")
+        out = []
+        for value in asked:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ZooTypeError(
+                    f"level must be a number (0.5 or 50), a list of numbers or None, not type {type(value).__name__}"
+                )
+            value = 0.0 if float(value) == 0 else parse_level(value)  # 0: the one level of twins without levels
+            index = match_level(levels, value)
+            if index is None:
+                raise StoreError(f"level {value} not recorded for {self.method} twins (levels: {levels})")
+            if levels[index] in out:
+                raise ZooSpecError(f"level {value} is asked for twice")
+            out.append(levels[index])
+        return out
+
 
     def _models(self, split: str | None, models: Iterable[int] | None) -> list[int]:
         packed = self._packed("original") & self._packed(self.method)
-        ids = [m for m in split_model_ids(self.store, split) if m in packed]
-        if models is not None:
-            wanted = check_model_ids(models)
-            unknown = sorted(wanted - set(int(m) for m in self.store.models().model_id))
-            if unknown:
-                raise StoreError(f"models {unknown[:10]} are not in {self.store.zoo_dir}")
-            ids = [m for m in ids if m in wanted]
+        ids = [m for m in models_of_split(self.store, split, models) if m in packed]
         if not ids:
             what = "originals" if self.method == "original" else f"{self.method} twins"
             subset = " among the models asked for" if models is not None else ""

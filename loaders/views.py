@@ -104,13 +104,17 @@ class TokensView:
         self.index = index
         self.valid = index != pad
         self._valid_index = index[self.valid]  # flat position of each valid slot, in slot order
+        # the grid slot of each flat position: the inverse is one gather. Gathers by index_select
+        # (not advanced indexing, which runs ~50x slower on such small grids with 2 torch threads)
+        self._slot = torch.empty(pad, dtype=torch.long)
+        self._slot[self._valid_index] = torch.nonzero(self.valid.ravel()).ravel()
         self.layer_id = torch.tensor(layer_ids)
         self.position_id = torch.tensor(positions)
 
     def __call__(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         padded = torch.cat([flat, flat.new_zeros(*flat.shape[:-1], 1)], dim=-1)
-        tokens = padded[..., self.index]
         lead = flat.shape[:-1]
+        tokens = padded.index_select(-1, self.index.ravel()).view(*lead, *self.index.shape)
         return {
             "tokens": tokens,
             "layer_id": self.layer_id.expand(*lead, -1),
@@ -120,10 +124,7 @@ class TokensView:
 
     def inverse(self, viewed: dict[str, torch.Tensor]) -> torch.Tensor:
         tokens = viewed["tokens"]
-        lead = tokens.shape[:-2]
-        flat = tokens.new_zeros(*lead, self.layout.num_params)
-        flat[..., self._valid_index] = tokens[..., self.valid]
-        return flat
+        return tokens.reshape(*tokens.shape[:-2], -1).index_select(-1, self._slot)
 
 
 VIEWS: dict[str, type] = {"flat": FlatView, "layers": LayersView, "tokens": TokensView}

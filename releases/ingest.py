@@ -4,9 +4,16 @@ Layout read (docs/research/original-zoos.md, section 3): one trial folder per mo
 ``params.json`` (the generating factors), ``result.json`` (one JSON line per epoch) and
 ``checkpoint_<NNNNNN>/checkpoints`` (a bare state dict with ``module_list.<i>.weight|bias`` keys).
 Checkpoints are read with ``torch.load(weights_only=True)`` only. Trials that cannot be matched to
-a model of the zoo, whose checkpoints are missing, faulty or beyond the zoo's epochs, whose
-``checkpoint_000000`` in a seed zoo is not the init its seed replays, or whose files are symbolic
-links or not regular files, are reported and skipped; links are never followed.
+a model of the zoo, whose checkpoints are missing, faulty or beyond the zoo's epochs, or whose
+files are symbolic links or not regular files, are reported and skipped; links are never followed.
+
+A trial's ``checkpoint_000000`` is compared with the init this toolkit replays from its seed, and
+the answer is recorded per model (``init_matches_seed`` in the models table; NA where no
+checkpoint_000000 was published and epoch 0 is the replay) and reported, never used to refuse the
+trial: the replay equals the original init only if our model construction draws from the seeded
+RNG exactly as the original trainable did, which no live archive has confirmed. Two copies of a
+file in one archive (the confusion such a check would catch) are refused by the archive's
+extraction (:mod:`zoo_dataset.safe_extract`).
 """
 
 from __future__ import annotations
@@ -30,16 +37,19 @@ from zoo_dataset.architectures import seeded_model
 from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.data import get_source
 from zoo_dataset.errors import DataFormatError, DataUnavailableError
+from zoo_dataset.inputs import parse_json, read_regular
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method
 from zoo_dataset.model_layout import layout_for
+from zoo_dataset.names import normal_name
 from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import ModelConfig, ZooSpec, whole_number
 from zoo_dataset.store import StoreWriter
 from zoo_dataset.store.files import atomic_write_text
-from zoo_dataset.store.layout_on_disk import INGEST_RECORD
+from zoo_dataset.store.layout_on_disk import INGEST_RECORD, MODELS_TABLE
 from zoo_dataset.store.lock import writer_lock
 from zoo_dataset.store.paths import check_zoo_name
+from zoo_dataset.store.tables import INIT_MATCHES_SEED
 from zoo_dataset.training import JobResult, UnitKey
 
 METHOD = get_method("original")  # an ingested zoo is this method's population
@@ -61,7 +71,7 @@ class Trial:
 
     @property
     def label(self) -> str:
-        return self.folder.name
+        return normal_name(self.folder.name)
 
     def factors(self) -> dict:
         """params.json mapped to ModelConfig fields; a value of the wrong kind raises ValueError (never coerced)."""
@@ -84,6 +94,17 @@ class IngestReport:
     spec: ZooSpec  # the named zoo restricted to the ingested models and the epochs found
     trials: dict[int, str] = field(default_factory=dict)  # model id -> trial folder
     skipped: list[str] = field(default_factory=list)  # one line per trial left out
+    init_matches_seed: dict[int, bool | None] = field(default_factory=dict)  # None: no checkpoint_000000
+
+    def init_warning(self) -> str | None:
+        """One line when some published epoch-0 states are not the init their seed replays here."""
+        differ = [self.trials[m] for m, same in self.init_matches_seed.items() if same is False]
+        if not differ:
+            return None
+        checked = sum(same is not None for same in self.init_matches_seed.values())
+        return (f"warning: checkpoint_000000 of {len(differ)} of {checked} ingested trials is not the init their "
+                f"seed replays in this toolkit (first: {differ[0]}); they are ingested as published, and "
+                f"{MODELS_TABLE} records {INIT_MATCHES_SEED} = false for them")
 
 
 def regular_file(path: Path, limit: int) -> Path:
@@ -102,12 +123,20 @@ def regular_file(path: Path, limit: int) -> Path:
     return path
 
 
-def read_text(path: Path, limit: int = MAX_JSON_BYTES) -> str:
-    """A small regular file's text, never through a link (O_NOFOLLOW) and never past ``limit``."""
+def read_json(path: Path, lines: bool = False, limit: int = MAX_JSON_BYTES) -> object:
+    """A small regular file's JSON (``lines``: a list, one value per non-empty line), never read
+    through a link (O_NOFOLLOW) nor past ``limit``; DataFormatError (a ValueError) for text that is
+    not JSON, however it fails."""
     regular_file(path, limit)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read(limit + 1)[:limit].decode()
+    data = read_regular(path, limit, path.name, DataFormatError, follow=False)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise DataFormatError(f"{path.name} is not UTF-8 text") from None
+    if not lines:
+        return parse_json(text, path.name, DataFormatError)
+    return [parse_json(line, f"{path.name} line {i + 1}", DataFormatError)
+            for i, line in enumerate(text.splitlines()) if line.strip()]
 
 
 def find_trials(root: Path) -> list[Trial]:
@@ -120,8 +149,8 @@ def find_trials(root: Path) -> list[Trial]:
         checkpoints = {int(m.group(1)): d / "checkpoints" for d in folder.iterdir()
                        if d.is_dir() and not d.is_symlink() and (m := CHECKPOINT_DIR.fullmatch(d.name))}
         try:
-            trials.append(Trial(folder, json.loads(read_text(params)), checkpoints))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, OSError):
+            trials.append(Trial(folder, read_json(params), checkpoints))
+        except (ValueError, OSError):
             trials.append(Trial(folder, {}, checkpoints))
     return sorted(trials, key=lambda t: t.label)
 
@@ -187,10 +216,7 @@ def read_results(trial: Trial) -> dict[int, dict]:
     path = trial.folder / "result.json"
     if not path.exists() and not path.is_symlink():
         return {}
-    try:
-        rows = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"result.json is not JSON lines ({type(exc).__name__})") from None
+    rows = read_json(path, lines=True)
     by_epoch = {}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -221,14 +247,11 @@ def initial_state(spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -
     return layout.flatten_module(model).numpy()
 
 
-def check_initial_state(start: np.ndarray, spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -> None:
-    """In a seed zoo the seed alone makes a model: checkpoint_000000 (the trainable saves its init in
-    ``setup``) must be that seed's replayed init, else params.json and the weights belong to different
-    trials (ValueError). A tolerance, not bit equality: the replay runs on another torch build."""
-    replayed = initial_state(spec, config, layout)
-    if not np.allclose(start, replayed, rtol=1e-5, atol=1e-6):
-        raise ValueError(f"checkpoint_000000 is not the init of seed {config.seed} that params.json names "
-                         "(its weights and its params.json disagree)")
+def init_matches_seed(start: np.ndarray, spec: ZooSpec, config: ModelConfig, layout: ParameterLayout) -> bool:
+    """Whether checkpoint_000000 (the trainable saves its init in ``setup``) is the init this toolkit
+    replays from the seed params.json names. A tolerance, not bit equality: the replay runs on
+    another torch build. Recorded, not enforced (module docstring)."""
+    return bool(np.allclose(start, initial_state(spec, config, layout), rtol=1e-5, atol=1e-6))
 
 
 def read_checkpoint(path: Path, convert: Callable[[Mapping], T]) -> T:
@@ -254,19 +277,19 @@ def load_checkpoint(path: Path, layout: ParameterLayout) -> np.ndarray:
 
 
 def trial_result(spec: ZooSpec, config: ModelConfig, trial: Trial, epochs: int,
-                 layout: ParameterLayout) -> JobResult:
-    """Weights [E+1, P] and metrics of one trial; raises ValueError when a checkpoint is missing or faulty."""
+                 layout: ParameterLayout) -> tuple[JobResult, bool | None]:
+    """Weights [E+1, P] and metrics of one trial, and whether its checkpoint_000000 is the init its
+    seed replays (None: not published, replayed); raises ValueError when a checkpoint is missing or faulty."""
     missing = [e for e in range(1, epochs + 1) if e not in trial.checkpoints]
     if missing:
         raise ValueError(f"checkpoints of epochs {missing[:5]} are missing")
     states = [load_checkpoint(trial.checkpoints[e], layout) if e in trial.checkpoints
               else initial_state(spec, config, layout) for e in range(epochs + 1)]
-    if spec.variant == "seed" and 0 in trial.checkpoints:
-        check_initial_state(states[0], spec, config, layout)
+    same_init = init_matches_seed(states[0], spec, config, layout) if 0 in trial.checkpoints else None
     weights = np.stack(states).astype(np.float32)
     results = read_results(trial)
     metrics = [metric_row(e, results.get(e, {}), weights[e], layout) for e in range(epochs + 1)]
-    return JobResult(key=UnitKey(config.model_id), weights=weights, metrics=metrics)
+    return JobResult(key=UnitKey(config.model_id), weights=weights, metrics=metrics), same_init
 
 
 def ingest_original(
@@ -285,6 +308,8 @@ def ingest_original(
         echo(f"skipped {line}")
     echo(f"ingested {len(report.trials)} models ({report.spec.epochs} epochs) from {source}; "
          f"skipped {len(report.skipped)}")
+    if warning := report.init_warning():
+        echo(warning)
     return report
 
 
@@ -313,9 +338,10 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path, label: str) -> Inges
     # a random-seed zoo's published seeds are its own draws, not the spec's: keep the published ones
     configs = {m.model_id: replace(m, seed=int(matched[m.model_id].factors()["seed"])) for m in full.models()}
     results: dict[int, JobResult] = {}
+    same_init: dict[int, bool | None] = {}
     for model_id, trial in sorted(matched.items()):
         try:
-            results[model_id] = trial_result(full, configs[model_id], trial, epochs, layout)
+            results[model_id], same_init[model_id] = trial_result(full, configs[model_id], trial, epochs, layout)
         except (ValueError, OSError) as exc:
             skipped.append(f"{trial.label}: {exc}")
     if not results:
@@ -324,12 +350,14 @@ def _ingest_folder(spec: ZooSpec, folder: Path, root: Path, label: str) -> Inges
     ingested = spec.with_overrides(model_subset=sorted(results), epochs=epochs)
     writer = StoreWriter.open(root, ingested, layout, resume=True)
     writer.record_seeds({i: configs[i].seed for i in results})
+    writer.record_model_flags(INIT_MATCHES_SEED, same_init)
     population = writer.population(METHOD.name, [0.0], epochs, list(METHOD.arrays), GENERATOR)
     for result in results.values():
         if not population.is_done(result.key):
             population.stage(result)
-    report = IngestReport(ingested, {i: matched[i].label for i in results}, skipped)
+    report = IngestReport(ingested, {i: matched[i].label for i in results}, skipped, same_init)
     provenance = {"source": label, "trials": {str(k): v for k, v in report.trials.items()},
-                  "seeds": {str(i): matched[i].factors()["seed"] for i in results}, "skipped": skipped}
+                  "seeds": {str(i): matched[i].factors()["seed"] for i in results}, "skipped": skipped,
+                  INIT_MATCHES_SEED: {str(i): same for i, same in same_init.items()}}
     atomic_write_text(writer.zoo_dir / INGEST_RECORD, json.dumps(provenance, indent=1))
     return report

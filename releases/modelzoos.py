@@ -24,10 +24,11 @@ from pathlib import Path
 import click
 
 from zoo_dataset.errors import DataFormatError, StoreError, StoreUsageError, ZooSpecError
+from zoo_dataset.names import same_name
 from zoo_dataset.specs import get_spec
 from zoo_dataset.store.manifest import MANIFEST, Manifest
 
-from .zenodo import ZenodoClient, ZenodoFile, ZenodoRecord
+from .zenodo import ZenodoClient, ZenodoFile, ZenodoRecord, record_id
 
 SOURCE = "modelzoos"
 POPULATIONS = ("original", "vd")
@@ -64,27 +65,36 @@ def published(zoo: str) -> dict[str, PublishedZip]:
 
 
 def pinned_versions(revision: str | None, populations: Sequence[str]) -> dict[str, int]:
-    """``--revision``: a version id (for the original population's record) or ``POPULATION=ID,...``."""
+    """``--revision``: a version id (for the original population's record) or ``POPULATION=ID,...``,
+    each population at most once, ids ASCII digits (:func:`~releases.zenodo.record_id`)."""
     if revision is None:
         return {}
     pins: dict[str, int] = {}
+    usage = (f"--revision {revision!r}: modelzoos takes a Zenodo version id (e.g. 6632087) or POPULATION=ID,... "
+             f"(e.g. original=6632087,vd=7023336) for the populations {', '.join(populations)}")
     for part in str(revision).split(","):
         population, sep, value = part.strip().rpartition("=")
         population = population.strip() if sep else "original"
-        if not value.strip().isdigit() or population not in populations:
-            raise ZooSpecError(f"--revision {revision!r}: a Zenodo version id (e.g. 6632087) or POPULATION=ID "
-                               f"for the populations {', '.join(populations)}")
-        pins[population] = int(value)
+        try:
+            version = record_id(value.strip(), "version id")
+        except ValueError:
+            raise ZooSpecError(usage) from None
+        if population not in populations:
+            raise ZooSpecError(usage)
+        if population in pins:
+            raise ZooSpecError(f"--revision {revision!r} pins the {population} population twice")
+        pins[population] = version
     return pins
 
 
 def choose_zip(files: list[ZenodoFile], entry: PublishedZip, zoo: str, chosen: str | None = None) -> ZenodoFile:
     """The record's zip holding this population: the one named (``--file``, else the known name), the
-    only zip, or the one the inferred fragments match (``<fragment>.zip`` first, else containing it)."""
+    only zip, or the one the inferred fragments match (``<fragment>.zip`` first, else containing it).
+    Names are compared as :func:`~zoo_dataset.names.same_name` compares them."""
     zips = [f for f in files if f.key.lower().endswith(".zip")]
     name = chosen or entry.file
     if name:
-        hits = [f for f in files if f.key == name]
+        hits = [f for f in files if same_name(f.key, name)]
     elif len(zips) == 1:
         hits = zips
     else:
@@ -105,7 +115,7 @@ def resolve(client: ZenodoClient, entry: PublishedZip, pin: int | None) -> Zenod
     """The version to fetch: the pinned one, else the latest (through the concept, then known versions)."""
     if pin is not None:
         return client.version(pin, entry.record)
-    return client.latest((entry.record, *entry.versions))
+    return client.latest(entry.record, entry.versions)
 
 
 def fetch_modelzoos(

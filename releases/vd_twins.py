@@ -33,8 +33,10 @@ import torch
 
 from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.errors import DataFormatError, StoreError
+from zoo_dataset.inputs import parse_json, read_regular
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.methods import get_method
+from zoo_dataset.names import normal_name
 from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.sparsify.variational import (
     CNN_ARD,
@@ -50,7 +52,7 @@ from zoo_dataset.store.layout_on_disk import INGEST_RECORD
 from zoo_dataset.training import JobResult, UnitKey
 from zoo_dataset.training.reference import sparsity_columns
 
-from .ingest import Trial, find_trials, flat_state, metric_row, read_checkpoint, read_results
+from .ingest import MAX_JSON_BYTES, Trial, find_trials, flat_state, metric_row, read_checkpoint, read_results
 
 METHOD = get_method("vd")  # the published twins are this method's population
 ARD_KEY = re.compile(r"module_list\.(\d+)\.(weight|bias|log_sigma2|log_sigma2_bias)")
@@ -102,7 +104,7 @@ def original_label(trial: Trial) -> str | None:
     path = PureWindowsPath(text) if "\\" in text else PurePosixPath(text)
     if CHECKPOINT_NAME.fullmatch(path.name):  # a checkpoint folder inside the trial folder
         path = path.parent
-    return path.name or None
+    return normal_name(path.name) or None  # compared as the store's labels are (NFC)
 
 
 def twin_state(state: object, layout: ParameterLayout) -> tuple[np.ndarray, np.ndarray]:
@@ -188,8 +190,11 @@ def originals_by_label(store: ZooStore) -> dict[str, int]:
     if not path.exists():
         raise StoreError(f"{store.zoo_dir} has no ingest.json: its originals were not ingested from the published "
                          "zoo, so the published twins cannot be matched to them")
-    trials = json.loads(path.read_text()).get("trials", {})
-    return {label: int(model_id) for model_id, label in trials.items()}
+    record = parse_json(read_regular(path, MAX_JSON_BYTES, INGEST_RECORD), str(path))
+    trials = record.get("trials") if isinstance(record, dict) else None
+    if not isinstance(trials, dict):
+        raise StoreError(f"{path} is corrupt (no trials object); ingest the originals again")
+    return {normal_name(str(label)): int(model_id) for model_id, label in trials.items()}
 
 
 def convert_vd_folder(folder: Path, zoo_dir: Path, threshold: float = VD_THRESHOLD) -> TwinReport:

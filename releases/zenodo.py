@@ -6,47 +6,47 @@ Zenodo runs on InvenioRDM: ``GET <base>/api/records/<concept id>`` answers 404 f
 answers the latest version for a version id and, per InvenioRDM's ``read_latest`` service
 (inveniosoftware/invenio-drafts-resources), for a parent id too. A record is therefore resolved
 through ``versions/latest`` (the concept first, then a known version), and a pinned version is read
-directly and checked to belong to its concept. The listing gives each file's name, size, md5 and
-download link; the md5 must be 32 hex digits (it becomes a path component) and the link an
-http(s) URL on the configured host. Files land in ``<cache>/zenodo/<record>/<md5>/<name>``: a file
-is keyed by its version record and its content, so versions never mix and a verified file is never
-fetched again. A transfer writes ``<name>.part`` and continues it with an HTTP Range request after a
-cut; reads are bounded by the size the record declares, and the md5 is checked before the file is
-renamed into place. Rate limits (429, ``Retry-After``) are waited out a bounded number of times; no
-network (a failed name lookup, no route) fails at once. The real Zenodo and a test server differ
-only in the base URL (``$ZOO_TWINS_ZENODO_URL``).
+directly; either answer is used only if it names the zoo's concept record as its own. The listing
+gives each file's name, size, md5 and download link; ids must be ASCII digits, the name a plain
+file name (:func:`zoo_dataset.names.plain_file_name`: no separator, no control character, a name
+before its extension; two entries of one name are refused), the md5 32 hex digits (both become
+path components) and the link an http(s) URL on the configured host. Files land in
+``<cache>/zenodo/<record>/<md5>/<name>``: a file is keyed by its version record and its content, so
+versions never mix and a verified file is never fetched again. A transfer writes ``<name>.part``
+and continues it with an HTTP Range request after a cut; reads are bounded by the size the record
+declares, and the md5 is checked before the file is renamed into place. Requests, retries and the
+translation of their failures are :mod:`releases.network`'s (rate limits waited out a bounded
+number of times, no network failing at once, redirects followed only within the host); JSON is
+parsed by :func:`zoo_dataset.inputs.parse_json`. The real Zenodo and a test server differ only in
+the base URL (``$ZOO_TWINS_ZENODO_URL``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
-import json
 import os
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlparse
-from urllib.request import Request, urlopen
 
 from tqdm.auto import tqdm
 
 from zoo_dataset.errors import ChecksumError, StoreError
+from zoo_dataset.inputs import parse_json
+from zoo_dataset.names import plain_file_name
 
-from .network import http_error, one_line, retry_after, unreachable
+from .network import CutTransfer, NotFound, one_line, open_url, retrying
 
 ZENODO_URL_ENV = "ZOO_TWINS_ZENODO_URL"
 DEFAULT_ZENODO_URL = "https://zenodo.org"
 PART = ".part"
-RETRIES = 5
-BACKOFF_S = 1.0  # wait 1, 2, 4, 8 s between tries
 CHUNK = 1 << 20
-TIMEOUT_S = 60
 MAX_RECORD_BYTES = 16 << 20  # a record's metadata is kilobytes; more is not a Zenodo answer
 MD5 = re.compile(r"[0-9a-fA-F]{32}")
+RECORD_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit takes any script's digits)
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,18 @@ class ZenodoRecord:
     files: list[ZenodoFile]
 
 
-class RecordNotFound(StoreError):
-    """Zenodo answered 404 for a record id (a concept id on the plain records endpoint, or an unknown id)."""
-
-
 def zenodo_url() -> str:
     return os.environ.get(ZENODO_URL_ENV, DEFAULT_ZENODO_URL).rstrip("/")
+
+
+def record_id(value: object, what: str = "a record id") -> int:
+    """A Zenodo record id: a JSON integer or a string of ASCII digits, positive and at most 18 digits
+    (Zenodo's are 7 or 8); ValueError for anything else (``True``, ``"١٢٣"``, 5000 digits)."""
+    if isinstance(value, str) and RECORD_ID.fullmatch(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 10**18:
+        raise ValueError(f"{what} {one_line(repr(value))[:40]} is not a Zenodo record id (ASCII digits)")
+    return value
 
 
 class ZenodoClient:
@@ -88,39 +94,48 @@ class ZenodoClient:
         self.base_url = (base_url or zenodo_url()).rstrip("/")
         self.progress, self.sleep = progress, sleep
 
-    def latest(self, ids: Sequence[int]) -> ZenodoRecord:
-        """The latest version of the record: ``versions/latest`` of each id in turn (the concept id, then
-        known version ids) until one is found; a 404 for one of them never reaches the user alone."""
+    def latest(self, concept: int, known: Sequence[int] = ()) -> ZenodoRecord:
+        """The latest version of the concept record: ``versions/latest`` of the concept id, then of each
+        known version id, until one is found; an answer that is not a version of ``concept`` is refused.
+        A 404 for one of them never reaches the user alone."""
         tried = []
-        for record in ids:
+        for record in (concept, *known):
             url = f"{self.base_url}/api/records/{int(record)}/versions/latest"
             try:
-                return self._record(url)
-            except RecordNotFound:
+                return self._of_concept(self._record(url), concept, url)
+            except NotFound:
                 tried.append(str(int(record)))
         raise StoreError(f"Zenodo at {self.base_url} has no record {' or '.join(tried)} (versions/latest answered "
                          "404 for each); is the record id in modelzoos.toml right?")
 
-    def version(self, version: int, concept: int | None = None) -> ZenodoRecord:
+    def version(self, version: int, concept: int) -> ZenodoRecord:
         """One pinned version (``GET /api/records/<version>``), refused unless it is a version of ``concept``."""
         url = f"{self.base_url}/api/records/{int(version)}"
         try:
             record = self._record(url)
-        except RecordNotFound:
+        except NotFound:
             raise StoreError(f"Zenodo at {self.base_url} has no record version {version} (HTTP 404); a version id "
                              "is the number in https://zenodo.org/records/<id> of one version") from None
-        if concept is not None and record.concept is not None and record.concept != int(concept):
-            raise StoreError(f"Zenodo record {version} is a version of record {record.concept}, not of {concept}; "
-                             "pin a version of the zoo's own record")
+        if record.version != int(version):
+            raise StoreError(f"{url} answered record {record.version}, not {version}; refusing it")
+        return self._of_concept(record, concept, url)
+
+    @staticmethod
+    def _of_concept(record: ZenodoRecord, concept: int, url: str) -> ZenodoRecord:
+        """``record`` if its listing names ``concept`` as its concept (parent) record; else StoreError."""
+        if record.concept != int(concept):
+            named = f"record {record.concept}" if record.concept is not None else "no named concept record"
+            raise StoreError(f"Zenodo record {record.version} (from {url}) is a version of {named}, not of record "
+                             f"{concept}; refusing it (a --revision must pin a version of the zoo's own record)")
         return record
 
     def _record(self, url: str) -> ZenodoRecord:
-        body = self._retrying(url, lambda: self._get(url))
+        body = parse_json(retrying(url, lambda: self._get(url), self.sleep), f"the answer of {url}")
         try:
-            return parse_record(json.loads(body), self.base_url)
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            return parse_record(body, self.base_url)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"{url} is not a Zenodo record listing ({type(exc).__name__}: "
-                             f"{one_line(exc)})") from None
+                             f"{one_line(exc)[:200]})") from None
 
     def download(self, file: ZenodoFile, cache: Path) -> Path:
         """The verified file in ``cache`` (fetched, or continued from its ``.part``, when absent)."""
@@ -129,7 +144,11 @@ class ZenodoClient:
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + PART)
-        self._retrying(file.url, lambda: self._transfer(file, part))
+        try:
+            retrying(file.url, lambda: self._transfer(file, part), self.sleep)
+        except NotFound:
+            raise StoreError(f"{file.url}: Zenodo lists {file.key} in record {file.record} but answers 404 for "
+                             "it") from None
         got = md5_file(part)
         if got != file.md5:
             part.unlink()
@@ -138,40 +157,15 @@ class ZenodoClient:
         os.replace(part, dest)
         return dest
 
-    def _retrying(self, url: str, attempt: Callable[[], object]):
-        """``attempt()``, tried again after connection faults, server errors and rate limits (429 and 503
-        wait their ``Retry-After``); no network fails at once, other answers below 500 too."""
-        error: Exception | None = None
-        for n in range(RETRIES):
-            wait = BACKOFF_S * 2 ** n
-            try:
-                return attempt()
-            except HTTPError as exc:
-                if exc.code == 404:
-                    raise RecordNotFound(f"{url}: not found on Zenodo (HTTP 404)") from None
-                if exc.code in (429, 503):
-                    wait = retry_after(exc, wait)
-                elif exc.code < 500:
-                    raise StoreError(http_error(url, exc)) from None
-                error = exc
-            except (URLError, OSError, http.client.HTTPException, _CutTransfer) as exc:
-                if message := unreachable(exc, url):
-                    raise StoreError(message) from None
-                error = exc
-            if n + 1 < RETRIES:
-                self.sleep(wait)
-        raise StoreError(f"{url} failed after {RETRIES} tries ({one_line(error)}); run the same command again "
-                         "to resume")
-
     def _get(self, url: str) -> bytes:
-        with urlopen(Request(url, headers={"Accept": "application/json"}), timeout=TIMEOUT_S) as response:
+        with open_url(url, {"Accept": "application/json"}) as response:
             body = response.read(MAX_RECORD_BYTES + 1)
         if len(body) > MAX_RECORD_BYTES:
             raise StoreError(f"{url}: the record listing exceeds {MAX_RECORD_BYTES} bytes")
         return body
 
     def _transfer(self, file: ZenodoFile, part: Path) -> None:
-        """One request for the rest of ``part``; raises _CutTransfer when the connection ends early."""
+        """One request for the rest of ``part``; raises CutTransfer when the connection ends early."""
         have = part.stat().st_size if part.exists() else 0
         if have > file.size:  # not a prefix of this file: start over
             part.unlink()
@@ -179,7 +173,7 @@ class ZenodoClient:
         if have == file.size:
             return
         headers = {"Range": f"bytes={have}-"} if have else {}
-        with urlopen(Request(file.url, headers=headers), timeout=TIMEOUT_S) as response:
+        with open_url(file.url, headers) as response:
             if have and response.status != 206:  # the server ignored the range: start over
                 have = 0
             with (open(part, "ab" if have else "wb") as fh,
@@ -190,14 +184,10 @@ class ZenodoClient:
                     have += len(block)
                     bar.update(len(block))
         if have < file.size:
-            raise _CutTransfer(f"connection closed after {have} of {file.size} bytes")
+            raise CutTransfer(f"connection closed after {have} of {file.size} bytes")
 
     def __str__(self) -> str:
         return self.base_url
-
-
-class _CutTransfer(Exception):
-    """The server closed the connection before the declared size arrived (retried with Range)."""
 
 
 def md5_file(path: Path, chunk: int = CHUNK) -> str:
@@ -210,10 +200,11 @@ def md5_file(path: Path, chunk: int = CHUNK) -> str:
 
 def parse_record(body: object, base_url: str) -> ZenodoRecord:
     """A records API answer: ``id`` (the version), ``conceptrecid`` or ``parent.id`` (the concept) and
-    ``files`` (a list, or InvenioRDM's ``{"entries": {key: {...}}}``)."""
+    ``files`` (a list, or InvenioRDM's ``{"entries": {key: {...}}}``). Ids are ASCII digits; two
+    files whose names are one name (:func:`~zoo_dataset.names.plain_file_name`) are refused."""
     if not isinstance(body, dict):
         raise TypeError(f"the answer is a {type(body).__name__}, not an object")
-    version = int(body.get("id", body.get("recid")))
+    version = record_id(body.get("id", body.get("recid")), "id")
     parent = body.get("parent") if isinstance(body.get("parent"), dict) else {}
     concept = body.get("conceptrecid") or parent.get("id")
     entries = body["files"]
@@ -222,18 +213,23 @@ def parse_record(body: object, base_url: str) -> ZenodoRecord:
     if not isinstance(entries, list):
         raise TypeError(f"files is a {type(entries).__name__}, not a list")
     files = [_parse_file(version, entry, base_url) for entry in entries]
-    return ZenodoRecord(version, int(concept) if concept is not None else None, files)
+    keys = [f.key for f in files]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"file {next(k for k in keys if keys.count(k) > 1)!r} is listed twice")
+    return ZenodoRecord(version, record_id(concept, "conceptrecid") if concept is not None else None, files)
 
 
 def _parse_file(record: int, entry: object, base_url: str) -> ZenodoFile:
     """One ``files`` entry; accepts the current API (key, size, ``md5:`` checksum, links.self) and the
-    legacy one (filename, filesize, links.download). The md5 must be 32 hex digits (it becomes a path
-    component) and the link http(s) on the configured host (a ``file://`` link is refused)."""
+    legacy one (filename, filesize, links.download). The key must be a plain file name (it becomes a
+    path component), the md5 32 hex digits (another one) and the link http(s) on the configured host
+    (a ``file://`` link is refused)."""
     if not isinstance(entry, dict):
         raise TypeError(f"a file entry is a {type(entry).__name__}, not an object")
-    key = str(entry.get("key") or entry["filename"])
-    if "/" in key or "\\" in key or key in ("", ".", ".."):
-        raise ValueError(f"file name {key!r} is not a plain file name")
+    key = entry.get("key") or entry["filename"]
+    if not isinstance(key, str):
+        raise TypeError(f"a file name is a {type(key).__name__}, not a string")
+    key = plain_file_name(key)
     algorithm, _, digest = str(entry["checksum"]).rpartition(":")
     if algorithm not in ("", "md5") or not MD5.fullmatch(digest):
         raise ValueError(f"{key}: checksum {entry['checksum']!r} is not an md5 (32 hex digits)")
@@ -243,7 +239,7 @@ def _parse_file(record: int, entry: object, base_url: str) -> ZenodoFile:
     url = str(links.get("content") or links.get("self") or links.get("download") or
               f"{base_url}/api/records/{record}/files/{quote(key)}/content")
     parsed, base = urlparse(url), urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or parsed.netloc != base.netloc:
+    if parsed.scheme not in ("http", "https") or parsed.netloc != base.netloc or not url.isprintable():
         raise ValueError(f"{key}: download link {url!r} is not an http(s) URL on {base.netloc}")
     size = entry.get("size", entry.get("filesize"))
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:

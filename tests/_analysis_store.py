@@ -44,9 +44,10 @@ def synthetic_store(
     mp_epochs=2,
     vd_epochs=6,
     seed=0,
-    architecture="cnn_s",
+    zoo="digits_seed",
+    architecture=None,
 ) -> ZooStore:
-    spec = get_spec("digits_seed").with_overrides(
+    spec = get_spec(zoo).with_overrides(
         architecture=architecture,
         model_subset=range(n_models),
         epochs=original_epochs,

@@ -35,7 +35,7 @@ Each fact and where it comes from:
   uses it (here: NaN in one layer, garbage in the other).
 
 The server can cut the first transfer of a file, lie about a checksum, answer 429 with a
-``Retry-After``, serve a raw listing, and stops itself after two minutes at the latest.
+``Retry-After``, serve a raw listing, redirect a path, and stops itself after two minutes at the latest.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from _http import range_start, send_bytes
 
-from zoo_dataset.architectures import parametrised_layers, seeded_model
+from zoo_dataset.architectures import build_model, initialize, parametrised_layers, seeded_model
 from zoo_dataset.data import get_source
 
 LIFETIME_S = 120.0
@@ -80,7 +80,8 @@ def module_indices(architecture: str, dropout: float) -> tuple[int, ...]:
 class FakeZenodo:
     """``publish(concept, version, files)`` adds a version; ``cut[name] = n`` cuts its first transfer
     after n bytes; ``wrong_md5`` lists files whose listed checksum is wrong; ``raw[version]`` replaces
-    a version's listing body; ``rate_limited`` API answers are 429 with ``Retry-After: retry_after``;
+    a version's listing body (bytes: sent as they are); ``rate_limited`` API answers are 429 with
+    ``Retry-After: retry_after``; ``redirects[path]`` answers that path with a 302 to its value;
     ``requests`` logs (path, range start)."""
 
     def __init__(self, concept_latest: bool = True):
@@ -91,6 +92,7 @@ class FakeZenodo:
         self.wrong_md5: set[str] = set()
         self.raw: dict[int, object] = {}
         self.rate_limited, self.retry_after = 0, "0"
+        self.redirects: dict[str, str] = {}
         self.requests: list[tuple[str, int]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -146,6 +148,11 @@ def _handler(zenodo: FakeZenodo):
         def do_GET(self):
             start = range_start(self)
             zenodo.requests.append((self.path, start))
+            if self.path in zenodo.redirects:
+                self.send_response(302)
+                self.send_header("Location", zenodo.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
             if self.path.startswith("/api/records/") and "/files/" not in self.path and zenodo.rate_limited:
                 zenodo.rate_limited -= 1
                 self.send_response(429)
@@ -166,7 +173,7 @@ def _handler(zenodo: FakeZenodo):
             self.send_error(404)
 
         def _json(self, body: object) -> None:
-            send_bytes(self, json.dumps(body).encode(), 0)
+            send_bytes(self, body if isinstance(body, bytes) else json.dumps(body).encode(), 0)
 
         def log_message(self, *args):
             pass
@@ -201,9 +208,24 @@ def original_params(config) -> dict:
             "training::epochs_train": 50, "cuda": False, "dataset::dump": "/home/u/zoos/MNIST/dataset.pt"}
 
 
-def original_zip(spec, model_ids, folder: str, epochs: int = ORIGINAL_EPOCHS, trial_hex: str = "c0371") -> tuple:
-    """A zip of ``folder/`` holding one original trial per model; returns (bytes, {model id: (trial
-    folder name, final state dict)})."""
+def original_init(spec, config, channels: int, replayable: bool = True):
+    """The trainable's model at its init. ``replayable=False``: its construction draws once more from
+    the seeded RNG than ours (as a different layer order or an extra module would), so the init is
+    another draw of the same distribution, which the toolkit's replay of the seed does not give."""
+    if replayable:
+        return seeded_model(spec.architecture, channels, config.activation, config.dropout, config.init, config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        torch.rand(1)
+        model = build_model(spec.architecture, channels, config.activation, config.dropout)
+        initialize(model, method=config.init)
+    return model
+
+
+def original_zip(spec, model_ids, folder: str, epochs: int = ORIGINAL_EPOCHS, trial_hex: str = "c0371",
+                 init_replayable: bool = True) -> tuple:
+    """A zip of ``folder/`` holding one original trial per model (its init as :func:`original_init`
+    makes it); returns (bytes, {model id: (trial folder name, final state dict)})."""
     channels = get_source(spec.dataset).channels
     out = {}
     buffer = io.BytesIO()
@@ -214,8 +236,7 @@ def original_zip(spec, model_ids, folder: str, epochs: int = ORIGINAL_EPOCHS, tr
             resolved = ({k: params[k] for k in HYPER_KEYS} if spec.variant != "seed" else {"seed": config.seed})
             name = trial_dirname(trial_hex, index, resolved, "2021-07-01_16-59-53")
             zf.writestr(f"{folder}/{name}/params.json", json.dumps(params))
-            model = seeded_model(spec.architecture, channels, config.activation, config.dropout, config.init,
-                                 config.seed)
+            model = original_init(spec, config, channels, init_replayable)
             indices = module_indices(spec.architecture, config.dropout)
             lines = []
             for epoch in range(epochs + 1):

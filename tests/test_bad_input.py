@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from _fixtures_loader import shared_loader_store
+from _inputs import hang_guard, special_file
 from click.testing import CliRunner
 
 from analysis import cli as report_cli
@@ -23,6 +24,7 @@ from builders import cli as build_cli
 from builders import publish
 from loaders import ZooTrajectoryDataset, ZooTwinDataset, download
 from loaders import cli as download_cli
+from releases import network
 from zoo_dataset import __version__
 from zoo_dataset.cli_support import describe_os_error, one_line_errors, writable_dir
 from zoo_dataset.counter_rng import GENERATOR
@@ -339,7 +341,7 @@ def test_download_whose_source_is_its_own_target(copy):
     ZooStore(copy).verify()  # untouched
 
 
-@pytest.mark.parametrize("content", [b"[]", b"null", b"\x89\x00\xff"])
+@pytest.mark.parametrize("content", [b"[]", b"null", b"\x89\x00\xff", b"[" * 100_000 + b"]" * 100_000])
 def test_download_of_a_damaged_manifest_names_the_source_not_a_temp_folder(copy, tmp_path, content):
     (copy / "manifest.json").write_bytes(content)
     line = one_error_line(invoke("zoo-download", "--zoo", ZOO, "--source", copy, "--root", tmp_path / "r"), 1)
@@ -347,10 +349,15 @@ def test_download_of_a_damaged_manifest_names_the_source_not_a_temp_folder(copy,
 
 
 def test_download_that_keeps_being_cut_names_the_cause(tmp_path, monkeypatch):
-    monkeypatch.setattr(download.HttpFetcher, "_transfer", lambda self, *args: False)
+    def cut(self, *args):
+        raise network.CutTransfer("the connection closed before the whole file arrived")
+
+    monkeypatch.setattr(download.HttpFetcher, "_transfer", cut)
+    monkeypatch.setattr(network, "BACKOFF_S", 0.0)
     with pytest.raises(StoreError) as info:
         download.HttpFetcher("http://127.0.0.1:9/zoo").fetch("manifest.json", tmp_path / "m", 1 << 20)
-    assert "(None)" not in str(info.value) and "connection closed" in str(info.value)
+    assert str(info.value).startswith("http://127.0.0.1:9/zoo/manifest.json failed after 4 tries (the connection "
+                                      "closed before the whole file arrived)")
 
 
 def test_download_to_a_root_under_a_file(tmp_path, copy):
@@ -389,15 +396,21 @@ def test_publish_to_the_hub_offline_is_one_runtime_line(copy):
     assert "cannot publish to hf://datasets/org/name" in line
 
 
-@pytest.mark.parametrize("content", [b"{", b"[]", b'{"zoos": 5}', b'{"zoos": [1]}', b"\xff\xfe"])
+@pytest.mark.parametrize("content", [b"{", b"[]", b'{"zoos": 5}', b'{"zoos": [1]}', b"\xff\xfe",
+                                     b"[" * 100_000 + b"]" * 100_000, "fifo", "/dev/zero"])
 def test_publish_to_a_mirror_with_a_damaged_index_writes_nothing(copy, tmp_path, content):
     mirror = tmp_path / "m"
     mirror.mkdir()
-    (mirror / "index.json").write_bytes(content)
+    if isinstance(content, str):  # not a regular file: once a hang (FIFO) or an endless read
+        special_file(mirror / "index.json", content)
+        content = None
+    else:
+        (mirror / "index.json").write_bytes(content)
     before = snapshot(copy)
-    line = one_error_line(invoke("zoo-publish", "--zoo", ZOO, "--root", copy.parent, "--mirror", mirror), 1)
+    with hang_guard():
+        line = one_error_line(invoke("zoo-publish", "--zoo", ZOO, "--root", copy.parent, "--mirror", mirror), 1)
     assert "mirror index" in line and "is corrupt" in line
-    assert snapshot(mirror) == {"index.json": content} and snapshot(copy) == before  # no card written
+    assert snapshot(mirror) == ({"index.json": content} if content else {}) and snapshot(copy) == before
 
 
 def test_publish_refuses_a_mirror_copy_whose_folder_links_outside(copy, tmp_path):

@@ -7,10 +7,12 @@ Inputs are fixed, so every statistic below is a fixed number: the tests cannot f
 
 from __future__ import annotations
 
+import ast
 import math
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,7 +20,7 @@ import pytest
 import torch
 from scipy import stats
 
-from zoo_dataset import counter_rng
+from zoo_dataset import counter_rng, philox_cpu
 from zoo_dataset.counter_rng import ORDER_DRAW, CounterRNG, StepDraws, box_muller, philox4x32_10
 from zoo_dataset.methods import get_method
 
@@ -232,3 +234,10 @@ def test_data_orders_sorted_in_slices_of_models_are_the_same(monkeypatch):
     whole = rng.permutation(300, 2)
     monkeypatch.setattr(counter_rng, "ORDER_SLICE_KEYS", 600)  # two models per slice
     assert torch.equal(rng.permutation(300, 2), whole)
+
+
+def test_the_compiled_loops_and_the_tensor_form_share_constants_without_importing_each_other():
+    """philox_cpu once imported its constants back from counter_rng, which imports it: an import circle."""
+    tree = ast.parse(Path(philox_cpu.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"__future__", "philox_constants"}

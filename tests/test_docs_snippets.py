@@ -3,8 +3,12 @@ commands write where docs/analysis.md says, and the worked example of docs/loadi
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,13 +34,38 @@ def test_every_name_the_docs_import_from_zoo_twins_exists():
     seen = set()
     for doc in DOCS:
         text = doc.read_text()
-        for name in _imports(text, "zoo_twins"):
-            assert hasattr(zoo_twins, name), f"{doc.name} imports {name} from zoo_twins, which lacks it"
+        for name in _imports(text, "zoo_twins") + re.findall(r"\bzoo_twins\.(\w+)", text):
+            assert hasattr(zoo_twins, name), f"{doc.name} names {name} from zoo_twins, which lacks it"
             seen.add(name)
         for name in _imports(text, "zoo_twins.transforms"):
             assert hasattr(zoo_twins.transforms, name), f"{doc.name}: zoo_twins.transforms lacks {name}"
-    assert {"ZooTwinDataset", "collate_shared", "LayerStandardization", "model_folds"} <= seen
-    assert set(zoo_twins.__all__) <= set(dir(zoo_twins)) | {"download_zoo"}
+    assert {"ZooTwinDataset", "collate_shared", "LayerStandardization", "model_folds", "permute",
+            "gaussian_noise", "erase_neurons", "NeuronErasing", "WEIGHT_KEYS", "STATE_KEYS",
+            "to_hf_dataset"} <= seen
+
+
+def test_the_loading_doc_tables_name_what_zoo_twins_exports():
+    """The transforms and plain functions tables of docs/loading.md say they are importable from
+    zoo_twins: every callable their first column names is."""
+    text = (REPO / "docs" / "loading.md").read_text()
+    section = text[text.index("### Augmentations and standardisation"):text.index("### Splits, filters and folds")]
+    named = {name for row in re.findall(r"^\| ([^|]+) \|", section, flags=re.M)
+             for name in re.findall(r"`(\w+)\(", row)}
+    assert {"RandomNeuronPermutation", "permute", "NeuronErasing", "erase_neurons", "pruned_zeros"} <= named
+    assert not {name for name in named if not hasattr(zoo_twins, name)}
+
+
+def test_all_is_the_public_surface_and_star_import_resolves_it():
+    import loaders
+
+    facade = {"ZooSpec", "ZooStore", "get_spec", "load_specs", "methods", "download_zoo",
+              "WeightStatisticsBaseline", "weight_statistics"}  # the core's names, and those loaded on use
+    assert set(zoo_twins.__all__) == set(loaders.__all__) | facade
+    assert len(zoo_twins.__all__) == len(set(zoo_twins.__all__))
+    scope: dict = {}
+    exec("from zoo_twins import *", scope)  # resolves every name of __all__, those loaded on use too
+    assert set(zoo_twins.__all__) <= set(scope)
+    assert scope["WeightStatisticsBaseline"].__name__ == "WeightStatisticsBaseline"
 
 
 def _doc_command(tool: str, sub: str = "") -> tuple[list[str], str | None]:
@@ -98,17 +127,14 @@ def zoo(tmp_path_factory):
 
 def test_the_worked_example_of_the_loading_doc_runs(zoo, tmp_path):
     """The k-fold script of docs/loading.md, as written, on the small built store (2 training epochs)."""
-    import subprocess
-    import sys
-
     text = (REPO / "docs" / "loading.md").read_text()
     section = text[text.index("### A worked example"):]
     code = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
-    setting = 'ZOO, ROOT, EPOCHS = "digits_seed", "stores", 100'
+    setting = WORKED_EXAMPLE
     assert setting in code
     script = tmp_path / "example.py"
     script.write_text(code.replace(setting, f'ZOO, ROOT, EPOCHS = "digits_seed", {str(zoo.parent)!r}, 2'))
-    env = {**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     line = result.stdout.strip().splitlines()[-1]
@@ -117,3 +143,58 @@ def test_the_worked_example_of_the_loading_doc_runs(zoo, tmp_path):
     scores = [float(s) for s in folds.group(2).split(", ")]
     assert len(scores) == 3  # the small store's 3 models: one held out per fold
     assert all(s == s and abs(s) < 1e6 for s in scores)  # finite numbers, each fold really scored
+
+
+# ---------------------------------------------------------------------------- every python snippet runs
+WORKED_EXAMPLE = 'ZOO, ROOT, EPOCHS = "digits_seed", "stores", 100'  # run above, with 2 epochs
+SNIPPET = re.compile(r"(?:<!-- not run in the tests: (?P<reason>[^\n]*?) -->\n)?```python\n(?P<code>.*?)\n```", re.S)
+SNIPPET_DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+RUNNER = """
+import json, sys, traceback
+failures = []
+for where, code in json.load(open(sys.argv[1])):
+    try:
+        exec(compile(code, where, "exec"), {"__name__": "__main__"})
+    except BaseException:
+        failures.append(where + ": " + traceback.format_exc(limit=-3))
+print(json.dumps(failures))
+"""
+
+
+def python_snippets() -> list[tuple[str, str, str | None]]:
+    """(doc:line, code, why it is not run or None) of every python block of README.md and docs/."""
+    out = []
+    for doc in SNIPPET_DOCS:
+        text = doc.read_text()
+        for match in SNIPPET.finditer(text):
+            line = text.count("\n", 0, match.start("code")) + 1
+            out.append((f"{doc.relative_to(REPO)}:{line}", match["code"], match["reason"]))
+    return out
+
+
+def test_a_python_snippet_that_is_not_run_says_why():
+    snippets = python_snippets()
+    assert len(snippets) >= 10
+    for where, _, reason in snippets:
+        assert reason is None or len(reason.split()) >= 3, f"{where}: say why it is not run"
+
+
+def test_every_python_snippet_of_the_docs_runs(tmp_path):
+    """Each block as written, offline, in one interpreter, in a project folder holding synthetic
+    stores of the zoos the docs name: ./stores/digits_seed (6 models, MP levels 0.5, 0.7 and 0.9,
+    6 VD epochs: the docs read model 3 at 70 % and VD epoch 5) and ./stores/digits_random (16)."""
+    project = tmp_path / "project"
+    synthetic_store(project / "stores", n_models=6, original_epochs=2, mp_epochs=1, vd_epochs=6)
+    synthetic_store(project / "stores", n_models=16, original_epochs=2, mp_epochs=1, vd_epochs=2, zoo="digits_random")
+    runnable = [(where, code) for where, code, reason in python_snippets()
+                if reason is None and WORKED_EXAMPLE not in code]
+    assert len(runnable) >= 8
+    (tmp_path / "snippets.json").write_text(json.dumps(runnable))
+    (tmp_path / "runner.py").write_text(RUNNER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ZOO_TWINS_CACHE": str(tmp_path / "cache"),
+           "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets")}
+    out = subprocess.run([sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "snippets.json")],
+                         capture_output=True, text=True, env=env, cwd=project)
+    assert out.returncode == 0, out.stderr[-3000:]
+    failures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not failures, "\n".join(failures)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from builders.publish import publish_mirror
 from loaders import ZooTwinDataset, cli
 from loaders.download import download_zoo
+from releases import network
 from zoo_dataset.errors import ChecksumError, StoreError
 from zoo_dataset.store import ZooStore
 
@@ -43,7 +44,8 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture
-def mirror(store, tmp_path):
+def mirror(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(network, "BACKOFF_S", 0.0)  # a cut transfer is resumed at once
     directory = tmp_path / "mirror"
     publish_mirror(store, directory)
     with local_server(functools.partial(RangeHandler, directory=str(directory))) as (server, url):

@@ -220,9 +220,12 @@ def test_a_partial_update_never_mixes_versions(store, tmp_path):
 class RedirectLoop(SimpleHTTPRequestHandler):
     """Every path redirects to itself: urllib gives up with a three-line message."""
 
+    def location(self) -> str:
+        return self.path
+
     def do_GET(self):
         self.send_response(302)
-        self.send_header("Location", self.path)
+        self.send_header("Location", self.location())
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -235,6 +238,48 @@ def test_a_redirect_loop_is_one_line(tmp_path):
         result = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--source", url, "--root", str(tmp_path), "--quiet"])
     assert result.exit_code == 1 and "HTTP 302" in result.output and "infinite loop" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+class OtherHostRedirect(RedirectLoop):
+    """Every path redirects to the same path under another host name of this server (localhost)."""
+
+    def location(self) -> str:
+        return f"http://localhost:{self.server.server_address[1]}{self.path}"
+
+
+def test_a_mirror_redirecting_to_another_host_is_refused_in_one_line(tmp_path):
+    with local_server(OtherHostRedirect) as (_, url):
+        result = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--source", url, "--root", str(tmp_path), "--quiet"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"{url}/{ZOO}/manifest.json redirects to http://localhost:" in result.output
+    assert "refusing it" in result.output
+    assert not (tmp_path / ZOO).exists()
+
+
+class BadLengthHandler(SimpleHTTPRequestHandler):
+    """Static files whose Content-Length is not a length ("123abc"): the body ends with the connection."""
+
+    def send_header(self, keyword, value):
+        super().send_header(keyword, f"{value}abc" if keyword == "Content-Length" else value)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_content_length_that_is_not_a_length_is_ignored_not_a_traceback(store, tmp_path):
+    directory = tmp_path / "mirror"
+    publish_mirror(store, directory)
+    with local_server(functools.partial(BadLengthHandler, directory=str(directory))) as (_, url):
+        result = CliRunner().invoke(cli.main, ["--zoo", ZOO, "--source", url, "--root", str(tmp_path / "r"),
+                                               "--quiet"])
+    assert result.exit_code == 0, result.output
+    ZooStore(tmp_path / "r" / ZOO).verify()
+
+
+def test_a_population_named_twice_by_file_is_refused(tmp_path):
+    result = CliRunner().invoke(cli.main, ["--zoo", "mnist_seed", "--source", "modelzoos", "--root", str(tmp_path),
+                                           "--file", "original=a.zip", "--file", "original=b.zip"])
+    assert result.exit_code == 2 and "--file names the original population twice" in result.output
 
 
 @pytest.mark.parametrize("source", ["ftp://x", "file:///tmp/x", "s3://bucket/zoos"])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from _analysis_store import synthetic_store
+from _inputs import hang_guard
 from click.testing import CliRunner
 
 from analysis.hyperrep.cli import main
@@ -16,7 +17,10 @@ from analysis.hyperrep.model import AEConfig
 from analysis.hyperrep.probes import probe_r2
 from analysis.hyperrep.readout import alpha_statistics
 from analysis.hyperrep.train import TrainConfig, Trained, encode, train_autoencoder
+from loaders.transforms import LayerStandardization
 from loaders.views import TokensView
+from zoo_dataset.model_layout import layout_for
+from zoo_dataset.specs import get_spec
 
 SMALL_AE = {"d_model": 16, "heads": 2, "depth": 1, "token_latent": 2, "projection": 8}
 
@@ -183,3 +187,66 @@ def test_a_checkpoint_of_an_encoder_that_read_values_only_still_loads(samples, t
     again = Trained.load(tmp_path / "old.pt")
     assert again.model.config.log_magnitude is False
     np.testing.assert_allclose(encode(again, samples)[0], encode(trained, samples)[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(samples, tmp_path_factory):
+    ae = AEConfig(tokens=len(samples.layer_id), width=samples.valid.shape[1], **SMALL_AE)
+    path = tmp_path_factory.mktemp("hr-hostile") / "ae.pt"
+    train_autoencoder(samples, TrainConfig(epochs=1, batch_size=8), ae).save(path)
+    return path
+
+
+def _set(part: str, **values):
+    """A change that sets ``values`` in the checkpoint's ``part`` (config, train)."""
+    def change(raw: dict) -> dict:
+        raw[part].update(values)
+        return raw
+    return change
+
+
+def _nan_weights(raw: dict) -> dict:
+    name = next(k for k, v in raw["model"].items() if v.is_floating_point())
+    raw["model"][name].fill_(float("nan"))
+    return raw
+
+
+def _nan_scaler(raw: dict) -> dict:
+    layers = raw["scaler"]["stats"]["weights"]
+    layers[next(iter(layers))]["mean"] = float("nan")
+    return raw
+
+
+def _other_layout_scaler(raw: dict) -> dict:
+    layout = layout_for(get_spec("cifar10_l_seed"))
+    weights = torch.randn(3, layout.num_params, generator=torch.manual_seed(0))
+    return {**raw, "scaler": LayerStandardization.from_states(layout, weights).to_dict()}
+
+
+HOSTILE_CHECKPOINTS = {  # a change to a saved checkpoint, and what the one refusing line says
+    "weights NaN": (_nan_weights, "hold NaN or infinite values"),
+    "scaler NaN": (_nan_scaler, "not a finite mean and std"),
+    "threshold NaN": (_set("train", threshold=float("nan")), "threshold = nan"),
+    "span 0": (_set("train", span=0.0), "span = 0.0"),
+    "depth 1e6": (_set("config", depth=10**6), "depth = 1000000 is out of range"),
+    "width changed": (lambda raw: _set("config", width=raw["config"]["width"] + 1)(raw),
+                      "its weights do not fit its config"),
+    "depth a string": (_set("config", depth="2"), "depth is '2', not a whole number"),
+    "an unknown key": (_set("config", evil=1), "unknown keys ['evil']"),
+    "another zoo's layout": (_other_layout_scaler, "trained on states of another layout"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_CHECKPOINTS)
+def test_eval_refuses_a_checkpoint_it_cannot_use_in_one_line(store, checkpoint, tmp_path, case):
+    """NaN weights, scaler or threshold once reached scikit-learn (a traceback); a depth of 1e6 built
+    a model for ever. Every value is checked before a model is built from it."""
+    change, message = HOSTILE_CHECKPOINTS[case]
+    raw = change(torch.load(checkpoint, weights_only=True))
+    torch.save(raw, tmp_path / "hostile.pt")
+    with hang_guard():
+        result = CliRunner().invoke(main, ["eval", "--zoo", str(store.zoo_dir), "--checkpoint",
+                                           str(tmp_path / "hostile.pt")])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import stat
@@ -10,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -20,7 +22,8 @@ from zoo_dataset.architectures import parametrised_layers, seeded_model
 from zoo_dataset.errors import DataFormatError, StoreError
 from zoo_dataset.safe_extract import safe_extract
 from zoo_dataset.specs import get_spec
-from zoo_dataset.store import ZooStore
+from zoo_dataset.store import StoreWriter, ZooStore
+from zoo_dataset.store.tables import init_check
 
 EPOCHS = 2
 MODULE_INDEX = (0, 3, 6, 9, 11)  # CNN-s with dropout 0 in the original code
@@ -203,6 +206,10 @@ MISTYPED = {  # what a published trial may hold, and the reason its skip line gi
     "seed 3.9": (lambda f: _rewrite_params(f, seed=3.9), "seed is 3.9, not a whole number"),
     "lr is a string": (lambda f: _rewrite_params(f, **{"optim::lr": "0.001"}),
                        "optim::lr is '0.001', not a number"),
+    "result nested deeply": (lambda f: (f / "result.json").write_text("[" * 100_000 + "]" * 100_000 + "\n"),
+                             "result.json line 1: not JSON this toolkit reads (nested too deeply)"),
+    "params nested deeply": (lambda f: (f / "params.json").write_text("[" * 100_000 + "]" * 100_000),
+                             "params.json lacks or mangles a generating factor"),
 }
 BAD_TENSORS = {
     "a list": (lambda w: w.tolist(), "module_list.0.weight is a list"),
@@ -370,8 +377,9 @@ def test_a_zip_with_two_members_of_one_name_is_refused(tmp_path):
     assert not (tmp_path / "stores").exists()
 
 
-def test_epoch0_of_a_seed_zoo_must_be_the_init_its_seed_replays(tmp_path, capsys):
-    """params.json naming seed 4 beside the weights of seed 2: the trial is skipped, not stored as model 3."""
+def test_a_trial_whose_epoch0_is_not_its_seeds_replay_is_kept_and_recorded(tmp_path, capsys):
+    """params.json naming seed 4 beside the init of seed 2: whether our replay of a seed is the
+    original's is unverified, so the trial is ingested as published and the mismatch recorded."""
     zoo = tmp_path / "zoo"
     write_trial(zoo, 1, 0)
 
@@ -384,6 +392,67 @@ def test_epoch0_of_a_seed_zoo_must_be_the_init_its_seed_replays(tmp_path, capsys
             torch.save(state, path)
 
     write_trial(zoo, 4, 1, other_init)
+    write_trial(zoo, 5, 2, lambda epoch, path: path.parent.rename(path.parent.with_name("x")) if epoch == 0 else None)
     report = ingest_original(spec(), zoo, tmp_path / "stores")
-    assert report.trials.keys() == {0}
-    assert "checkpoint_000000 is not the init of seed 4" in capsys.readouterr().err
+    assert report.trials.keys() == {0, 3, 4}
+    assert "checkpoint_000000 of 1 of 2 ingested trials is not the init their seed replays" in capsys.readouterr().err
+    store = ZooStore(tmp_path / "stores" / "digits_seed")
+    flags = store.models().set_index("model_id").init_matches_seed
+    assert flags[0] and not flags[3] and pd.isna(flags[4])  # model 4 published no checkpoint_000000: replayed
+    assert json.loads((store.zoo_dir / "ingest.json").read_text())["init_matches_seed"] == {
+        "0": True, "3": False, "4": None}
+    assert init_check(store.models()) == (
+        "the published checkpoint_000000 of 1 of 2 ingested models is not the init their seed replays in this "
+        "toolkit; they are kept as published (init_matches_seed = false in models.parquet); for 1 models without "
+        "one it is that replay")
+
+
+def test_a_store_without_the_init_column_reads_and_reports_nothing_of_it(tmp_path):
+    """Stores built here, or ingested before the column existed, have no init_matches_seed."""
+    zoo = tmp_path / "zoo"
+    write_trial(zoo, 1, 0)
+    ingest_original(spec(), zoo, tmp_path / "stores", echo=lambda line: None)
+    store = ZooStore(tmp_path / "stores" / "digits_seed")
+    writer = StoreWriter.open(tmp_path / "stores", store.spec, store.layout, resume=True, create=False)
+    writer.write_models_table(store.models().drop(columns="init_matches_seed"))
+    store = ZooStore(store.zoo_dir)
+    store.verify()
+    assert init_check(store.models()) is None and store.model_config(0).seed == 1
+
+
+@pytest.mark.parametrize("alias", ["{zoo}/./{trial}", "{zoo}//{trial}", "./{zoo}/{trial}", "{zoo}/{trial}/."])
+def test_a_second_copy_of_a_checkpoint_under_an_aliased_name_is_refused(tmp_path, alias):
+    """``zoo/./trial/...`` unpacks onto ``zoo/trial/...``: names are compared as they unpack, so the
+    copy (weights all 5.0) never replaces the trial's own checkpoint."""
+    zoo, _ = make_zoo(tmp_path / "src")
+    archive = tmp_path / "alias.zip"
+    trial = next(p for p in sorted(zoo.iterdir()) if "seed=1_" in p.name)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(p for p in zoo.rglob("*") if p.is_file()):
+            zf.write(path, path.relative_to(zoo.parent).as_posix())
+        state = torch.load(trial / "checkpoint_000002" / "checkpoints", weights_only=True)
+        fives = io.BytesIO()
+        torch.save({k: torch.full_like(v, 5.0) for k, v in state.items()}, fives)
+        name = alias.format(zoo=zoo.name, trial=trial.name) + "/checkpoint_000002/checkpoints"
+        zf.writestr(zipfile.ZipInfo(name), fives.getvalue())  # a ZipInfo keeps the name as given
+    with pytest.raises(DataFormatError, match="a second member of that name: .* unpacks to the same file") as info:
+        ingest_original(spec(), archive, tmp_path / "stores")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "stores").exists()
+
+
+@pytest.mark.parametrize("names, reason", [
+    (["zoo/caf\u00e9/a", "zoo/cafe\u0301/a"], "a second member of that name"),  # one name, NFC and NFD
+    (["zoo/a", "zoo/a/b"], "a file, and a folder of other members"),
+    (["zoo\\a"], "a backslash in the name"),
+    (["zoo/\na"], "a control character"),
+    (["./"], "an empty name"),
+])
+def test_member_names_are_normalised_and_plain(tmp_path, names, reason):
+    archive = tmp_path / "names.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in names:
+            zf.writestr(name, "x")
+    with pytest.raises(DataFormatError, match=reason):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

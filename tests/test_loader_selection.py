@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from _fixtures_loader import SPEC, shared_loader_store
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from loaders import (
     ORIGINAL_ITEM_SCHEMA,
@@ -231,3 +231,82 @@ def test_k_folds_never_put_a_model_on_both_sides(zoo):
     assert sorted(held_out) == list(range(len(every)))
     with pytest.raises(ZooSpecError, match="k = 4 folds need"):
         model_folds(ids, k=4)
+
+
+def test_models_outside_the_split_are_an_error_naming_both(zoo):
+    store = ZooStore(zoo)
+    split_of = dict(zip(store.models().model_id.astype(int), store.models().split, strict=True))
+    inside = next(m for m, s in split_of.items() if s == "train")
+    outside = next(m for m, s in split_of.items() if s != "train")
+    for make in (ZooTwinDataset, ZooTrajectoryDataset, ZooOriginalDataset):
+        kwargs = {"method": "mp"} if make is not ZooOriginalDataset else {}
+        with pytest.raises(StoreError, match=rf"models \[{outside}\] are not in the 'train' split .*split=None"):
+            make(zoo, models=[inside, outside], **kwargs)  # split defaults to "train"
+        assert make(zoo, split=None, models=[inside, outside], **kwargs).model_ids == sorted([inside, outside])
+    with pytest.raises(StoreError, match=rf"models \[{outside}\] are not in the 'train' split"):
+        LayerStandardization.fit(zoo, models=[outside])
+    assert LayerStandardization.fit(zoo, split=None, models=[inside]).stats == LayerStandardization.fit(zoo).stats
+
+
+def test_a_list_of_levels_serves_those_levels_in_that_order(zoo):
+    ds = ZooTwinDataset(zoo, method="mp", level=[0.9, 50], split=None)
+    assert ds.index.levels == pytest.approx([0.9, 0.5])
+    assert [float(item["level"]) for item in ds] == pytest.approx([0.9, 0.5] * len(ds.model_ids))
+    assert _repr_line(ds, "Level") == "Level: 0.9, 0.5"
+    assert len(ZooTrajectoryDataset(zoo, method="mp", level=(0.5,), split=None)) == len(ds.model_ids)
+    with pytest.raises(ZooSpecError, match="level 0.5 is asked for twice"):
+        ZooTwinDataset(zoo, method="mp", level=[0.5, 50], split=None)
+    with pytest.raises(ZooSpecError, match="level is an empty list"):
+        ZooTwinDataset(zoo, method="mp", level=[], split=None)
+    with pytest.raises(ZooTypeError, match="level must be a number .*not type str"):
+        ZooTwinDataset(zoo, method="mp", level=[0.5, "0.9"], split=None)
+
+
+def _repr_line(dataset, field: str) -> str:
+    return next(line.strip() for line in repr(dataset).splitlines() if line.strip().startswith(f"{field}:"))
+
+
+def test_vd_datasets_say_they_have_no_level_and_negative_epochs_count_from_the_end(zoo):
+    assert _repr_line(ZooTwinDataset(zoo, method="vd", split=None), "Level") == "Level: none (vd has no levels)"
+    n_states = ZooStore(zoo).population("vd").epochs + 1
+    assert ZooTwinDataset(zoo, method="vd", split=None, epoch=-n_states).epoch == 0
+    assert ZooTrajectoryDataset(zoo, method="vd", split=None, epoch=[-1, -n_states]).epochs == [n_states - 1, 0]
+    with pytest.raises(StoreError, match=rf"epoch {-n_states - 1} out of range: .*negative counts from the end"):
+        ZooTwinDataset(zoo, method="vd", split=None, epoch=-n_states - 1)
+
+
+def test_item_folds_group_a_concatenation_of_datasets_by_model(zoo):
+    mp = ZooTwinDataset(zoo, method="mp", split=None)
+    vd = ZooTwinDataset(zoo, method="vd", split=None)
+    both = ConcatDataset([mp, vd])
+    models = mp.item_model_ids + vd.item_model_ids
+    folds = item_folds(both, k=3, seed=0)
+    for (train, test), (train_models, test_models) in zip(folds, model_folds(mp.model_ids, k=3), strict=True):
+        assert {models[i] for i in test} == set(test_models) and {models[i] for i in train} == set(train_models)
+        assert sorted(train + test) == list(range(len(both)))
+        assert {int(both[i]["model_id"]) for i in test} == set(test_models)  # the indices are the items'
+    part = Subset(both, list(range(len(mp), len(both))))  # the VD items alone
+    assert [sorted(test) for _, test in item_folds(part, k=3)] == [sorted(test) for _, test in item_folds(vd, k=3)]
+    with pytest.raises(ZooTypeError, match="cannot group the items of a list by model"):
+        item_folds([mp[0], vd[0]], k=2)
+
+
+def test_where_filters_on_the_twins_properties_too(zoo):
+    store = ZooStore(zoo)
+    vd_final = store.states("vd").query("epoch == epoch.max()").set_index("model_id").sparsity
+    cut = float(vd_final.median())
+    sparse = select_models(zoo, where={"vd": lambda p: p["sparsity"] >= cut})
+    assert sparse == sorted(int(m) for m, s in vd_final.items() if s >= cut) and 0 < len(sparse) < len(vd_final)
+    mp = store.states("mp")
+    at_90 = mp[np.isclose(mp.level, 0.9) & (mp.epoch == 0)].set_index("model_id").test_acc
+    acc_cut = float(at_90.median())
+    chosen = select_models(zoo, epoch=0, where={("mp", 0.9): lambda p: p["test_acc"] >= acc_cut})
+    assert chosen == sorted(int(m) for m, acc in at_90.items() if acc >= acc_cut)
+    both = select_models(zoo, where={"original": lambda p: True, "vd": lambda p: p["sparsity"] >= cut})
+    assert both == sparse
+    with pytest.raises(ZooSpecError, match=r"mp twins have levels .*key where with one, e.g. \('mp', 0.9\)"):
+        select_models(zoo, where={"mp": lambda p: True})
+    with pytest.raises(StoreError, match="where names 'mp_local', which .* does not hold"):
+        select_models(zoo, where={"mp_local": lambda p: True})
+    with pytest.raises(StoreError, match="level 0.7 not recorded for mp"):
+        select_models(zoo, where={("mp", 0.7): lambda p: True})

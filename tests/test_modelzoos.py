@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import zipfile
+from email.message import Message
+from urllib.error import HTTPError
 
 import numpy as np
 import pytest
@@ -16,9 +19,11 @@ from click.testing import CliRunner
 from analysis import cli as report_cli
 from analysis.hyperrep import cli as hyperrep_cli
 from builders import cli as build_cli
+from builders.stages.card import write_card
 from loaders import ZooTwinDataset, cli
 from loaders.download import download_zoo
-from releases import zenodo
+from releases import network, zenodo
+from releases.ingest import initial_state
 from releases.modelzoos import published, table
 from zoo_dataset.data import load_dataset
 from zoo_dataset.errors import ChecksumError, DataFormatError, StoreError, ZooSpecError
@@ -51,7 +56,7 @@ def version_of(zoo: str, population: str = "original") -> int:
 
 
 def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False, drop: bool = False,
-            models: list[int] | None = None, version: int | None = None) -> dict:
+            models: list[int] | None = None, version: int | None = None, init_replayable: bool = True) -> dict:
     """The zoo's records on the fake Zenodo: the original zip beside the record's other zips (the
     other zoos of the same record), the preprocessed dataset_*.pt pickles and index_dict*.json, and,
     for MNIST and SVHN, the twins zip. Returns what was written."""
@@ -59,7 +64,7 @@ def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False, drop:
     models = models or pick_models(zoo)
     written: dict = {"models": models}
     original = entries["original"]
-    blob, written["originals"] = original_zip(spec, models, original.folder)
+    blob, written["originals"] = original_zip(spec, models, original.folder, init_replayable=init_replayable)
     files = {}
     for other in ZOOS:  # the record's other zips and its preprocessed files are never fetched
         if published(other)["original"].record == original.record and other != zoo:
@@ -86,7 +91,7 @@ def publish(server: FakeZenodo, zoo: str, data=None, orphan: bool = False, drop:
 def env(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_TWINS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ZOO_TWINS_DATA", str(tmp_path / "data"))
-    monkeypatch.setattr(zenodo, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(network, "BACKOFF_S", 0.0)
     with FakeZenodo() as server:
         monkeypatch.setenv("ZOO_TWINS_ZENODO_URL", server.url)
         yield server, tmp_path
@@ -141,9 +146,14 @@ def test_every_published_zoo_downloads_from_zenodo_as_it_answers_today(env, zoo,
     written = publish(server, zoo, models=pick_models(zoo)[:2])
     result = CliRunner().invoke(cli.main, ["--zoo", zoo, "--source", "modelzoos", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "404" not in result.output and "skipped 0" in result.output and "skipped " not in result.output.replace(
-        "skipped 0", "")
-    assert result.output.strip().splitlines()[-1].startswith(f"{zoo}: ")
+    # every line is one the download prints when all goes well: a 404 (or any error, any skipped
+    # trial) would be a line of another form; the paths hold random md5 digits, so no substring test
+    forms = [rf"ingested 2 models \(2 epochs\) from \S+/{re.escape(zip_name(zoo))}; skipped 0",
+             r"converted 2 VD twins \(25 epochs\); skipped 0" if "vd" in published(zoo) else None,
+             rf"{zoo}: \S+/{zoo} \(populations: {', '.join(published(zoo))}\)"]
+    lines = result.output.strip().splitlines()
+    assert len(lines) == sum(f is not None for f in forms), result.output
+    assert all(re.fullmatch(form, line) for form, line in zip([f for f in forms if f], lines, strict=True)), lines
     store = ZooStore(tmp_path / "cache" / zoo)
     assert store.manifest.model_ids == written["models"]
     assert set(store.populations) == set(published(zoo))
@@ -158,6 +168,32 @@ def test_every_published_zoo_downloads_from_zenodo_as_it_answers_today(env, zoo,
     if "vd" in published(zoo):
         twins = json.loads((store.zoo_dir / "ingest-vd.json").read_text())["twins"]
         assert len(twins) == 2 and not any(label in twin for twin in twins.values() for label in labels)
+
+
+def test_a_seed_zoo_whose_epoch0_is_not_our_replay_ingests_every_trial_and_says_so(env, tmp_path):
+    """Our replay of a seed's init was never checked against a live archive: where the published
+    checkpoint_000000 differs, every trial is still ingested as published, and the models table,
+    the download, zoo-report and the card say so."""
+    server, _ = env
+    written = publish(server, "usps_seed", init_replayable=False)
+    result = CliRunner().invoke(cli.main, ["--zoo", "usps_seed", "--source", "modelzoos", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 0" in result.output
+    assert "warning: checkpoint_000000 of 4 of 4 ingested trials is not the init their seed replays" in result.output
+    store = ZooStore(tmp_path / "cache" / "usps_seed")
+    assert store.manifest.model_ids == written["models"]
+    assert store.models().set_index("model_id").init_matches_seed.to_dict() == dict.fromkeys(written["models"], False)
+    configs, layout = store.model_configs(), store.layout
+    for model_id in written["models"]:  # epoch 0 is the published init, not our replay
+        assert not np.allclose(store.weights("original", model_id, 0),
+                               initial_state(store.spec, configs[model_id], layout), rtol=1e-5, atol=1e-6)
+    line = ("epoch 0: the published checkpoint_000000 of 4 of 4 ingested models is not the init their seed replays "
+            "in this toolkit; they are kept as published (init_matches_seed = false in models.parquet)")
+    report = CliRunner().invoke(report_cli.main, ["--zoo", "usps_seed", "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert line in report.output and line in (tmp_path / "report" / "report.md").read_text()
+    card = write_card(store).read_text()
+    assert f"| epoch 0 | {line.removeprefix('epoch 0: ')} |" in card
 
 
 def test_a_pinned_version_is_fetched_and_recorded(env, tmp_path):
@@ -176,10 +212,13 @@ def test_a_pinned_version_is_fetched_and_recorded(env, tmp_path):
     assert origin["revision"] == "6632087"
     assert (origin["files"]["original"]["concept"], origin["files"]["original"]["record"]) == (6632086, 6632087)
     server.publish(6620868, 6620869, {"cifar_large_seed.zip": b"x"})
-    for revision, message in (("6620869", "is a version of record 6620868, not of 6632086"),
-                              ("1234", "has no record version 1234"), ("v2", "Zenodo version id")):
+    for revision, message in (("6620869", "is a version of record 6620868, not of record 6632086"),
+                              ("1234", "has no record version 1234"), ("v2", "Zenodo version id"),
+                              ("9" * 5000, "Zenodo version id"),
+                              ("\u0666\u0666\u0663\u0662\u0660\u0668\u0667", "Zenodo version id"),  # 6632087
+                              ("original=6632087,original=7000001", "pins the original population twice")):
         refused = CliRunner().invoke(cli.main, ["--zoo", "mnist_fixed", "--source", "modelzoos", "--quiet",
-                                                "--revision", revision, "--root", str(tmp_path / revision)])
+                                                "--revision", revision, "--root", str(tmp_path / "refused")])
         assert refused.exit_code in (1, 2) and message in refused.output
         assert len(refused.output.strip().splitlines()) == 1
 
@@ -203,18 +242,16 @@ def test_rate_limits_are_waited_out_with_their_retry_after(env):
     waits: list[float] = []
     server.rate_limited, server.retry_after = 2, "7"
     client = zenodo.ZenodoClient(server.url, progress=False, sleep=waits.append)
-    assert client.latest([6633626]).version == 6633627
+    assert client.latest(6633626).version == 6633627
     assert waits == [7.0, 7.0]
     server.rate_limited, server.retry_after = 1, "86400"  # a day: the wait is bounded
     waits.clear()
-    client.latest([6633626])
+    client.latest(6633626)
     assert waits == [zenodo_network_cap()]
 
 
 def zenodo_network_cap() -> float:
-    from releases.network import MAX_RETRY_AFTER_S
-
-    return MAX_RETRY_AFTER_S
+    return network.MAX_RETRY_AFTER_S
 
 
 @pytest.mark.parametrize("source", ["modelzoos", "https://mirror.example.org/zoos"])
@@ -236,6 +273,9 @@ def test_no_network_fails_at_once_in_one_line(tmp_path, monkeypatch, source):
 
 
 @pytest.mark.parametrize("entry, message", [
+    ({"key": "a\x00b.zip"}, "is not a plain file name"),
+    ({"key": "\n.zip"}, "is not a plain file name"),
+    ({"key": ".zip"}, "is not a plain file name"),
     ({"checksum": "md5:../../../../../../../../tmp/rr"}, "is not an md5"),  # 32 characters, not a digest
     ({"checksum": "md5:/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaa"}, "is not an md5"),
     ({"links": {"self": "file:///etc/hostname"}}, "is not an http(s) URL on"),
@@ -262,6 +302,80 @@ def test_a_malformed_record_listing_is_one_line(env, body):
     result = CliRunner().invoke(cli.main, ["--zoo", "usps_seed", "--source", "modelzoos", "--quiet"])
     assert result.exit_code == 1 and "is not a Zenodo record listing" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def _with_second_copy(listing: dict) -> dict:
+    """The listing with its first file listed again (other bytes, same name)."""
+    return {**listing, "files": [*listing["files"], {**listing["files"][0], "checksum": "md5:" + "0" * 32}]}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda listing: {**listing, "conceptrecid": "6632086"}, "is a version of record 6632086, not of record 6633626"),
+    (lambda listing: {key: v for key, v in listing.items() if key != "conceptrecid"},
+     "is a version of no named concept record"),
+    (lambda listing: {**listing, "id": "\u0666\u0666\u0663\u0663\u0666\u0662\u0667"}, "is not a Zenodo record id"),
+    (lambda listing: {**listing, "id": True}, "is not a Zenodo record id"),
+    (_with_second_copy, "is listed twice"),
+    (lambda listing: b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (lambda listing: b'{"id": ' + b"7" * 5000 + b', "files": []}', "not JSON text"),
+])
+def test_a_hostile_record_listing_is_refused_in_one_line(env, tmp_path, change, message):
+    """versions/latest may answer a record of another concept, a non-ASCII or boolean id, a file twice,
+    or JSON that json cannot parse: each is one line, and nothing is fetched."""
+    server, _ = env
+    publish(server, "usps_seed", models=pick_models("usps_seed")[:2])
+    server.raw[6633627] = change(server.listing(6633627))
+    result = CliRunner().invoke(cli.main, ["--zoo", "usps_seed", "--source", "modelzoos", "--quiet"])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")
+    assert not any("/files/" in path for path, _ in server.requests)
+    assert not (tmp_path / "cache" / "usps_seed").exists()
+
+
+@pytest.mark.parametrize("value, wait", [("7", 7.0), ("nan", 0.0), ("inf", 0.0), ("-5", 0.0), ("1e9", 0.0),
+                                         ("9" * 40, network.MAX_RETRY_AFTER_S),
+                                         ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0), ("Fri, 31 Dec 9999 23:59:59 GMT",
+                                                                                  network.MAX_RETRY_AFTER_S)])
+def test_retry_after_is_delay_seconds_or_a_date_and_bounded(value, wait):
+    """RFC 9110 10.2.3: Retry-After is an HTTP date or delay-seconds (digits); anything else waits the default."""
+    answer = HTTPError("https://zenodo.org/x", 429, "Too Many Requests", Message(), None)
+    answer.headers["Retry-After"] = value
+    assert network.retry_after(answer, 0.0) == wait
+
+
+def test_a_rate_limit_asking_for_nan_seconds_is_waited_out(env):
+    server, tmp_path = env
+    publish(server, "usps_seed", models=pick_models("usps_seed")[:2])
+    server.rate_limited, server.retry_after = 2, "nan"
+    result = CliRunner().invoke(cli.main, ["--zoo", "usps_seed", "--source", "modelzoos", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert ZooStore(tmp_path / "cache" / "usps_seed").manifest.model_ids == pick_models("usps_seed")[:2]
+
+
+@pytest.mark.parametrize("where, location, followed", [
+    ("listing", "{url}/api/records/6633627", True),  # the same host: followed
+    ("listing", "{other}/api/records/6633627", False),  # another host name for the same server
+    ("file", "{other}/api/records/6633627/files/{name}/content", False),
+    ("file", "ftp://127.0.0.1/{name}", False),
+    ("file", "{https}/api/records/6633627/files/{name}/content", False),  # another port
+])
+def test_redirects_are_followed_only_within_the_host(env, tmp_path, where, location, followed):
+    server, _ = env
+    publish(server, "usps_seed", models=pick_models("usps_seed")[:2])
+    name, port = zip_name("usps_seed"), server.url.rpartition(":")[2]
+    path = ("/api/records/6633626/versions/latest" if where == "listing"
+            else f"/api/records/6633627/files/{name}/content")
+    server.redirects[path] = location.format(url=server.url, other=f"http://localhost:{port}", name=name,
+                                             https=f"https://127.0.0.1:{int(port) + 1}")
+    result = CliRunner().invoke(cli.main, ["--zoo", "usps_seed", "--source", "modelzoos", "--quiet"])
+    if followed:
+        assert result.exit_code == 0, result.output
+        assert ("/api/records/6633627", 0) in server.requests
+        return
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"{path} redirects to {server.redirects[path]}; refusing it" in result.output
+    assert [p for p, _ in server.requests].count(path) == 1  # refused at once, not retried
+    assert not (tmp_path / "cache" / "usps_seed").exists()
 
 
 def test_converted_vd_passes_the_checks_of_a_built_one(env, mnist_data, tmp_path):

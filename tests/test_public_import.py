@@ -39,3 +39,27 @@ def test_zoo_twins_reuses_the_toolkit_loaders_when_they_are_not_shadowed(tmp_pat
     out = run_in(tmp_path, "import loaders, zoo_twins; print(zoo_twins.ZooTwinDataset is loaders.ZooTwinDataset)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_the_statistics_baseline_is_public_beside_a_users_own_analysis_package(tmp_path):
+    project = tmp_path / "research"
+    for package in ("analysis", "loaders"):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text("MINE = True\n")
+    code = (
+        "import analysis, torch\n"
+        "from zoo_twins import WeightStatisticsBaseline, weight_statistics\n"
+        "from zoo_dataset.architectures import build_model\n"
+        "from zoo_dataset.layout import ParameterLayout\n"
+        "layout = ParameterLayout.from_module(build_model('cnn_s', 1, 'tanh'))\n"
+        "generator = torch.Generator().manual_seed(0)\n"
+        "scale = 0.5 + 1.5 * torch.rand(40, 1, generator=generator)\n"
+        "x = torch.randn(40, layout.num_params, generator=generator) * scale\n"
+        "y = x.std(1).numpy()  # a property the statistics determine\n"
+        "baseline = WeightStatisticsBaseline(layout).fit(x[:30], {'spread': y[:30]})\n"
+        "r2 = baseline.score(x[30:], {'spread': y[30:]})['spread']\n"
+        "print(analysis.MINE, weight_statistics(x, layout).shape, baseline.predict(x[30:])['spread'].shape, r2 > 0.5)\n"
+    )
+    out = run_in(project, code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "(40,", "80)", "(10,)", "True"]  # 5 layers x (weights, biases) x 8

@@ -4,13 +4,11 @@ models table, a deleted shard."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-import signal
 import string
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _fixtures_loader import shared_loader_store
+from _inputs import hang_guard
 from click.testing import CliRunner
 
 from analysis import cli as report_cli
@@ -521,21 +520,6 @@ def test_two_paths_to_one_store_share_its_lock(tmp_path):
 
 
 # ---------------------------------------------------------------------------- only regular files (25.9)
-@contextlib.contextmanager
-def hang_guard(seconds: int = 60):
-    """Turn a hang into a failure (the old code read /dev/zero forever); not a timing assertion."""
-    def expire(*_):
-        raise TimeoutError(f"still reading after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.mark.parametrize("kind", ["/dev/zero", "fifo"])
 def test_a_shard_or_table_that_is_not_a_regular_file_is_refused_not_read_forever(store, tmp_path, kind):
     """verify() and a downloaded store's first open once hung on a shard linked to /dev/zero or a FIFO."""

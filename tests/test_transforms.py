@@ -12,6 +12,7 @@ import torch
 from _fixtures_loader import shared_loader_store
 from torch.nn.utils import prune
 
+from loaders import VIEWS as LOADER_VIEWS
 from loaders import ZooTrajectoryDataset, ZooTwinDataset, make_view
 from loaders.transforms import (
     CanonicalNeuronOrder,
@@ -23,10 +24,12 @@ from loaders.transforms import (
     RandomErasing,
     RandomNeuronPermutation,
     Standardize,
+    gaussian_noise,
     permute,
 )
 from zoo_dataset.architectures import INPUT_SIZE, build_model, parametrised_layers, seeded_model
 from zoo_dataset.data import load_dataset
+from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
 from zoo_dataset.sparsify.variational import get_variant, variational_entries
 from zoo_dataset.specs import registry
@@ -52,6 +55,11 @@ NETWORKS = _zoo_networks()
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     return shared_loader_store(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def train_stats(zoo):
+    return LayerStandardization.fit(zoo)
 
 
 @pytest.fixture(scope="module")
@@ -273,3 +281,137 @@ def test_batched_permutations_differ_per_sample():
         assert torch.equal(out[row], flat[row][index[row]])
     assert len({tuple(i.tolist()) for i in index}) == 8
     assert all(not torch.equal(a, b) for a, b in itertools.combinations(index, 2))
+
+
+def _every_transform(stats: LayerStandardization, view: str) -> dict:
+    """One of each item transform there is, drawing from one seeded generator."""
+    generator = torch.Generator().manual_seed(0)
+    layout = stats.layout
+    return {
+        "standardize": Standardize(stats, view),
+        "permute": RandomNeuronPermutation(layout, view, generator=generator),
+        "canonical": CanonicalNeuronOrder(layout, view),
+        "noise": GaussianNoise(layout, view, generator=generator),
+        "erase": RandomErasing(layout, view, fraction=0.25, generator=generator),
+    }
+
+
+def _undo(transforms: list, item: dict) -> dict:
+    """The chain's inverses, last first (standardisation is the invertible one)."""
+    for transform in reversed(transforms):
+        if isinstance(transform, Standardize):
+            item = transform.inverse(item)
+    return item
+
+
+@pytest.mark.parametrize("view", sorted(LOADER_VIEWS))  # every view the loaders serve, new ones included
+@pytest.mark.parametrize("method", ["mp", "vd"])
+def test_pruned_entries_stay_exact_zeros_through_any_chain_in_any_order(zoo, train_stats, method, view):
+    """Every order of every transform, then the inverses: the twin's pruned entries are exact zeros,
+    its mask still drops the stored share of weights, and its only other zeros are the erased run
+    (which erasing wrote into the original as well)."""
+    store = ZooStore(zoo)
+    every = _every_transform(train_stats, view)
+    flat_of = make_view(view, store.layout).inverse
+    is_weight = torch.from_numpy(store.layout.weight_mask())
+    level = {"level": 0.9} if method == "mp" else {}
+    items = [ZooTwinDataset(zoo, method=method, split=None, view=view, **level)[0],
+             ZooTrajectoryDataset(zoo, method=method, split=None, view=view, **level)[0]]
+    for number, order in enumerate(itertools.permutations(every)):
+        item = items[number % 2]  # one state, and a trajectory
+        assert not (flat_of(item["original"]) == 0).any()  # trained weights: no zeros of their own
+        transforms = [every[name] for name in order]
+        out = _undo(transforms, Compose(transforms)(item))
+        twin, mask, original = flat_of(out["twin"]), flat_of(out["mask"]), flat_of(out["original"])
+        assert torch.equal(twin.masked_select(~mask), torch.zeros(int((~mask).sum()))), order
+        dropped = (~mask)[..., is_weight].double().mean(-1)  # the stored sparsity: weights the mask drops
+        torch.testing.assert_close(dropped, item["twin_properties"]["sparsity"].double(), rtol=0, atol=1e-6)
+        assert torch.equal(twin == 0, ~mask | (original == 0)), order
+
+
+@pytest.mark.parametrize("view", ["flat", "tokens"])
+def test_noise_after_standardisation_gives_back_the_twin(zoo, train_stats, view):
+    """The order the docs recommend, with noise of std 0: the twin comes back (it used to come back
+    with every pruned weight moved to its layer's mean)."""
+    flat_of = make_view(view, ZooStore(zoo).layout).inverse
+    standardize = Standardize(train_stats, view)
+    for item in ZooTwinDataset(zoo, method="vd", split=None, view=view):
+        back = standardize.inverse(GaussianNoise(train_stats.layout, view, std=0.0)(standardize(item)))
+        twin, mask = flat_of(item["twin"]), flat_of(item["mask"])
+        assert (~mask).any()
+        torch.testing.assert_close(flat_of(back["twin"]), twin, rtol=2e-7, atol=1e-8)
+        assert torch.equal(flat_of(back["twin"]) == 0, ~mask)
+
+
+@pytest.mark.parametrize("view", ["flat", "layers"])
+def test_a_dense_twin_is_transformed_everywhere(zoo, train_stats, view):
+    """``apply_mask=False`` serves VD's dense weights: their pruned entries hold trained values, which
+    noise and standardisation treat like any other (no zeros are made up)."""
+    flat_of = make_view(view, ZooStore(zoo).layout).inverse
+    item = ZooTwinDataset(zoo, method="vd", split=None, view=view, apply_mask=False)[0]
+    twin, pruned = flat_of(item["twin"]), ~flat_of(item["mask"])
+    assert (twin[pruned] != 0).all()
+    noisy = flat_of(GaussianNoise(train_stats.layout, view, generator=torch.Generator().manual_seed(0))(item)["twin"])
+    assert (noisy[pruned] != twin[pruned]).all() and (noisy[pruned] != 0).all()
+    standardize = Standardize(train_stats, view)
+    back = flat_of(standardize.inverse(standardize(item))["twin"])
+    torch.testing.assert_close(back, twin, rtol=2e-7, atol=1e-8)
+
+
+def test_the_plain_functions_keep_pruned_zeros_when_given_the_mask():
+    layout = ParameterLayout.from_module(build_model("cnn_s", 1, "tanh"))
+    generator = torch.Generator().manual_seed(0)
+    dense = torch.randn(3, layout.num_params, generator=generator)
+    mask = torch.rand(3, layout.num_params, generator=generator) > 0.7
+    twin = dense * mask
+    stats = LayerStandardization.from_states(layout, dense + 1.0)
+    assert torch.equal(stats.standardize(twin, mask=mask) == 0, ~mask)
+    assert (stats.standardize(twin)[~mask] != 0).all()  # without the mask, a zero is a value like any other
+    back = stats.inverse(gaussian_noise(stats.standardize(twin, mask=mask), generator=generator, mask=mask), mask=mask)
+    assert torch.equal(back == 0, ~mask)
+
+
+def test_standardisation_refuses_a_vanishing_std_and_fits_constant_layers_to_scale_one():
+    layout = ParameterLayout.from_module(build_model("cnn_s", 1, "tanh"))
+    stats = LayerStandardization.from_states(layout, torch.randn(4, layout.num_params))
+    data = stats.to_dict()
+    data["stats"]["weights"]["conv1"]["std"] = 1e-320  # a denormal: 1 / std overflows
+    with pytest.raises(ZooSpecError, match="layer conv1 hold mean .* std 1e-320: .* at least 1e-12"):
+        LayerStandardization.from_dict(data)
+    constant = torch.randn(4, layout.num_params, dtype=torch.float64)
+    conv1 = _layer_columns(layout, "conv1")
+    constant[:, conv1] = 1 / 3  # the float64 sums of a constant 1/3 leave a variance of rounding (~1e-17)
+    fitted = LayerStandardization.from_states(layout, constant.float())
+    assert fitted.stats["weights"]["conv1"][1] == 1.0
+    assert torch.isfinite(fitted.standardize(torch.randn(layout.num_params))).all()
+
+
+class _HalvesView:
+    """A view the transforms know nothing of (as a new view would be): the flat vector in two halves."""
+
+    name = "halves"
+
+    def __init__(self, layout: ParameterLayout):
+        self.half = layout.num_params // 2
+
+    def __call__(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"first": flat[..., : self.half], "second": flat[..., self.half :]}
+
+    def inverse(self, viewed: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([viewed["first"], viewed["second"]], dim=-1)
+
+
+@pytest.mark.parametrize("method", ["mp", "vd"])
+def test_a_view_without_a_fast_path_is_transformed_through_flat(zoo, train_stats, method, monkeypatch):
+    monkeypatch.setitem(LOADER_VIEWS, "halves", _HalvesView)
+    flat_of = make_view("halves", train_stats.layout).inverse
+    order = ("erase", "standardize", "permute", "noise", "canonical")
+    results = {}
+    for view in ("flat", "halves"):
+        every = _every_transform(train_stats, view)  # the same seed: the same draws in both views
+        item = ZooTrajectoryDataset(zoo, method=method, split=None, view=view)[0]
+        results[view] = _undo([every[name] for name in order], Compose([every[name] for name in order])(item))
+    for key in ("original", "twin", "mask"):
+        assert torch.equal(flat_of(results["halves"][key]), results["flat"][key])
+    twin, mask = flat_of(results["halves"]["twin"]), flat_of(results["halves"]["mask"])
+    assert (~mask).any() and torch.equal(twin.masked_select(~mask), torch.zeros(int((~mask).sum())))

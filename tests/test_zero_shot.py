@@ -15,7 +15,7 @@ from analysis.hyperrep.baseline import QUANTILES, statistics_r2, weight_statisti
 from analysis.hyperrep.cli import main
 from analysis.hyperrep.data import HELD_OUT, load_samples
 from analysis.hyperrep.zeroshot import ZeroShotModel, entry_features
-from analysis.hyperrep.zeroshot_eval import mask_agreement, model_ids, pairs
+from analysis.hyperrep.zeroshot_eval import mask_agreement, model_ids, pairs, summary
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask
 
 
@@ -101,3 +101,20 @@ def test_statistics_baseline_learns_a_property_of_the_statistics(store):
         samples.properties["epoch"] = weight_statistics(samples.weights, samples.layout)[:, 0]
     r2 = statistics_r2(train, held_out)
     assert r2["epoch"] > 0.5 and set(r2) == set(train.properties)
+
+
+def _comparison(accuracies: list[float]) -> pd.DataFrame:
+    """A comparison table as ``compare`` returns it: every column the summary reads, one row per model."""
+    columns = ("original_acc", "sparsity", "zero_shot_acc", "mp_no_ft_acc", "mp_level", "mp_ft_acc", "vd_sparsity",
+               "vd_acc", "iou", "f1")
+    return pd.DataFrame({"model_id": range(len(accuracies)), **{c: accuracies for c in columns}})
+
+
+def test_the_summary_of_one_held_out_model_gives_its_values_without_a_spread():
+    one = summary(_comparison([0.95])).splitlines()
+    assert one[0] == "1 held-out model; accuracy on the test images, in %"
+    assert "| original (dense) | 0.0 | 95.0 |" in one
+    assert one[-1] == "predicted vs true VD pruned weights: IoU 95.0, F1 95.0"
+    two = summary(_comparison([0.85, 0.95])).splitlines()
+    assert two[0] == "2 held-out models; accuracy on the test images, mean (std) over models, in %"
+    assert "| original (dense) | 0.0 | 90.0 (5.0) |" in two

@@ -52,24 +52,25 @@ import numpy as np
 import torch
 from torch import nn
 
-GENERATOR = "philox4x32-10/v2"  # recorded in the manifest; change it whenever any number above changes
+from .philox_constants import (  # shared with the compiled loops (philox_cpu), which import no module back
+    ANGLE_STEP,
+    COS_SERIES,
+    LN2_SPLIT,
+    LOG_SERIES,
+    MASK32,
+    PHILOX_M,
+    PHILOX_W,
+    ROUNDS,
+    SIN_SERIES,
+    SQRT2,
+)
+
+GENERATOR = "philox4x32-10/v2"  # in the manifest; change it whenever a number here or in philox_constants does
 ORDER_DRAW = 0  # the draw that orders an epoch's data (counter step 0)
 FIRST_FORWARD_DRAW = 1
 
-MASK32 = 0xFFFFFFFF
-PHILOX_M = (0xD2511F53, 0xCD9E8D57)
-PHILOX_W = (0x9E3779B9, 0xBB67AE85)
-ROUNDS = 10
 ORDER_SLICE_KEYS = 1 << 24  # data-order keys sorted at once
 TENSOR_SLICE_WORDS = 1 << 26  # words per slice of the tensor form (CUDA): ~6 GB of temporaries at most
-
-# Box-Muller's constants, each exactly a float32 (the compiled loops and the tensor ops use the same values)
-SQRT2 = float(np.float32(math.sqrt(2)))  # the mantissa is reduced to (sqrt(1/2), sqrt(2)]
-LN2_SPLIT = (0.693145751953125, float(np.float32(math.log(2) - 0.693145751953125)))  # high part: 16 bits
-LOG_SERIES = tuple(float(np.float32(2 / k)) for k in (1, 3, 5, 7, 9))  # ln x = s * sum(c_k s^2k), s = (x-1)/(x+1)
-SIN_SERIES = tuple(float(np.float32((-1) ** k / math.factorial(2 * k + 1))) for k in (1, 2, 3, 4))
-COS_SERIES = tuple(float(np.float32((-1) ** k / math.factorial(2 * k))) for k in (1, 2, 3, 4, 5))
-ANGLE_STEP = float(np.float32(2 * math.pi / 2**24))  # radians per unit of u2 * 2**24
 
 
 def _mulhilo(m: int, x):

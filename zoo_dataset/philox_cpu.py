@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .counter_rng import (
+from .philox_constants import (
     ANGLE_STEP,
     COS_SERIES,
     LN2_SPLIT,

@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from .errors import UnknownZooError, ZooError, ZooSpecError
+from .inputs import read_regular
 
 Activation = Literal["tanh", "sigmoid", "relu", "gelu"]
 Optimizer = Literal["adam", "sgd"]
@@ -40,6 +41,7 @@ VD_THRESHOLD = 3.0  # log_alpha at which VD drops a weight, unless a zoo says ot
 MAX_EPOCHS = 10_000  # far above any zoo of the paper (at most a few hundred); catches typos such as 1e12
 MAX_MODELS = 100_000  # models of one zoo: ~40x the largest zoo of the paper (2 560)
 MAX_BATCH_SIZE = 1 << 20  # above any training set (SVHN's, the largest, has 73 257 images)
+MAX_SPEC_BYTES = 4 << 20  # a spec file is kilobytes; /dev/zero would otherwise be read until memory runs out
 MAX_SEED = 2**64 - 1  # torch.manual_seed takes seeds up to 2^64 - 1; the toolkit's seeds are non-negative
 
 
@@ -429,7 +431,7 @@ def load_specs(path: str | Path | None = None) -> dict[str, ZooSpec]:
     else:
         file = Path(path)
         try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+            raw = tomllib.loads(read_regular(file, MAX_SPEC_BYTES, "zoo spec file", ZooSpecError).decode("utf-8"))
         except OSError as exc:
             raise ZooSpecError(f"cannot read zoo spec file {file}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:

@@ -1,20 +1,27 @@
 """The weight-statistics baseline (Unterthiner et al. 2020, "Predicting Neural Network Accuracy
 from Weights"): per layer, statistics of its weights and of its biases, fed to gradient boosting.
 
-It reads the same samples as the autoencoder (the dense VD weights of every state) and is fitted
-on the same train split, so its R² sits beside the probes' on equal terms.
+``zoo-hyperrep eval`` fits it on the same samples as the autoencoder (the dense VD weights of
+every state of the train split), so its R² sits beside the probes' on equal terms. It is public
+as ``zoo_twins.WeightStatisticsBaseline`` (and ``zoo_twins.weight_statistics``, its features):
+this module imports nothing from the loaders at run time, so the public package loads it alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import r2_score
 
 from zoo_dataset.layout import ParameterLayout
 
-from .data import TokenSamples
+if TYPE_CHECKING:
+    from .data import TokenSamples
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -26,16 +33,48 @@ def _statistics(values: torch.Tensor) -> torch.Tensor:
                       values.abs().mean(1, keepdim=True)], dim=1)
 
 
-def weight_statistics(weights: torch.Tensor, layout: ParameterLayout) -> np.ndarray:
+def weight_statistics(weights: torch.Tensor | np.ndarray, layout: ParameterLayout) -> np.ndarray:
     """[N, P] flat states -> [N, layers * 2 * 8] features: the statistics of each layer's weights,
-    then of its biases."""
-    flat = weights.double()
+    then of its biases (mean, std, the 0/25/50/75/100 % quantiles, mean absolute value)."""
+    flat = torch.as_tensor(weights).double().reshape(-1, layout.num_params)
     features = [
         _statistics(flat[:, layout.by_name[f"{layer}.{kind}"].slice])
         for layer in layout.layers
         for kind in ("weight", "bias")
     ]
     return torch.cat(features, dim=1).numpy()
+
+
+class WeightStatisticsBaseline:
+    """Predict model properties from flat weights: :func:`weight_statistics` fed to one
+    scikit-learn ``GradientBoostingRegressor`` per property.
+
+    ``WeightStatisticsBaseline(layout).fit(weights[N, P], {"test_acc": y[N], ...})``, then
+    ``predict(weights)`` -> ``{property: [M]}`` and ``score(weights, targets)`` -> held-out R² per
+    property.
+    """
+
+    def __init__(self, layout: ParameterLayout, seed: int = 0):
+        self.layout, self.seed = layout, seed
+        self.models: dict[str, GradientBoostingRegressor] = {}
+
+    def fit(self, weights: torch.Tensor | np.ndarray, targets: Mapping[str, np.ndarray]) -> WeightStatisticsBaseline:
+        self.models = _boosted(weight_statistics(weights, self.layout), targets, self.seed)
+        return self
+
+    def predict(self, weights: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        if not self.models:
+            raise NotFittedError("fit the baseline before predicting")
+        features = weight_statistics(weights, self.layout)
+        return {name: model.predict(features) for name, model in self.models.items()}
+
+    def score(self, weights: torch.Tensor | np.ndarray, targets: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """R² per fitted property on ``weights`` and their ``targets``."""
+        return {name: float(r2_score(targets[name], pred)) for name, pred in self.predict(weights).items()}
+
+
+def _boosted(x: np.ndarray, targets: Mapping[str, np.ndarray], seed: int) -> dict[str, GradientBoostingRegressor]:
+    return {name: GradientBoostingRegressor(random_state=seed).fit(x, y) for name, y in targets.items()}
 
 
 def boosting_r2(
@@ -46,14 +85,11 @@ def boosting_r2(
     seed: int = 0,
 ) -> dict[str, float]:
     """Per property: held-out R² of scikit-learn gradient boosting fitted on ``x_train``."""
-    out = {}
-    for name, y_train in train_props.items():
-        model = GradientBoostingRegressor(random_state=seed).fit(x_train, y_train)
-        out[name] = float(r2_score(test_props[name], model.predict(x_test)))
-    return out
+    models = _boosted(x_train, train_props, seed)
+    return {name: float(r2_score(test_props[name], model.predict(x_test))) for name, model in models.items()}
 
 
 def statistics_r2(train: TokenSamples, held_out: TokenSamples, seed: int = 0) -> dict[str, float]:
-    """Per property: R² on ``held_out`` of gradient boosting on the weight statistics, fitted on ``train``."""
-    return boosting_r2(weight_statistics(train.weights, train.layout), train.properties,
-                       weight_statistics(held_out.weights, held_out.layout), held_out.properties, seed)
+    """Per property: R² on ``held_out`` of the baseline fitted on ``train``."""
+    baseline = WeightStatisticsBaseline(train.layout, seed).fit(train.weights, train.properties)
+    return baseline.score(held_out.weights, held_out.properties)

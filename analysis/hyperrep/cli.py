@@ -56,6 +56,7 @@ def evaluate(trained: Trained, zoo: str, root: str | None) -> str:
     """Reconstruction R² (weights, alphas) and probe R² per property on held-out models, beside the
     weight-statistics baseline on the same split and the paper's Table 3, as a markdown table."""
     train = load_samples(zoo, root, ("train",))
+    trained.check_fits(train, zoo)
     held_out = load_samples(zoo, root, HELD_OUT)
     encoded_train, encoded_held_out = encode(trained, train), encode(trained, held_out)  # once per split
     rec = reconstruction_r2(trained, train, held_out, *encoded_held_out[1:])

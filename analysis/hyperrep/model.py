@@ -13,12 +13,45 @@ poorly.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from zoo_dataset.specs import bounded
+
 LOG_FLOOR = 1e-4  # added to |w| (in layer standard deviations) before the log: exact zeros stay finite
+C = TypeVar("C")
+
+
+def config_from_dict(cls: type[C], data: Any, bounds: dict[str, tuple[float, float]]) -> C:
+    """The dataclass ``cls`` from a checkpoint's dict, every value checked before anything is sized
+    from it: known keys only, each of its field's type (a bool is no number, 2.5 no whole number),
+    numbers finite and within ``bounds`` (inclusive; a field without bounds only finite); missing
+    keys take the field's default. ValueError naming the first value refused."""
+    if not isinstance(data, dict):
+        raise ValueError(f"the {cls.__name__} is a {type(data).__name__}, not an object")
+    kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in set(data) - set(kinds))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has unknown keys {unknown}")
+    values = {}
+    for name, value in data.items():
+        low, high = bounds.get(name, (-math.inf, math.inf))
+        if kinds[name] == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} = {value!r} is not true or false")
+        elif kinds[name] == "int":
+            value = bounded(value, name, *(int(x) if math.isfinite(x) else int(math.copysign(2**63, x))
+                                           for x in (low, high)))
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"{name} = {value!r} is not a finite number in [{low}, {high}]")
+        values[name] = value
+    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -42,6 +75,21 @@ class AEConfig:
 
     def to_dict(self) -> dict[str, int | float]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AEConfig:
+        """A saved config, bounded before a model is built from it (a depth of 1e6 would never finish
+        building); the widths the model's weights need are then checked against the weights themselves."""
+        config = config_from_dict(cls, data, AE_BOUNDS)
+        if config.d_model % config.heads:
+            raise ValueError(f"d_model = {config.d_model} is not a multiple of heads = {config.heads}")
+        return config
+
+
+AE_BOUNDS = {  # the train command's own ranges (d_model, token_latent), the rest far above any zoo's
+    "tokens": (1, 1 << 16), "width": (1, 1 << 16), "d_model": (8, 1024), "heads": (1, 64), "depth": (1, 64),
+    "token_latent": (1, 256), "projection": (1, 1 << 16), "dropout": (0.0, 0.99), "alpha_hidden": (0, 1 << 16),
+}
 
 
 def _transformer(config: AEConfig) -> nn.TransformerEncoder:

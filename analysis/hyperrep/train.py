@@ -10,6 +10,7 @@ input only.
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,11 +25,12 @@ from loaders.transforms import (
     gaussian_noise,
     permute,
 )
-from zoo_dataset.errors import StoreError
+from zoo_dataset.errors import StoreError, ZooError
+from zoo_dataset.inputs import read_regular
 
 from .data import TokenSamples
 from .losses import alpha_mse, ecd_loss, nt_xent, weight_mse
-from .model import AEConfig, HyperAE
+from .model import AEConfig, HyperAE, config_from_dict
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,14 @@ class TrainConfig:
     threshold: float = 3.0  # VD pruning threshold t on log-alpha (eq. 2)
     span: float = 4.0  # range of interest r around the threshold (eq. 2)
     seed: int = 0
+
+
+TRAIN_BOUNDS = {  # of a saved TrainConfig: what eval reads (threshold, span, seed) and what training took
+    "epochs": (1, 10_000), "batch_size": (2, 4096), "lr": (0.0, 10.0), "weight_decay": (0.0, 10.0), "beta": (0.0, 1.0),
+    "temperature": (1e-6, 1e6), "noise": (0.0, 1e3), "erase": (0.0, 1.0), "threshold": (-1e3, 1e3), "span": (1e-6, 1e3),
+    "seed": (0, 2**63 - 1),
+}
+MAX_CHECKPOINT_BYTES = 1 << 30  # the reference model is a few MB
 
 
 @dataclass
@@ -68,20 +78,63 @@ class Trained:
 
     @classmethod
     def load(cls, path: Path, device: str = "cpu") -> Trained:
-        """A checkpoint written by :meth:`save`; anything else is a StoreError that names the file."""
+        """A checkpoint written by :meth:`save`, checked before anything is built from it: a regular
+        file of at most ``MAX_CHECKPOINT_BYTES``, tensors and plain values only, every config value
+        of its type and within its bounds, the weights exactly the shapes the config's model has
+        (built first on the meta device, which allocates nothing, so the real model is never larger
+        than the file), and every number finite (weights, scaler, threshold...). Anything else is one
+        StoreError line that names the file."""
+        data = read_regular(Path(path), MAX_CHECKPOINT_BYTES, "zoo-hyperrep checkpoint")
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
-            model = HyperAE(AEConfig(**{"log_magnitude": False, **raw["config"]}))  # older: values only
-            model.load_state_dict(raw["model"])
+            raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # never unpickle code
+        except Exception as exc:  # torch and pickle raise many types for a foreign file
+            raw = exc
+        if not isinstance(raw, dict) or set(raw) != {"model", "config", "train", "scaler", "history"}:
+            why = type(raw).__name__ if isinstance(raw, Exception) else "not a dict of its five parts"
+            raise StoreError(f"{path} is not a zoo-hyperrep checkpoint ({why}); train one with `zoo-hyperrep train`")
+        try:
+            config = AEConfig.from_dict({"log_magnitude": False, **raw["config"]})  # older: values only
+            train = config_from_dict(TrainConfig, raw["train"], TRAIN_BOUNDS)
             scaler = LayerStandardization.from_dict(raw["scaler"])
-            return cls(model.to(device), scaler, TrainConfig(**raw["train"]), raw["history"])
-        except Exception as exc:  # torch, pickle and dict access raise many types for a foreign file
-            raise StoreError(f"{path} is not a zoo-hyperrep checkpoint ({type(exc).__name__}); "
-                             "train one with `zoo-hyperrep train`") from None
+            model = _checked_model(config, raw["model"])
+            if not isinstance(raw["history"], list):
+                raise ValueError("its history is not a list")
+        except (ValueError, TypeError, ZooError) as exc:
+            raise StoreError(f"{path} is not a usable zoo-hyperrep checkpoint: {exc}") from None
+        return cls(model.to(device), scaler, train, raw["history"])
+
+    def check_fits(self, samples: TokenSamples, zoo: str) -> None:
+        """StoreError unless this autoencoder reads states of ``samples``' layout and token grid (a
+        checkpoint of another architecture would fail deep inside the model)."""
+        grid = (len(samples.layer_id), samples.valid.shape[1])
+        if self.scaler.layout != samples.layout or (self.model.config.tokens, self.model.config.width) != grid:
+            raise StoreError(f"the checkpoint was trained on states of another layout than {zoo}'s "
+                             f"({self.scaler.layout!r}, not {samples.layout!r}); train one on this zoo")
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def _checked_model(config: AEConfig, state: object) -> HyperAE:
+    """The model of ``config`` with the weights ``state``, once ``state`` holds exactly its tensors
+    (names and shapes, compared with a skeleton on the meta device) and every float in them is finite."""
+    with torch.device("meta"):
+        skeleton = HyperAE(config).state_dict()
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("its weights are not a dict of tensors")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    wanted = {k: tuple(v.shape) for k, v in skeleton.items()}
+    if shapes != wanted:
+        differ = sorted(str(k) for k in set(shapes) | set(wanted) if shapes.get(k) != wanted.get(k))
+        raise ValueError(f"its weights do not fit its config ({differ[0]}: {shapes.get(differ[0])}, the config's "
+                         f"model has {wanted.get(differ[0])})")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"its weights {bad[0]} hold NaN or infinite values")
+    model = HyperAE(config)
+    model.load_state_dict(state)
+    return model
 
 
 def _log_alpha(cfg: TrainConfig, out: torch.Tensor) -> torch.Tensor:

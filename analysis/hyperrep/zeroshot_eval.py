@@ -133,12 +133,16 @@ def sweep(
 
 
 def summary(table: pd.DataFrame) -> str:
-    """The comparison as a markdown table of mean (std) over models, in %."""
+    """The comparison as a markdown table of mean (std) over models, in %; over one model its values
+    alone (one model has no spread to report)."""
+    one = len(table) == 1
 
     def cell(column: str) -> str:
-        return f"{100 * table[column].mean():.1f} ({100 * table[column].std(ddof=0):.1f})"
+        mean = f"{100 * table[column].mean():.1f}"
+        return mean if one else f"{mean} ({100 * table[column].std(ddof=0):.1f})"
 
     lines = [
+        "1 held-out model; accuracy on the test images, in %" if one else
         f"{len(table)} held-out models; accuracy on the test images, mean (std) over models, in %",
         "",
         "| method | sparsity | accuracy |",

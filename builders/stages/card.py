@@ -23,7 +23,7 @@ from zoo_dataset.methods import get_method, methods, twin_methods
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_write_text
-from zoo_dataset.store.tables import SPLITS
+from zoo_dataset.store.tables import SPLITS, init_check
 
 from ..context import BuildContext
 from ..croissant import CROISSANT, croissant
@@ -134,6 +134,7 @@ def _fields(store: ZooStore, states: dict[str, pd.DataFrame], configs: list[HubC
         "num_models": len(models),
         "zoo_size": spec.size,
         "split_seed": spec.split_seed,
+        "epoch0": init_check(models) or "the initialisation each model's seed gives (trained by this toolkit)",
         "splits": ", ".join(f"{s} {int(counts.get(s, 0))}" for s in SPLITS),
         "factors": "\n".join(f"| {k} | {_values(v)} |" for k, v in spec.to_dict()["factors"].items()),
         "methods": "\n".join(f"| {p} | {_method(store, p)} | {_states_per_model(store, p)} |" for p in states),

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataFormatError, DataUnavailableError
+from ..inputs import read_regular
 from .base import DATA_DIR_ENV, default_data_dir
 
 SOURCE_ENV = "ZOO_TWINS_DATA_SOURCE"  # auto (files, else the Hub) | files | hub
 SOURCE_MODES = ("auto", "files", "hub")
+MAX_DATA_FILE_BYTES = 1 << 30  # the largest file read (STL-10's test_X.bin) is 207 MB
 
 
 def data_source_mode() -> str:
@@ -49,16 +52,23 @@ def find_folder(folders: Sequence[Path], required: Sequence[Sequence[str]]) -> P
     return next((f for f in folders if all(find_file(f, names) for names in required)), None)
 
 
-def read_bytes(path: Path) -> bytes:
-    """A file's content, decompressed when it is gzip, bzip2 or xz (judged by its magic bytes)."""
-    data = path.read_bytes()
-    openers = {b"\x1f\x8b": gzip.decompress, b"BZh": bz2.decompress, b"\xfd7zXZ": lzma.decompress}
-    for magic, decompress in openers.items():
+def read_bytes(path: Path, limit: int = MAX_DATA_FILE_BYTES) -> bytes:
+    """A file's content, decompressed when it is gzip, bzip2 or xz (judged by its magic bytes); a
+    regular file of at most ``limit`` bytes, and at most ``limit`` bytes once decompressed (a FIFO,
+    a device or a decompression bomb is a DataFormatError)."""
+    data = read_regular(path, limit, "dataset file", DataFormatError)
+    openers = {b"\x1f\x8b": lambda buffer: gzip.GzipFile(fileobj=buffer), b"BZh": bz2.BZ2File,
+               b"\xfd7zXZ": lzma.LZMAFile}
+    for magic, opener in openers.items():
         if data.startswith(magic):
             try:
-                return decompress(data)
+                with opener(io.BytesIO(data)) as fh:
+                    data = fh.read(limit + 1)
             except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
                 raise DataFormatError(f"{path}: corrupt or truncated compressed file ({exc})") from exc
+            if len(data) > limit:
+                raise DataFormatError(f"{path} decompresses to more than {limit >> 20} MiB: not a dataset file")
+            return data
     return data
 
 

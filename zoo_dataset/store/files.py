@@ -6,12 +6,11 @@ import contextlib
 import hashlib
 import os
 import re
-import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import ChecksumError, StoreError
+from ..inputs import open_regular
 
 TMP_SUFFIX = ".tmp"
 MAX_UNDECLARED_BYTES = 1 << 30  # files whose size a manifest does not state (tables of older stores)
@@ -40,16 +39,6 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading if it is (or links to) a regular file; StoreError for a FIFO, a
-    device or a folder, which would block or never end (opened non-blocking, then checked)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise StoreError(f"{path} is not a regular file (a device, FIFO or folder); refusing it")
-    return os.fdopen(fd, "rb")
 
 
 def regular_size(path: Path) -> int:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from .. import __version__
 from ..architectures import build_model
 from ..errors import StoreError, ZooError
+from ..inputs import parse_json
 from ..layout import ParameterLayout
 from ..methods import methods
 from ..specs import ZooSpec
@@ -172,10 +173,7 @@ class Manifest:
             text = fh.read(MAX_MANIFEST_BYTES + 1)
         if len(text) > MAX_MANIFEST_BYTES:
             raise StoreError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest of this toolkit")
-        try:
-            raw = json.loads(text.decode())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StoreError(f"{path} is corrupt: not JSON text ({type(exc).__name__})") from None
+        raw = parse_json(text, f"{path} is corrupt")
         if not isinstance(raw, dict):
             kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(raw), "a number")
             raise StoreError(f"{path} is corrupt: it holds {kind}, not a manifest object")

@@ -20,11 +20,11 @@ from pathlib import Path
 import h5py
 
 from ..errors import ChecksumError
+from ..inputs import parse_json, read_regular
 from .files import (
     atomic_path,
     atomic_write_text,
     file_matches,
-    open_regular,
     regular_size,
     remove_stale_tmp,
     sha256_file,
@@ -80,12 +80,9 @@ def _load_pending(zoo_dir: Path) -> dict[str, tuple[str, int]]:
     path = zoo_dir / PENDING
     if not path.exists():
         return {}
-    with open_regular(path) as fh:
-        data = fh.read(MAX_PENDING_BYTES + 1)
+    data = read_regular(path, MAX_PENDING_BYTES, "migration record", ChecksumError)
     try:
-        if len(data) > MAX_PENDING_BYTES:
-            raise ValueError(f"over {MAX_PENDING_BYTES} bytes")
-        return {str(k): (str(v[0]), int(v[1])) for k, v in json.loads(data).items()}
+        return {str(k): (str(v[0]), int(v[1])) for k, v in parse_json(data, str(path), ChecksumError).items()}
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
         raise ChecksumError(f"{path} is not a migration record ({exc}); re-download the store") from None
 

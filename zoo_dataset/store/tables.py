@@ -8,6 +8,9 @@ import pandas as pd
 from ..specs import ModelConfig, ZooSpec
 
 SPLITS = ("train", "val", "test")
+# an ingested model's published epoch 0 equals the init its seed replays here (NA: none published);
+# absent from the tables of built stores and of stores ingested before the column existed
+INIT_MATCHES_SEED = "init_matches_seed"
 
 
 def model_splits(spec: ZooSpec) -> dict[int, str]:
@@ -42,3 +45,23 @@ def configs_from_table(table: pd.DataFrame) -> dict[int, ModelConfig]:
         int(row["model_id"]): ModelConfig(**{k: cast.get(k, str)(row[k]) for k in ModelConfig.__dataclass_fields__})
         for row in table.to_dict("records")
     }
+
+
+def init_check(table: pd.DataFrame) -> str | None:
+    """What the models table says of the ingested models' epoch 0 (its published checkpoint and the
+    init its seed replays), as one sentence for the report and the card; None for a store without
+    the column (built by this toolkit, or ingested before it existed)."""
+    if INIT_MATCHES_SEED not in table:
+        return None
+    flags = table[INIT_MATCHES_SEED].astype("boolean").dropna()  # NA: no checkpoint_000000, epoch 0 replayed
+    checked, differ = len(flags), int((~flags).sum())
+    if differ:
+        text = (f"the published checkpoint_000000 of {differ} of {checked} ingested models is not the init their seed "
+                f"replays in this toolkit; they are kept as published ({INIT_MATCHES_SEED} = false in models.parquet)")
+    elif checked:
+        text = (f"the published checkpoint_000000 of all {checked} ingested models that have one is the init their "
+                "seed replays in this toolkit")
+    else:
+        text = "no ingested model has a published checkpoint_000000"
+    unchecked = len(table) - checked
+    return text + (f"; for {unchecked} models without one it is that replay" if unchecked else "")

@@ -125,6 +125,13 @@ class StoreWriter:
         table["seed"] = [int(seeds.get(m, s)) for m, s in zip(table.model_id, table.seed, strict=True)]
         self.write_models_table(table)
 
+    def record_model_flags(self, column: str, flags: dict[int, bool | None]) -> None:
+        """Set a yes/no column of the models table (ingest: what was found reading a published model);
+        models not in ``flags``, or None there, hold NA."""
+        table = pd.read_parquet(self.zoo_dir / MODELS_TABLE)
+        table[column] = pd.array([flags.get(int(m)) for m in table.model_id], dtype="boolean")
+        self.write_models_table(table)
+
     def population(self, name: str, levels: list[float], epochs: int, arrays: list[str],
                    generator: str) -> PopulationWriter:
         """The writer of population ``name``, trained with the random ``generator`` (name/version).
