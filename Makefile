@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# The test run also installs the optional Ray extra so that the Ray executor's test runs; where
-# Ray cannot be installed that test is skipped with its reason.
+# The test run also installs the optional extras whose packages consume our data (nfn,
+# torch-geometric) and Ray, so that their tests run; where Ray cannot be installed its test is
+# skipped with its reason.
 $(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[dev,nfn,graph]"
 	$(PY) -m pip install --quiet -e ".[dev,ray]" || echo "Ray could not be installed: its test will be skipped"
 	touch $@
 

@@ -9,6 +9,7 @@ Then the cost of augmentations: the same dataset in the tokens view, plain and
 with a layer-wise standardisation and a random neuron permutation per item (goal: >= 0.5x), each
 with one and with two torch threads in the process that makes the items (the main process with
 ``--workers 0``, else each worker, through ``worker_init_fn``): the item path should not care.
+Last, items/s of every view (nfn, graph, sane...) against the flat view.
 Usage: ``python benchmarks/bench_loader.py [--models 60] [--epochs 15] [--workers 0] [--repeat 3]``.
 """
 
@@ -26,7 +27,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from loaders import Compose, LayerStandardization, RandomNeuronPermutation, Standardize, ZooTwinDataset
+from loaders import (
+    VIEWS,
+    Compose,
+    LayerStandardization,
+    RandomNeuronPermutation,
+    Standardize,
+    ZooTwinDataset,
+    collate_padded,
+)
 from zoo_dataset.counter_rng import GENERATOR
 from zoo_dataset.model_layout import layout_for
 from zoo_dataset.specs import get_spec
@@ -148,6 +157,29 @@ def bench_checkpoints(store: ZooStore, directory: Path) -> tuple[int, int, float
     return n, nbytes, time.perf_counter() - start
 
 
+def bench_views(models: int, epochs: int, workers: int, repeat: int) -> None:
+    """Items/s of the same dataset in every view against the flat view, interleaved rounds in one
+    process (the best of each); the default collate, but ``collate_padded`` for graphs (they need
+    it) and once for flat states (its own cost)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = write_store(Path(tmp), models, epochs)
+
+        def loader(view: str, collate=None) -> DataLoader:
+            ds = ZooTwinDataset(store.zoo_dir, method="mp", split=None, view=view)
+            return DataLoader(ds, batch_size=64, num_workers=workers, collate_fn=collate)
+
+        loaders = {f"{view} view": loader(view, collate_padded if view == "graph" else None) for view in VIEWS}
+        loaders["flat view, collate_padded"] = loader("flat", collate_padded)
+        best = dict.fromkeys(loaders, float("inf"))
+        for _ in range(repeat):
+            for name, items in loaders.items():
+                start = time.perf_counter()
+                n = sum(len(batch["model_id"]) for batch in items)
+                best[name] = min(best[name], time.perf_counter() - start)
+    for name, seconds in best.items():
+        print(f"{name:42s} {n / seconds:10.0f} items/s  {best['flat view'] / seconds:.2f}x flat")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=60)
@@ -194,6 +226,7 @@ def main() -> None:
         print(f"ratio 2 / 1 torch threads, tokens view, {kind}: {two:.2f}x (1.0: the thread count does not matter)")
     print(f"states tables checked (ZooStore.states): {tables[0] * 1e3:.1f} ms; "
           f"pandas alone: {tables[1] * 1e3:.1f} ms; ratio {tables[0] / tables[1]:.2f}x")
+    bench_views(args.models, args.epochs, args.workers, args.repeat)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 from . import transforms
 from .cache import cache_dir
+from .collate import collate_padded
 from .datasets import ZooOriginalDataset, ZooOriginalTrajectoryDataset, ZooTrajectoryDataset, ZooTwinDataset
 from .hf_export import to_hf_dataset, write_parquet
 from .items import ITEM_SCHEMA, ORIGINAL_ITEM_SCHEMA, collate_shared
 from .resolve import open_store
+from .sane import RandomTokenWindow
 from .selection import select_models
 from .splits import item_folds, model_folds, normalize_split
 from .transforms import (
@@ -41,12 +43,14 @@ __all__ = [
     "NeuronPermuter",
     "RandomErasing",
     "RandomNeuronPermutation",
+    "RandomTokenWindow",
     "Standardize",
     "ZooOriginalDataset",
     "ZooOriginalTrajectoryDataset",
     "ZooTrajectoryDataset",
     "ZooTwinDataset",
     "cache_dir",
+    "collate_padded",
     "collate_shared",
     "erase_neurons",
     "gaussian_noise",

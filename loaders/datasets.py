@@ -37,7 +37,8 @@ COMMON_ARGUMENTS = """
         download: fetch the store, or the populations it lacks, from ``source``; a store that
             holds them is used offline. A bool (``"no"`` is refused, not taken as true).
         view: how a state is shaped: ``"flat"`` ([P]), ``"layers"`` (per-layer tensors in module
-            shapes) or ``"tokens"`` (one token per output neuron); see ``loaders.views``.
+            shapes), ``"tokens"`` (one token per output neuron), ``"nfn"``, ``"graph"``, ``"sane"``,
+            or a view made with ``loaders.make_view``; see ``loaders.views``.
         transform: called with each item dict (after ``target_transform``); its result is the item.
             ``loaders.transforms`` holds augmentations and standardisation for every view.
         models: serve only these model ids (e.g. from ``loaders.select_models`` or a fold of
@@ -117,8 +118,8 @@ class _ZooDataset(Dataset):
         self.method, self.split = method, self.index.split
         self.epochs: list[int] = self.index.resolve_epochs(epoch)
         self._every_epoch = epoch is None
-        self.view_name = view
         self.view = make_view(view, self.store.layout)
+        self.view_name = self.view.name
         self.transform, self.target_transform = transform, target_transform
         self.apply_mask = apply_mask
         self._arrays = self.store.population(method).arrays

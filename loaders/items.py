@@ -48,17 +48,24 @@ def collate_shared(batch: Sequence[Any]) -> Any:
     makes ``default_collate`` fail on a batch mixing them (e.g. ``ConcatDataset`` of both); this
     collate keeps the keys they share: ``DataLoader(ConcatDataset([mp, vd]), collate_fn=collate_shared)``.
     """
-    return default_collate([_shared(batch, item) for item in batch])
+    return default_collate(shared_items(batch))
 
 
-def _shared(batch: Sequence[Any], item: Any, path: tuple[str, ...] = ()) -> Any:
-    if not isinstance(item, Mapping):
+def shared_items(batch: Sequence[Any]) -> list[Any]:
+    """The items of ``batch`` cut to the keys every item has, at every depth (in each item's order)."""
+    common = _common(batch)
+    return [_restrict(item, common) for item in batch]
+
+
+def _common(values: Sequence[Any]) -> dict[str, Any] | None:
+    """The tree of keys every value has (``None`` where the values are not all mappings)."""
+    if not all(isinstance(v, Mapping) for v in values):
+        return None
+    keys = set(values[0]).intersection(*values[1:])
+    return {k: _common([v[k] for v in values]) for k in keys}
+
+
+def _restrict(item: Any, common: dict[str, Any] | None) -> Any:
+    if common is None:
         return item
-    keys = [k for k in item if all(k in _at(other, path) for other in batch)]
-    return {k: _shared(batch, item[k], (*path, k)) for k in keys}
-
-
-def _at(item: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        item = item[key]
-    return item
+    return {k: _restrict(item[k], common[k]) for k in item if k in common}

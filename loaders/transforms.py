@@ -470,8 +470,9 @@ class _StateTransform:
             raise TypeError(
                 f"layout must be a ParameterLayout (e.g. open_store(zoo).layout), not {type(layout).__name__}"
             )
-        self.layout, self.view_name, self.keys = layout, view, tuple(keys)
-        self.view = make_view(view, layout)
+        self.layout, self.keys = layout, tuple(keys)
+        self.view = make_view(view, layout)  # a view name, or a view made for this layout
+        self.view_name = self.view.name
         self.num_params = layout.num_params
 
     def _present(self, item: Item) -> list[str]:

@@ -6,6 +6,11 @@
 * ``tokens``: one token per output neuron (its incoming weights flattened, zero-padded to a
   common width, bias in the last column) with layer and position ids, as transformer
   hyper-representations expect.
+* ``nfn``: ``(weights, biases)`` with one channel, the flatten as a kernel over the feature map,
+  as the ``nfn`` package's neural functionals expect (``loaders.nfn_view``).
+* ``graph``: a neural graph, neurons as nodes and weights as edges (``loaders.graph``).
+* ``sane``: fixed-size tokens with (layer, neuron, chunk) positions, as SANE cuts them; windows
+  with ``RandomTokenWindow`` (``loaders.sane``).
 
 Every view works on any leading batch shape ([..., P]) and inverts exactly back to the flat
 vector, so a viewed state can always be loaded into a working model again.
@@ -19,6 +24,10 @@ import torch
 
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.layout import ParameterLayout
+
+from .graph import GraphView
+from .nfn_view import NfnView
+from .sane import SaneTokensView
 
 
 class View(Protocol):
@@ -119,9 +128,19 @@ class TokensView:
 
 
 VIEWS: dict[str, type] = {"flat": FlatView, "layers": LayersView, "tokens": TokensView}
+VIEWS |= {"nfn": NfnView, "graph": GraphView, "sane": SaneTokensView}
 
 
-def make_view(name: str, layout: ParameterLayout) -> View:
-    if name not in VIEWS:
-        raise ZooSpecError(f"unknown view {name!r}; choose one of {', '.join(VIEWS)}")
-    return VIEWS[name](layout)
+def make_view(view: str | View, layout: ParameterLayout, **options: Any) -> View:
+    """The view ``view`` names (``options`` go to its class, e.g. ``token_size=`` of ``sane``), or
+    ``view`` itself when it is a view already made for ``layout``."""
+    if not isinstance(view, str):
+        if options:
+            raise TypeError("view options go with a view name: make_view(name, layout, **options)")
+        if getattr(view, "layout", None) != layout:
+            raise ZooSpecError(f"the {getattr(view, 'name', type(view).__name__)} view was made for another "
+                               "layout (make_view(name, layout, **options) makes one for this store)")
+        return view
+    if view not in VIEWS:
+        raise ZooSpecError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    return VIEWS[view](layout, **options)

@@ -45,8 +45,10 @@ def synthetic_store(
     vd_epochs=6,
     seed=0,
     zoo="digits_seed",
+    architecture=None,
 ) -> ZooStore:
     spec = get_spec(zoo).with_overrides(
+        architecture=architecture,
         model_subset=range(n_models),
         epochs=original_epochs,
         mp_epochs=mp_epochs,

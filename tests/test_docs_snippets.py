@@ -125,19 +125,25 @@ def zoo(tmp_path_factory):
     return shared_loader_store(tmp_path_factory)
 
 
-def test_the_worked_example_of_the_loading_doc_runs(zoo, tmp_path):
-    """The k-fold script of docs/loading.md, as written, on the small built store (2 training epochs)."""
+def run_worked_example(heading: str, setting: str, replacement: str, tmp_path) -> str:
+    """The first python block after ``heading`` in docs/loading.md, run as a script with its
+    ``setting`` line replaced; its last line of output."""
     text = (REPO / "docs" / "loading.md").read_text()
-    section = text[text.index("### A worked example"):]
+    section = text[text.index(heading):]
     code = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
-    setting = WORKED_EXAMPLE
     assert setting in code
     script = tmp_path / "example.py"
-    script.write_text(code.replace(setting, f'ZOO, ROOT, EPOCHS = "digits_seed", {str(zoo.parent)!r}, 2'))
+    script.write_text(code.replace(setting, replacement))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    line = result.stdout.strip().splitlines()[-1]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_the_worked_example_of_the_loading_doc_runs(zoo, tmp_path):
+    """The k-fold script of docs/loading.md, as written, on the small built store (2 training epochs)."""
+    line = run_worked_example("### A worked example", WORKED_EXAMPLE,
+                              f'ZOO, ROOT, EPOCHS = "digits_seed", {str(zoo.parent)!r}, 2', tmp_path)
     folds = re.search(r"R\^2 (\S+) \(folds: (.*)\)", line)
     assert folds, line
     scores = [float(s) for s in folds.group(2).split(", ")]
@@ -145,8 +151,21 @@ def test_the_worked_example_of_the_loading_doc_runs(zoo, tmp_path):
     assert all(s == s and abs(s) < 1e6 for s in scores)  # finite numbers, each fold really scored
 
 
+def test_the_nfn_example_of_the_loading_doc_runs(zoo, tmp_path):
+    """The NFN script of docs/loading.md (the nfn package, a DataLoader with workers), as written, on
+    the small built store with one training epoch."""
+    pytest.importorskip("nfn")
+    line = run_worked_example("### A worked example: test accuracy from weights with a neural functional",
+                              NFN_EXAMPLE, f'ZOO, ROOT, EPOCHS = "digits_seed", {str(zoo.parent)!r}, 1', tmp_path)
+    scores = re.search(r"of (\d+) held-out models \((\d+) states\): R\^2 (\S+), Kendall tau (\S+)$", line)
+    assert scores, line
+    assert (int(scores.group(1)), int(scores.group(2))) == (1, 2)  # the small store's test model, 2 states
+    assert all(abs(float(s)) < 1e6 for s in scores.group(3, 4))  # finite numbers (NaN fails the comparison)
+
+
 # ---------------------------------------------------------------------------- every python snippet runs
 WORKED_EXAMPLE = 'ZOO, ROOT, EPOCHS = "digits_seed", "stores", 100'  # run above, with 2 epochs
+NFN_EXAMPLE = 'ZOO, ROOT, EPOCHS = "digits_random_256", "stores", 20'  # run above, with 1 epoch
 SNIPPET = re.compile(r"(?:<!-- not run in the tests: (?P<reason>[^\n]*?) -->\n)?```python\n(?P<code>.*?)\n```", re.S)
 SNIPPET_DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUNNER = """

@@ -166,7 +166,7 @@ def test_clear_errors(zoo, tmp_path):
     with pytest.raises(ZooSpecError, match="unknown method"):
         ZooTwinDataset(zoo, method="lottery")
     with pytest.raises(ZooSpecError, match="unknown view"):
-        ZooTwinDataset(zoo, method="mp", view="graph")
+        ZooTwinDataset(zoo, method="mp", view="pixels")
     with pytest.raises(StoreError, match="level 0.3 not recorded"):
         ZooTwinDataset(zoo, method="mp", level=0.3)
 

@@ -56,12 +56,14 @@ NeuronErasing = _loaders.NeuronErasing
 NeuronPermuter = _loaders.NeuronPermuter
 RandomErasing = _loaders.RandomErasing
 RandomNeuronPermutation = _loaders.RandomNeuronPermutation
+RandomTokenWindow = _loaders.RandomTokenWindow
 Standardize = _loaders.Standardize
 ZooOriginalDataset = _loaders.ZooOriginalDataset
 ZooOriginalTrajectoryDataset = _loaders.ZooOriginalTrajectoryDataset
 ZooTrajectoryDataset = _loaders.ZooTrajectoryDataset
 ZooTwinDataset = _loaders.ZooTwinDataset
 cache_dir = _loaders.cache_dir
+collate_padded = _loaders.collate_padded
 collate_shared = _loaders.collate_shared
 erase_neurons = _loaders.erase_neurons
 gaussian_noise = _loaders.gaussian_noise
@@ -105,6 +107,7 @@ __all__ = [
     "ORIGINAL_ITEM_SCHEMA",
     "RandomErasing",
     "RandomNeuronPermutation",
+    "RandomTokenWindow",
     "STATE_KEYS",
     "Standardize",
     "VIEWS",
@@ -117,6 +120,7 @@ __all__ = [
     "ZooTrajectoryDataset",
     "ZooTwinDataset",
     "cache_dir",
+    "collate_padded",
     "collate_shared",
     "download_zoo",
     "erase_neurons",
