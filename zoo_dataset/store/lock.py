@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import StoreError
+from ..inputs import parse_json, read_regular
 from .files import open_no_follow
 from .paths import check_not_linked
 
+LOCK_RECORD_LIMIT = 4096  # an owner record is ~150 bytes
 _held: dict[Path, int] = {}  # lock files this process holds -> nesting depth
 
 
@@ -41,10 +43,11 @@ def _owner() -> dict:
 
 
 def _describe(path: Path) -> str:
+    """The lock owner's record, read as untrusted input: a small regular file, never through a link."""
     try:
-        owner = json.loads(path.read_text())
+        owner = parse_json(read_regular(path, LOCK_RECORD_LIMIT, "lock record", follow=False), "lock record")
         return (f"pid {owner['pid']} on {owner['host']} (since {owner['since']}: {owner['command']})")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, StoreError, KeyError, TypeError):
         return "another process"
 
 

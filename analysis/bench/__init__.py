@@ -1,0 +1,1 @@
+"""``zoo-bench``: the twin benchmark (tasks, versioned splits, baselines, one table)."""
