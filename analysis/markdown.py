@@ -22,6 +22,10 @@ def _is_percent(column: str) -> bool:
     return column.startswith(PERCENT_PREFIXES)
 
 
+def _no_value(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _cell(value: object, percent: bool, decimals: int | None = None) -> str:
     if isinstance(value, float):
         if math.isnan(value):
@@ -40,8 +44,8 @@ def paper_columns(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         if column.endswith("_mean") and f"{column[:-5]}_std" in frame.columns:
             base = column[:-5]
-            out[base] = [
-                f"{_cell(m, True)} ({_cell(s, True)})"
+            out[base] = [  # no std (NaN): one model, whose value alone is shown
+                _cell(m, True) if _no_value(s) else f"{_cell(m, True)} ({_cell(s, True)})"
                 for m, s in zip(frame[column], frame[f"{base}_std"], strict=True)
             ]
         else:

@@ -26,11 +26,13 @@ def layer_columns(states: pd.DataFrame) -> list[str]:
 
 
 def _mean_std(frame: pd.DataFrame, keys: list[str], columns: Sequence[str]) -> pd.DataFrame:
-    """One row per group of ``keys``: n_models and ``<col>_mean`` / ``<col>_std`` per column."""
+    """One row per group of ``keys``: n_models and ``<col>_mean`` / ``<col>_std`` per column (std
+    NaN for a group of one model: one model has no spread, and "(0.0)" would claim one)."""
     grouped = frame.groupby(keys, sort=True)
     out = grouped[list(columns)].agg(["mean", lambda s: s.std(ddof=0)])
     out.columns = [f"{c}_{'mean' if stat == 'mean' else 'std'}" for c, stat in out.columns]
     out.insert(0, "n_models", grouped.model_id.nunique())
+    out.loc[out.n_models == 1, [c for c in out.columns if c.endswith("_std")]] = float("nan")
     return out.reset_index()
 
 

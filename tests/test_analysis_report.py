@@ -7,6 +7,7 @@ from _analysis_store import synthetic_store
 from click.testing import CliRunner
 
 from analysis.cli import main
+from analysis.markdown import to_markdown
 from analysis.report import build_report, write_report
 
 
@@ -58,3 +59,22 @@ def test_cli_prints_summary_and_clean_errors(full_store, tmp_path):
     assert "Table 2" in result.output and (tmp_path / "r" / "report.md").exists()
     missing = runner.invoke(main, ["--zoo", "nope", "--root", str(tmp_path)])
     assert missing.exit_code == 2 and "error:" in missing.output and "Traceback" not in missing.output
+
+
+def test_one_model_shows_its_values_without_a_spread(tmp_path):
+    """A population of one model has no std: the summary, the tables and the card print its
+    values alone, never "(0.0)", which would claim a spread of zero over models."""
+    from builders.stages.card import _statistics_rows
+    from zoo_dataset.statistics import last_epoch_summary, percent
+
+    store = synthetic_store(tmp_path / "store", n_models=1)
+    states = {p: store.states(p) for p in store.populations}
+    row = last_epoch_summary(states).iloc[0]
+    assert percent(row.test_acc_mean, row.test_acc_std) == f"{100 * row.test_acc_mean:.1f}"
+    assert all("(" not in line for line in _statistics_rows(states))
+    report = build_report(store)
+    markdown = "\n".join(to_markdown(t.frame) for t in report.tables)
+    assert "(0.0)" not in markdown and "(n/a)" not in markdown
+    two = synthetic_store(tmp_path / "two", n_models=2)
+    row = last_epoch_summary({p: two.states(p) for p in two.populations}).iloc[0]
+    assert percent(row.test_acc_mean, row.test_acc_std).endswith(")")

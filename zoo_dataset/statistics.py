@@ -4,6 +4,8 @@ models diverged."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from .store.tables import DIVERGED
@@ -24,13 +26,14 @@ def last_epoch_summary(populations: dict[str, pd.DataFrame]) -> pd.DataFrame:
             row = {"population": population, "level": float(level), "epoch": last,
                    "models": at.model_id.nunique(), "states": int((states.level == level).sum()),
                    "diverged": int(at.model_id[at[DIVERGED]].nunique()) if DIVERGED in at else 0}
-            for metric in SUMMARY_METRICS:
+            for metric in SUMMARY_METRICS:  # one model has no spread: its std is NaN, not 0
                 row[f"{metric}_mean"] = at[metric].mean()
-                row[f"{metric}_std"] = at[metric].std(ddof=0)
+                row[f"{metric}_std"] = at[metric].std(ddof=0) if row["models"] > 1 else float("nan")
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def percent(mean: float, std: float) -> str:
-    """``mean (std)`` in % with one decimal, as every printout shows accuracies."""
-    return f"{100 * mean:.1f} ({100 * std:.1f})"
+    """``mean (std)`` in % with one decimal, as every printout shows accuracies; the mean alone
+    when there is no std (NaN: a population of one model)."""
+    return f"{100 * mean:.1f}" if math.isnan(std) else f"{100 * mean:.1f} ({100 * std:.1f})"
