@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from torch import nn
 from tqdm.auto import tqdm
 
 from analysis.hyperrep.zeroshot_eval import mask_agreement
@@ -42,7 +41,7 @@ class _Networks:
         key = (config.activation, config.dropout)
         if key not in self.nets:
             self.nets[key] = build_model(self.store.spec.architecture, self.data.channels, *key)
-        net: nn.Module = self.store.layout.load_into(self.nets[key], flat)
+        net = self.store.layout.load_into(self.nets[key], flat)
         return evaluate(net, self.data.test_x, self.data.test_y)[1]
 
 
