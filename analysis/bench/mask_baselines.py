@@ -48,13 +48,12 @@ def prune_lowest(scores: np.ndarray, k: int, tiebreak: np.ndarray | None = None)
     return keep
 
 
-def prune_per_layer(scores: np.ndarray, counts: np.ndarray, layout: ParameterLayout,
-                    tiebreak: np.ndarray | None = None) -> np.ndarray:
+def prune_per_layer(scores: np.ndarray, counts: np.ndarray, layout: ParameterLayout) -> np.ndarray:
     """Bool [M, n_weights] keep-mask dropping ``counts[l]`` lowest-scored weights within each layer."""
     keep, start = np.ones(scores.shape, dtype=bool), 0
     for size, count in zip(layer_sizes(layout), counts, strict=True):
         part = slice(start, start + size)
-        keep[:, part] = prune_lowest(scores[:, part], int(count), None if tiebreak is None else tiebreak[:, part])
+        keep[:, part] = prune_lowest(scores[:, part], int(count))
         start += size
     return keep
 
