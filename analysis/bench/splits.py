@@ -27,7 +27,7 @@ import numpy as np
 
 from zoo_dataset.errors import ZooSpecError
 from zoo_dataset.inputs import parse_json, read_regular
-from zoo_dataset.specs import MAX_SEED
+from zoo_dataset.specs import MAX_SEED, parse_level
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.files import atomic_write_text, sha256_file
 from zoo_dataset.store.layout_on_disk import MODELS_TABLE
@@ -88,10 +88,12 @@ class Split:
     def describe(self) -> str:
         """One line: the kind, its settings, the models on each side and the filters."""
         sizes = f"{len(self.folds[0].train)} train / {len(self.folds[0].test)} held-out models"
-        kind = {"store": f"the store's split (train + val / test, split seed {self.seed})",
-                "random": f"random, seed {self.seed}, test fraction {self.test_fraction:g}",
-                "kfold": f"{self.k} folds, seed {self.seed}"}[self.kind]
-        if self.kind == "kfold":
+        if self.kind == "store":
+            kind = f"the store's split (train + val / test, split seed {self.seed})"
+        elif self.kind == "random":
+            kind = f"random, seed {self.seed}, test fraction {self.test_fraction:g}"
+        else:
+            kind = f"{self.k} folds, seed {self.seed}"
             sizes = f"{sum(len(f.test) for f in self.folds)} models, {len(self.folds[0].test)} held out per fold"
         chosen = [f"{name} {','.join(str(v) for v in values)}" for name, values in self.filters.items() if values]
         return f"{kind}; {sizes}" + (f"; {'; '.join(chosen)}" if chosen else "")
@@ -184,7 +186,7 @@ def _levels(store: ZooStore, levels: Sequence[float] | None) -> list[float] | No
         raise ZooSpecError(f"{store.zoo_dir} has no MP twins; leave out the level filter")
     stored = [float(v) for v in store.population("mp").levels]
     chosen = []
-    for level in levels:
+    for level in map(parse_level, levels):  # 0.5 or 50
         match = [v for v in stored if np.isclose(v, level)]
         if not match:
             have = ", ".join(f"{v:g}" for v in stored)
