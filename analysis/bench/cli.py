@@ -85,6 +85,14 @@ def _select(chosen: list[str] | None, properties: list, masks: list) -> tuple[li
     return [p for p in properties if p.name in chosen], [p for p in masks if p.name in chosen]
 
 
+def _check_store_writable(zoo_dir: Path) -> None:
+    for folder in (zoo_dir.parent, zoo_dir / "bench"):
+        try:
+            writable_dir(folder, "--zoo")
+        except click.BadParameter as exc:
+            raise click.BadParameter(f"{exc.message}; --no-store writes to --out only", param_hint="'--zoo'") from None
+
+
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @version_option()
 @click.option("--zoo", required=True, help="Zoo name (a store under ROOT) or a store directory.")
@@ -124,6 +132,8 @@ def main(ctx: click.Context, zoo, root, data_dir, split_file, split_kind, seed, 
                                    f"{', '.join('--' + g.replace('_', '-') for g in given)}")
         store = open_store(zoo, root)
         folder = writable_dir(out or f"{store.manifest.zoo}-bench", "--out")
+        if not no_store:  # before any work: the results go into the store, its lock beside it
+            _check_store_writable(store.zoo_dir)
         if split_file:
             split = load_split(Path(split_file))
             split.check_store(store)
