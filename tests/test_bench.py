@@ -14,6 +14,7 @@ import json
 import shutil
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ from analysis.bench.tasks import combine_folds, last_rows, run_benchmark
 from analysis.bench.twins import mask_samples, twin_samples
 from builders.stages.card import write_card
 from zoo_dataset.errors import ChecksumError, ZooError, ZooSpecError
-from zoo_dataset.sparsify.magnitude import global_magnitude_mask
+from zoo_dataset.sparsify.magnitude import global_magnitude_mask, prune_count
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.tables import model_splits
 
@@ -417,8 +418,7 @@ def test_a_predictor_that_predicts_too_little_is_named(store, random_split):
 
 @pytest.fixture(scope="module")
 def document(store, random_split, run):
-    return results_document(store, random_split, run, 0, ["properties", "twins"], ["mean", "linear"], [],
-                            [0.5], quick=True)
+    return results_document(store, random_split, run, quick=True)
 
 
 def test_the_results_json_records_versions_split_seeds_and_every_row(document, random_split, run, tmp_path):
@@ -585,3 +585,26 @@ def test_the_command_with_the_default_baselines(built, tmp_path):
     assert result.exit_code == 0, result.output
     (results,) = out.glob("bench-*.json")
     assert {r["task"] for r in json.loads(results.read_text())["rows"]} == {"properties", "twins", "masks"}
+
+
+# ---------------------------------------------------------------- the worked example of docs/benchmark.md
+
+
+def test_the_documented_example_runs(tmp_path, monkeypatch, capsys, fake_mask_scores):
+    text = (Path(__file__).resolve().parent.parent / "docs" / "benchmark.md").read_text()
+    section = text[text.index("## Adding a model"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
+    synthetic_store(tmp_path / "stores", n_models=8, original_epochs=2, mp_epochs=1, vd_epochs=2)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/benchmark.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "| norm-line | " in printed and "| scaled-magnitude | " in printed
+    namespace: dict = {}
+    exec(compile(code.split("\nstore = ")[0], "docs/benchmark.md", "exec"), namespace)  # the classes alone
+    store = ZooStore(tmp_path / "stores" / "digits_seed")
+    originals = np.stack([store.weights("original", m, -1) for m in range(3)])
+    is_weight = store.layout.weight_mask()
+    for sparsity in (0.5, 0.8, 0.9, 0.95):  # the mask predictor prunes exactly the share asked for
+        keep = namespace["ScaledMagnitude"]().keep(originals, store.layout, sparsity)
+        assert keep[:, ~is_weight].all()
+        assert (~keep).sum(1).tolist() == [prune_count(sparsity, store.layout.num_weights)] * 3

@@ -144,8 +144,7 @@ def main(ctx: click.Context, zoo, root, data_dir, split_file, split_kind, seed, 
         click.echo(f"{store.manifest.zoo}: split {split.id}: {split.describe()}", err=True)
         run = run_benchmark(store, split, properties, masks, tasks, seed, sparsities, data_dir, progress=True)
         run.notes = notes + run.notes
-        doc = results_document(store, split, run, seed, tasks, [p.name for p in properties], [p.name for p in masks],
-                               sparsities, quick)
+        doc = results_document(store, split, run, quick)
         files = render(doc)
         folder.mkdir(parents=True, exist_ok=True)
         written = [str(p) for p in write_outputs(doc, split, folder, files)]

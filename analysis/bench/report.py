@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import platform
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -54,29 +53,20 @@ def run_name(split: Split, seed: int, settings: dict) -> str:
     return f"bench-{split.id.removeprefix('split-')}-s{seed}-{digest}"
 
 
-def results_document(
-    store: ZooStore,
-    split: Split,
-    run: BenchRun,
-    seed: int,
-    tasks: Sequence[str],
-    property_predictors: Sequence[str],
-    mask_predictors: Sequence[str],
-    sparsities: Sequence[float],
-    quick: bool = False,
-) -> dict:
-    """The results JSON of one run (rows as :func:`~analysis.bench.tasks.run_benchmark` made them)."""
-    settings = {"tasks": list(tasks), "property_predictors": list(property_predictors),
-                "mask_predictors": list(mask_predictors), "sparsities": [float(s) for s in sparsities], "quick": quick}
+def results_document(store: ZooStore, split: Split, run: BenchRun, quick: bool = False) -> dict:
+    """The results JSON of one run (rows as :func:`~analysis.bench.tasks.run_benchmark` made them);
+    ``quick``: whether the baselines ran with CI-sized settings."""
+    settings = {"tasks": run.tasks, "property_predictors": run.property_predictors,
+                "mask_predictors": run.mask_predictors, "sparsities": run.sparsities, "quick": quick}
     return {
         "format": FORMAT,
         "version": VERSION,
-        "run": run_name(split, seed, settings),
+        "run": run_name(split, run.seed, settings),
         "zoo": store.manifest.zoo,
         "store_models_sha256": split.store_models_sha256,
         "split": split.id,
         "split_description": split.describe(),
-        "seed": seed,
+        "seed": run.seed,
         **settings,
         "versions": versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -44,11 +44,16 @@ KEY = ("task", "population", "target", "predictor", "metric", "over", "sparsity"
 
 @dataclass
 class BenchRun:
-    """What :func:`run_benchmark` measured: result rows, wall seconds per task (loading, fitting,
-    predicting and scoring, all folds), what was left out and why, and the diverged states (NaN or
-    infinite weights) of the split's models that no task read, per population."""
+    """What :func:`run_benchmark` ran and measured: its settings, the result rows, wall seconds per
+    task (loading, fitting, predicting and scoring, all folds), what was left out and why, and the
+    diverged states (NaN or infinite weights) of the split's models that no task read, per population."""
 
-    rows: list[dict]
+    seed: int
+    tasks: list[str]
+    property_predictors: list[str]
+    mask_predictors: list[str]
+    sparsities: list[float]
+    rows: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     diverged: dict[str, int] = field(default_factory=dict)
@@ -172,7 +177,10 @@ def run_benchmark(
     pops = populations(store, split)
     steps = {"properties": len(pops) * len(property_predictors), "twins": len(property_predictors),
              "masks": len(mask_predictors)}
-    run = BenchRun(rows=[], diverged=diverged_counts(store, split.folds[0].train + split.folds[0].test))
+    run = BenchRun(seed=seed, tasks=[t for t in TASKS if t in tasks], property_predictors=[p.name for p in
+                   property_predictors], mask_predictors=[p.name for p in mask_predictors],
+                   sparsities=[float(s) for s in sparsities],
+                   diverged=diverged_counts(store, split.folds[0].train + split.folds[0].test))
     per_fold: list[list[dict]] = []
     bar = tqdm(total=len(split.folds) * sum(steps[t] for t in tasks), desc="zoo-bench", unit="fit",
                disable=not progress, dynamic_ncols=True)
@@ -180,7 +188,7 @@ def run_benchmark(
         for i, fold in enumerate(split.folds):
             rows: list[dict] = []
             where = f" (fold {i + 1} of {len(split.folds)})" if len(split.folds) > 1 else ""
-            for task in (t for t in TASKS if t in tasks):
+            for task in run.tasks:
                 started = time.perf_counter()
                 if not steps[task]:
                     task_rows, notes = [], [f"{task}: no predictor given"]
