@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -31,7 +32,7 @@ from analysis.bench.splits import load_split, make_split, parse_split, save_spli
 from analysis.bench.tasks import combine_folds, last_rows, run_benchmark
 from analysis.bench.twins import mask_samples, twin_samples
 from builders.stages.card import write_card
-from zoo_dataset.errors import ChecksumError, ZooError, ZooSpecError
+from zoo_dataset.errors import ChecksumError, StoreError, ZooError, ZooSpecError
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask, prune_count
 from zoo_dataset.store import ZooStore
 from zoo_dataset.store.tables import model_splits
@@ -483,6 +484,27 @@ def test_a_benchmark_file_the_manifest_lacks_is_reported_unchecked(writable):
     stray.write_text("| a |")
     (unchecked,) = ZooStore(writable).verify()
     assert "bench/results/stray.md" in unchecked and "unchecked" in unchecked
+
+
+HOLDER = """
+import sys, pathlib
+from zoo_dataset.store.lock import writer_lock
+with writer_lock(pathlib.Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_the_record_is_refused_while_another_writer_holds_the_store(writable, random_split, document):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(writable)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreError, match=f"is being written by pid {holder.pid}"):
+            record_in_store(writable, random_split, document)
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert not (writable / "bench").exists()
 
 
 def test_a_split_of_another_store_is_not_recorded(writable, tmp_path, document):
