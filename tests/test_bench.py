@@ -630,3 +630,34 @@ def test_the_documented_example_runs(tmp_path, monkeypatch, capsys, fake_mask_sc
         keep = namespace["ScaledMagnitude"]().keep(originals, store.layout, sparsity)
         assert keep[:, ~is_weight].all()
         assert (~keep).sum(1).tolist() == [prune_count(sparsity, store.layout.num_weights)] * 3
+
+
+# ---------------------------------------------------------------- the public API
+
+
+def test_zoo_twins_bench_is_the_benchmark_and_loads_on_use():
+    import zoo_twins
+    from analysis.bench import tasks
+
+    assert zoo_twins.bench.run_benchmark is tasks.run_benchmark
+    scope: dict = {}
+    exec("from zoo_twins.bench import *", scope)
+    assert set(zoo_twins.bench.__all__) <= set(scope)
+    out = subprocess.run([sys.executable, "-c", "import sys, zoo_twins; print('sklearn' in sys.modules)"],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_zoo_twins_bench_works_beside_a_users_own_analysis_and_loaders(store, tmp_path):
+    project = tmp_path / "research"
+    for package in ("analysis", "loaders"):
+        (project / package).mkdir(parents=True)
+        (project / package / "__init__.py").write_text("MINE = True\n")
+    code = ("import analysis, loaders\n"
+            "from zoo_twins import ZooStore\n"
+            "from zoo_twins.bench import make_split\n"
+            f"split = make_split(ZooStore({str(store.zoo_dir)!r}), 'kfold', seed=0, k=2)\n"
+            "print(analysis.MINE, loaders.MINE, split.id)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", make_split(store, "kfold", seed=0, k=2).id]

@@ -221,10 +221,11 @@ def figure(doc: dict):
                     means.append(100 * np.mean(known) if known else np.nan)
                 ax.bar(np.arange(len(targets)) + i * width, np.clip(means, -50, 100), width, label=predictor)
             ax.set_xticks(np.arange(len(targets)) + 0.4 - width / 2, targets, rotation=30, ha="right")
-            what = "mean over populations, held-out states" if task == "properties" else "held-out models"
-            ax.set(ylabel=f"R² % ({what}; clipped at -50)", ylim=(-50, 100))
+            ax.set(ylabel="held-out R² % (clipped at -50)", ylim=(-50, 100))
             ax.axhline(0, color="black", lw=0.6)
-        ax.set_title(TASK_TITLES[task], fontsize=10)
+        what = {"properties": "mean over populations, over states", "twins": "over models",
+                "masks": "mean over models"}[task]
+        ax.set_title(f"{TASK_TITLES[task]}\n({what})", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{doc['zoo']}: {doc['split']}, seed {doc['seed']}", fontsize=10)
