@@ -430,6 +430,9 @@ def test_the_results_json_records_versions_split_seeds_and_every_row(document, r
     assert doc["rows"] == json.loads(json.dumps(run.rows)) and set(doc["seconds"]) == {"properties", "twins"}
     assert doc["run"].startswith(f"bench-{random_split.id[6:]}-s0-")
     assert files[".png"][:8] == b"\x89PNG\r\n\x1a\n"
+    odd = {**document, "rows": [{**document["rows"][0], "value": float("nan"), "n_models": np.int64(3)}]}
+    (row,) = json.loads(render(odd)[".json"])["rows"]  # JSON has no NaN; numpy scalars are plain numbers
+    assert row["value"] is None and row["n_models"] == 3
     paths = write_outputs(document, random_split, tmp_path, files)
     assert sorted(p.name for p in paths) == sorted([f"{doc['run']}.json", f"{doc['run']}.md", f"{doc['run']}.png",
                                                     f"{random_split.id}.json"])

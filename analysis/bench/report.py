@@ -78,11 +78,11 @@ def results_document(store: ZooStore, split: Split, run: BenchRun, quick: bool =
 
 
 def _r2(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+    return "-" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
 
 
 def _tau(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
 
 def _lookup(rows: list[dict]) -> dict[tuple, float | None]:
@@ -234,15 +234,29 @@ def figure(doc: dict):
 
 
 def render(doc: dict) -> dict[str, bytes]:
-    """The run's files by suffix: ``.json``, ``.md``, ``.png``."""
+    """The run's files by suffix: ``.json``, ``.md``, ``.png`` (NaN and infinite values as null)."""
+    doc = _json_safe(doc)
     fig = figure(doc)
     import matplotlib.pyplot as plt  # after figure() chose the headless backend
 
     png = io.BytesIO()
     fig.savefig(png, dpi=110, format="png")
     plt.close(fig)
-    return {".json": (json.dumps(doc, indent=1) + "\n").encode(), ".md": markdown(doc).encode(),
+    return {".json": (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode(), ".md": markdown(doc).encode(),
             ".png": png.getvalue()}
+
+
+def _json_safe(value):
+    """``value`` with NaN and infinite floats as null (JSON has neither) and numpy scalars as Python's."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _write(path: Path, data: bytes) -> None:
