@@ -182,7 +182,7 @@ def run_benchmark(
                    sparsities=[float(s) for s in sparsities],
                    diverged=diverged_counts(store, split.folds[0].train + split.folds[0].test))
     per_fold: list[list[dict]] = []
-    bar = tqdm(total=len(split.folds) * sum(steps[t] for t in tasks), desc="zoo-bench", unit="fit",
+    bar = tqdm(total=len(split.folds) * sum(steps[t] for t in run.tasks), desc="zoo-bench", unit="fit",
                disable=not progress, dynamic_ncols=True)
     with bar:
         for i, fold in enumerate(split.folds):
@@ -190,7 +190,7 @@ def run_benchmark(
             where = f" (fold {i + 1} of {len(split.folds)})" if len(split.folds) > 1 else ""
             for task in run.tasks:
                 started = time.perf_counter()
-                if not steps[task]:
+                if not (mask_predictors if task == "masks" else property_predictors):
                     task_rows, notes = [], [f"{task}: no predictor given"]
                 elif task == "properties":
                     task_rows, notes = _properties(store, split, fold, pops, property_predictors, seed, bar)
