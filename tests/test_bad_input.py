@@ -19,6 +19,7 @@ from _inputs import hang_guard, special_file
 from click.testing import CliRunner
 
 from analysis import cli as report_cli
+from analysis.bench import cli as bench_cli
 from analysis.hyperrep import cli as hyperrep_cli
 from builders import cli as build_cli
 from builders import publish
@@ -34,7 +35,7 @@ from zoo_dataset.store.layout_on_disk import MODELS_TABLE
 
 ZOO = "digits_seed"
 TOOLS = {"zoo-build": build_cli.main, "zoo-download": download_cli.main, "zoo-publish": publish.main,
-         "zoo-report": report_cli.main, "zoo-hyperrep": hyperrep_cli.main}
+         "zoo-report": report_cli.main, "zoo-hyperrep": hyperrep_cli.main, "zoo-bench": bench_cli.main}
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,9 @@ EMPTY_PATHS = [
     ("zoo-report", ["--zoo", "{store}", "--out", ""]),
     ("zoo-hyperrep", ["train", "--zoo", ZOO, "--root", "", "--epochs", "1"]),
     ("zoo-hyperrep", ["eval", "--zoo", ZOO, "--root", ""]),
+    ("zoo-bench", ["--zoo", ZOO, "--root", ""]),
+    ("zoo-bench", ["--zoo", "{store}", "--out", ""]),
+    ("zoo-bench", ["--zoo", "{store}", "--split", ""]),
 ]
 
 
@@ -228,6 +232,8 @@ READ_ONLY = [
     ("zoo-download", ["--zoo", ZOO, "--source", "{store}", "--root", "{ro}", "--quiet"]),
     ("zoo-report", ["--zoo", "{store}", "--out", "{ro}/report"]),
     ("zoo-hyperrep", ["train", "--zoo", "{store}", "--out", "{ro}/ae.pt", "--epochs", "1"]),
+    ("zoo-bench", ["--zoo", "{store}", "--out", "{ro}/bench", "--no-store"]),
+    ("zoo-bench", ["--zoo", "{ro}/" + ZOO, "--out", "{tmp}/bench"]),
 ]
 
 

@@ -90,6 +90,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
+    if name == "bench":  # the benchmark's API, a submodule: `zoo_twins.bench` works after `import zoo_twins`
+        return importlib.import_module(f"{__name__}.bench")
     if name in _LAZY:
         package, module = _LAZY[name]
         return getattr(importlib.import_module(f"{_toolkit_package(package).__name__}.{module}"), name)

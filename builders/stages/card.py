@@ -8,7 +8,8 @@ features, made with ``huggingface_hub``'s and ``datasets``' own card writers), t
 and the Croissant description of the same files (``builders.croissant``). So the card never
 disagrees with the data. Every file it writes is then entered in the manifest with its sha256
 (``card_files``), so ``ZooStore.verify()`` and downloads check what the card offers as they check
-the shards.
+the shards. The benchmark's files under ``bench/`` (``zoo-bench``: split files and results) are
+entered too, and listed in the card's "Benchmarks" section.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from string import Template
 import pandas as pd
 
 from loaders.sources import default_repo_id
+from zoo_dataset.errors import StoreError
+from zoo_dataset.inputs import read_regular
 from zoo_dataset.methods import get_method, methods, twin_methods
 from zoo_dataset.statistics import last_epoch_summary, percent
 from zoo_dataset.store import ZooStore
-from zoo_dataset.store.files import atomic_write_text
-from zoo_dataset.store.layout_on_disk import CARD_FILE
+from zoo_dataset.store.files import atomic_write_text, check_file
+from zoo_dataset.store.layout_on_disk import BENCH_RESULTS, BENCH_SPLITS, CARD_FILE, bench_files
 from zoo_dataset.store.manifest import FileEntry
-from zoo_dataset.store.paths import check_not_linked
+from zoo_dataset.store.paths import check_not_linked, inside
 from zoo_dataset.store.tables import SPLITS, init_check
 
 from ..context import BuildContext
@@ -41,6 +44,7 @@ LICENSE = "cc-by-4.0"  # the license of the original model zoos these twins deri
 # Hub task ids: predicting properties (accuracy, ggap) and factors (activation, optimizer) from weights
 TASK_CATEGORIES = ["tabular-regression", "tabular-classification"]
 SOURCE_DATASETS = ["original"]  # the weights are new data, not an extension of a Hub dataset
+MAX_BENCH_TABLE = 1 << 20  # one run's markdown (a 1000-model zoo's tables are a few kB)
 SIZE_BOUNDS = (
     (1_000, "n<1K"),
     (10_000, "1K<n<10K"),
@@ -66,19 +70,56 @@ def write_card(store: ZooStore, copy_dir: Path | None = None, repo_id: str | Non
     if given. ``repo_id``: the Hub dataset repo the store is published to, named in the snippets
     (default: the downloader's default repo) and, only when given, as the Croissant ``url``. A store
     with a folder linked outside it is refused before anything is written (:func:`write_hub_tables`
-    checks). The caller holds the store's writer lock."""
+    checks), and so is a benchmark file changed since the manifest recorded it. The caller holds the
+    store's writer lock."""
+    bench = recorded_bench_files(store)
     configs = write_hub_tables(store)
     text = render_card(store, configs, repo_id or default_repo_id(store.manifest.zoo))
     atomic_write_text(store.zoo_dir / CARD, text)
     description = store.spec.description or _pretty_name(store)
     url = f"https://huggingface.co/datasets/{repo_id}" if repo_id else None
     atomic_write_text(store.zoo_dir / CROISSANT, json.dumps(croissant(store, configs, description, url), indent=1))
-    offered = [CARD, CROISSANT, *(path for c in configs for path in c.files.values())]
+    offered = [CARD, CROISSANT, *(path for c in configs for path in c.files.values()), *bench]
     store.manifest.card_files = {rel: FileEntry.of(store.zoo_dir / rel) for rel in sorted(offered)}
     store.manifest.save(store.zoo_dir)
     if copy_dir is not None:  # the copy's folder, like a store's, is never written through a link
         atomic_write_text(check_not_linked(Path(copy_dir) / store.manifest.zoo) / CARD, text)
     return store.zoo_dir / CARD
+
+
+def recorded_bench_files(store: ZooStore) -> list[str]:
+    """The benchmark files in the store (:func:`bench_files`); each the manifest already lists must
+    still match its sha256, so the card never vouches for a result edited after it was recorded."""
+    files = bench_files(store.zoo_dir)
+    listed = store.manifest.card_files or {}
+    for relative in files:
+        if relative in listed:
+            check_file(inside(store.zoo_dir, relative, "benchmark file"), listed[relative].sha256,
+                       listed[relative].bytes)
+    return files
+
+
+def benchmarks_section(store: ZooStore) -> str:
+    """The card's "Benchmarks" section: the split files and each run's tables (``zoo-bench``
+    writes them as ``bench/results/<run>.md``); empty when the store holds no results."""
+    files = bench_files(store.zoo_dir)
+    runs = [f for f in files if f.startswith(f"{BENCH_RESULTS}/") and f.endswith(".md")]
+    if not runs:
+        return ""
+    splits = [f for f in files if f.startswith(f"{BENCH_SPLITS}/")]
+    lines = ["## Benchmarks", "",
+             "Results of `zoo-bench` on this store: properties from weights, twin prediction and zero-shot masks "
+             "(the toolkit's docs/benchmark.md defines the tasks, metrics and split files). Each run names its "
+             "split; the split files are under `bench/splits/`, each run's JSON (versions, seeds, every score "
+             "and timing), tables and figure under `bench/results/`.", "",
+             "Splits: " + ", ".join(f"`{Path(f).stem}`" for f in splits) + ".", ""]
+    for relative in runs:
+        data = read_regular(inside(store.zoo_dir, relative, "benchmark file"), MAX_BENCH_TABLE, "benchmark table")
+        try:
+            lines += [data.decode().strip(), ""]
+        except UnicodeDecodeError:
+            raise StoreError(f"{store.zoo_dir / relative} is not UTF-8 text: not a zoo-bench table") from None
+    return "\n".join(lines) + "\n"
 
 
 def render_card(store: ZooStore, configs: list[HubConfig], repo_id: str) -> str:
@@ -158,6 +199,7 @@ def _fields(store: ZooStore, states: dict[str, pd.DataFrame], configs: list[HubC
                              f"{', '.join(f'{s} {n}' for s, n in c.rows.items())} |" for c in configs),
         "example_config": next((c.name for c in configs if c.name.startswith("pairs_")), "models"),
         "example_shard": store.population(twins[0] if twins else next(iter(states))).shards[0].file,
+        "benchmarks": benchmarks_section(store),
     }
 
 

@@ -10,6 +10,9 @@ INGEST_RECORD = "ingest.json"  # an ingested zoo: its originals are published mo
 DATA_DIR = "data"  # the card's parquet configs: data/<config>/<split>-00000-of-00001.parquet
 CARD_FILE = "README.md"  # the dataset card
 CROISSANT_FILE = "croissant.json"  # the card's Croissant description
+BENCH_SPLITS = "bench/splits"  # zoo-bench split files: bench/splits/<split id>.json
+BENCH_RESULTS = "bench/results"  # zoo-bench results: bench/results/<run>.json|.md|.png
+BENCH_SUFFIXES = {BENCH_SPLITS: (".json",), BENCH_RESULTS: (".json", ".md", ".png")}
 
 
 def shard_name(population: str, index: int) -> str:
@@ -30,3 +33,14 @@ def card_data_files(zoo_dir: Path) -> list[str]:
     ``data/<config>/*.parquet`` takes in, whichever the card lists."""
     folder = Path(zoo_dir) / DATA_DIR
     return sorted(p.relative_to(zoo_dir).as_posix() for p in folder.rglob("*.parquet")) if folder.is_dir() else []
+
+
+def bench_files(zoo_dir: Path) -> list[str]:
+    """The benchmark's files in the store (relative paths): split files and results the card lists
+    (temporaries of a killed write and other names are not among them)."""
+    found = []
+    for folder, suffixes in BENCH_SUFFIXES.items():
+        path = Path(zoo_dir) / folder
+        if path.is_dir():
+            found += [p.relative_to(zoo_dir).as_posix() for p in path.iterdir() if p.suffix in suffixes]
+    return sorted(found)

@@ -31,7 +31,7 @@ from ..hdf5_files import hdf5_errors, read_text
 from ..layout import ParameterLayout
 from ..specs import ModelConfig, ZooSpec
 from .files import MAX_UNDECLARED_BYTES, check_file, read_checked, regular_size, sha256_file
-from .layout_on_disk import CARD_FILE, CROISSANT_FILE, MODELS_TABLE, card_data_files
+from .layout_on_disk import CARD_FILE, CROISSANT_FILE, MODELS_TABLE, bench_files, card_data_files
 from .manifest import MANIFEST, PACKING_DIGEST, Manifest, PopulationInfo, ShardInfo
 from .paths import inside
 from .tables import DIVERGED, FLOAT_ARRAYS, configs_from_table, diverged_states
@@ -400,7 +400,8 @@ class ZooStore:
         """Check every file of the store: each shard and states table against the manifest's sha256,
         the models table against its recorded sha256 (older stores: that it lists every model), each
         shard's and table's contents against the manifest, and every file the card offers (README.md,
-        croissant.json, the parquet configs under data/) against the manifest's ``card_files``.
+        croissant.json, the parquet configs under data/, the benchmark's files under bench/) against the
+        manifest's ``card_files``.
         Raises StoreError / ChecksumError; returns what it could not check, one line each (a card
         written before the manifest recorded its files)."""
         unchecked = self._verify_card_files()
@@ -425,7 +426,7 @@ class ZooStore:
         A manifest without ``card_files`` (a card of an older toolkit) leaves the card unchecked."""
         listed = self.manifest.card_files
         present = [f for f in (CARD_FILE, CROISSANT_FILE) if (self.zoo_dir / f).exists()]
-        present += card_data_files(self.zoo_dir)
+        present += card_data_files(self.zoo_dir) + bench_files(self.zoo_dir)
         if listed is None:
             if not present:
                 return []
@@ -441,6 +442,10 @@ class ZooStore:
             if not path.exists():
                 raise StoreError(f"{path}, a file of the card, is missing; re-download the store or rewrite the card")
             check_file(path, entry.sha256, entry.bytes)
+        stray = sorted(set(bench_files(self.zoo_dir)) - set(listed))
+        if stray:  # a benchmark run stopped before it entered its files: they are not the card's
+            return [f"benchmark files not in the manifest, unchecked: {', '.join(stray[:3])}"
+                    f"{', ...' if len(stray) > 3 else ''} (rerun zoo-bench, or rewrite the card to enter them)"]
         return []
 
     def close(self) -> None:

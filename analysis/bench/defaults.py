@@ -1,0 +1,27 @@
+"""The baselines ``zoo-bench`` runs when no predictor is named: the field's property predictors
+and mask predictors, each sized by ``quick`` (CI-sized settings) and seeded by ``seed``."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from .predictors import MaskPredictor, PropertyPredictor
+
+PROPERTY_BASELINES = ("MeanPredictor", "WeightStatisticsPredictor", "RidgePredictor", "NFNPredictor",
+                      "HyperRepPredictor")
+MASK_BASELINES = ("GlobalMagnitude", "LayerwiseMagnitude", "RandomMask", "StatisticsThresholds", "ZeroShotMasks")
+
+
+def default_predictors(quick: bool, seed: int) -> tuple[list[PropertyPredictor], list[MaskPredictor], list[str]]:
+    """(property predictors, mask predictors, notes): every baseline, except the NFN when the
+    ``nfn`` package is not installed (a note says so)."""
+    from . import mask_baselines, property_baselines  # deferred: scikit-learn, the nfn view, the autoencoder
+
+    notes = []
+    names = list(PROPERTY_BASELINES)
+    if importlib.util.find_spec("nfn") is None:
+        names.remove("NFNPredictor")
+        notes.append("NFNPredictor left out: the nfn package is not installed (pip install '.[nfn]')")
+    properties = [getattr(property_baselines, name)(quick=quick, seed=seed) for name in names]
+    masks = [getattr(mask_baselines, name)(quick=quick, seed=seed) for name in MASK_BASELINES]
+    return properties, masks, notes
