@@ -9,7 +9,6 @@ from .predictors import MaskPredictor, PropertyPredictor
 
 PROPERTY_BASELINES = ("MeanPredictor", "WeightStatisticsPredictor", "RidgePredictor", "NFNPredictor",
                       "HyperRepPredictor")
-MASK_BASELINES = ("GlobalMagnitude", "LayerwiseMagnitude", "RandomMask", "StatisticsThresholds", "ZeroShotMasks")
 
 
 def default_predictors(quick: bool, seed: int) -> tuple[list[PropertyPredictor], list[MaskPredictor], list[str]]:
@@ -23,5 +22,6 @@ def default_predictors(quick: bool, seed: int) -> tuple[list[PropertyPredictor],
         names.remove("NFNPredictor")
         notes.append("NFNPredictor left out: the nfn package is not installed (pip install '.[nfn]')")
     properties = [getattr(property_baselines, name)(quick=quick, seed=seed) for name in names]
-    masks = [getattr(mask_baselines, name)(quick=quick, seed=seed) for name in MASK_BASELINES]
+    masks = [mask_baselines.GlobalMagnitude(), mask_baselines.LayerwiseMagnitude(), mask_baselines.RandomMask(seed),
+             mask_baselines.StatisticsThresholds(), mask_baselines.ZeroShotMasks(quick=quick, seed=seed)]
     return properties, masks, notes
