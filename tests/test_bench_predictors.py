@@ -12,13 +12,18 @@ import pytest
 import torch
 from _analysis_store import synthetic_store
 from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from analysis.bench.predictors import PropertyPredictor
 from analysis.bench.property_baselines import (
     HyperRepPredictor,
     MeanPredictor,
     NFNPredictor,
+    RidgePredictor,
     WeightStatisticsPredictor,
     default_property_predictors,
 )
@@ -96,12 +101,12 @@ def test_predicting_before_fitting_or_on_another_layout_is_one_clear_error(fitte
 
 def _known_samples(layout, models: int, states: int = 2, seed: int = 0) -> Samples:
     """Random states whose conv1 weights are shifted by a per-model amount ``s``; ``test_acc`` is
-    ``s**2``, a function of that layer's mean weight, every other target noise."""
+    ``s**2`` and ``epoch`` is ``s``, functions of that layer's mean weight; ``ggap`` is noise."""
     rng = np.random.default_rng(seed)
     shift = np.repeat(rng.uniform(-1, 1, models), states)
     weights = rng.normal(scale=0.5, size=(models * states, layout.num_params))
     weights[:, layout.by_name["conv1.weight"].slice] += shift[:, None]
-    targets = {"test_acc": shift**2, "ggap": rng.normal(size=len(shift))}
+    targets = {"test_acc": shift**2, "epoch": shift, "ggap": rng.normal(size=len(shift))}
     return Samples(weights.astype(np.float32), targets, np.repeat(np.arange(models), states),
                    np.tile(np.arange(states), models), layout, "cnn_s")
 
@@ -112,6 +117,19 @@ def test_the_statistics_baseline_finds_a_function_of_a_layers_mean_weight(store)
     mean = MeanPredictor().fit(train).predict(test)
     assert r2_score(test.targets["test_acc"], statistics["test_acc"]) > 0.8
     assert r2_score(test.targets["test_acc"], mean["test_acc"]) < 0.05
+
+
+def test_the_ridge_baseline_is_scikit_learns_ridge_with_its_grid_search_over_models(store):
+    train, test = _known_samples(store.layout, 12, states=3), _known_samples(store.layout, 4, seed=1)
+    ridge = RidgePredictor(quick=True).fit(train)
+    x, x_test = train.weights.astype(np.float64), test.weights.astype(np.float64)
+    search = GridSearchCV(make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": ridge.alphas_tried},
+                          cv=GroupKFold(3)).fit(x, train.targets["epoch"], groups=train.model_ids)
+    assert ridge.alphas[ridge.names.index("epoch")] == search.best_params_["ridge__alpha"]
+    predictions = ridge.predict(test)
+    for alpha, name in zip(ridge.alphas, ridge.names, strict=True):
+        expected = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x, train.targets[name]).predict(x_test)
+        np.testing.assert_allclose(predictions[name], expected, rtol=1e-6, atol=1e-9)
 
 
 def test_nfn_predictions_do_not_change_when_the_neurons_are_permuted(fitted, samples, store):

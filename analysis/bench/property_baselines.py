@@ -17,12 +17,13 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GroupKFold
 from torch import nn
 
 from analysis.hyperrep.baseline import WeightStatisticsBaseline, boosted
 from analysis.hyperrep.data import TokenSamples
 from analysis.hyperrep.model import AEConfig
-from analysis.hyperrep.probes import RIDGE_ALPHAS, ridge_probe
 from analysis.hyperrep.readout import readout_features
 from analysis.hyperrep.train import TrainConfig, encode, train_autoencoder
 from loaders.nfn_view import NfnView
@@ -93,25 +94,65 @@ class WeightStatisticsPredictor(_Baseline):
         return self.baseline.predict(samples.weights)
 
 
+class _StandardRidge:
+    """Ridge regressions of targets ``y`` [N, T] on inputs ``x`` [N, P] with every entry standardised
+    (scikit-learn's ``StandardScaler`` then ``Ridge``, intercept unpenalised), for any strengths at
+    once: one SVD of the standardised inputs serves them all."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        x = x.astype(np.float64)
+        self.x_mean, std = x.mean(0), x.std(0)
+        self.x_std = np.where(std > 0, std, 1.0)  # a constant entry (always pruned) reads as 0
+        self.y_mean = y.mean(0)
+        u, self.s, self.vt = np.linalg.svd((x - self.x_mean) / self.x_std, full_matrices=False)
+        self.uty = u.T @ (y - self.y_mean)
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        return ((x.astype(np.float64) - self.x_mean) / self.x_std) @ self.vt.T
+
+    def _shrink(self, alphas: np.ndarray) -> np.ndarray:
+        return self.s / (self.s**2 + np.asarray(alphas, dtype=np.float64)[:, None])
+
+    def path(self, x: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+        """[A, M, T]: the predictions for ``x`` [M, P] at each strength."""
+        return self.y_mean + np.einsum("mk,ak,kt->amt", self._project(x), self._shrink(alphas), self.uty)
+
+    def predict(self, x: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+        """[M, T]: the predictions for ``x`` at one strength per target."""
+        return self.y_mean + np.einsum("mk,tk,kt->mt", self._project(x), self._shrink(alphas), self.uty)
+
+
+RIDGE_ALPHAS = np.logspace(-2, 6, 17)
+
+
 class RidgePredictor(_Baseline):
-    """Ridge regression per target on the flat weights, each entry standardised; the ridge strength
-    by grid search with ``GroupKFold`` over the training models (no model on both sides of a fold).
-    ``quick``: five strengths and three folds."""
+    """Ridge regression per target on the flat weights, each entry standardised; the strength per
+    target by grid search with ``GroupKFold`` over the training models (no model on both sides of
+    a fold), scored by R² as scikit-learn's ``GridSearchCV`` does. ``quick``: five strengths and
+    three folds."""
 
     name = "ridge"
 
     def fit(self, train: Samples) -> RidgePredictor:
         self._fitted(train)
-        if len(np.unique(train.model_ids)) < 2:
+        groups = len(np.unique(train.model_ids))
+        if groups < 2:
             raise ZooSpecError("the ridge baseline needs at least 2 training models (its folds are models)")
-        alphas, folds = (RIDGE_ALPHAS[::3], 3) if self.quick else (RIDGE_ALPHAS, 5)
-        self.models = {name: ridge_probe(train.weights, y, train.model_ids, alphas, folds)[0]
-                       for name, y in train.targets.items()}
+        self.alphas_tried, folds = (RIDGE_ALPHAS[::4], 3) if self.quick else (RIDGE_ALPHAS, 5)
+        alphas, self.names = self.alphas_tried, list(train.targets)
+        y = np.stack([train.targets[n] for n in self.names], axis=1)
+        scores = np.zeros((len(alphas), len(self.names)))
+        for fit_rows, test_rows in GroupKFold(min(folds, groups)).split(train.weights, groups=train.model_ids):
+            path = _StandardRidge(train.weights[fit_rows], y[fit_rows]).path(train.weights[test_rows], alphas)
+            scores += [r2_score(y[test_rows], p, multioutput="raw_values") for p in path]
+        self.alphas = alphas[scores.argmax(0)]
+        self.ridge = _StandardRidge(train.weights, y)
         return self
 
     def predict(self, samples: Samples) -> dict[str, np.ndarray]:
         self._check(samples)
-        return {name: model.predict(samples.weights) for name, model in self.models.items()}
+        out = self.ridge.predict(samples.weights, self.alphas)
+        return {name: out[:, i] for i, name in enumerate(self.names)}
 
 
 def nfn_modules() -> SimpleNamespace:
