@@ -25,6 +25,7 @@ from analysis.bench.property_baselines import (
     NFNPredictor,
     RidgePredictor,
     WeightStatisticsPredictor,
+    _StandardRidge,
     default_property_predictors,
 )
 from analysis.bench.samples import PROPERTIES, Population, Samples, population_samples
@@ -130,6 +131,18 @@ def test_the_ridge_baseline_is_scikit_learns_ridge_with_its_grid_search_over_mod
     for alpha, name in zip(ridge.alphas, ridge.names, strict=True):
         expected = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x, train.targets[name]).predict(x_test)
         np.testing.assert_allclose(predictions[name], expected, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40)])  # more states than entries, and fewer
+def test_every_ridge_strength_matches_scikit_learn(shape):
+    rng = np.random.default_rng(0)
+    x, x_test, y = rng.normal(size=shape), rng.normal(size=(5, shape[1])), rng.normal(size=(shape[0], 2))
+    x[:, 3] = 1.5  # a constant entry, as an always-pruned weight is
+    alphas = np.array([1e-2, 1.0, 1e3])
+    path = _StandardRidge(x, y).path(x_test, alphas)
+    for alpha, predicted in zip(alphas, path, strict=True):
+        expected = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x, y).predict(x_test)
+        np.testing.assert_allclose(predicted, expected, rtol=1e-6, atol=1e-9)
 
 
 def test_nfn_predictions_do_not_change_when_the_neurons_are_permuted(fitted, samples, store):

@@ -97,29 +97,36 @@ class WeightStatisticsPredictor(_Baseline):
 class _StandardRidge:
     """Ridge regressions of targets ``y`` [N, T] on inputs ``x`` [N, P] with every entry standardised
     (scikit-learn's ``StandardScaler`` then ``Ridge``, intercept unpenalised), for any strengths at
-    once: one SVD of the standardised inputs serves them all."""
+    once: one eigendecomposition of the smaller Gram matrix (the states' where there are fewer
+    states than entries) serves them all."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         x = x.astype(np.float64)
         self.x_mean, std = x.mean(0), x.std(0)
         self.x_std = np.where(std > 0, std, 1.0)  # a constant entry (always pruned) reads as 0
         self.y_mean = y.mean(0)
-        u, self.s, self.vt = np.linalg.svd((x - self.x_mean) / self.x_std, full_matrices=False)
-        self.uty = u.T @ (y - self.y_mean)
+        xs, yc = (x - self.x_mean) / self.x_std, y - self.y_mean
+        if len(xs) <= xs.shape[1]:  # x.T (K + a)^-1 y with K = x x.T = U diag(e) U.T
+            eigenvalues, u = np.linalg.eigh(xs @ xs.T)
+            self.basis, self.coef = xs.T @ u, u.T @ yc
+        else:  # (x.T x + a)^-1 x.T y with x.T x = V diag(e) V.T
+            eigenvalues, v = np.linalg.eigh(xs.T @ xs)
+            self.basis, self.coef = v, v.T @ (xs.T @ yc)
+        self.eigenvalues = np.clip(eigenvalues, 0.0, None)  # rounding can leave tiny negatives
 
     def _project(self, x: np.ndarray) -> np.ndarray:
-        return ((x.astype(np.float64) - self.x_mean) / self.x_std) @ self.vt.T
+        return ((x.astype(np.float64) - self.x_mean) / self.x_std) @ self.basis
 
     def _shrink(self, alphas: np.ndarray) -> np.ndarray:
-        return self.s / (self.s**2 + np.asarray(alphas, dtype=np.float64)[:, None])
+        return 1.0 / (self.eigenvalues + np.asarray(alphas, dtype=np.float64)[:, None])
 
     def path(self, x: np.ndarray, alphas: np.ndarray) -> np.ndarray:
         """[A, M, T]: the predictions for ``x`` [M, P] at each strength."""
-        return self.y_mean + np.einsum("mk,ak,kt->amt", self._project(x), self._shrink(alphas), self.uty)
+        return self.y_mean + np.einsum("mk,ak,kt->amt", self._project(x), self._shrink(alphas), self.coef)
 
     def predict(self, x: np.ndarray, alphas: np.ndarray) -> np.ndarray:
         """[M, T]: the predictions for ``x`` at one strength per target."""
-        return self.y_mean + np.einsum("mk,tk,kt->mt", self._project(x), self._shrink(alphas), self.uty)
+        return self.y_mean + np.einsum("mk,tk,kt->mt", self._project(x), self._shrink(alphas), self.coef)
 
 
 RIDGE_ALPHAS = np.logspace(-2, 6, 17)
