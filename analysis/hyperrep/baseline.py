@@ -51,15 +51,16 @@ class WeightStatisticsBaseline:
 
     ``WeightStatisticsBaseline(layout).fit(weights[N, P], {"test_acc": y[N], ...})``, then
     ``predict(weights)`` -> ``{property: [M]}`` and ``score(weights, targets)`` -> held-out R² per
-    property.
+    property. ``n_estimators``: boosting stages per property (scikit-learn's default, 100; fewer
+    for CI-sized runs).
     """
 
-    def __init__(self, layout: ParameterLayout, seed: int = 0):
-        self.layout, self.seed = layout, seed
+    def __init__(self, layout: ParameterLayout, seed: int = 0, n_estimators: int = 100):
+        self.layout, self.seed, self.n_estimators = layout, seed, n_estimators
         self.models: dict[str, GradientBoostingRegressor] = {}
 
     def fit(self, weights: torch.Tensor | np.ndarray, targets: Mapping[str, np.ndarray]) -> WeightStatisticsBaseline:
-        self.models = _boosted(weight_statistics(weights, self.layout), targets, self.seed)
+        self.models = boosted(weight_statistics(weights, self.layout), targets, self.seed, self.n_estimators)
         return self
 
     def predict(self, weights: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
@@ -73,8 +74,14 @@ class WeightStatisticsBaseline:
         return {name: float(r2_score(targets[name], pred)) for name, pred in self.predict(weights).items()}
 
 
-def _boosted(x: np.ndarray, targets: Mapping[str, np.ndarray], seed: int) -> dict[str, GradientBoostingRegressor]:
-    return {name: GradientBoostingRegressor(random_state=seed).fit(x, y) for name, y in targets.items()}
+def boosted(
+    x: np.ndarray, targets: Mapping[str, np.ndarray], seed: int, n_estimators: int = 100
+) -> dict[str, GradientBoostingRegressor]:
+    """One gradient boosting regressor per target, fitted on features ``x`` [N, F]."""
+    return {
+        name: GradientBoostingRegressor(n_estimators=n_estimators, random_state=seed).fit(x, y)
+        for name, y in targets.items()
+    }
 
 
 def boosting_r2(
@@ -85,7 +92,7 @@ def boosting_r2(
     seed: int = 0,
 ) -> dict[str, float]:
     """Per property: held-out R² of scikit-learn gradient boosting fitted on ``x_train``."""
-    models = _boosted(x_train, train_props, seed)
+    models = boosted(x_train, train_props, seed)
     return {name: float(r2_score(test_props[name], model.predict(x_test))) for name, model in models.items()}
 
 

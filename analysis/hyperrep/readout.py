@@ -47,11 +47,11 @@ def readout_features(
     encoded: tuple[np.ndarray, torch.Tensor, torch.Tensor], samples: TokenSamples, cfg: TrainConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(pooled z, pooled z + statistics of the decoded weights and log-alphas)`` of every sample,
-    from ``train.encode``'s output for ``samples``."""
+    from ``train.encode``'s output for ``samples``; without the log-alphas' when the autoencoder
+    was not trained on any (``cfg.alpha_weight`` 0: its alpha stream decodes noise)."""
     z, w_hat, a_hat = encoded
     pooled_z = pooled(z, samples)
-    decoded = np.concatenate(
-        [weight_statistics(w_hat, samples.layout), alpha_statistics(a_hat, samples.layout, cfg.threshold, cfg.span)],
-        axis=1,
-    )
-    return pooled_z, np.concatenate([pooled_z, decoded], axis=1)
+    decoded = [weight_statistics(w_hat, samples.layout)]
+    if cfg.alpha_weight:
+        decoded.append(alpha_statistics(a_hat, samples.layout, cfg.threshold, cfg.span))
+    return pooled_z, np.concatenate([pooled_z, *decoded], axis=1)

@@ -48,12 +48,13 @@ class TrainConfig:
     threshold: float = 3.0  # VD pruning threshold t on log-alpha (eq. 2)
     span: float = 4.0  # range of interest r around the threshold (eq. 2)
     seed: int = 0
+    alpha_weight: float = 1.0  # of L_alpha in eq. 6; 0 for states without log-alphas (weights only)
 
 
 TRAIN_BOUNDS = {  # of a saved TrainConfig: what eval reads (threshold, span, seed) and what training took
     "epochs": (1, 10_000), "batch_size": (2, 4096), "lr": (0.0, 10.0), "weight_decay": (0.0, 10.0), "beta": (0.0, 1.0),
     "temperature": (1e-6, 1e6), "noise": (0.0, 1e3), "erase": (0.0, 1.0), "threshold": (-1e3, 1e3), "span": (1e-6, 1e3),
-    "seed": (0, 2**63 - 1),
+    "seed": (0, 2**63 - 1), "alpha_weight": (0.0, 1e3),
 }
 MAX_CHECKPOINT_BYTES = 1 << 30  # the reference model is a few MB
 
@@ -179,7 +180,7 @@ def _step_losses(
         rec_a = rec_a + alpha_mse(_log_alpha(cfg, a_hat), a_target, valid, cfg.threshold, cfg.span) / 2
     contrastive = nt_xent(model.project(zs[0]), model.project(zs[1]), cfg.temperature)
     return {
-        "loss": ecd_loss(contrastive, rec_w, rec_a, cfg.beta),
+        "loss": ecd_loss(contrastive, rec_w, cfg.alpha_weight * rec_a, cfg.beta),
         "contrastive": contrastive,
         "weights": rec_w,
         "alphas": rec_a,
