@@ -539,7 +539,7 @@ def built(tmp_path_factory):
 @pytest.fixture
 def stand_ins(monkeypatch, fake_mask_scores):
     monkeypatch.setattr(bench_cli, "default_predictors",
-                        lambda quick, seed: ([MeanStandIn(), LinearStandIn()], [MagnitudeStandIn()], []))
+                        lambda quick, seed, epochs=None: ([MeanStandIn(), LinearStandIn()], [MagnitudeStandIn()], []))
 
 
 def _rows(path):
@@ -580,6 +580,7 @@ def test_the_command_runs_every_task_and_records_it(built, tmp_path, stand_ins):
     (["--epochs", "3-1"], "is not a forward range"),
     (["--levels", "0.7"], "MP level 0.7 is not stored"),
     (["--activation", "relu"], "activation relu is not in this store"),
+    (["--quick", "--train-epochs", "3"], "leave out --train-epochs"),
 ])
 def test_the_command_refuses_bad_options_in_one_line(built, tmp_path, stand_ins, args, message):
     split = save_split(make_split(ZooStore(built / "digits_seed"), "random"), tmp_path)

@@ -117,16 +117,20 @@ def _check_store_writable(zoo_dir: Path) -> None:
 @click.option("--sparsities", default=",".join(f"{s:g}" for s in SPARSITIES), show_default=True,
               callback=_parsed(_levels), help="Task 3's target sparsities.")
 @click.option("--quick", is_flag=True, help="CI-sized baselines: few epochs and estimators.")
+@click.option("--train-epochs", type=click.IntRange(1, 10_000),
+              help="Training epochs of the NFN and hyper-representation baselines [default: 40].")
 @click.option("--out", type=NonEmptyPath(file_okay=False), help="Output folder [default: ./<zoo>-bench].")
 @click.option("--no-store", is_flag=True, help="Write only to --out; leave the store (and its card) as it is.")
 @click.pass_context
 def main(ctx: click.Context, zoo, root, data_dir, split_file, split_kind, seed, k, test_fraction, activation, init,
-         epochs, levels, tasks, predictors, sparsities, quick, out, no_store) -> None:
+         epochs, levels, tasks, predictors, sparsities, quick, train_epochs, out, no_store) -> None:
     """Score property, twin and mask predictors on a split of a zoo; print the table and write it, its
     JSON and figure to --out and into the store (bench/, listed in its card)."""
     with one_line_errors():
         given = [name for name in SPLIT_OPTIONS
                  if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if quick and train_epochs:
+            raise click.UsageError("--quick sets the baselines' epochs; leave out --train-epochs")
         if split_file and given:
             raise click.UsageError(f"--split fixes the models, epochs and levels; leave out "
                                    f"{', '.join('--' + g.replace('_', '-') for g in given)}")
@@ -139,12 +143,12 @@ def main(ctx: click.Context, zoo, root, data_dir, split_file, split_kind, seed, 
             split.check_store(store)
         else:
             split = make_split(store, split_kind, seed, k, test_fraction, activation, init, epochs, levels)
-        properties, masks, notes = default_predictors(quick, seed)
+        properties, masks, notes = default_predictors(quick, seed, train_epochs)
         properties, masks = _select(predictors, properties, masks)
         click.echo(f"{store.manifest.zoo}: split {split.id}: {split.describe()}", err=True)
         run = run_benchmark(store, split, properties, masks, tasks, seed, sparsities, data_dir, progress=True)
         run.notes = notes + run.notes
-        doc = results_document(store, split, run, quick)
+        doc = results_document(store, split, run, quick, train_epochs)
         files = render(doc)
         folder.mkdir(parents=True, exist_ok=True)
         written = [str(p) for p in write_outputs(doc, split, folder, files)]

@@ -11,9 +11,11 @@ PROPERTY_BASELINES = ("MeanPredictor", "WeightStatisticsPredictor", "RidgePredic
                       "HyperRepPredictor")
 
 
-def default_predictors(quick: bool, seed: int) -> tuple[list[PropertyPredictor], list[MaskPredictor], list[str]]:
+def default_predictors(quick: bool, seed: int, epochs: int | None = None
+                       ) -> tuple[list[PropertyPredictor], list[MaskPredictor], list[str]]:
     """(property predictors, mask predictors, notes): every baseline, except the NFN when the
-    ``nfn`` package is not installed (a note says so)."""
+    ``nfn`` package is not installed (a note says so). ``epochs``: training epochs of the learned
+    property predictors (NFN, hyper-representation) instead of their defaults."""
     from . import mask_baselines, property_baselines  # deferred: scikit-learn, the nfn view, the autoencoder
 
     notes = []
@@ -21,7 +23,10 @@ def default_predictors(quick: bool, seed: int) -> tuple[list[PropertyPredictor],
     if importlib.util.find_spec("nfn") is None:
         names.remove("NFNPredictor")
         notes.append("NFNPredictor left out: the nfn package is not installed (pip install '.[nfn]')")
-    properties = [getattr(property_baselines, name)(quick=quick, seed=seed) for name in names]
+    trained = {"NFNPredictor", "HyperRepPredictor"}
+    properties = [getattr(property_baselines, name)(quick=quick, seed=seed,
+                                                    **({"epochs": epochs} if epochs and name in trained else {}))
+                  for name in names]
     masks = [mask_baselines.GlobalMagnitude(), mask_baselines.LayerwiseMagnitude(), mask_baselines.RandomMask(seed),
              mask_baselines.StatisticsThresholds(), mask_baselines.ZeroShotMasks(quick=quick, seed=seed)]
     return properties, masks, notes

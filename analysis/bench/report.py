@@ -53,11 +53,14 @@ def run_name(split: Split, seed: int, settings: dict) -> str:
     return f"bench-{split.id.removeprefix('split-')}-s{seed}-{digest}"
 
 
-def results_document(store: ZooStore, split: Split, run: BenchRun, quick: bool = False) -> dict:
+def results_document(store: ZooStore, split: Split, run: BenchRun, quick: bool = False,
+                     train_epochs: int | None = None) -> dict:
     """The results JSON of one run (rows as :func:`~analysis.bench.tasks.run_benchmark` made them);
-    ``quick``: whether the baselines ran with CI-sized settings."""
+    ``quick``: whether the baselines ran with CI-sized settings; ``train_epochs``: the learned
+    baselines' epochs when not their default."""
     settings = {"tasks": run.tasks, "property_predictors": run.property_predictors,
-                "mask_predictors": run.mask_predictors, "sparsities": run.sparsities, "quick": quick}
+                "mask_predictors": run.mask_predictors, "sparsities": run.sparsities, "quick": quick,
+                "train_epochs": train_epochs}
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -165,9 +168,10 @@ def markdown(doc: dict) -> str:
     """The run as markdown: a heading naming run, zoo, split and seed, then one table per task
     (rows: predictors), timings and notes. R² in %, Kendall's tau-b as it is."""
     versions_line = ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v is not None)
+    epochs = f", {doc['train_epochs']} training epochs" if doc.get("train_epochs") else ""
     lines = [f"### zoo-bench run `{doc['run']}` on `{doc['zoo']}`", "",
              f"Split `{doc['split']}`: {doc['split_description']}. Seed {doc['seed']}"
-             f"{', quick settings' if doc['quick'] else ''}; {versions_line}; {doc['created']}.", ""]
+             f"{', quick settings' if doc['quick'] else ''}{epochs}; {versions_line}; {doc['created']}.", ""]
     for task, title in TASK_TITLES.items():
         rows = [r for r in doc["rows"] if r["task"] == task]
         if not rows:
