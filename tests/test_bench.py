@@ -30,7 +30,7 @@ from analysis.bench.report import markdown, record_in_store, render, results_doc
 from analysis.bench.samples import Population, population_samples
 from analysis.bench.splits import load_split, make_split, parse_split, save_split
 from analysis.bench.tasks import combine_folds, last_rows, run_benchmark
-from analysis.bench.twins import mask_samples, twin_samples
+from analysis.bench.twins import TRAJECTORY_BYTES, mask_samples, trajectory_epochs, twin_samples
 from builders.stages.card import write_card
 from zoo_dataset.errors import ChecksumError, StoreError, ZooError, ZooSpecError
 from zoo_dataset.sparsify.magnitude import global_magnitude_mask, prune_count
@@ -286,6 +286,20 @@ def test_mask_samples_hold_the_vd_twins_last_log_alphas_and_masks(store):
         np.testing.assert_array_equal(samples.extra["vd_log_alpha"][i], store.array("log_alpha", "vd", m, 3))
         np.testing.assert_array_equal(samples.extra["vd_keep"][i], store.array("masks", "vd", m, 3))
     assert samples.extra["vd_keep"].dtype == bool and samples.extra["vd_log_alpha"].dtype == np.float32
+    # the trajectory, for predictors that aim at the VD epoch nearest their target sparsity
+    vd = store.states("vd")
+    for i, m in enumerate([2, 7]):
+        assert samples.extra["vd_epochs"][i].tolist() == [0, 1, 2, 3]
+        for e in range(4):
+            np.testing.assert_array_equal(samples.extra["vd_log_alpha_epochs"][i, e],
+                                          store.array("log_alpha", "vd", m, e))
+            assert samples.extra["vd_sparsity_epochs"][i, e] == vd[(vd.model_id == m) & (vd.epoch == e)].sparsity.item()
+
+
+def test_the_trajectory_is_thinned_to_fit_memory():
+    assert trajectory_epochs(11, 256, 2464) == list(range(11))
+    few = trajectory_epochs(26, 30_000, 4970)  # the Small CNN Zoo: 15 GB for every epoch
+    assert few[-1] == 25 and 1 <= len(few) < 26 and 4 * 30_000 * 4970 * len(few) <= TRAJECTORY_BYTES
 
 
 def test_the_stand_ins_follow_the_protocols():

@@ -271,3 +271,24 @@ def test_a_predictor_that_breaks_the_mask_rules_is_refused(original_store, real_
         score_masks(original_store, _PrunesABias(), real_held_out, (0.5,), data)
     with pytest.raises(ZooSpecError, match="must prune exactly"):
         score_masks(original_store, _OneShort(), real_held_out, (0.5,), data)
+
+
+def test_zero_shot_masks_aim_at_the_vd_epoch_nearest_the_target():
+    """With the VD trajectory, each target sparsity gets the predictor of the epoch whose mean
+    training sparsity is nearest it: its masks follow that epoch's log-alphas, not the last's."""
+    train = random_samples("cnn_s")
+    layout, n = train.layout, len(train)
+    early = train.extra["vd_log_alpha"].copy()
+    early[:, layout.by_name[f"{BOOSTED}.weight"].slice] -= 8.0  # early in VD, fc1 is pruned last
+    trajectory = dict(train.extra, vd_log_alpha_epochs=np.stack([early, train.extra["vd_log_alpha"]], axis=1),
+                      vd_sparsity_epochs=np.tile([0.2, 0.9], (n, 1)), vd_epochs=np.tile([3, 10], (n, 1)))
+    train = Samples(train.weights, {}, train.model_ids, train.epochs, layout, train.architecture, trajectory)
+    predictor = ZeroShotMasks(config=ZeroShotConfig(epochs=3, batch_size=1024), seed=0).fit(train)
+    assert [predictor.target_epoch(s) for s in (0.1, 0.5, 0.6, 0.95)] == [3, 3, 10, 10]
+    entry = layout.by_name[f"{BOOSTED}.weight"]
+    k = prune_count(0.2, layout.num_weights)
+    fc1_early = (~predictor.keep(train.weights, layout, 0.2)[:, entry.slice]).sum(axis=1)
+    fc1_late = (~predictor.keep(train.weights, layout, 0.8)[:, entry.slice]).sum(axis=1)
+    assert fc1_early.max() < 0.1 * k  # the epoch-3 predictor spares fc1
+    assert fc1_late.min() > 0.9 * min(entry.size, prune_count(0.8, layout.num_weights))
+    assert sorted(predictor.models) == [3, 10]

@@ -77,7 +77,9 @@ def twin_samples(store: ZooStore, model_ids: Sequence[int], levels: Sequence[flo
 def mask_samples(store: ZooStore, model_ids: Sequence[int]) -> Samples:
     """Task 3: each original's last-epoch weights, with its VD twin's last-epoch log-alphas
     (``extra["vd_log_alpha"]``, float32) and keep-mask (``extra["vd_keep"]``, bool), and the VD
-    twin's ``vd/test_acc`` and ``vd/sparsity`` as targets."""
+    twin's ``vd/test_acc`` and ``vd/sparsity`` as targets. Its trajectory too: log-alphas
+    ``extra["vd_log_alpha_epochs"]`` [M, E, P] and sparsity ``extra["vd_sparsity_epochs"]`` [M, E]
+    at the epochs ``extra["vd_epochs"]`` [M, E] (:func:`trajectory_epochs`)."""
     if "vd" not in store.populations:
         raise StoreError(f"{store.zoo_dir} has no VD twins: zero-shot masks are scored against them")
     vd = _last_states(store, "vd", model_ids)
@@ -86,10 +88,29 @@ def mask_samples(store: ZooStore, model_ids: Sequence[int]) -> Samples:
     samples = originals(store, sorted(int(m) for m in vd.index))
     vd = vd.loc[samples.model_ids]
     last = store.population("vd").epochs
+    epochs = trajectory_epochs(last + 1, len(samples), store.layout.num_params)
+    log_alphas = np.stack([store.array("log_alpha", "vd", int(m), slice(None))[epochs] for m in samples.model_ids])
+    sparsity = store.states("vd").pivot_table(index="model_id", columns="epoch", values="sparsity")
     samples.extra = {
-        "vd_log_alpha": np.stack([store.array("log_alpha", "vd", int(m), last) for m in samples.model_ids])
-        .astype(np.float32),
+        "vd_log_alpha": log_alphas[:, -1].astype(np.float32),
         "vd_keep": np.stack([store.array("masks", "vd", int(m), last) for m in samples.model_ids]).astype(bool),
+        "vd_log_alpha_epochs": log_alphas.astype(np.float32),
+        "vd_sparsity_epochs": sparsity.loc[samples.model_ids, epochs].to_numpy(dtype=np.float64),
+        "vd_epochs": np.tile(np.asarray(epochs, dtype=np.int64), (len(samples), 1)),
     }
     samples.targets = {f"vd/{name}": vd[name].to_numpy(dtype=np.float64) for name in VD_TARGETS}
     return samples
+
+
+TRAJECTORY_BYTES = 1 << 30  # the VD log-alphas of every recorded epoch, at most (float32)
+
+
+def trajectory_epochs(recorded: int, models: int, params: int) -> list[int]:
+    """The VD epochs whose log-alphas task 3 offers its predictors (``extra["vd_log_alpha_epochs"]``):
+    every recorded epoch, or as many evenly spaced ones (the last included) as fit in
+    :data:`TRAJECTORY_BYTES`: a zero-shot predictor aims at the epoch whose sparsity is nearest its
+    target, and 30 000 models x 26 epochs would not fit in memory."""
+    fit = max(1, TRAJECTORY_BYTES // max(1, 4 * models * params))
+    if fit >= recorded:
+        return list(range(recorded))
+    return sorted({int(round(e)) for e in np.linspace(recorded - 1, 0, fit)})
