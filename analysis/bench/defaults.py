@@ -7,9 +7,6 @@ import importlib.util
 
 from .predictors import MaskPredictor, PropertyPredictor
 
-PROPERTY_BASELINES = ("MeanPredictor", "WeightStatisticsPredictor", "RidgePredictor", "NFNPredictor",
-                      "HyperRepPredictor")
-
 
 def default_predictors(quick: bool, seed: int, epochs: int | None = None
                        ) -> tuple[list[PropertyPredictor], list[MaskPredictor], list[str]]:
@@ -19,14 +16,9 @@ def default_predictors(quick: bool, seed: int, epochs: int | None = None
     from . import mask_baselines, property_baselines  # deferred: scikit-learn, the nfn view, the autoencoder
 
     notes = []
-    names = list(PROPERTY_BASELINES)
     if importlib.util.find_spec("nfn") is None:
-        names.remove("NFNPredictor")
-        notes.append("NFNPredictor left out: the nfn package is not installed (pip install '.[nfn]')")
-    trained = {"NFNPredictor", "HyperRepPredictor"}
-    properties = [getattr(property_baselines, name)(quick=quick, seed=seed,
-                                                    **({"epochs": epochs} if epochs and name in trained else {}))
-                  for name in names]
+        notes.append("the NFN baseline left out: the nfn package is not installed (pip install '.[nfn]')")
+    properties = property_baselines.default_property_predictors(quick, seed, epochs)
     masks = [mask_baselines.GlobalMagnitude(), mask_baselines.LayerwiseMagnitude(), mask_baselines.RandomMask(seed),
              mask_baselines.StatisticsThresholds(), mask_baselines.ZeroShotMasks(quick=quick, seed=seed)]
     return properties, masks, notes

@@ -295,12 +295,15 @@ class HyperRepPredictor(_Baseline):
         return {name: model.predict(features) for name, model in self.models.items()}
 
 
-def default_property_predictors(quick: bool = False, seed: int = 0) -> list[PropertyPredictor]:
+def default_property_predictors(quick: bool = False, seed: int = 0, epochs: int | None = None
+                                ) -> list[PropertyPredictor]:
     """The benchmark's property baselines, simplest first; the NFN only where the ``nfn`` package
-    is installed (the ``nfn`` extra)."""
+    is installed (the ``nfn`` extra). ``epochs``: the NFN's and the autoencoder's training epochs
+    instead of their defaults."""
+    trained = {"epochs": epochs} if epochs else {}
     predictors: list[PropertyPredictor] = [MeanPredictor(quick, seed), WeightStatisticsPredictor(quick, seed),
                                            RidgePredictor(quick, seed)]
     if importlib.util.find_spec("nfn") is not None:
-        predictors.append(NFNPredictor(quick, seed))
-    predictors.append(HyperRepPredictor(quick, seed))
+        predictors.append(NFNPredictor(quick, seed, **trained))
+    predictors.append(HyperRepPredictor(quick, seed, **trained))
     return predictors
