@@ -14,6 +14,7 @@ from zoo_dataset.cli_support import (
     EPOCHS,
     Command,
     NonEmptyPath,
+    as_bad_parameter,
     check_device,
     one_line_errors,
     version_option,
@@ -62,16 +63,6 @@ def parse_models(text: str) -> list[int]:
     return ids
 
 
-def _as_bad_parameter(parse):
-    """A click callback from a parser that raises ZooSpecError: the error is a usage error of the option."""
-    def callback(ctx: click.Context, param: click.Parameter, value):
-        if value is None:
-            return None
-        try:
-            return parse(value)
-        except ZooSpecError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return callback
 
 
 def parse_stages(text: str) -> list[str]:
@@ -141,16 +132,16 @@ def _worker_count(text: str) -> int:
 @click.option("--spec", "spec_file", type=NonEmptyPath(dir_okay=False),
               help="A TOML file of your own zoos (the schema of the packaged zoos.toml); --zoo names one of them.")
 @click.option("--list", "show_list", is_flag=True, help="List all zoos and whether their data is available.")
-@click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True, callback=_as_bad_parameter(parse_stages),
+@click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True, callback=as_bad_parameter(parse_stages),
               help="Comma-separated stages to run; opt-in methods (" + ", ".join(OPT_IN) + ") only when named.")
 @click.option("--root", "--out", "root", type=NonEmptyPath(file_okay=False),
               help="Where stores live; the zoo goes to ROOT/<zoo> [default: $ZOO_TWINS_CACHE, else the cache dir]. "
               "--out is the old name of this option.")
-@click.option("--models", callback=_as_bad_parameter(parse_models), help="Subset of model ids, e.g. 0-9,12.")
+@click.option("--models", callback=as_bad_parameter(parse_models), help="Subset of model ids, e.g. 0-9,12.")
 @click.option("--epochs", type=EPOCHS,
               help="Override the original training epochs (1 to 10000; not with --from-original).")
 @click.option("--mp-epochs", type=EPOCHS, help="Override MP fine-tuning epochs.")
-@click.option("--mp-levels", callback=_as_bad_parameter(parse_levels),
+@click.option("--mp-levels", callback=as_bad_parameter(parse_levels),
               help="Override MP sparsity levels, e.g. 0.5,0.9 or 50,90 (distinct).")
 @click.option("--vd-epochs", type=EPOCHS, help="Override VD training epochs.")
 @click.option("--vd-variant", type=click.Choice(VD_VARIANTS),

@@ -79,6 +79,18 @@ def one_line_errors(*also: type[Exception]) -> Iterator[None]:
         _fail(str(exc), RUNTIME_EXIT)
 
 
+def as_bad_parameter(parse: Callable) -> Callable:
+    """A click callback from a parser that raises ZooSpecError: the error is a usage error of the option."""
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ZooSpecError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return callback
+
+
 def check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A ``--device`` that torch knows and this machine has (no store is created for a typo)."""
     import torch

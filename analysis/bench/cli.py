@@ -12,6 +12,7 @@ from zoo_dataset.cli_support import (
     Command,
     FiniteFloatRange,
     NonEmptyPath,
+    as_bad_parameter,
     one_line_errors,
     version_option,
     writable_dir,
@@ -53,16 +54,6 @@ def _levels(text: str) -> list[float]:
     return [parse_level(part) for part in _names(text)]
 
 
-def _parsed(parse):
-    """A click callback from a parser that raises ZooSpecError (a usage error of the option)."""
-    def callback(ctx: click.Context, param: click.Parameter, value):
-        if value is None:
-            return None
-        try:
-            return parse(value)
-        except ZooSpecError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return callback
 
 
 def _tasks(text: str) -> list[str]:
@@ -108,14 +99,16 @@ def _check_store_writable(zoo_dir: Path) -> None:
 @click.option("--k", type=click.IntRange(2, 1000), default=5, show_default=True, help="Folds of --split-kind kfold.")
 @click.option("--test-fraction", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Share of models held out by --split-kind random.")
-@click.option("--activation", callback=_parsed(_names), help="Only models of these activations, e.g. tanh,relu.")
-@click.option("--init", callback=_parsed(_names), help="Only models of these inits, e.g. kaiming_uniform.")
-@click.option("--epochs", callback=_parsed(_epochs), help="Only states of these epochs, e.g. 0-9,12 (task 1).")
-@click.option("--levels", callback=_parsed(_levels), help="Only these MP levels, e.g. 0.5,0.9 or 50,90.")
-@click.option("--tasks", default=",".join(TASKS), show_default=True, callback=_parsed(_tasks))
-@click.option("--predictors", callback=_parsed(_names), help="Only the predictors of these names [default: all].")
+@click.option("--activation", callback=as_bad_parameter(_names),
+              help="Only models of these activations, e.g. tanh,relu.")
+@click.option("--init", callback=as_bad_parameter(_names), help="Only models of these inits, e.g. kaiming_uniform.")
+@click.option("--epochs", callback=as_bad_parameter(_epochs), help="Only states of these epochs, e.g. 0-9,12 (task 1).")
+@click.option("--levels", callback=as_bad_parameter(_levels), help="Only these MP levels, e.g. 0.5,0.9 or 50,90.")
+@click.option("--tasks", default=",".join(TASKS), show_default=True, callback=as_bad_parameter(_tasks))
+@click.option("--predictors", callback=as_bad_parameter(_names),
+              help="Only the predictors of these names [default: all].")
 @click.option("--sparsities", default=",".join(f"{s:g}" for s in SPARSITIES), show_default=True,
-              callback=_parsed(_levels), help="Task 3's target sparsities.")
+              callback=as_bad_parameter(_levels), help="Task 3's target sparsities.")
 @click.option("--quick", is_flag=True, help="CI-sized baselines: few epochs and estimators.")
 @click.option("--train-epochs", type=click.IntRange(1, 10_000),
               help="Training epochs of the NFN and hyper-representation baselines [default: 40].")
