@@ -36,6 +36,17 @@ _NAMES = {  # name -> module of analysis.bench
     "results_document": "report",
     "write_outputs": "report",
     "default_predictors": "defaults",
+    "HyperRepPredictor": "property_baselines",
+    "MeanPredictor": "property_baselines",
+    "NFNPredictor": "property_baselines",
+    "RidgePredictor": "property_baselines",
+    "WeightStatisticsPredictor": "property_baselines",
+    "GlobalMagnitude": "mask_baselines",
+    "LayerwiseMagnitude": "mask_baselines",
+    "RandomMask": "mask_baselines",
+    "StatisticsThresholds": "mask_baselines",
+    "ZeroShotMasks": "mask_baselines",
+    "score_masks": "mask_scores",
 }
 
 
