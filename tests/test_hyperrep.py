@@ -250,3 +250,18 @@ def test_eval_refuses_a_checkpoint_it_cannot_use_in_one_line(store, checkpoint, 
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 9, 10, 11, 100])
+def test_the_learning_rate_schedule_runs_any_number_of_steps(total_steps):
+    """OneCycleLR divides by zero when its warm-up ends at step 0 (10 steps at 10 %): every count
+    of steps runs through, the warm-up still about a tenth of them."""
+    from analysis.hyperrep.train import warmup_share
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    share = warmup_share(total_steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=total_steps, pct_start=share)
+    for _ in range(total_steps):
+        optimizer.step()
+        schedule.step()
+    assert 0.1 <= share <= 0.15
